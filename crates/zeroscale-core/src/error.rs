@@ -1,0 +1,359 @@
+//! The one error model every zeroscale crate maps into: kinds a caller can act on.
+//!
+//! Backends keep their own private error enums and convert into [`Error`] at their
+//! boundary, choosing the kind that tells the caller what to do next (retry, fix the
+//! input, log in, change the config, ...). Messages say what went wrong and how to fix it.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A boxed error from a backend or library, kept as the `source` of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with zeroscale's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in zeroscale, by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The thing asked for does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked up, e.g. "object `a/b.txt`" or "job 0190…".
+        what: String,
+    },
+
+    /// A thing with the same identity exists already.
+    #[error("{what} already exists")]
+    AlreadyExists {
+        /// What clashed, e.g. "user `alice`".
+        what: String,
+    },
+
+    /// The caller's input breaks a rule; the message names the rule.
+    #[error("invalid input: {message}")]
+    InvalidInput {
+        /// Which rule was broken and how to comply.
+        message: String,
+    },
+
+    /// No valid credentials were given.
+    #[error("unauthenticated: {message}")]
+    Unauthenticated {
+        /// Why authentication failed (never echoes the secret).
+        message: String,
+    },
+
+    /// Credentials were valid but do not allow this operation.
+    #[error("permission denied: {message}")]
+    PermissionDenied {
+        /// What was refused and what role or grant would allow it.
+        message: String,
+    },
+
+    /// The operation conflicts with the current state (e.g. a stale lease, a linked row).
+    #[error("conflict: {message}")]
+    Conflict {
+        /// The state that prevents the operation.
+        message: String,
+    },
+
+    /// Too many requests; try again later.
+    #[error("rate limited: {message}{}", retry_after_suffix(*.retry_after))]
+    RateLimited {
+        /// Who limited the call and why.
+        message: String,
+        /// How long the limiter asked us to wait, when it said.
+        retry_after: Option<Duration>,
+    },
+
+    /// A service or backend could not be reached or is not ready; retrying may help.
+    #[error("unavailable: {message}")]
+    Unavailable {
+        /// What is unavailable and what to check or run.
+        message: String,
+        /// The underlying failure, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The backend does not support this operation.
+    #[error("`{operation}` is not supported by the `{backend}` backend")]
+    NotSupported {
+        /// The operation that was asked for.
+        operation: String,
+        /// The backend that cannot do it.
+        backend: String,
+    },
+
+    /// The configuration is wrong; `key` is the dotted config key to fix.
+    #[error("config error at `{key}`: {message}")]
+    Config {
+        /// Dotted path of the offending key, e.g. `queue.kind`.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// A backend failed in a way that none of the other kinds describe.
+    #[error("{backend} backend error: {source}")]
+    Backend {
+        /// The backend's name, e.g. `postgres`, `s3`, `redis`.
+        backend: String,
+        /// The backend's own error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn retry_after_suffix(retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!(" (retry after {:.1}s)", d.as_secs_f64()),
+        None => String::new(),
+    }
+}
+
+/// The kind of an [`Error`], without its data: for matching, metrics and HTTP status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// See [`Error::NotFound`].
+    NotFound,
+    /// See [`Error::AlreadyExists`].
+    AlreadyExists,
+    /// See [`Error::InvalidInput`].
+    InvalidInput,
+    /// See [`Error::Unauthenticated`].
+    Unauthenticated,
+    /// See [`Error::PermissionDenied`].
+    PermissionDenied,
+    /// See [`Error::Conflict`].
+    Conflict,
+    /// See [`Error::RateLimited`].
+    RateLimited,
+    /// See [`Error::Unavailable`].
+    Unavailable,
+    /// See [`Error::NotSupported`].
+    NotSupported,
+    /// See [`Error::Config`].
+    Config,
+    /// See [`Error::Backend`].
+    Backend,
+}
+
+impl ErrorKind {
+    /// A stable snake_case code, used in API error bodies and logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::NotSupported => "not_supported",
+            ErrorKind::Config => "config",
+            ErrorKind::Backend => "backend",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Error::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+            Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::RateLimited { .. } => ErrorKind::RateLimited,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::NotSupported { .. } => ErrorKind::NotSupported,
+            Error::Config { .. } => ErrorKind::Config,
+            Error::Backend { .. } => ErrorKind::Backend,
+        }
+    }
+
+    /// Whether trying the same call again later may succeed (rate limits, outages).
+    pub fn is_retriable(&self) -> bool {
+        matches!(self.kind(), ErrorKind::RateLimited | ErrorKind::Unavailable)
+    }
+
+    /// How long the backend asked us to wait before retrying, when it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A [`Error::NotFound`] for `what`.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Error::NotFound { what: what.into() }
+    }
+
+    /// An [`Error::AlreadyExists`] for `what`.
+    pub fn already_exists(what: impl Into<String>) -> Self {
+        Error::AlreadyExists { what: what.into() }
+    }
+
+    /// An [`Error::InvalidInput`] with `message`.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::Unauthenticated`] with `message`.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Error::Unauthenticated {
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::PermissionDenied`] with `message`.
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Error::PermissionDenied {
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::Conflict`] with `message`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Error::Conflict {
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::RateLimited`] with `message` and an optional retry-after.
+    pub fn rate_limited(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Error::RateLimited {
+            message: message.into(),
+            retry_after,
+        }
+    }
+
+    /// An [`Error::Unavailable`] with `message` and no source.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Error::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An [`Error::Unavailable`] with `message`, caused by `source`.
+    pub fn unavailable_from(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Unavailable {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// An [`Error::NotSupported`] for `operation` on `backend`.
+    pub fn not_supported(operation: impl Into<String>, backend: impl Into<String>) -> Self {
+        Error::NotSupported {
+            operation: operation.into(),
+            backend: backend.into(),
+        }
+    }
+
+    /// An [`Error::Config`] at `key` with `message`.
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::Backend`] from `backend`'s own error.
+    pub fn backend(backend: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            backend: backend.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The error for a backend that the config names but this build does not contain.
+    ///
+    /// `key` is the config key (e.g. `queue.kind`), `backend` the configured kind and
+    /// `feature` the Cargo feature that compiles it in.
+    pub fn not_compiled_in(key: &str, backend: &str, feature: &str) -> Self {
+        Error::config(
+            key,
+            format!(
+                "backend `{backend}` is not compiled in: rebuild with `--features {feature}` \
+                 (the default `zeroscale` build includes every backend)"
+            ),
+        )
+    }
+
+    /// This error's message followed by each of its sources, joined by ": ".
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = s.source();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_codes_are_stable() {
+        let e = Error::not_found("object `a`");
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(e.kind().code(), "not_found");
+        assert_eq!(e.to_string(), "object `a` not found");
+        assert!(!e.is_retriable());
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after() {
+        let e = Error::rate_limited("openai said 429", Some(Duration::from_millis(1500)));
+        assert!(e.is_retriable());
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            e.to_string(),
+            "rate limited: openai said 429 (retry after 1.5s)"
+        );
+    }
+
+    #[test]
+    fn not_compiled_in_names_the_feature() {
+        let e = Error::not_compiled_in("queue.kind", "redis", "redis");
+        let text = e.to_string();
+        assert!(text.contains("`queue.kind`"), "{text}");
+        assert!(text.contains("--features redis"), "{text}");
+        assert_eq!(e.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn chain_includes_sources() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = Error::unavailable_from("postgres at 127.0.0.1:5432 is not reachable", io);
+        assert_eq!(
+            e.chain(),
+            "unavailable: postgres at 127.0.0.1:5432 is not reachable: refused"
+        );
+    }
+}
