@@ -1,1 +1,150 @@
-//! placeholder
+//! zeroscale-db: the database layer, sea-orm over SQLite (the embedded default) and
+//! PostgreSQL, behind one [`Db`] handle whatever the engine.
+//!
+//! [`Db::connect`] takes the `[database]` config; each engine lives in its own module
+//! behind a feature. A config that names an engine this build lacks fails with the
+//! feature to enable.
+//!
+//! # Feature flags
+//!
+//! | feature | what it enables | default |
+//! |---|---|---|
+//! | `sqlite` | the SQLite engine (`database.kind = "sqlite"`) | yes |
+//! | `postgres` | the PostgreSQL engine (`database.kind = "postgres"`) | no |
+
+mod error;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::fmt;
+
+pub use sea_orm;
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
+use zeroscale_core::config::DatabaseConfig;
+use zeroscale_core::{Error, Result};
+
+pub use error::map_db_err;
+
+/// Which SQL dialect a [`Db`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Dialect {
+    /// The engine's name, as in config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+}
+
+/// A connection pool to the configured database, whatever the engine.
+#[derive(Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+    dialect: Dialect,
+    /// Where the database is, without credentials: a file path or `host:port/db`.
+    location: String,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db")
+            .field("dialect", &self.dialect)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Connects to the database `config` describes.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Db> {
+        match config {
+            #[cfg(feature = "sqlite")]
+            DatabaseConfig::Sqlite(c) => sqlite::connect(c).await,
+            #[cfg(not(feature = "sqlite"))]
+            DatabaseConfig::Sqlite(_) => {
+                Err(Error::not_compiled_in("database.kind", "sqlite", "sqlite"))
+            }
+            #[cfg(feature = "postgres")]
+            DatabaseConfig::Postgres(c) => postgres::connect(c).await,
+            #[cfg(not(feature = "postgres"))]
+            DatabaseConfig::Postgres(_) => Err(Error::not_compiled_in(
+                "database.kind",
+                "postgres",
+                "postgres",
+            )),
+        }
+    }
+
+    /// Whether this build can connect to `kind` (`sqlite`, `postgres`).
+    pub fn is_compiled_in(kind: &str) -> bool {
+        match kind {
+            "sqlite" => cfg!(feature = "sqlite"),
+            "postgres" => cfg!(feature = "postgres"),
+            _ => false,
+        }
+    }
+
+    /// The dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Where the database is, without credentials.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The sea-orm connection, for the domain services and migrations.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Runs `SELECT 1` to prove the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        let backend = self.conn.get_database_backend();
+        self.conn
+            .query_one_raw(Statement::from_string(backend, "SELECT 1"))
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(self) -> Result<()> {
+        let dialect = self.dialect;
+        self.conn.close().await.map_err(|e| map_db_err(dialect, e))
+    }
+
+    fn unavailable(&self, e: sea_orm::DbErr) -> Error {
+        Error::unavailable_from(
+            format!(
+                "{} database at {} does not answer",
+                self.dialect.name(),
+                self.location
+            ),
+            e,
+        )
+    }
+
+    pub(crate) fn from_parts(conn: DatabaseConnection, location: String) -> Db {
+        let dialect = match conn.get_database_backend() {
+            DatabaseBackend::Postgres => Dialect::Postgres,
+            _ => Dialect::Sqlite,
+        };
+        Db {
+            conn,
+            dialect,
+            location,
+        }
+    }
+}

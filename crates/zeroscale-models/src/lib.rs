@@ -1,1 +1,235 @@
-//! placeholder
+//! zeroscale-models: model providers (a local embedding model, remote APIs, placeholder
+//! images), the model registry and the router with failover.
+//!
+//! Today this crate checks that the configured providers can serve ([`probe`], behind
+//! `/readyz` and `zeroscale doctor`): local model files present, remote endpoints
+//! reachable. The providers themselves arrive with the models issue.
+//!
+//! # Feature flags
+//!
+//! | feature | what it enables | default |
+//! |---|---|---|
+//! | `local-models` | the local all-MiniLM-L6-v2 embedding provider (`kind = "local"`) | yes |
+//! | `remote-models` | remote API providers (`openai`, `hugging_face`, `replicate`, `fal`, `automatic1111`) | no |
+//!
+//! The placeholder image provider is always compiled.
+
+use std::path::{Path, PathBuf};
+#[cfg(feature = "remote-models")]
+use std::time::Duration;
+
+use zeroscale_core::config::{ModelsConfig, ProviderConfig};
+use zeroscale_core::{Error, Result};
+
+/// The files a local sentence-transformers model folder must hold.
+pub const LOCAL_MODEL_FILES: &[&str] = &["config.json", "tokenizer.json", "model.safetensors"];
+
+/// Whether this build contains provider kind `kind`.
+pub fn is_compiled_in(kind: &str) -> bool {
+    match kind {
+        "placeholder" => true,
+        "local" => cfg!(feature = "local-models"),
+        "openai" | "hugging_face" | "replicate" | "fal" | "automatic1111" => {
+            cfg!(feature = "remote-models")
+        }
+        _ => false,
+    }
+}
+
+/// The providers that some model id in the registry uses, in name order.
+pub fn providers_in_use(config: &ModelsConfig) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .registry
+        .values()
+        .flat_map(|entry| std::iter::once(&entry.provider).chain(entry.fallbacks.iter()))
+        .cloned()
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The folder of a local model: its `path`, else `<models dir>/<model>`.
+pub fn local_model_dir(config: &ModelsConfig, model: &str, path: Option<&Path>) -> PathBuf {
+    match path {
+        Some(path) => path.to_path_buf(),
+        None => config
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("models"))
+            .join(model),
+    }
+}
+
+/// Checks that provider `name` can serve; returns a one-line description of it.
+pub async fn probe(config: &ModelsConfig, name: &str) -> Result<String> {
+    let provider = config.providers.get(name).ok_or_else(|| {
+        Error::config(
+            format!("models.providers.{name}"),
+            format!("provider `{name}` is not defined"),
+        )
+    })?;
+    let key = format!("models.providers.{name}.kind");
+    if !is_compiled_in(provider.kind()) {
+        let feature = if provider.kind() == "local" {
+            "local-models"
+        } else {
+            "remote-models"
+        };
+        return Err(Error::not_compiled_in(&key, provider.kind(), feature));
+    }
+    match provider {
+        ProviderConfig::Placeholder(_) => {
+            Ok("placeholder images (development only, not generated art)".to_owned())
+        }
+        ProviderConfig::Local(local) => {
+            let dir = local_model_dir(config, &local.model, local.path.as_deref());
+            let missing: Vec<&str> = LOCAL_MODEL_FILES
+                .iter()
+                .copied()
+                .filter(|file| !dir.join(file).is_file())
+                .collect();
+            if missing.is_empty() {
+                Ok(format!("local model {} in {}", local.model, dir.display()))
+            } else {
+                Err(Error::unavailable(format!(
+                    "local model {} is not installed in {} (missing {}): run `cargo xtask \
+                     models fetch`, or point `models.providers.{name}.path` at a folder that \
+                     has it",
+                    local.model,
+                    dir.display(),
+                    missing.join(", ")
+                )))
+            }
+        }
+        #[cfg(feature = "remote-models")]
+        ProviderConfig::Openai(remote)
+        | ProviderConfig::HuggingFace(remote)
+        | ProviderConfig::Replicate(remote)
+        | ProviderConfig::Fal(remote)
+        | ProviderConfig::Automatic1111(remote) => {
+            reachable(name, &remote.base_url, Duration::from_secs(5)).await
+        }
+        #[cfg(not(feature = "remote-models"))]
+        _ => Err(Error::not_compiled_in(
+            &key,
+            provider.kind(),
+            "remote-models",
+        )),
+    }
+}
+
+/// Opens a TCP connection to the host and port of `base_url`.
+#[cfg(feature = "remote-models")]
+async fn reachable(name: &str, base_url: &str, timeout: Duration) -> Result<String> {
+    let key = format!("models.providers.{name}.base_url");
+    let (scheme, rest) = base_url
+        .split_once("://")
+        .ok_or_else(|| Error::config(&key, format!("`{base_url}` is not an http(s) URL")))?;
+    let default_port = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => {
+            return Err(Error::config(
+                &key,
+                format!("`{base_url}` is not an http(s) URL"),
+            ));
+        }
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let address = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{default_port}")
+    };
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&address)).await {
+        Ok(Ok(_)) => Ok(format!("{scheme}://{address} reachable")),
+        Ok(Err(e)) => Err(Error::unavailable_from(
+            format!("provider `{name}` at {scheme}://{address} is not reachable"),
+            e,
+        )),
+        Err(_) => Err(Error::unavailable(format!(
+            "provider `{name}` at {scheme}://{address} did not answer within {}s",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zeroscale_core::config::LocalModelConfig;
+
+    fn config_with_dir(dir: &Path) -> ModelsConfig {
+        let mut config = ModelsConfig {
+            dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        };
+        config.providers.insert(
+            "local".into(),
+            ProviderConfig::Local(LocalModelConfig::default()),
+        );
+        config
+    }
+
+    #[cfg(feature = "local-models")]
+    #[tokio::test]
+    async fn missing_local_model_says_how_to_fetch_it() {
+        let dir = std::env::temp_dir().join(format!("zs-models-{}", std::process::id()));
+        let config = config_with_dir(&dir);
+        let err = probe(&config, "local").await.expect_err("no files");
+        let text = err.to_string();
+        assert!(text.contains("cargo xtask models fetch"), "{text}");
+        assert!(text.contains("model.safetensors"), "{text}");
+        let model_dir = dir.join("all-MiniLM-L6-v2");
+        std::fs::create_dir_all(&model_dir).unwrap();
+        for file in LOCAL_MODEL_FILES {
+            std::fs::write(model_dir.join(file), b"x").unwrap();
+        }
+        probe(&config, "local").await.expect("files present");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[cfg(not(feature = "local-models"))]
+    #[tokio::test]
+    async fn local_not_compiled_in_names_the_feature() {
+        let config = config_with_dir(Path::new("/nonexistent"));
+        let err = probe(&config, "local").await.expect_err("compiled out");
+        assert!(err.to_string().contains("--features local-models"), "{err}");
+    }
+
+    #[cfg(feature = "remote-models")]
+    #[tokio::test]
+    async fn remote_reachability_is_a_real_connection() {
+        use zeroscale_core::config::RemoteProviderConfig;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut config = ModelsConfig::default();
+        config.providers.insert(
+            "api".into(),
+            ProviderConfig::Openai(RemoteProviderConfig {
+                base_url: format!("http://127.0.0.1:{port}/v1"),
+                ..Default::default()
+            }),
+        );
+        probe(&config, "api").await.expect("listening");
+        drop(listener);
+        let err = probe(&config, "api").await.expect_err("closed");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn providers_in_use_are_deduplicated() {
+        let loaded = ModelsConfig::default();
+        assert!(providers_in_use(&loaded).is_empty());
+    }
+}

@@ -262,6 +262,7 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig> {
         .extract()
         .map_err(|e| from_figment_error(&figment, e))?;
     check_unknown_keys(&figment, &config)?;
+    config.models.validate()?;
     config.resolve_paths()?;
     Ok(LoadedConfig {
         config,

@@ -627,6 +627,87 @@ impl ProviderConfig {
     }
 }
 
+impl ProviderConfig {
+    /// Whether a provider of this kind can serve models of `kind`.
+    pub fn supports(&self, kind: ModelKind) -> bool {
+        match self {
+            ProviderConfig::Local(_) | ProviderConfig::HuggingFace(_) => {
+                kind == ModelKind::Embedding
+            }
+            ProviderConfig::Openai(_) => true,
+            ProviderConfig::Placeholder(_)
+            | ProviderConfig::Replicate(_)
+            | ProviderConfig::Fal(_)
+            | ProviderConfig::Automatic1111(_) => kind == ModelKind::Image,
+        }
+    }
+}
+
+impl ModelsConfig {
+    /// Checks that every model id names existing providers that can serve its kind, and
+    /// that the default model ids exist with the right kind.
+    pub fn validate(&self) -> Result<()> {
+        for (id, entry) in &self.registry {
+            let names = std::iter::once(&entry.provider).chain(entry.fallbacks.iter());
+            for (i, name) in names.enumerate() {
+                let key = if i == 0 {
+                    format!("models.registry.{id}.provider")
+                } else {
+                    format!("models.registry.{id}.fallbacks")
+                };
+                let provider = self.providers.get(name).ok_or_else(|| {
+                    Error::config(
+                        &key,
+                        format!(
+                            "model `{id}` uses provider `{name}`, which is not defined;                              defined providers: {}",
+                            self.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                })?;
+                if !provider.supports(entry.kind) {
+                    return Err(Error::config(
+                        &key,
+                        format!(
+                            "model `{id}` is an {:?} model, but provider `{name}` (kind `{}`)                              does not serve that kind",
+                            entry.kind,
+                            provider.kind()
+                        ),
+                    ));
+                }
+            }
+        }
+        for (key, id, kind) in [
+            (
+                "models.default_embedding_model",
+                &self.default_embedding_model,
+                ModelKind::Embedding,
+            ),
+            (
+                "models.default_image_model",
+                &self.default_image_model,
+                ModelKind::Image,
+            ),
+        ] {
+            match self.registry.get(id) {
+                Some(entry) if entry.kind == kind => {}
+                Some(_) => {
+                    return Err(Error::config(
+                        key,
+                        format!("model `{id}` is not a {kind:?} model"),
+                    ));
+                }
+                None => {
+                    return Err(Error::config(
+                        key,
+                        format!("model `{id}` is not in `models.registry`"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The local embedding model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -224,3 +224,31 @@ fn r2_is_an_s3_preset() {
     );
     assert_eq!(s3.bucket, "b");
 }
+
+#[test]
+fn registry_references_are_checked() {
+    Jail::expect_with(|jail| {
+        jail.create_dir("config")?;
+        jail.create_file(
+            "config/default.toml",
+            "[models.registry.minilm]\nfallbacks = [\"nosuch\"]\n",
+        )?;
+        let err = load_default().expect_err("nosuch is not a provider");
+        assert!(
+            err.to_string()
+                .contains("`models.registry.minilm.fallbacks`"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("local, placeholder"), "{err}");
+        jail.create_file(
+            "config/default.toml",
+            "[models.registry.minilm]\nprovider = \"placeholder\"\n",
+        )?;
+        let err = load_default().expect_err("placeholder draws images");
+        assert!(
+            err.to_string().contains("does not serve that kind"),
+            "{err}"
+        );
+        Ok(())
+    });
+}

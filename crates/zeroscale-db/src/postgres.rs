@@ -1,0 +1,49 @@
+//! The PostgreSQL engine: a pooled connection from a URL, optional TLS.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::postgres::PgSslMode;
+use sea_orm::{ConnectOptions, Database};
+use zeroscale_core::config::{PostgresConfig, PostgresTls};
+use zeroscale_core::{Error, Result};
+
+use crate::error::redact_url;
+use crate::{Db, Dialect, map_db_err};
+
+pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
+    let url = config.url.expose();
+    if url.is_empty() {
+        return Err(Error::config(
+            "database.url",
+            "no PostgreSQL URL: set `database.url` or `DATABASE_URL` to \
+             postgres://user:password@host:port/database",
+        ));
+    }
+    let location = redact_url(url);
+    let mut options = ConnectOptions::new(url.clone());
+    options
+        .max_connections(config.max_connections)
+        .min_connections(config.min_connections.min(config.max_connections))
+        .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .sqlx_logging(false);
+    match config.tls {
+        PostgresTls::FromUrl => {}
+        PostgresTls::Disable => {
+            options.map_sqlx_postgres_opts(|o| o.ssl_mode(PgSslMode::Disable));
+        }
+        PostgresTls::Require => {
+            options.map_sqlx_postgres_opts(|o| o.ssl_mode(PgSslMode::VerifyFull));
+        }
+    }
+    let conn = Database::connect(options).await.map_err(|e| {
+        Error::unavailable_from(
+            format!(
+                "cannot connect to PostgreSQL at {location}: check that it is running and the \
+                 URL is right (for tests, `cargo xtask services up` starts one)"
+            ),
+            map_db_err(Dialect::Postgres, e),
+        )
+    })?;
+    Ok(Db::from_parts(conn, location))
+}

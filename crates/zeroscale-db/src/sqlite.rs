@@ -1,0 +1,70 @@
+//! The SQLite engine: a file in the data dir, WAL, busy timeout, foreign keys on.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database};
+use zeroscale_core::config::{SqliteConfig, ensure_private_dir};
+use zeroscale_core::{Error, Result};
+
+use crate::{Db, Dialect, map_db_err};
+
+/// Readers that can run beside the one writer; SQLite in WAL mode allows one writer at a
+/// time, so more connections only add lock waits.
+const POOL_SIZE: u32 = 4;
+
+pub(crate) async fn connect(config: &SqliteConfig) -> Result<Db> {
+    let busy = Duration::from_millis(config.busy_timeout_ms);
+    let file = if config.in_memory {
+        None
+    } else {
+        let path = config.path.clone().ok_or_else(|| {
+            Error::config(
+                "database.path",
+                "no SQLite file configured: set `database.path`",
+            )
+        })?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            ensure_private_dir(parent)?;
+        }
+        Some(path)
+    };
+    let location = file
+        .as_ref()
+        .map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
+
+    // The URL only picks file or memory mode; the file name is set on the options below so
+    // that paths with any characters work.
+    let url = if file.is_some() {
+        "sqlite://zeroscale.db"
+    } else {
+        "sqlite::memory:"
+    };
+    let mut options = ConnectOptions::new(url);
+    // Every connection to `:memory:` is a new database: keep exactly one.
+    let pool = if file.is_some() { POOL_SIZE } else { 1 };
+    options
+        .max_connections(pool)
+        .min_connections(1)
+        .acquire_timeout(busy + Duration::from_secs(5))
+        .sqlx_logging(false);
+    options.map_sqlx_sqlite_opts(move |opts| {
+        let opts = match &file {
+            Some(path) => opts
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal),
+            None => opts.journal_mode(SqliteJournalMode::Memory),
+        };
+        opts.synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(busy)
+    });
+    let conn = Database::connect(options).await.map_err(|e| {
+        Error::unavailable_from(
+            format!("cannot open the SQLite database {location}"),
+            map_db_err(Dialect::Sqlite, e),
+        )
+    })?;
+    Ok(Db::from_parts(conn, location))
+}

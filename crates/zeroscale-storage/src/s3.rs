@@ -1,0 +1,64 @@
+//! S3 and R2 storage: object_store's `AmazonS3` from config, credentials from config or
+//! the standard `AWS_*` environment variables.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::prefix::PrefixStore;
+use zeroscale_core::config::S3StorageConfig;
+use zeroscale_core::{Error, Result};
+
+/// Builds the S3 client `config` describes; also returns `endpoint/bucket/prefix` for
+/// reports (never credentials).
+pub fn build(config: &S3StorageConfig) -> Result<(Arc<dyn ObjectStore>, String)> {
+    if config.bucket.is_empty() {
+        return Err(Error::config(
+            "storage.bucket",
+            "no bucket configured: set `storage.bucket`",
+        ));
+    }
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(&config.bucket)
+        .with_region(&config.region)
+        .with_allow_http(config.allow_http);
+    if let Some(endpoint) = &config.endpoint {
+        if endpoint.starts_with("http://") && !config.allow_http {
+            return Err(Error::config(
+                "storage.allow_http",
+                format!(
+                    "endpoint {endpoint} is plain http: set `storage.allow_http = true` to allow it"
+                ),
+            ));
+        }
+        builder = builder.with_endpoint(endpoint);
+    }
+    // A custom endpoint usually means an S3-compatible server that wants path style.
+    let path_style = config.path_style.unwrap_or(config.endpoint.is_some());
+    builder = builder.with_virtual_hosted_style_request(!path_style);
+    if let Some(key) = &config.access_key_id {
+        builder = builder.with_access_key_id(key.expose());
+    }
+    if let Some(secret) = &config.secret_access_key {
+        builder = builder.with_secret_access_key(secret.expose());
+    }
+    if let Some(token) = &config.session_token {
+        builder = builder.with_token(token.expose());
+    }
+    let s3 = builder
+        .build()
+        .map_err(|e| Error::config("storage", format!("invalid S3 settings: {e}")))?;
+    let endpoint = config
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("s3.{}.amazonaws.com", config.region));
+    let mut location = format!("{endpoint}/{}", config.bucket);
+    let store: Arc<dyn ObjectStore> = match config.prefix.as_deref().filter(|p| !p.is_empty()) {
+        Some(prefix) => {
+            location = format!("{location}/{prefix}");
+            Arc::new(PrefixStore::new(s3, prefix))
+        }
+        None => Arc::new(s3),
+    };
+    Ok((store, location))
+}
