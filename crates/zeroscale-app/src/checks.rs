@@ -1,0 +1,126 @@
+//! Checks of every configured backend, shared by `/readyz` and `zeroscale doctor`: which
+//! backend each concern uses, whether it is compiled in, whether it is reachable, and
+//! what to do if not.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+use zeroscale_core::config::Config;
+use zeroscale_core::{Error, Result};
+use zeroscale_db::Db;
+
+/// How long one check may take before it counts as unreachable.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The outcome of checking one concern's backend.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Check {
+    /// `database`, `storage`, `queue`, `models.<provider>`.
+    pub(crate) concern: String,
+    /// The configured kind.
+    pub(crate) backend: String,
+    /// Whether this build contains the backend.
+    pub(crate) compiled_in: bool,
+    /// Whether it answered.
+    pub(crate) ok: bool,
+    /// Where it is when ok; what went wrong and what to do when not.
+    pub(crate) detail: String,
+}
+
+/// Runs checks, keeping the database pool between calls so `/readyz` does not reconnect
+/// every time.
+#[derive(Debug)]
+pub(crate) struct Checker {
+    config: Config,
+    db: Mutex<Option<Db>>,
+}
+
+impl Checker {
+    pub(crate) fn new(config: Config) -> Self {
+        Checker {
+            config,
+            db: Mutex::new(None),
+        }
+    }
+
+    /// Every concern's check, in a fixed order.
+    pub(crate) async fn run(&self) -> Vec<Check> {
+        let config = &self.config;
+        let mut checks = vec![
+            finish(
+                "database",
+                config.database.kind(),
+                Db::is_compiled_in(config.database.kind()),
+                self.database().await,
+            ),
+            finish(
+                "storage",
+                config.storage.kind(),
+                zeroscale_storage::is_compiled_in(config.storage.kind()),
+                timed(zeroscale_storage::probe(&config.storage)).await,
+            ),
+            finish(
+                "queue",
+                config.queue.kind(),
+                zeroscale_queue::is_compiled_in(config.queue.kind()),
+                timed(zeroscale_queue::probe(&config.queue)).await,
+            ),
+        ];
+        for name in zeroscale_models::providers_in_use(&config.models) {
+            let kind = config
+                .models
+                .providers
+                .get(&name)
+                .map_or("undefined", |p| p.kind());
+            checks.push(finish(
+                &format!("models.{name}"),
+                kind,
+                zeroscale_models::is_compiled_in(kind),
+                timed(zeroscale_models::probe(&config.models, &name)).await,
+            ));
+        }
+        checks
+    }
+
+    async fn database(&self) -> Result<String> {
+        let mut guard = self.db.lock().await;
+        if guard.is_none() {
+            *guard = Some(timed(Db::connect(&self.config.database)).await?);
+        }
+        let db = guard.as_ref().expect("connected above");
+        match timed(db.ping()).await {
+            Ok(()) => Ok(db.location().to_owned()),
+            Err(e) => {
+                // Reconnect next time: the pool may point at a server that went away.
+                *guard = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn timed<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(CHECK_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::unavailable(format!(
+                "no answer within {}s",
+                CHECK_TIMEOUT.as_secs()
+            )))
+        })
+}
+
+fn finish(concern: &str, backend: &str, compiled_in: bool, result: Result<String>) -> Check {
+    let (ok, detail) = match result {
+        Ok(detail) => (true, detail),
+        Err(e) => (false, e.chain()),
+    };
+    Check {
+        concern: concern.to_owned(),
+        backend: backend.to_owned(),
+        compiled_in,
+        ok,
+        detail,
+    }
+}

@@ -1,0 +1,104 @@
+//! The command line: global flags that feed the config, and the subcommands.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use zeroscale_core::config::{ConfigSources, LogFormat};
+
+/// zeroscale: a backend that starts on one laptop and grows by config alone.
+#[derive(Debug, Parser)]
+#[command(name = "zeroscale", version, about)]
+pub(crate) struct Cli {
+    /// Config profile: loads `config/<PROFILE>.toml` over `config/default.toml`.
+    #[arg(long, global = true, env = "ZEROSCALE_PROFILE")]
+    pub(crate) profile: Option<String>,
+
+    /// Extra config file(s), applied after the profile's file.
+    #[arg(long = "config", value_name = "FILE", global = true)]
+    pub(crate) config_files: Vec<PathBuf>,
+
+    /// Database engine, overriding config and `DATABASE_URL`.
+    #[arg(long, value_enum, global = true)]
+    pub(crate) db_backend: Option<DbBackend>,
+
+    /// Database URL (`postgres://…` or `sqlite://path`), overriding config and `DATABASE_URL`.
+    #[arg(long, value_name = "URL", global = true)]
+    pub(crate) db_url: Option<String>,
+
+    /// Log format, overriding `log.format`.
+    #[arg(long, value_enum, global = true)]
+    pub(crate) log_format: Option<LogFormatArg>,
+
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+impl Cli {
+    /// The config layers the flags name.
+    pub(crate) fn sources(&self) -> ConfigSources {
+        ConfigSources {
+            profile: self.profile.clone(),
+            config_dir: None,
+            files: self.config_files.clone(),
+            db_backend: self.db_backend.map(|b| b.as_str().to_owned()),
+            db_url: self.db_url.clone(),
+        }
+    }
+
+    /// The log format flag, as the config type.
+    pub(crate) fn log_format(&self) -> Option<LogFormat> {
+        self.log_format.map(|f| match f {
+            LogFormatArg::Pretty => LogFormat::Pretty,
+            LogFormatArg::Json => LogFormat::Json,
+        })
+    }
+}
+
+/// `--db-backend` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum DbBackend {
+    /// An SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl DbBackend {
+    fn as_str(self) -> &'static str {
+        match self {
+            DbBackend::Sqlite => "sqlite",
+            DbBackend::Postgres => "postgres",
+        }
+    }
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormatArg {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What to do.
+#[derive(Debug, Default, Subcommand)]
+pub(crate) enum Command {
+    /// Serve the HTTP API (the default).
+    #[default]
+    Serve,
+    /// Check every configured backend: compiled in, reachable, and what to do if not.
+    Doctor,
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// `zeroscale config …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print the merged config as TOML, secrets redacted, with where each value was set.
+    Show,
+}

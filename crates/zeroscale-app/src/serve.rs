@@ -1,0 +1,169 @@
+//! `zeroscale serve`: the HTTP server with `/healthz` and `/readyz`, and graceful shutdown.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use zeroscale_core::config::{Config, LoadedConfig, ensure_private_dir};
+
+use crate::checks::Checker;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    checker: Arc<Checker>,
+}
+
+/// The router, separate from the listener so tests can drive it.
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// The process is up.
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Every configured backend is reachable: 200, else 503; JSON per backend either way.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let checks = state.checker.run().await;
+    let ready = checks.iter().all(|c| c.ok);
+    let body: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|c| {
+            (
+                c.concern.clone(),
+                json!({ "backend": c.backend, "ok": c.ok, "detail": c.detail }),
+            )
+        })
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = if ready { "ready" } else { "not_ready" };
+    (status, Json(json!({ "status": word, "checks": body })))
+}
+
+/// One log line per concern: which backend, where.
+fn log_backends(config: &Config) {
+    let database_at = match &config.database {
+        zeroscale_core::config::DatabaseConfig::Sqlite(s) if s.in_memory => ":memory:".to_owned(),
+        zeroscale_core::config::DatabaseConfig::Sqlite(s) => s
+            .path
+            .as_ref()
+            .map_or_else(String::new, |p| p.display().to_string()),
+        zeroscale_core::config::DatabaseConfig::Postgres(p) => {
+            // Only the host part: the URL may carry a password.
+            let url = p.url.expose();
+            let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+            rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_owned()
+        }
+    };
+    tracing::info!(backend = config.database.kind(), at = %database_at, "database");
+    tracing::info!(backend = config.storage.kind(), "storage");
+    tracing::info!(backend = config.queue.kind(), "queue");
+    let models: Vec<String> = config
+        .models
+        .registry
+        .iter()
+        .map(|(id, entry)| {
+            let mut chain = vec![entry.provider.clone()];
+            chain.extend(entry.fallbacks.iter().cloned());
+            format!("{id} -> {}", chain.join(" | "))
+        })
+        .collect();
+    tracing::info!(models = %models.join(", "), "models");
+}
+
+pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
+    let config = loaded.config;
+    let data_dir = config.data_dir()?;
+    ensure_private_dir(&data_dir)?;
+    tracing::info!(
+        profile = loaded.profile.as_deref().unwrap_or("none"),
+        data_dir = %data_dir.display(),
+        "starting zeroscale {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    log_backends(&config);
+
+    let addr = config.server.addr;
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (set `server.addr` or `ZEROSCALE_SERVER__ADDR`)")
+    })?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "listening on http://{local}");
+
+    let state = AppState {
+        checker: Arc::new(Checker::new(config)),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    let mut server = tokio::spawn(async move { server.await });
+
+    tokio::select! {
+        result = &mut server => {
+            result.context("the server task failed")??;
+            return Ok(ExitCode::SUCCESS);
+        }
+        signal = shutdown_signal() => {
+            tracing::info!(signal, grace_secs = grace.as_secs(), "shutting down: finishing in-flight requests");
+        }
+    }
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => {
+            result.context("the server task failed")??;
+            tracing::info!("stopped");
+        }
+        Err(_) => {
+            tracing::warn!(
+                "in-flight requests did not finish within {}s; stopping anyway",
+                grace.as_secs()
+            );
+            server.abort();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM, naming which.
+async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+        "SIGTERM"
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<&'static str>();
+    tokio::select! {
+        name = ctrl_c => name,
+        name = term => name,
+    }
+}

@@ -1,0 +1,311 @@
+//! The `zeroscale` binary run as a process: serve with `/healthz` and `/readyz`, graceful
+//! shutdown, config errors, `config show` and `doctor`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use zeroscale_core::testing::require_service;
+
+/// A private temp folder per test, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("zs-app-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The binary with a clean environment: only what the test sets reaches its config.
+fn zeroscale(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroscale"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.current_dir(data_dir)
+        .env("ZEROSCALE_DATA_DIR", data_dir.join("data"))
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// A stand-in model folder: the readiness check looks for the files' presence.
+fn model_dir(root: &Path) -> PathBuf {
+    let dir = root.join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::write(dir.join(file), b"{}").unwrap();
+    }
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(mut cmd: Command) -> Server {
+        let port = free_port();
+        cmd.env("ZEROSCALE_SERVER__ADDR", format!("127.0.0.1:{port}"))
+            .env("ZEROSCALE_SERVER__SHUTDOWN_GRACE_SECS", "5")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("start zeroscale");
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if reqwest::get(format!("{}/healthz", server.base))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("zeroscale did not serve /healthz within 30s");
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::get(format!("{}{path}", self.base))
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "zeroscale exited with {status} after SIGTERM"
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "zeroscale did not stop within 10s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test]
+async fn serves_health_and_readiness_on_the_embedded_defaults() {
+    let tmp = TempDir::new("embedded");
+    let mut cmd = zeroscale(&tmp.0);
+    let model = model_dir(&tmp.0);
+    cmd.env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH", &model);
+    let server = Server::start(cmd).await;
+
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["status"], "ready");
+    let checks = &body["checks"];
+    assert_eq!(checks["database"]["backend"], "sqlite");
+    assert_eq!(checks["storage"]["backend"], "local");
+    assert_eq!(checks["queue"]["backend"], "memory");
+    assert_eq!(checks["models.local"]["ok"], true);
+    assert_eq!(checks["models.placeholder"]["ok"], true);
+    assert!(
+        tmp.0.join("data").join("zeroscale.db").is_file(),
+        "SQLite file in the data dir"
+    );
+
+    // Take the model away: not ready, and the body says what to run.
+    std::fs::remove_file(model.join("model.safetensors")).unwrap();
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{body:#}");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["models.local"]["ok"], false);
+    let detail = body["checks"]["models.local"]["detail"].as_str().unwrap();
+    assert!(detail.contains("cargo xtask models fetch"), "{detail}");
+    assert_eq!(body["checks"]["database"]["ok"], true);
+
+    server.terminate();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tmp.0.join("data"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the data dir is private");
+    }
+}
+
+#[tokio::test]
+async fn readiness_against_postgres_s3_and_redis() {
+    let Some(pg) = require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL") else {
+        return;
+    };
+    let redis = require_service("ZEROSCALE_TEST_REDIS_URL", "Redis").expect("redis");
+    let s3 = require_service("ZEROSCALE_TEST_S3_ENDPOINT", "the S3 server").expect("s3");
+    let bucket = require_service("ZEROSCALE_TEST_S3_BUCKET", "the S3 server").expect("bucket");
+    let tmp = TempDir::new("engines");
+    let mut cmd = zeroscale(&tmp.0);
+    cmd.env("DATABASE_URL", &pg)
+        .env("REDIS_URL", &redis)
+        .env("ZEROSCALE_STORAGE__KIND", "s3")
+        .env("ZEROSCALE_STORAGE__BUCKET", &bucket)
+        .env("ZEROSCALE_STORAGE__ENDPOINT", &s3)
+        .env("ZEROSCALE_STORAGE__ALLOW_HTTP", "true")
+        .env("ZEROSCALE_STORAGE__ACCESS_KEY_ID", "test")
+        .env("ZEROSCALE_STORAGE__SECRET_ACCESS_KEY", "test")
+        .env(
+            "ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH",
+            model_dir(&tmp.0),
+        );
+    let server = Server::start(cmd).await;
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["checks"]["database"]["backend"], "postgres");
+    assert_eq!(body["checks"]["storage"]["backend"], "s3");
+    assert_eq!(body["checks"]["queue"]["backend"], "redis");
+    server.terminate();
+}
+
+#[tokio::test]
+async fn readiness_fails_when_an_engine_is_down() {
+    let tmp = TempDir::new("down");
+    let mut cmd = zeroscale(&tmp.0);
+    cmd.env("REDIS_URL", format!("redis://127.0.0.1:{}", free_port()))
+        .env("ZEROSCALE_QUEUE__CONNECT_TIMEOUT_SECS", "1")
+        .env(
+            "ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH",
+            model_dir(&tmp.0),
+        );
+    let server = Server::start(cmd).await;
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{body:#}");
+    assert_eq!(body["checks"]["queue"]["ok"], false);
+    assert_eq!(body["checks"]["database"]["ok"], true);
+    server.terminate();
+}
+
+fn output(cmd: &mut Command) -> (Output, String, String) {
+    let out = cmd.output().expect("run zeroscale");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+#[test]
+fn an_unknown_kind_fails_naming_the_key_and_the_valid_kinds() {
+    let tmp = TempDir::new("nosuch");
+    let (out, _, stderr) = output(zeroscale(&tmp.0).env("ZEROSCALE_QUEUE__KIND", "nosuch"));
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`queue.kind`"), "{stderr}");
+    assert!(stderr.contains("`memory`, `redis`"), "{stderr}");
+    assert!(stderr.contains("ZEROSCALE_QUEUE__KIND"), "{stderr}");
+}
+
+#[test]
+fn config_show_redacts_secrets_and_names_sources() {
+    let tmp = TempDir::new("show");
+    let (out, stdout, stderr) = output(
+        zeroscale(&tmp.0)
+            .args(["config", "show"])
+            .env("DATABASE_URL", "postgres://app:hunter2@127.0.0.1:5432/app")
+            .env("ZEROSCALE_MODELS__PROVIDERS__API__KIND", "openai")
+            .env(
+                "ZEROSCALE_MODELS__PROVIDERS__API__BASE_URL",
+                "http://127.0.0.1:1",
+            )
+            .env("ZEROSCALE_MODELS__PROVIDERS__API__API_KEY", "sk-topsecret"),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stdout.contains("hunter2") && !stdout.contains("sk-topsecret"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("url = \"[redacted]\"  # `DATABASE_URL` env var"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "api_key = \"[redacted]\"  # env var `ZEROSCALE_MODELS__PROVIDERS__API__API_KEY`"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("kind = \"postgres\""), "{stdout}");
+}
+
+#[test]
+fn config_file_and_db_flags_apply() {
+    let tmp = TempDir::new("flags");
+    let file = tmp.0.join("extra.toml");
+    std::fs::write(&file, "[server]\naddr = \"127.0.0.1:9999\"\n").unwrap();
+    let (out, stdout, stderr) = output(zeroscale(&tmp.0).arg("--config").arg(&file).args([
+        "--db-url",
+        "sqlite:///tmp/elsewhere.db",
+        "config",
+        "show",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("addr = \"127.0.0.1:9999\"  # "), "{stdout}");
+    assert!(stdout.contains("extra.toml:2"), "{stdout}");
+    assert!(
+        stdout.contains("path = \"/tmp/elsewhere.db\"  # command-line flag `--db-url`"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn doctor_reports_every_concern_and_fails_when_one_is_not_ready() {
+    let tmp = TempDir::new("doctor");
+    let (out, stdout, _) = output(zeroscale(&tmp.0).arg("doctor"));
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for concern in ["data dir", "database", "storage", "queue", "models.local"] {
+        assert!(stdout.contains(concern), "{concern} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("FAIL  models.local"), "{stdout}");
+    assert!(stdout.contains("cargo xtask models fetch"), "{stdout}");
+
+    let model = model_dir(&tmp.0);
+    let (out, stdout, _) = output(
+        zeroscale(&tmp.0)
+            .arg("doctor")
+            .env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH", &model),
+    );
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("everything is ready"), "{stdout}");
+}

@@ -1,0 +1,60 @@
+//! Every example config in `config/` still parses, and each stage file selects the
+//! backends the stages table in README.md promises.
+
+use zeroscale_core::config::{Config, ConfigSources, load};
+
+use crate::util::root;
+
+fn load_profile(profile: &str) -> Config {
+    let sources = ConfigSources {
+        profile: Some(profile.to_owned()),
+        config_dir: Some(root().join("config")),
+        ..Default::default()
+    };
+    match load(&sources) {
+        Ok(loaded) => loaded.config,
+        Err(e) => panic!("config/{profile}.toml does not load: {}", e.chain()),
+    }
+}
+
+#[test]
+fn every_example_parses() {
+    let mut count = 0;
+    for entry in std::fs::read_dir(root().join("config"))
+        .expect("config/")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(profile) = name.strip_suffix(".toml") {
+            if profile != "default" {
+                load_profile(profile);
+                count += 1;
+            }
+        }
+    }
+    assert!(count >= 3, "expected the three stage files, found {count}");
+}
+
+#[test]
+fn stages_select_the_promised_backends() {
+    let kinds = |c: &Config| {
+        (
+            c.database.kind(),
+            c.storage.kind(),
+            c.queue.kind(),
+            c.models.registry["minilm"].provider.clone(),
+        )
+    };
+    let s1 = load_profile("stage1-embedded");
+    assert_eq!(
+        kinds(&s1),
+        ("sqlite", "local", "memory", "local".to_owned())
+    );
+    let s2 = load_profile("stage2-mvp");
+    assert_eq!(kinds(&s2), ("sqlite", "s3", "memory", "local".to_owned()));
+    let s3 = load_profile("stage3-growth");
+    assert_eq!(kinds(&s3).0, "postgres");
+    assert_eq!(kinds(&s3).1, "s3");
+    assert_eq!(kinds(&s3).2, "redis");
+    assert_eq!(s3.models.providers[&kinds(&s3).3].kind(), "openai");
+}

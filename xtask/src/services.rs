@@ -1,0 +1,474 @@
+//! `cargo xtask services up|down|status`: real engines on 127.0.0.1 for the tests.
+//!
+//! Each engine gets a folder under `target/zeroscale-services/` with its data, log, pid and
+//! port; `up` installs what is missing (Debian packages, or moto in a virtualenv), starts
+//! it on a free port, waits until it answers and writes every address to
+//! `target/zeroscale-services/services.env`, which the tests read. `down` stops only what
+//! `up` started, by pid file.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{
+    apt_install, free_port, is_root, pid_alive, port_open, read_pid, run, services_dir, stop_pid,
+    tail, wait_until, which,
+};
+
+/// The bucket the harness creates on the S3 server.
+const S3_BUCKET: &str = "zeroscale-test";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The env file the tests read.
+pub(crate) fn env_file() -> PathBuf {
+    services_dir().join("services.env")
+}
+
+/// Starts every engine (reusing running ones) and writes the env file; returns its pairs.
+pub(crate) fn up() -> Result<Vec<(String, String)>> {
+    let dir = services_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut vars = Vec::new();
+    vars.extend(postgres_up(&dir).context("PostgreSQL did not start")?);
+    vars.extend(redis_up(&dir).context("Redis did not start")?);
+    vars.extend(s3_up(&dir).context("the S3 server did not start")?);
+    let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(env_file(), text)?;
+    eprintln!("services are up; addresses in {}:", env_file().display());
+    for (k, v) in &vars {
+        eprintln!("  {k}={v}");
+    }
+    Ok(vars)
+}
+
+/// Stops every engine `up` started.
+pub(crate) fn down() -> Result<()> {
+    let dir = services_dir();
+    let mut errors = Vec::new();
+    if let Err(e) = postgres_down(&dir) {
+        errors.push(format!("PostgreSQL: {e:#}"));
+    }
+    stop_by_pid_file("Redis", &dir.join("redis").join("redis.pid"));
+    stop_by_pid_file("S3 server", &dir.join("s3").join("moto.pid"));
+    let _ = std::fs::remove_file(env_file());
+    if errors.is_empty() {
+        eprintln!("services are down");
+        Ok(())
+    } else {
+        bail!("{}", errors.join("; "))
+    }
+}
+
+/// Prints what is running.
+pub(crate) fn status() -> Result<()> {
+    let dir = services_dir();
+    let pg = pg_paths(&dir);
+    let lines = [
+        (
+            "PostgreSQL",
+            running_port(&pg.data.join("postmaster.pid"), &pg.port),
+        ),
+        (
+            "Redis",
+            running_port(
+                &dir.join("redis").join("redis.pid"),
+                &dir.join("redis").join("port"),
+            ),
+        ),
+        (
+            "S3 server",
+            running_port(
+                &dir.join("s3").join("moto.pid"),
+                &dir.join("s3").join("port"),
+            ),
+        ),
+    ];
+    for (name, port) in lines {
+        match port {
+            Some(port) => println!("{name:<11} running on 127.0.0.1:{port}"),
+            None => println!("{name:<11} stopped"),
+        }
+    }
+    if env_file().is_file() {
+        println!("env file: {}", env_file().display());
+    }
+    Ok(())
+}
+
+/// The port of a service whose pid file names a live process that listens on its port.
+fn running_port(pid_file: &Path, port_file: &Path) -> Option<u16> {
+    let pid = read_pid(pid_file)?;
+    let port: u16 = std::fs::read_to_string(port_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (pid_alive(pid) && port_open(port)).then_some(port)
+}
+
+fn stop_by_pid_file(name: &str, pid_file: &Path) {
+    if let Some(pid) = read_pid(pid_file) {
+        if pid_alive(pid) {
+            eprintln!("stopping {name} (pid {pid})");
+            stop_pid(pid, Duration::from_secs(10));
+        }
+    }
+    let _ = std::fs::remove_file(pid_file);
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+struct PgPaths {
+    /// The folder owned by the `postgres` user: data, log, socket.
+    dir: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    port: PathBuf,
+}
+
+fn pg_paths(services: &Path) -> PgPaths {
+    // The `postgres` user must reach its folder; a checkout under a private home cannot
+    // offer that, so `up` records a fallback location in this file.
+    let pointer = services.join("postgres.location");
+    let dir = std::fs::read_to_string(&pointer)
+        .ok()
+        .map(|s| PathBuf::from(s.trim()))
+        .unwrap_or_else(|| services.join("postgres"));
+    PgPaths {
+        data: dir.join("data"),
+        log: dir.join("postgres.log"),
+        port: dir.join("port"),
+        dir,
+    }
+}
+
+/// The folder with `initdb` and `pg_ctl`: on PATH, else Debian's newest
+/// `/usr/lib/postgresql/<version>/bin`.
+fn pg_bin_dir() -> Option<PathBuf> {
+    if let (Some(initdb), Some(_)) = (which("initdb"), which("pg_ctl")) {
+        return initdb.parent().map(Path::to_path_buf);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// A command run as the `postgres` user when we are root (initdb refuses root).
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A stable hash of a path, to name per-checkout folders outside the checkout.
+fn path_hash(path: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    path.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn postgres_reachable_by_owner(dir: &Path) -> bool {
+    !is_root()
+        || Command::new("runuser")
+            .args(["-u", "postgres", "--", "test", "-w"])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+}
+
+fn postgres_up(services: &Path) -> Result<Vec<(String, String)>> {
+    let mut pg = pg_paths(services);
+    if let Some(port) = running_port(&pg.data.join("postmaster.pid"), &pg.port) {
+        eprintln!("PostgreSQL already running on port {port}");
+        return Ok(pg_vars(port));
+    }
+    let bin = match pg_bin_dir() {
+        Some(bin) => bin,
+        None => {
+            apt_install(&["postgresql"])?;
+            pg_bin_dir().context("postgresql was installed but initdb is still not found")?
+        }
+    };
+    std::fs::create_dir_all(&pg.dir)?;
+    if is_root() {
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&pg.dir))
+        .context("is there a `postgres` user? Debian's postgresql package creates it")?;
+        if !postgres_reachable_by_owner(&pg.dir) {
+            // An ancestor of the checkout is private to root: use a folder in /tmp.
+            let fallback = std::env::temp_dir().join(format!(
+                "zeroscale-postgres-{:016x}",
+                path_hash(&crate::util::root())
+            ));
+            eprintln!(
+                "the postgres user cannot reach {}; using {} instead",
+                pg.dir.display(),
+                fallback.display()
+            );
+            std::fs::create_dir_all(&fallback)?;
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&fallback))?;
+            std::fs::write(
+                services.join("postgres.location"),
+                fallback.display().to_string(),
+            )?;
+            pg = pg_paths(services);
+        }
+    }
+    if !pg.data.join("PG_VERSION").is_file() {
+        run(as_postgres(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&pg.data)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null()))?;
+    }
+    let port = free_port()?;
+    let options = format!(
+        "-h 127.0.0.1 -p {port} -k {} -F -c synchronous_commit=off -c full_page_writes=off \
+         -c max_connections=300",
+        pg.dir.display()
+    );
+    let started = run(as_postgres(&bin.join("pg_ctl"))
+        .arg("-D")
+        .arg(&pg.data)
+        .arg("-l")
+        .arg(&pg.log)
+        .args(["-w", "-t", "60", "-o", &options, "start"])
+        .stdout(Stdio::null()));
+    if let Err(e) = started {
+        bail!("{e:#}\n{}", tail(&pg.log, 30));
+    }
+    if !wait_until(READY_TIMEOUT, || port_open(port)) {
+        bail!(
+            "PostgreSQL does not accept connections on port {port}\n{}",
+            tail(&pg.log, 30)
+        );
+    }
+    std::fs::write(&pg.port, port.to_string())?;
+    eprintln!("PostgreSQL running on port {port}");
+    Ok(pg_vars(port))
+}
+
+fn pg_vars(port: u16) -> Vec<(String, String)> {
+    vec![(
+        "ZEROSCALE_TEST_POSTGRES_URL".to_owned(),
+        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    )]
+}
+
+fn postgres_down(services: &Path) -> Result<()> {
+    let pg = pg_paths(services);
+    let Some(pid) = read_pid(&pg.data.join("postmaster.pid")) else {
+        return Ok(());
+    };
+    if !pid_alive(pid) {
+        return Ok(());
+    }
+    eprintln!("stopping PostgreSQL (pid {pid})");
+    let bin = pg_bin_dir().context("pg_ctl not found")?;
+    let stopped = run(as_postgres(&bin.join("pg_ctl"))
+        .arg("-D")
+        .arg(&pg.data)
+        .args(["-m", "fast", "-w", "-t", "30", "stop"])
+        .stdout(Stdio::null()));
+    if stopped.is_err() {
+        stop_pid(pid, Duration::from_secs(10));
+    }
+    let _ = std::fs::remove_file(&pg.port);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- Redis
+
+fn redis_up(services: &Path) -> Result<Vec<(String, String)>> {
+    let dir = services.join("redis");
+    let pid_file = dir.join("redis.pid");
+    let port_file = dir.join("port");
+    let log = dir.join("redis.log");
+    if let Some(port) = running_port(&pid_file, &port_file) {
+        eprintln!("Redis already running on port {port}");
+        return Ok(redis_vars(port));
+    }
+    let server = match which("redis-server") {
+        Some(server) => server,
+        None => {
+            apt_install(&["redis-server"])?;
+            which("redis-server")
+                .or_else(|| Some(PathBuf::from("/usr/bin/redis-server")).filter(|p| p.is_file()))
+                .context("redis-server was installed but is still not found")?
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    run(Command::new(server)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--pidfile")
+        .arg(&pid_file)
+        .arg("--logfile")
+        .arg(&log))?;
+    if !wait_until(READY_TIMEOUT, || redis_ping(port)) {
+        bail!(
+            "Redis does not answer PING on port {port}\n{}",
+            tail(&log, 30)
+        );
+    }
+    std::fs::write(&port_file, port.to_string())?;
+    eprintln!("Redis running on port {port}");
+    Ok(redis_vars(port))
+}
+
+fn redis_vars(port: u16) -> Vec<(String, String)> {
+    vec![(
+        "ZEROSCALE_TEST_REDIS_URL".to_owned(),
+        format!("redis://127.0.0.1:{port}"),
+    )]
+}
+
+fn redis_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+// ---------------------------------------------------------------- S3 (moto)
+
+fn moto_server(services: &Path) -> Result<PathBuf> {
+    if let Some(bin) = which("moto_server") {
+        return Ok(bin);
+    }
+    let venv = services.join("venv");
+    let bin = venv.join("bin").join("moto_server");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    if which("python3").is_none() {
+        apt_install(&["python3", "python3-venv", "python3-pip"])?;
+    }
+    let made = run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+    if made.is_err() {
+        // Debian's python3 needs python3-venv for `-m venv`.
+        apt_install(&["python3-venv"])?;
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin").join("pip")).args(["install", "-q", "moto[server]"]))?;
+    if !bin.is_file() {
+        bail!("moto was installed but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
+
+fn s3_up(services: &Path) -> Result<Vec<(String, String)>> {
+    let dir = services.join("s3");
+    let pid_file = dir.join("moto.pid");
+    let port_file = dir.join("port");
+    let log = dir.join("moto.log");
+    if let Some(port) = running_port(&pid_file, &port_file) {
+        eprintln!("S3 server already running on port {port}");
+        create_bucket(port)?;
+        return Ok(s3_vars(port));
+    }
+    let bin = moto_server(services)?;
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let log_file = std::fs::File::create(&log)?;
+    let mut cmd = Command::new(&bin);
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: it outlives xtask and is not hit by the terminal's Ctrl-C.
+        cmd.process_group(0);
+    }
+    eprintln!("$ {cmd:?}");
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    std::fs::write(&pid_file, child.id().to_string())?;
+    if !wait_until(READY_TIMEOUT, || {
+        http_status(port, "GET", "/").is_ok_and(|s| s == 200)
+    }) {
+        bail!(
+            "the S3 server does not answer on port {port}\n{}",
+            tail(&log, 30)
+        );
+    }
+    std::fs::write(&port_file, port.to_string())?;
+    create_bucket(port)?;
+    eprintln!("S3 server running on port {port}, bucket `{S3_BUCKET}`");
+    Ok(s3_vars(port))
+}
+
+fn create_bucket(port: u16) -> Result<()> {
+    let status = http_status(port, "PUT", &format!("/{S3_BUCKET}"))?;
+    if status != 200 && status != 409 {
+        bail!("creating bucket `{S3_BUCKET}` answered HTTP {status}");
+    }
+    Ok(())
+}
+
+fn s3_vars(port: u16) -> Vec<(String, String)> {
+    [
+        (
+            "ZEROSCALE_TEST_S3_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("ZEROSCALE_TEST_S3_BUCKET", S3_BUCKET.to_owned()),
+        ("ZEROSCALE_TEST_S3_REGION", "us-east-1".to_owned()),
+        ("ZEROSCALE_TEST_S3_ACCESS_KEY_ID", "test".to_owned()),
+        ("ZEROSCALE_TEST_S3_SECRET_ACCESS_KEY", "test".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Sends a bodiless HTTP/1.1 request to 127.0.0.1:`port`; returns the status code.
+fn http_status(port: u16, method: &str, path: &str) -> Result<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head)?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {line:?}"))
+}
