@@ -25,11 +25,11 @@ fn every_example_parses() {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(profile) = name.strip_suffix(".toml") {
-            if profile != "default" {
-                load_profile(profile);
-                count += 1;
-            }
+        if let Some(profile) = name.strip_suffix(".toml")
+            && profile != "default"
+        {
+            load_profile(profile);
+            count += 1;
         }
     }
     assert!(count >= 3, "expected the three stage files, found {count}");

@@ -111,11 +111,11 @@ fn running_port(pid_file: &Path, port_file: &Path) -> Option<u16> {
 }
 
 fn stop_by_pid_file(name: &str, pid_file: &Path) {
-    if let Some(pid) = read_pid(pid_file) {
-        if pid_alive(pid) {
-            eprintln!("stopping {name} (pid {pid})");
-            stop_pid(pid, Duration::from_secs(10));
-        }
+    if let Some(pid) = read_pid(pid_file)
+        && pid_alive(pid)
+    {
+        eprintln!("stopping {name} (pid {pid})");
+        stop_pid(pid, Duration::from_secs(10));
     }
     let _ = std::fs::remove_file(pid_file);
 }

@@ -39,10 +39,10 @@ fn read_env_file(path: &Path, name: &str) -> Option<String> {
 
 /// The value of `name` from the environment, else from the services env file.
 pub fn service_var(name: &str) -> Option<String> {
-    if let Ok(value) = std::env::var(name) {
-        if !value.is_empty() {
-            return Some(value);
-        }
+    if let Ok(value) = std::env::var(name)
+        && !value.is_empty()
+    {
+        return Some(value);
     }
     read_env_file(&services_env_file()?, name)
 }

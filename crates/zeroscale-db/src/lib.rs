@@ -87,11 +87,8 @@ impl Db {
 
     /// Whether this build can connect to `kind` (`sqlite`, `postgres`).
     pub fn is_compiled_in(kind: &str) -> bool {
-        match kind {
-            "sqlite" => cfg!(feature = "sqlite"),
-            "postgres" => cfg!(feature = "postgres"),
-            _ => false,
-        }
+        (kind == "sqlite" && cfg!(feature = "sqlite"))
+            || (kind == "postgres" && cfg!(feature = "postgres"))
     }
 
     /// The dialect.

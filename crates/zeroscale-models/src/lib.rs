@@ -26,14 +26,13 @@ pub const LOCAL_MODEL_FILES: &[&str] = &["config.json", "tokenizer.json", "model
 
 /// Whether this build contains provider kind `kind`.
 pub fn is_compiled_in(kind: &str) -> bool {
-    match kind {
-        "placeholder" => true,
-        "local" => cfg!(feature = "local-models"),
-        "openai" | "hugging_face" | "replicate" | "fal" | "automatic1111" => {
-            cfg!(feature = "remote-models")
-        }
-        _ => false,
-    }
+    let remote = matches!(
+        kind,
+        "openai" | "hugging_face" | "replicate" | "fal" | "automatic1111"
+    );
+    kind == "placeholder"
+        || (kind == "local" && cfg!(feature = "local-models"))
+        || (remote && cfg!(feature = "remote-models"))
 }
 
 /// The providers that some model id in the registry uses, in name order.

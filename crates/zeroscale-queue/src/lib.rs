@@ -25,11 +25,7 @@ use zeroscale_core::config::QueueConfig;
 
 /// Whether this build contains the queue backend `kind`.
 pub fn is_compiled_in(kind: &str) -> bool {
-    match kind {
-        "memory" => true,
-        "redis" => cfg!(feature = "redis"),
-        _ => false,
-    }
+    kind == "memory" || (kind == "redis" && cfg!(feature = "redis"))
 }
 
 /// Proves the configured backend answers; returns where it is (no secrets).

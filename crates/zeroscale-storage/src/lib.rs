@@ -31,12 +31,9 @@ use zeroscale_core::{Error, Result};
 
 /// Whether this build contains the storage backend `kind`.
 pub fn is_compiled_in(kind: &str) -> bool {
-    match kind {
-        "memory" => true,
-        "local" => cfg!(feature = "local"),
-        "s3" | "r2" => cfg!(feature = "s3"),
-        _ => false,
-    }
+    kind == "memory"
+        || (kind == "local" && cfg!(feature = "local"))
+        || (matches!(kind, "s3" | "r2") && cfg!(feature = "s3"))
 }
 
 /// The object_store client for the configured backend, and where it points (no secrets).

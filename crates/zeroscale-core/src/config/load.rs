@@ -260,7 +260,7 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig> {
 
     let mut config: Config = figment
         .extract()
-        .map_err(|e| from_figment_error(&figment, e))?;
+        .map_err(|e| from_figment_error(&figment, &e))?;
     check_unknown_keys(&figment, &config)?;
     config.models.validate()?;
     config.resolve_paths()?;
@@ -291,7 +291,7 @@ fn list_profiles(dir: &Path) -> String {
 }
 
 /// Turns figment's error into a config error that names the key and where it was set.
-fn from_figment_error(figment: &Figment, error: figment::Error) -> Error {
+fn from_figment_error(figment: &Figment, error: &figment::Error) -> Error {
     // figment reports the first error; the rest are usually consequences of it.
     let key = error.path.join(".");
     let origin = if key.is_empty() {
@@ -328,7 +328,7 @@ fn from_figment_error(figment: &Figment, error: figment::Error) -> Error {
 fn check_unknown_keys(figment: &Figment, config: &Config) -> Result<()> {
     let given: Dict = figment
         .extract()
-        .map_err(|e| from_figment_error(figment, e))?;
+        .map_err(|e| from_figment_error(figment, &e))?;
     let known = Value::serialize(config)
         .map_err(|e| Error::config("(root)", format!("config is not serializable: {e}")))?;
     let Value::Dict(_, known) = known else {

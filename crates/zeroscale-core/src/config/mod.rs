@@ -59,15 +59,16 @@ impl Config {
     /// things live: `data_dir`, the SQLite file, the local storage root, the models dir.
     pub fn resolve_paths(&mut self) -> Result<()> {
         let data_dir = self.data_dir()?;
-        if let DatabaseConfig::Sqlite(sqlite) = &mut self.database {
-            if sqlite.path.is_none() && !sqlite.in_memory {
-                sqlite.path = Some(data_dir.join("zeroscale.db"));
-            }
+        if let DatabaseConfig::Sqlite(sqlite) = &mut self.database
+            && sqlite.path.is_none()
+            && !sqlite.in_memory
+        {
+            sqlite.path = Some(data_dir.join("zeroscale.db"));
         }
-        if let StorageConfig::Local(local) = &mut self.storage {
-            if local.root.is_none() {
-                local.root = Some(data_dir.join("blobs"));
-            }
+        if let StorageConfig::Local(local) = &mut self.storage
+            && local.root.is_none()
+        {
+            local.root = Some(data_dir.join("blobs"));
         }
         if self.models.dir.is_none() {
             self.models.dir = Some(data_dir.join("models"));
@@ -864,4 +865,5 @@ impl Default for ModelCacheConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 mod tests;
