@@ -1,6 +1,6 @@
 //! Mapping sea-orm's errors into zeroscale's error kinds.
 
-use sea_orm::{DbErr, RuntimeErr, SqlErr};
+use sea_orm::{DbErr, SqlErr};
 use zeroscale_core::Error;
 
 use crate::Dialect;
@@ -25,9 +25,7 @@ pub fn map_db_err(dialect: Dialect, err: DbErr) -> Error {
             err,
         ),
         DbErr::RecordNotFound(what) => Error::not_found(what.clone()),
-        DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e))
-            if is_busy(e.to_string().as_str()) =>
-        {
+        DbErr::Query(_) | DbErr::Exec(_) if is_busy(&err.to_string()) => {
             Error::unavailable_from(format!("the {backend} database is busy; retry"), err)
         }
         _ => Error::backend(backend, err),
@@ -39,6 +37,7 @@ fn is_busy(message: &str) -> bool {
 }
 
 /// The part of a database URL that is safe to print: `host:port/db`, no credentials.
+#[cfg(any(feature = "postgres", test))]
 pub(crate) fn redact_url(url: &str) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let after_user = after_scheme

@@ -133,6 +133,10 @@ impl Db {
         )
     }
 
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres")),
+        allow(dead_code, reason = "only the engine modules build a Db")
+    )]
     pub(crate) fn from_parts(conn: DatabaseConnection, location: String) -> Db {
         let dialect = match conn.get_database_backend() {
             DatabaseBackend::Postgres => Dialect::Postgres,
