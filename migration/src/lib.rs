@@ -1,10 +1,13 @@
 //! zeroscale's database migrations: one list of sea-orm-migration migrations, written
 //! with the schema builder so SQLite and PostgreSQL get their schema from one source.
 //!
-//! The list is empty until the domain tables land (the database issue); `Migrator` is
-//! already what `zeroscale-db` runs at start-up and what `zeroscale migrate` will drive.
+//! `Migrator` is what `zeroscale-db` runs at start-up (`auto_migrate`) and what
+//! `zeroscale migrate up|down|status|fresh` drives. Never edit a released migration: add
+//! a new one, and let the schema-parity test prove both engines still agree.
 
 pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_domain;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -13,6 +16,6 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        Vec::new()
+        vec![Box::new(m20261122_000001_domain::Migration)]
     }
 }

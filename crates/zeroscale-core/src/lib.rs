@@ -8,6 +8,7 @@
 //! - [`storage`], [`queue`], [`models`]: the driver traits ([`Storage`], [`Queue`],
 //!   [`EmbeddingProvider`], [`ImageProvider`], [`EmbeddingCache`]) and their `Ext` traits.
 //! - [`config`]: config types for every concern and the layered loader.
+//! - [`domain`]: users, sessions, keys, prompts, chat, generations, documents.
 //! - [`secret`]: [`Secret`], a value that never prints.
 //!
 //! # Feature flags
@@ -17,6 +18,7 @@
 //! | `conformance` | [`conformance`] suites and [`testing`] helpers for backends' tests | no |
 
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod models;
 pub mod queue;

@@ -12,16 +12,22 @@
 //! | `sqlite` | the SQLite engine (`database.kind = "sqlite"`) | yes |
 //! | `postgres` | the PostgreSQL engine (`database.kind = "postgres"`) | no |
 
+pub mod domain;
 mod error;
+pub mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::fmt;
 
 pub use sea_orm;
-use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+};
 use zeroscale_core::config::DatabaseConfig;
 use zeroscale_core::{Error, Result};
 
@@ -120,6 +126,26 @@ impl Db {
     pub async fn close(self) -> Result<()> {
         let dialect = self.dialect;
         self.conn.close().await.map_err(|e| map_db_err(dialect, e))
+    }
+
+    /// Maps a sea-orm error from this database to core's error kinds.
+    pub fn map_err(&self, e: sea_orm::DbErr) -> Error {
+        map_db_err(self.dialect, e)
+    }
+
+    /// Starts a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: it takes
+    /// the write lock up front (waiting up to the busy timeout), so two writers never
+    /// deadlock upgrading read locks and a busy database means waiting, not failing.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: (self.dialect == Dialect::Sqlite)
+                .then_some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        self.conn
+            .begin_with_options(options)
+            .await
+            .map_err(|e| self.map_err(e))
     }
 
     fn unavailable(&self, e: sea_orm::DbErr) -> Error {

@@ -44,6 +44,10 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// Model providers, registry and router.
     pub models: ModelsConfig,
+    /// Passwords, sessions and API keys.
+    pub auth: AuthConfig,
+    /// Chat history.
+    pub chat: ChatConfig,
 }
 
 impl Config {
@@ -129,6 +133,47 @@ impl Default for ServerConfig {
         ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// Passwords, sessions and API keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// How long a login session lasts, in seconds. Default 30 days.
+    pub session_ttl_secs: u64,
+    /// Shortest password accepted. Default 8.
+    pub min_password_length: usize,
+    /// argon2id memory cost in KiB. Default 19456 (19 MiB, OWASP's recommendation).
+    pub argon2_memory_kib: u32,
+    /// argon2id passes. Default 2.
+    pub argon2_iterations: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_secs: 30 * 24 * 3600,
+            min_password_length: 8,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+        }
+    }
+}
+
+/// Chat history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChatConfig {
+    /// Messages kept per chat session; appending past it is refused. Default 10000.
+    pub max_messages_per_session: u64,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_messages_per_session: 10_000,
         }
     }
 }

@@ -1,0 +1,204 @@
+//! API keys: a random key shown once (`zs_<prefix>_<secret>`), stored as a SHA-256 hash
+//! with a non-secret lookup prefix; optional system prompt and adapter; revocation.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use zeroscale_core::domain::{ApiKey, User, new_id, now};
+use zeroscale_core::{Error, Result};
+
+use super::entity::{api_keys, system_prompts, users};
+use super::users::to_user;
+use super::{constant_time_eq, random_hex, sha256_hex};
+use crate::Db;
+
+/// A key to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewApiKey {
+    /// The owner; requests with the key act as this user.
+    pub user_id: String,
+    /// Who uses the key (1 to 128 characters).
+    pub client_name: String,
+    /// Free text.
+    pub notes: Option<String>,
+    /// A system prompt to link (must exist).
+    pub system_prompt_id: Option<String>,
+    /// A model adapter name.
+    pub adapter_name: Option<String>,
+}
+
+/// A new key: the only time the plaintext is available.
+#[derive(Debug, Clone)]
+pub struct CreatedApiKey {
+    /// The stored record.
+    pub key: ApiKey,
+    /// `zs_<8 hex>_<64 hex>`. Give it to the client; it is not kept.
+    pub plaintext: String,
+}
+
+/// API keys service; see [`super::Domain::api_keys`].
+#[derive(Debug)]
+pub struct ApiKeys<'a> {
+    db: &'a Db,
+}
+
+fn to_key(m: api_keys::Model) -> ApiKey {
+    ApiKey {
+        id: m.id,
+        user_id: m.user_id,
+        prefix: m.prefix,
+        client_name: m.client_name,
+        notes: m.notes,
+        active: m.active,
+        system_prompt_id: m.system_prompt_id,
+        adapter_name: m.adapter_name,
+        created_at: m.created_at,
+        last_used_at: m.last_used_at,
+        revoked_at: m.revoked_at,
+    }
+}
+
+/// The lookup prefix of a plaintext key (`zs_<8 hex>`), if it has the right shape.
+fn prefix_of(plaintext: &str) -> Option<&str> {
+    let rest = plaintext.strip_prefix("zs_")?;
+    let (prefix, secret) = rest.split_once('_')?;
+    (prefix.len() == 8 && !secret.is_empty()).then(|| &plaintext[..3 + 8])
+}
+
+impl<'a> ApiKeys<'a> {
+    pub(crate) fn new(db: &'a Db) -> Self {
+        ApiKeys { db }
+    }
+
+    /// Creates a key. An unknown owner or system prompt is [`Error::NotFound`].
+    pub async fn create(&self, new: NewApiKey) -> Result<CreatedApiKey> {
+        let name = new.client_name.trim();
+        if name.is_empty() || name.len() > 128 {
+            return Err(Error::invalid_input(
+                "client_name must be 1 to 128 characters",
+            ));
+        }
+        users::Entity::find_by_id(new.user_id.clone())
+            .one(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .ok_or_else(|| Error::not_found(format!("user {}", new.user_id)))?;
+        if let Some(prompt) = &new.system_prompt_id {
+            system_prompts::Entity::find_by_id(prompt.clone())
+                .one(self.db.conn())
+                .await
+                .map_err(|e| self.db.map_err(e))?
+                .ok_or_else(|| Error::not_found(format!("system prompt {prompt}")))?;
+        }
+        let prefix = format!("zs_{}", random_hex(4)?);
+        let plaintext = format!("{prefix}_{}", random_hex(32)?);
+        let model = api_keys::ActiveModel {
+            id: Set(new_id()),
+            user_id: Set(new.user_id),
+            prefix: Set(prefix),
+            key_hash: Set(sha256_hex(&plaintext)),
+            client_name: Set(name.to_owned()),
+            notes: Set(new.notes),
+            active: Set(true),
+            system_prompt_id: Set(new.system_prompt_id),
+            adapter_name: Set(new.adapter_name),
+            created_at: Set(now()),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+        };
+        let model = model
+            .insert(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(CreatedApiKey {
+            key: to_key(model),
+            plaintext,
+        })
+    }
+
+    /// The key and its owner for a plaintext key; refuses malformed, unknown, revoked and
+    /// inactive keys and deactivated owners with [`Error::Unauthenticated`].
+    pub async fn validate(&self, plaintext: &str) -> Result<(ApiKey, User)> {
+        let invalid = || Error::unauthenticated("invalid API key");
+        let prefix = prefix_of(plaintext).ok_or_else(invalid)?;
+        let (key, user) = api_keys::Entity::find()
+            .filter(api_keys::Column::Prefix.eq(prefix))
+            .find_also_related(users::Entity)
+            .one(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .ok_or_else(invalid)?;
+        if !constant_time_eq(&key.key_hash, &sha256_hex(plaintext)) {
+            return Err(invalid());
+        }
+        if key.revoked_at.is_some() || !key.active {
+            return Err(Error::unauthenticated("API key was revoked"));
+        }
+        let user = user.ok_or_else(invalid)?;
+        if !user.active {
+            return Err(Error::unauthenticated("the API key's user is deactivated"));
+        }
+        let at = now();
+        api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::LastUsedAt, Expr::value(Some(at)))
+            .filter(api_keys::Column::Id.eq(&key.id))
+            .exec(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        let mut key = to_key(key);
+        key.last_used_at = Some(at);
+        Ok((key, to_user(user)?))
+    }
+
+    /// A key by id.
+    pub async fn get(&self, id: &str) -> Result<ApiKey> {
+        api_keys::Entity::find_by_id(id.to_owned())
+            .one(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .map(to_key)
+            .ok_or_else(|| Error::not_found(format!("API key {id}")))
+    }
+
+    /// Keys in creation order, all or one user's.
+    pub async fn list(&self, user_id: Option<&str>) -> Result<Vec<ApiKey>> {
+        let mut query = api_keys::Entity::find().order_by_asc(api_keys::Column::Id);
+        if let Some(user_id) = user_id {
+            query = query.filter(api_keys::Column::UserId.eq(user_id));
+        }
+        Ok(query
+            .all(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .into_iter()
+            .map(to_key)
+            .collect())
+    }
+
+    /// Revokes a key: it stops working at once. Revoking twice is fine.
+    pub async fn revoke(&self, id: &str) -> Result<ApiKey> {
+        let result = api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::Active, Expr::value(false))
+            .col_expr(api_keys::Column::RevokedAt, Expr::value(Some(now())))
+            .filter(api_keys::Column::Id.eq(id))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .exec(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        let _ = result;
+        self.get(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_of;
+
+    #[test]
+    fn prefix_shape() {
+        assert_eq!(prefix_of("zs_0123abcd_deadbeef"), Some("zs_0123abcd"));
+        assert_eq!(prefix_of("zs_0123abc_deadbeef"), None);
+        assert_eq!(prefix_of("zs_0123abcd_"), None);
+        assert_eq!(prefix_of("sk-0123abcd_x"), None);
+        assert_eq!(prefix_of("zs_0123abcd"), None);
+    }
+}

@@ -1,0 +1,178 @@
+//! Chat history: append messages to a session (with a per-session cap), list them in
+//! order with cursor pagination, delete a session's history.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, Statement,
+};
+use serde_json::Value;
+use zeroscale_core::config::ChatConfig;
+use zeroscale_core::domain::{ChatMessage, ChatRole, new_id, now};
+use zeroscale_core::{Error, Result};
+
+use super::entity::chat_messages;
+use super::page_limit;
+use crate::{Db, Dialect};
+
+/// A message to append.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The chat session, chosen by the client (1 to 128 characters).
+    pub session_id: String,
+    /// Who sent it.
+    pub role: ChatRole,
+    /// The text.
+    pub content: String,
+    /// The user it belongs to.
+    pub user_id: Option<String>,
+    /// The API key it came through.
+    pub api_key_id: Option<String>,
+    /// A JSON object (or null, stored as `{}`).
+    pub metadata: Value,
+}
+
+/// One page of a session's messages.
+#[derive(Debug, Clone)]
+pub struct ChatPage {
+    /// Oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Chat history service; see [`super::Domain::chat`].
+#[derive(Debug)]
+pub struct Chat<'a> {
+    db: &'a Db,
+    config: &'a ChatConfig,
+}
+
+fn to_message(m: chat_messages::Model) -> Result<ChatMessage> {
+    Ok(ChatMessage {
+        role: m.role.parse()?,
+        id: m.id,
+        session_id: m.session_id,
+        content: m.content,
+        user_id: m.user_id,
+        api_key_id: m.api_key_id,
+        metadata: m.metadata,
+        created_at: m.created_at,
+    })
+}
+
+impl<'a> Chat<'a> {
+    pub(crate) fn new(db: &'a Db, config: &'a ChatConfig) -> Self {
+        Chat { db, config }
+    }
+
+    /// Appends a message. Past `chat.max_messages_per_session` this is [`Error::Conflict`]:
+    /// nothing is dropped silently.
+    pub async fn append(&self, new: NewMessage) -> Result<ChatMessage> {
+        if new.session_id.is_empty() || new.session_id.len() > 128 {
+            return Err(Error::invalid_input(
+                "session_id must be 1 to 128 characters",
+            ));
+        }
+        let metadata = match new.metadata {
+            Value::Null => Value::Object(Default::default()),
+            Value::Object(map) => Value::Object(map),
+            _ => return Err(Error::invalid_input("metadata must be a JSON object")),
+        };
+        let txn = self.db.begin_write().await?;
+        if self.db.dialect() == Dialect::Postgres {
+            // Serialise appends to one session so the cap holds under concurrency.
+            txn.execute_raw(Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                [new.session_id.clone().into()],
+            ))
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        }
+        let count = chat_messages::Entity::find()
+            .filter(chat_messages::Column::SessionId.eq(&new.session_id))
+            .count(&txn)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        if count >= self.config.max_messages_per_session {
+            return Err(Error::conflict(format!(
+                "chat session `{}` has reached its cap of {} messages; delete its history or \
+                 raise `chat.max_messages_per_session`",
+                new.session_id, self.config.max_messages_per_session
+            )));
+        }
+        let model = chat_messages::ActiveModel {
+            id: Set(new_id()),
+            session_id: Set(new.session_id),
+            role: Set(new.role.as_str().to_owned()),
+            content: Set(new.content),
+            user_id: Set(new.user_id),
+            api_key_id: Set(new.api_key_id),
+            metadata: Set(metadata),
+            created_at: Set(now()),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| self.db.map_err(e))?;
+        txn.commit().await.map_err(|e| self.db.map_err(e))?;
+        to_message(model)
+    }
+
+    /// A session's messages oldest first, after the cursor `after`, at most `limit`
+    /// (default 100, at most 1000).
+    pub async fn list(
+        &self,
+        session_id: &str,
+        after: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<ChatPage> {
+        let limit = page_limit(limit, 100, 1000);
+        let mut query = chat_messages::Entity::find()
+            .filter(chat_messages::Column::SessionId.eq(session_id))
+            .order_by_asc(chat_messages::Column::Id);
+        if let Some(after) = after {
+            query = query.filter(chat_messages::Column::Id.gt(after));
+        }
+        let mut rows = query
+            .limit(limit + 1)
+            .all(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let messages = rows
+            .into_iter()
+            .map(to_message)
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = if more {
+            messages.last().map(|m| m.id.clone())
+        } else {
+            None
+        };
+        Ok(ChatPage {
+            messages,
+            next_cursor,
+        })
+    }
+
+    /// The user who owns a session (the user of its first message), if any.
+    pub async fn session_owner(&self, session_id: &str) -> Result<Option<String>> {
+        Ok(chat_messages::Entity::find()
+            .filter(chat_messages::Column::SessionId.eq(session_id))
+            .order_by_asc(chat_messages::Column::Id)
+            .one(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .and_then(|m| m.user_id))
+    }
+
+    /// Deletes every message of a session; returns how many.
+    pub async fn delete_session(&self, session_id: &str) -> Result<u64> {
+        let result = chat_messages::Entity::delete_many()
+            .filter(chat_messages::Column::SessionId.eq(session_id))
+            .exec(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(result.rows_affected)
+    }
+}

@@ -1,0 +1,280 @@
+//! Credits and generations: reserve credits and create a pending generation in one
+//! transaction; complete (refunding any difference) or fail (refunding everything) in one
+//! transaction with the status change. The balance never goes negative: every debit is a
+//! conditional update (`… WHERE credits >= cost`).
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use serde_json::Value;
+use zeroscale_core::domain::{Generation, GenerationStatus, new_id, now};
+use zeroscale_core::{Error, Result};
+
+use super::entity::{generations, users};
+use super::page_limit;
+use crate::Db;
+
+/// A generation to start.
+#[derive(Debug, Clone)]
+pub struct NewGeneration {
+    /// Who pays.
+    pub user_id: String,
+    /// The model id.
+    pub model: String,
+    /// The prompt.
+    pub prompt: String,
+    /// Request parameters.
+    pub params: Value,
+    /// Credits to reserve (not negative).
+    pub cost: i64,
+}
+
+/// Credits service; see [`super::Domain::credits`].
+#[derive(Debug)]
+pub struct Credits<'a> {
+    db: &'a Db,
+}
+
+fn to_generation(m: generations::Model) -> Result<Generation> {
+    Ok(Generation {
+        status: m.status.parse()?,
+        id: m.id,
+        user_id: m.user_id,
+        model: m.model,
+        prompt: m.prompt,
+        params: m.params,
+        reserved_credits: m.reserved_credits,
+        actual_cost: m.actual_cost,
+        provider: m.provider,
+        result: m.result,
+        error: m.error,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+        completed_at: m.completed_at,
+    })
+}
+
+impl<'a> Credits<'a> {
+    pub(crate) fn new(db: &'a Db) -> Self {
+        Credits { db }
+    }
+
+    async fn adjust_credits<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        user_id: &str,
+        delta: i64,
+    ) -> Result<()> {
+        users::Entity::update_many()
+            .col_expr(
+                users::Column::Credits,
+                Expr::col(users::Column::Credits).add(delta),
+            )
+            .col_expr(users::Column::UpdatedAt, Expr::value(now()))
+            .filter(users::Column::Id.eq(user_id))
+            .exec(conn)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(())
+    }
+
+    /// Takes `cost` credits and creates a pending generation, atomically. Too few credits
+    /// is [`Error::Conflict`]; a deactivated user [`Error::PermissionDenied`].
+    pub async fn reserve(&self, new: NewGeneration) -> Result<Generation> {
+        if new.cost < 0 {
+            return Err(Error::invalid_input("cost must not be negative"));
+        }
+        let txn = self.db.begin_write().await?;
+        let debited = users::Entity::update_many()
+            .col_expr(
+                users::Column::Credits,
+                Expr::col(users::Column::Credits).sub(new.cost),
+            )
+            .col_expr(users::Column::UpdatedAt, Expr::value(now()))
+            .filter(users::Column::Id.eq(&new.user_id))
+            .filter(users::Column::Active.eq(true))
+            .filter(users::Column::Credits.gte(new.cost))
+            .exec(&txn)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        if debited.rows_affected == 0 {
+            let user = users::Entity::find_by_id(new.user_id.clone())
+                .one(&txn)
+                .await
+                .map_err(|e| self.db.map_err(e))?
+                .ok_or_else(|| Error::not_found(format!("user {}", new.user_id)))?;
+            return Err(if user.active {
+                Error::conflict(format!(
+                    "insufficient credits: balance is {}, this needs {}",
+                    user.credits, new.cost
+                ))
+            } else {
+                Error::permission_denied("the user is deactivated")
+            });
+        }
+        let at = now();
+        let model = generations::ActiveModel {
+            id: Set(new_id()),
+            user_id: Set(new.user_id),
+            model: Set(new.model),
+            prompt: Set(new.prompt),
+            params: Set(new.params),
+            status: Set(GenerationStatus::Pending.as_str().to_owned()),
+            reserved_credits: Set(new.cost),
+            actual_cost: Set(None),
+            provider: Set(None),
+            result: Set(None),
+            error: Set(None),
+            created_at: Set(at),
+            updated_at: Set(at),
+            completed_at: Set(None),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| self.db.map_err(e))?;
+        txn.commit().await.map_err(|e| self.db.map_err(e))?;
+        to_generation(model)
+    }
+
+    async fn pending_or_conflict<C: ConnectionTrait>(&self, conn: &C, id: &str) -> Error {
+        match generations::Entity::find_by_id(id.to_owned())
+            .one(conn)
+            .await
+        {
+            Ok(Some(g)) => Error::conflict(format!("generation {id} is already {}", g.status)),
+            Ok(None) => Error::not_found(format!("generation {id}")),
+            Err(e) => self.db.map_err(e),
+        }
+    }
+
+    /// Marks a pending generation succeeded and settles: refunds `reserved - actual` when
+    /// it cost less; when it cost more, takes the difference only as far as the balance
+    /// allows (never negative). Finished generations are [`Error::Conflict`].
+    pub async fn complete(
+        &self,
+        id: &str,
+        provider: &str,
+        actual_cost: i64,
+        result: Value,
+    ) -> Result<Generation> {
+        if actual_cost < 0 {
+            return Err(Error::invalid_input("actual cost must not be negative"));
+        }
+        let txn = self.db.begin_write().await?;
+        let at = now();
+        let updated = generations::Entity::update_many()
+            .col_expr(
+                generations::Column::Status,
+                Expr::value(GenerationStatus::Succeeded.as_str()),
+            )
+            .col_expr(generations::Column::Provider, Expr::value(provider))
+            .col_expr(generations::Column::ActualCost, Expr::value(actual_cost))
+            .col_expr(generations::Column::Result, Expr::value(result))
+            .col_expr(generations::Column::UpdatedAt, Expr::value(at))
+            .col_expr(generations::Column::CompletedAt, Expr::value(Some(at)))
+            .filter(generations::Column::Id.eq(id))
+            .filter(generations::Column::Status.eq(GenerationStatus::Pending.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        if updated.rows_affected == 0 {
+            return Err(self.pending_or_conflict(&txn, id).await);
+        }
+        let generation = generations::Entity::find_by_id(id.to_owned())
+            .one(&txn)
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .ok_or_else(|| Error::not_found(format!("generation {id}")))?;
+        let difference = generation.reserved_credits - actual_cost;
+        if difference > 0 {
+            self.adjust_credits(&txn, &generation.user_id, difference)
+                .await?;
+        } else if difference < 0 {
+            // Take the overage, but never below zero.
+            let extra = -difference;
+            users::Entity::update_many()
+                .col_expr(
+                    users::Column::Credits,
+                    Expr::case(
+                        Expr::col(users::Column::Credits).gte(extra),
+                        Expr::col(users::Column::Credits).sub(extra),
+                    )
+                    .finally(Expr::value(0i64))
+                    .into(),
+                )
+                .filter(users::Column::Id.eq(&generation.user_id))
+                .exec(&txn)
+                .await
+                .map_err(|e| self.db.map_err(e))?;
+        }
+        txn.commit().await.map_err(|e| self.db.map_err(e))?;
+        to_generation(generation)
+    }
+
+    /// Marks a pending generation failed and refunds everything it reserved, in one
+    /// transaction. Finished generations are [`Error::Conflict`].
+    pub async fn fail(&self, id: &str, error: &str) -> Result<Generation> {
+        let txn = self.db.begin_write().await?;
+        let at = now();
+        let updated = generations::Entity::update_many()
+            .col_expr(
+                generations::Column::Status,
+                Expr::value(GenerationStatus::Failed.as_str()),
+            )
+            .col_expr(generations::Column::Error, Expr::value(error))
+            .col_expr(generations::Column::UpdatedAt, Expr::value(at))
+            .col_expr(generations::Column::CompletedAt, Expr::value(Some(at)))
+            .filter(generations::Column::Id.eq(id))
+            .filter(generations::Column::Status.eq(GenerationStatus::Pending.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        if updated.rows_affected == 0 {
+            return Err(self.pending_or_conflict(&txn, id).await);
+        }
+        let generation = generations::Entity::find_by_id(id.to_owned())
+            .one(&txn)
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .ok_or_else(|| Error::not_found(format!("generation {id}")))?;
+        self.adjust_credits(&txn, &generation.user_id, generation.reserved_credits)
+            .await?;
+        txn.commit().await.map_err(|e| self.db.map_err(e))?;
+        to_generation(generation)
+    }
+
+    /// A generation by id.
+    pub async fn get(&self, id: &str) -> Result<Generation> {
+        let model = generations::Entity::find_by_id(id.to_owned())
+            .one(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .ok_or_else(|| Error::not_found(format!("generation {id}")))?;
+        to_generation(model)
+    }
+
+    /// A user's generations, oldest first, after the id `after`.
+    pub async fn list_for_user(
+        &self,
+        user_id: &str,
+        after: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<Vec<Generation>> {
+        let mut query = generations::Entity::find()
+            .filter(generations::Column::UserId.eq(user_id))
+            .order_by_asc(generations::Column::Id);
+        if let Some(after) = after {
+            query = query.filter(generations::Column::Id.gt(after));
+        }
+        query
+            .limit(page_limit(limit, 50, 500))
+            .all(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .into_iter()
+            .map(to_generation)
+            .collect()
+    }
+}

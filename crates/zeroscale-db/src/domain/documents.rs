@@ -1,0 +1,274 @@
+//! Documents and vector search: store texts with their embeddings, search a collection by
+//! cosine similarity (exact top-k), optionally filtered by metadata equality.
+//!
+//! Vectors are little-endian `f32` blobs on every engine. Search streams the collection's
+//! rows and keeps only the best `k` in a bounded heap, so memory does not grow with the
+//! collection.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use futures::TryStreamExt;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use serde_json::{Map, Value};
+use zeroscale_core::domain::{Document, SearchHit, new_id, now};
+use zeroscale_core::{Error, Result};
+
+use super::entity::documents;
+use crate::Db;
+
+/// The most results one search returns.
+pub const MAX_TOP_K: usize = 1000;
+
+/// A document to store.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    /// The collection (1 to 128 characters).
+    pub collection: String,
+    /// The text.
+    pub content: String,
+    /// A JSON object (or null, stored as `{}`).
+    pub metadata: Value,
+    /// The model that made `vector`.
+    pub embedding_model: String,
+    /// The embedding; finite values, not empty.
+    pub vector: Vec<f32>,
+}
+
+/// Encodes a vector as little-endian `f32` bytes.
+pub fn encode_vector(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Decodes little-endian `f32` bytes; `None` if the length is not a multiple of 4.
+pub fn decode_vector(bytes: &[u8]) -> Option<Vec<f32>> {
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+fn cosine(query: &[f32], query_norm: f32, v: &[f32]) -> f32 {
+    let dot: f32 = query.iter().zip(v).map(|(a, b)| a * b).sum();
+    let n = norm(v);
+    if n == 0.0 || query_norm == 0.0 {
+        0.0
+    } else {
+        dot / (query_norm * n)
+    }
+}
+
+fn validate_vector(vector: &[f32]) -> Result<()> {
+    if vector.is_empty() {
+        return Err(Error::invalid_input("vector must not be empty"));
+    }
+    if vector.iter().any(|x| !x.is_finite()) {
+        return Err(Error::invalid_input("vector must hold only finite numbers"));
+    }
+    Ok(())
+}
+
+fn metadata_object(metadata: Value) -> Result<Value> {
+    match metadata {
+        Value::Null => Ok(Value::Object(Map::new())),
+        Value::Object(map) => Ok(Value::Object(map)),
+        _ => Err(Error::invalid_input("metadata must be a JSON object")),
+    }
+}
+
+fn to_document(m: documents::Model) -> Document {
+    Document {
+        id: m.id,
+        collection: m.collection,
+        content: m.content,
+        metadata: m.metadata,
+        embedding_model: m.embedding_model,
+        dimensions: usize::try_from(m.dimensions).unwrap_or(0),
+        created_at: m.created_at,
+    }
+}
+
+/// A candidate in the bounded heap, ordered so the worst is on top.
+struct Candidate {
+    score: f32,
+    model: documents::Model,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: the heap's top is the lowest score (ties: the later id is worse).
+        other
+            .score
+            .total_cmp(&self.score)
+            .then_with(|| self.model.id.cmp(&other.model.id))
+    }
+}
+
+/// Documents service; see [`super::Domain::documents`].
+#[derive(Debug)]
+pub struct Documents<'a> {
+    db: &'a Db,
+}
+
+impl<'a> Documents<'a> {
+    pub(crate) fn new(db: &'a Db) -> Self {
+        Documents { db }
+    }
+
+    /// Stores a document with its embedding.
+    pub async fn insert(&self, new: NewDocument) -> Result<Document> {
+        if new.collection.is_empty() || new.collection.len() > 128 {
+            return Err(Error::invalid_input(
+                "collection must be 1 to 128 characters",
+            ));
+        }
+        validate_vector(&new.vector)?;
+        let dimensions = i32::try_from(new.vector.len())
+            .map_err(|_| Error::invalid_input("vector is too long"))?;
+        let model = documents::ActiveModel {
+            id: Set(new_id()),
+            collection: Set(new.collection),
+            content: Set(new.content),
+            metadata: Set(metadata_object(new.metadata)?),
+            embedding_model: Set(new.embedding_model),
+            dimensions: Set(dimensions),
+            vector: Set(encode_vector(&new.vector)),
+            created_at: Set(now()),
+        }
+        .insert(self.db.conn())
+        .await
+        .map_err(|e| self.db.map_err(e))?;
+        Ok(to_document(model))
+    }
+
+    /// A document by id.
+    pub async fn get(&self, id: &str) -> Result<Document> {
+        documents::Entity::find_by_id(id.to_owned())
+            .one(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .map(to_document)
+            .ok_or_else(|| Error::not_found(format!("document {id}")))
+    }
+
+    /// Deletes a document; `true` if it existed.
+    pub async fn delete(&self, id: &str) -> Result<bool> {
+        let result = documents::Entity::delete_by_id(id.to_owned())
+            .exec(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(result.rows_affected > 0)
+    }
+
+    /// Documents in a collection.
+    pub async fn count(&self, collection: &str) -> Result<u64> {
+        documents::Entity::find()
+            .filter(documents::Column::Collection.eq(collection))
+            .count(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))
+    }
+
+    /// The `k` documents of `collection` most similar to `query` (cosine), best first.
+    /// Only documents with the query's dimensions, and whose metadata has every key of
+    /// `filter` with an equal value, are considered.
+    pub async fn search(
+        &self,
+        collection: &str,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Map<String, Value>>,
+    ) -> Result<Vec<SearchHit>> {
+        validate_vector(query)?;
+        if k == 0 || k > MAX_TOP_K {
+            return Err(Error::invalid_input(format!("k must be 1 to {MAX_TOP_K}")));
+        }
+        let dimensions = i32::try_from(query.len())
+            .map_err(|_| Error::invalid_input("query vector is too long"))?;
+        let query_norm = norm(query);
+        let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+        let mut rows = documents::Entity::find()
+            .filter(documents::Column::Collection.eq(collection))
+            .filter(documents::Column::Dimensions.eq(dimensions))
+            .stream(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        while let Some(model) = rows.try_next().await.map_err(|e| self.db.map_err(e))? {
+            if let Some(filter) = filter {
+                let matches = filter
+                    .iter()
+                    .all(|(key, want)| model.metadata.get(key) == Some(want));
+                if !matches {
+                    continue;
+                }
+            }
+            let Some(vector) = decode_vector(&model.vector) else {
+                continue;
+            };
+            let score = cosine(query, query_norm, &vector);
+            if heap.len() < k {
+                heap.push(Candidate { score, model });
+            } else if heap.peek().is_some_and(|worst| score > worst.score) {
+                heap.pop();
+                heap.push(Candidate { score, model });
+            }
+        }
+        let mut hits: Vec<SearchHit> = heap
+            .into_vec()
+            .into_iter()
+            .map(|c| SearchHit {
+                score: c.score,
+                document: to_document(c.model),
+            })
+            .collect();
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.document.id.cmp(&b.document.id))
+        });
+        Ok(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_round_trip_as_little_endian() {
+        let v = vec![1.0f32, -0.5, 3.25e-8, f32::MAX];
+        let bytes = encode_vector(&v);
+        assert_eq!(&bytes[..4], &1.0f32.to_le_bytes());
+        assert_eq!(decode_vector(&bytes).unwrap(), v);
+        assert_eq!(decode_vector(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn cosine_of_parallel_and_orthogonal() {
+        let q = [1.0, 0.0];
+        assert!((cosine(&q, norm(&q), &[2.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&q, norm(&q), &[0.0, 3.0]).abs() < 1e-6);
+        assert!((cosine(&q, norm(&q), &[-1.0, 0.0]) + 1.0).abs() < 1e-6);
+        assert_eq!(cosine(&q, norm(&q), &[0.0, 0.0]), 0.0);
+    }
+}

@@ -1,0 +1,140 @@
+//! The domain services, the same on every engine: users, sessions, API keys, system
+//! prompts, chat history, credits and generations, documents with vector search, and the
+//! embedding cache.
+//!
+//! Reach them through [`Domain`]: `domain.users().register(…)`. Every write that spans
+//! more than one statement runs in a write transaction ([`Db::begin_write`]), which on
+//! SQLite takes the write lock up front so concurrent writers wait instead of failing.
+
+mod api_keys;
+mod cache;
+mod chat;
+mod credits;
+mod documents;
+pub(crate) mod entity;
+mod prompts;
+mod sessions;
+mod users;
+
+use sha2::{Digest, Sha256};
+use zeroscale_core::config::{AuthConfig, ChatConfig};
+use zeroscale_core::{Error, Result};
+
+pub use api_keys::{ApiKeys, CreatedApiKey, NewApiKey};
+pub use cache::DbEmbeddingCache;
+pub use chat::{Chat, ChatPage, NewMessage};
+pub use credits::{Credits, NewGeneration};
+pub use documents::{Documents, MAX_TOP_K, NewDocument, decode_vector, encode_vector};
+pub use prompts::Prompts;
+pub use sessions::{NewSession, SESSION_TOKEN_PREFIX, Sessions};
+pub use users::{NewUser, Users};
+
+use crate::Db;
+
+/// The domain services over one database.
+#[derive(Debug, Clone)]
+pub struct Domain {
+    db: Db,
+    auth: AuthConfig,
+    chat: ChatConfig,
+}
+
+impl Domain {
+    /// Services over `db` with the given settings.
+    pub fn new(db: Db, auth: AuthConfig, chat: ChatConfig) -> Self {
+        Domain { db, auth, chat }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Users: register, authenticate, roles, activation, credits.
+    pub fn users(&self) -> Users<'_> {
+        Users::new(&self.db, &self.auth)
+    }
+
+    /// Login sessions.
+    pub fn sessions(&self) -> Sessions<'_> {
+        Sessions::new(&self.db, &self.auth)
+    }
+
+    /// API keys.
+    pub fn api_keys(&self) -> ApiKeys<'_> {
+        ApiKeys::new(&self.db)
+    }
+
+    /// System prompts.
+    pub fn prompts(&self) -> Prompts<'_> {
+        Prompts::new(&self.db)
+    }
+
+    /// Chat history.
+    pub fn chat(&self) -> Chat<'_> {
+        Chat::new(&self.db, &self.chat)
+    }
+
+    /// Credit reservations and generations.
+    pub fn credits(&self) -> Credits<'_> {
+        Credits::new(&self.db)
+    }
+
+    /// Documents and vector search.
+    pub fn documents(&self) -> Documents<'_> {
+        Documents::new(&self.db)
+    }
+
+    /// The embedding cache, as core's [`zeroscale_core::EmbeddingCache`].
+    pub fn embedding_cache(&self) -> DbEmbeddingCache {
+        DbEmbeddingCache::new(self.db.clone())
+    }
+}
+
+/// Lower-case hex SHA-256 of `text`.
+pub(crate) fn sha256_hex(text: &str) -> String {
+    zeroscale_core::hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// `n` random bytes from the operating system, as lower-case hex.
+pub(crate) fn random_hex(n: usize) -> Result<String> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::unavailable(format!("the OS random generator failed: {e}")))?;
+    Ok(zeroscale_core::hex(&bytes))
+}
+
+/// Compares two strings in time that depends only on their lengths.
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Clamps a page size: `None` → `default`, and never more than `max`.
+pub(crate) fn page_limit(limit: Option<u64>, default: u64, max: u64) -> u64 {
+    limit.unwrap_or(default).clamp(1, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "abcd"));
+        assert_eq!(random_hex(16).unwrap().len(), 32);
+        assert_ne!(random_hex(16).unwrap(), random_hex(16).unwrap());
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(page_limit(None, 50, 500), 50);
+        assert_eq!(page_limit(Some(0), 50, 500), 1);
+        assert_eq!(page_limit(Some(9999), 50, 500), 500);
+    }
+}

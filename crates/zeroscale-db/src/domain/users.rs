@@ -1,0 +1,288 @@
+//! Users: registration with argon2id password hashes, authentication, roles,
+//! activation and credit balances.
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use zeroscale_core::config::AuthConfig;
+use zeroscale_core::domain::{Role, User, new_id, now};
+use zeroscale_core::{Error, Result};
+
+use super::entity::users;
+use super::page_limit;
+use crate::Db;
+
+/// A user to register.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// 3 to 64 characters: letters, digits, `_`, `-`, `.`.
+    pub username: String,
+    /// At least `auth.min_password_length` characters.
+    pub password: String,
+    /// Admin or user.
+    pub role: Role,
+    /// Starting credit balance (not negative).
+    pub credits: i64,
+}
+
+/// Users service; see [`super::Domain::users`].
+#[derive(Debug)]
+pub struct Users<'a> {
+    db: &'a Db,
+    auth: &'a AuthConfig,
+}
+
+pub(crate) fn to_user(m: users::Model) -> Result<User> {
+    Ok(User {
+        role: m.role.parse()?,
+        id: m.id,
+        username: m.username,
+        active: m.active,
+        credits: m.credits,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+        last_login_at: m.last_login_at,
+    })
+}
+
+fn validate_username(username: &str) -> Result<()> {
+    let ok_chars = username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !(3..=64).contains(&username.len()) || !ok_chars {
+        return Err(Error::invalid_input(
+            "username must be 3 to 64 characters of letters, digits, `_`, `-` and `.`",
+        ));
+    }
+    Ok(())
+}
+
+impl<'a> Users<'a> {
+    pub(crate) fn new(db: &'a Db, auth: &'a AuthConfig) -> Self {
+        Users { db, auth }
+    }
+
+    fn hasher(&self) -> Result<Argon2<'static>> {
+        let params = Params::new(
+            self.auth.argon2_memory_kib,
+            self.auth.argon2_iterations,
+            1,
+            None,
+        )
+        .map_err(|e| {
+            Error::config(
+                "auth.argon2_memory_kib",
+                format!("invalid argon2 parameters: {e}"),
+            )
+        })?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+
+    async fn hash_password(&self, password: String) -> Result<String> {
+        let hasher = self.hasher()?;
+        tokio::task::spawn_blocking(move || {
+            hasher
+                .hash_password(password.as_bytes())
+                .map(|hash| hash.to_string())
+                .map_err(|e| Error::backend("argon2", std::io::Error::other(e.to_string())))
+        })
+        .await
+        .map_err(|e| Error::backend("argon2", e))?
+    }
+
+    /// Whether `password` matches the stored PHC `hash` (argon2id parameters come from it).
+    async fn verify_password(password: String, hash: String) -> bool {
+        tokio::task::spawn_blocking(move || {
+            Argon2::default()
+                .verify_password(password.as_bytes(), hash.as_str())
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Registers a user. A taken username is [`Error::AlreadyExists`].
+    pub async fn register(&self, new: NewUser) -> Result<User> {
+        validate_username(&new.username)?;
+        if new.password.chars().count() < self.auth.min_password_length {
+            return Err(Error::invalid_input(format!(
+                "password must be at least {} characters",
+                self.auth.min_password_length
+            )));
+        }
+        if new.credits < 0 {
+            return Err(Error::invalid_input(
+                "starting credits must not be negative",
+            ));
+        }
+        let hash = self.hash_password(new.password).await?;
+        let at = now();
+        let model = users::ActiveModel {
+            id: Set(new_id()),
+            username: Set(new.username.clone()),
+            password_hash: Set(hash),
+            role: Set(new.role.as_str().to_owned()),
+            active: Set(true),
+            credits: Set(new.credits),
+            created_at: Set(at),
+            updated_at: Set(at),
+            last_login_at: Set(None),
+        };
+        match model.insert(self.db.conn()).await {
+            Ok(m) => to_user(m),
+            Err(e) => Err(match self.db.map_err(e) {
+                Error::AlreadyExists { .. } => {
+                    Error::already_exists(format!("user `{}`", new.username))
+                }
+                other => other,
+            }),
+        }
+    }
+
+    /// Checks a username and password; records the login. Wrong username and wrong
+    /// password give the same [`Error::Unauthenticated`].
+    pub async fn authenticate(&self, username: &str, password: &str) -> Result<User> {
+        let found = users::Entity::find()
+            .filter(users::Column::Username.eq(username))
+            .one(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        let wrong = || Error::unauthenticated("wrong username or password");
+        let Some(model) = found else {
+            // Spend the same time as a real check so timing does not reveal usernames.
+            let dummy = self.hash_password("not-a-real-password".to_owned()).await?;
+            let _ = Self::verify_password(password.to_owned(), dummy).await;
+            return Err(wrong());
+        };
+        if !Self::verify_password(password.to_owned(), model.password_hash.clone()).await {
+            return Err(wrong());
+        }
+        if !model.active {
+            return Err(Error::unauthenticated(format!(
+                "user `{username}` is deactivated; ask an admin to reactivate it"
+            )));
+        }
+        let at = now();
+        users::Entity::update_many()
+            .col_expr(users::Column::LastLoginAt, Expr::value(at))
+            .filter(users::Column::Id.eq(&model.id))
+            .exec(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        let mut user = to_user(model)?;
+        user.last_login_at = Some(at);
+        Ok(user)
+    }
+
+    /// A user by id.
+    pub async fn get(&self, id: &str) -> Result<User> {
+        let model = users::Entity::find_by_id(id.to_owned())
+            .one(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .ok_or_else(|| Error::not_found(format!("user {id}")))?;
+        to_user(model)
+    }
+
+    /// A user by username.
+    pub async fn by_username(&self, username: &str) -> Result<User> {
+        let model = users::Entity::find()
+            .filter(users::Column::Username.eq(username))
+            .one(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .ok_or_else(|| Error::not_found(format!("user `{username}`")))?;
+        to_user(model)
+    }
+
+    /// Users in id (creation) order, after the id `after`, at most `limit` (default 50,
+    /// at most 500).
+    pub async fn list(&self, after: Option<&str>, limit: Option<u64>) -> Result<Vec<User>> {
+        let mut query = users::Entity::find().order_by_asc(users::Column::Id);
+        if let Some(after) = after {
+            query = query.filter(users::Column::Id.gt(after));
+        }
+        query
+            .limit(page_limit(limit, 50, 500))
+            .all(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .into_iter()
+            .map(to_user)
+            .collect()
+    }
+
+    /// How many users there are (to know whether the first admin must be created).
+    pub async fn count(&self) -> Result<u64> {
+        users::Entity::find()
+            .count(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))
+    }
+
+    async fn update_one(&self, id: &str, col: users::Column, value: Expr) -> Result<User> {
+        let result = users::Entity::update_many()
+            .col_expr(col, value)
+            .col_expr(users::Column::UpdatedAt, Expr::value(now()))
+            .filter(users::Column::Id.eq(id))
+            .exec(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        if result.rows_affected == 0 {
+            return Err(Error::not_found(format!("user {id}")));
+        }
+        self.get(id).await
+    }
+
+    /// Activates or deactivates a user. Deactivated users cannot log in; their sessions
+    /// and API keys stop working.
+    pub async fn set_active(&self, id: &str, active: bool) -> Result<User> {
+        self.update_one(id, users::Column::Active, Expr::value(active))
+            .await
+    }
+
+    /// Changes a user's role.
+    pub async fn set_role(&self, id: &str, role: Role) -> Result<User> {
+        self.update_one(id, users::Column::Role, Expr::value(role.as_str()))
+            .await
+    }
+
+    /// Sets a user's credit balance (not negative).
+    pub async fn set_credits(&self, id: &str, credits: i64) -> Result<User> {
+        if credits < 0 {
+            return Err(Error::invalid_input("credits must not be negative"));
+        }
+        self.update_one(id, users::Column::Credits, Expr::value(credits))
+            .await
+    }
+
+    /// Adds `delta` credits (negative to take), refusing to go below zero.
+    pub async fn add_credits(&self, id: &str, delta: i64) -> Result<User> {
+        let mut update = users::Entity::update_many()
+            .col_expr(
+                users::Column::Credits,
+                Expr::col(users::Column::Credits).add(delta),
+            )
+            .col_expr(users::Column::UpdatedAt, Expr::value(now()))
+            .filter(users::Column::Id.eq(id));
+        if delta < 0 {
+            update = update.filter(users::Column::Credits.gte(-delta));
+        }
+        let result = update
+            .exec(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        if result.rows_affected == 0 {
+            let user = self.get(id).await?;
+            return Err(Error::conflict(format!(
+                "insufficient credits: balance is {}, cannot take {}",
+                user.credits, -delta
+            )));
+        }
+        self.get(id).await
+    }
+}

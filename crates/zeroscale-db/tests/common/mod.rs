@@ -1,0 +1,134 @@
+//! Test databases: a fresh SQLite file, or a fresh database on the PostgreSQL server from
+//! `cargo xtask services up`, migrated and ready.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+
+use sea_orm::{ConnectionTrait, Statement};
+use zeroscale_core::config::{
+    AuthConfig, ChatConfig, DatabaseConfig, PostgresConfig, SqliteConfig,
+};
+use zeroscale_core::testing::require_service;
+use zeroscale_db::Db;
+use zeroscale_db::domain::Domain;
+
+/// Fast argon2 parameters: tests check behaviour, not hashing cost.
+pub fn test_auth() -> AuthConfig {
+    AuthConfig {
+        argon2_memory_kib: 1024,
+        argon2_iterations: 1,
+        ..Default::default()
+    }
+}
+
+/// A migrated test database and what to clean up after it.
+pub struct TestDb {
+    pub db: Db,
+    pub name: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    File(PathBuf),
+    Postgres { admin_url: String, database: String },
+}
+
+impl TestDb {
+    /// The domain services over this database.
+    pub fn domain(&self, chat: ChatConfig) -> Domain {
+        Domain::new(self.db.clone(), test_auth(), chat)
+    }
+
+    /// Closes the pool and removes the database.
+    pub async fn cleanup(self) {
+        let TestDb { db, cleanup, .. } = self;
+        let _ = db.close().await;
+        match cleanup {
+            Cleanup::File(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Postgres {
+                admin_url,
+                database,
+            } => {
+                if let Ok(admin) = connect_postgres(&admin_url, 2).await {
+                    let _ = admin
+                        .conn()
+                        .execute_raw(Statement::from_string(
+                            sea_orm::DatabaseBackend::Postgres,
+                            format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
+                        ))
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("zs_{label}_{}_{nanos}", std::process::id())
+}
+
+/// A migrated SQLite file in a fresh temp folder.
+pub async fn sqlite(label: &str) -> TestDb {
+    let name = unique(label);
+    let dir = std::env::temp_dir().join(&name);
+    let config = DatabaseConfig::Sqlite(SqliteConfig {
+        path: Some(dir.join("test.db")),
+        ..Default::default()
+    });
+    let db = Db::connect(&config).await.expect("open SQLite");
+    db.migrate_up().await.expect("migrate SQLite");
+    TestDb {
+        db,
+        name,
+        cleanup: Cleanup::File(dir),
+    }
+}
+
+async fn connect_postgres(url: &str, pool: u32) -> zeroscale_core::Result<Db> {
+    Db::connect(&DatabaseConfig::Postgres(PostgresConfig {
+        url: url.to_owned().into(),
+        max_connections: pool,
+        min_connections: 0,
+        ..Default::default()
+    }))
+    .await
+}
+
+/// A fresh, migrated database on the test PostgreSQL server; `None` (skip) when there is
+/// no server outside CI.
+pub async fn postgres(label: &str) -> Option<TestDb> {
+    let admin_url = require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL")?;
+    let database = unique(label);
+    let admin = connect_postgres(&admin_url, 2)
+        .await
+        .expect("connect to PostgreSQL");
+    admin
+        .conn()
+        .execute_raw(Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            format!("CREATE DATABASE \"{database}\""),
+        ))
+        .await
+        .expect("create test database");
+    let _ = admin.close().await;
+    let (base, _) = admin_url.rsplit_once('/').expect("URL has a database");
+    let db = connect_postgres(&format!("{base}/{database}"), 20)
+        .await
+        .expect("connect to the test database");
+    db.migrate_up().await.expect("migrate PostgreSQL");
+    Some(TestDb {
+        db,
+        name: database.clone(),
+        cleanup: Cleanup::Postgres {
+            admin_url,
+            database,
+        },
+    })
+}

@@ -1,0 +1,617 @@
+//! The domain conformance suite: every service, its error kinds and its concurrency
+//! guarantees, run unchanged against SQLite and PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+
+use serde_json::json;
+use zeroscale_core::Error;
+use zeroscale_core::config::ChatConfig;
+use zeroscale_core::domain::{ChatRole, GenerationStatus, Role};
+use zeroscale_core::models::{EmbeddingCache, EmbeddingCacheKey};
+use zeroscale_db::domain::{Domain, NewApiKey, NewDocument, NewGeneration, NewMessage, NewUser};
+
+fn chat_config() -> ChatConfig {
+    ChatConfig {
+        max_messages_per_session: 5,
+    }
+}
+
+async fn user(d: &Domain, name: &str, credits: i64) -> zeroscale_core::domain::User {
+    d.users()
+        .register(NewUser {
+            username: name.to_owned(),
+            password: "correct horse".to_owned(),
+            role: Role::User,
+            credits,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("register {name}: {e}"))
+}
+
+async fn users(d: &Domain) {
+    let alice = user(d, "alice", 0).await;
+    assert_eq!(alice.role, Role::User);
+    assert!(alice.active);
+
+    let dup = d
+        .users()
+        .register(NewUser {
+            username: "alice".into(),
+            password: "another password".into(),
+            role: Role::Admin,
+            credits: 0,
+        })
+        .await
+        .expect_err("duplicate username");
+    assert!(matches!(dup, Error::AlreadyExists { .. }), "{dup}");
+    assert!(dup.to_string().contains("alice"), "{dup}");
+
+    let short = d
+        .users()
+        .register(NewUser {
+            username: "bob".into(),
+            password: "short".into(),
+            role: Role::User,
+            credits: 0,
+        })
+        .await
+        .expect_err("short password");
+    assert!(matches!(short, Error::InvalidInput { .. }), "{short}");
+    let bad_name = d
+        .users()
+        .register(NewUser {
+            username: "no spaces".into(),
+            password: "long enough".into(),
+            role: Role::User,
+            credits: 0,
+        })
+        .await
+        .expect_err("bad username");
+    assert!(matches!(bad_name, Error::InvalidInput { .. }), "{bad_name}");
+
+    let logged = d
+        .users()
+        .authenticate("alice", "correct horse")
+        .await
+        .expect("right password");
+    assert!(logged.last_login_at.is_some());
+    for (name, password) in [("alice", "wrong horse"), ("nobody", "correct horse")] {
+        let err = d
+            .users()
+            .authenticate(name, password)
+            .await
+            .expect_err("wrong credentials");
+        assert!(matches!(err, Error::Unauthenticated { .. }), "{err}");
+    }
+
+    let unknown = d
+        .users()
+        .get("0190-no-such-user")
+        .await
+        .expect_err("unknown id");
+    assert!(matches!(unknown, Error::NotFound { .. }), "{unknown}");
+
+    let admin = d.users().set_role(&alice.id, Role::Admin).await.unwrap();
+    assert_eq!(admin.role, Role::Admin);
+    let off = d.users().set_active(&alice.id, false).await.unwrap();
+    assert!(!off.active);
+    let err = d
+        .users()
+        .authenticate("alice", "correct horse")
+        .await
+        .expect_err("deactivated");
+    assert!(err.to_string().contains("deactivated"), "{err}");
+    d.users().set_active(&alice.id, true).await.unwrap();
+
+    let rich = d.users().set_credits(&alice.id, 7).await.unwrap();
+    assert_eq!(rich.credits, 7);
+    assert_eq!(
+        d.users().add_credits(&alice.id, 3).await.unwrap().credits,
+        10
+    );
+    let err = d
+        .users()
+        .add_credits(&alice.id, -11)
+        .await
+        .expect_err("negative");
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert_eq!(d.users().get(&alice.id).await.unwrap().credits, 10);
+    assert!(d.users().set_credits(&alice.id, -1).await.is_err());
+
+    assert_eq!(d.users().by_username("alice").await.unwrap().id, alice.id);
+    assert!(d.users().count().await.unwrap() >= 1);
+    let page = d.users().list(None, Some(1)).await.unwrap();
+    assert_eq!(page.len(), 1);
+}
+
+async fn sessions(d: &Domain) {
+    let u = user(d, "sessions-user", 0).await;
+    let created = d.sessions().create(&u.id).await.expect("create");
+    assert!(created.token.starts_with("zss_"));
+    assert!(created.session.expires_at > created.session.created_at);
+    let (session, who) = d.sessions().validate(&created.token).await.expect("valid");
+    assert_eq!(session.id, created.session.id);
+    assert_eq!(who.id, u.id);
+
+    let err = d
+        .sessions()
+        .validate("zss_nonsense")
+        .await
+        .expect_err("unknown token");
+    assert!(matches!(err, Error::Unauthenticated { .. }), "{err}");
+
+    d.sessions()
+        .revoke_token(&created.token)
+        .await
+        .expect("logout");
+    let err = d
+        .sessions()
+        .validate(&created.token)
+        .await
+        .expect_err("revoked");
+    assert!(err.to_string().contains("revoked"), "{err}");
+    d.sessions()
+        .revoke(&created.session.id)
+        .await
+        .expect("revoking twice is fine");
+    let err = d
+        .sessions()
+        .revoke("no-such-session")
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+
+    let second = d.sessions().create(&u.id).await.unwrap();
+    d.users().set_active(&u.id, false).await.unwrap();
+    let err = d
+        .sessions()
+        .validate(&second.token)
+        .await
+        .expect_err("user off");
+    assert!(matches!(err, Error::Unauthenticated { .. }), "{err}");
+    d.users().set_active(&u.id, true).await.unwrap();
+
+    let purged = d.sessions().purge_expired().await.unwrap();
+    assert!(purged >= 1, "the revoked session is purged");
+    d.sessions()
+        .validate(&second.token)
+        .await
+        .expect("live session survives the purge");
+
+    let err = d
+        .sessions()
+        .create("no-such-user")
+        .await
+        .expect_err("unknown user");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}
+
+async fn prompts_and_keys(d: &Domain) {
+    let owner = user(d, "key-owner", 0).await;
+    let prompt = d
+        .prompts()
+        .create("support", "You are helpful.")
+        .await
+        .unwrap();
+    assert_eq!(prompt.version, 1);
+    let dup = d
+        .prompts()
+        .create("support", "x")
+        .await
+        .expect_err("taken name");
+    assert!(matches!(dup, Error::AlreadyExists { .. }), "{dup}");
+    assert_eq!(
+        d.prompts().get_by_name("support").await.unwrap().id,
+        prompt.id
+    );
+
+    let updated = d
+        .prompts()
+        .update(&prompt.id, None, Some("You are very helpful."))
+        .await
+        .unwrap();
+    assert_eq!(updated.version, 2);
+    assert_eq!(updated.content, "You are very helpful.");
+    assert_eq!(updated.created_at, prompt.created_at);
+    assert!(updated.updated_at >= prompt.updated_at);
+    let err = d
+        .prompts()
+        .update("nope", None, Some("x"))
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+
+    let created = d
+        .api_keys()
+        .create(NewApiKey {
+            user_id: owner.id.clone(),
+            client_name: "mobile app".into(),
+            notes: Some("v2 client".into()),
+            system_prompt_id: Some(prompt.id.clone()),
+            adapter_name: Some("tuned-v1".into()),
+        })
+        .await
+        .expect("create key");
+    assert!(created.plaintext.starts_with(&created.key.prefix));
+    let (key, who) = d
+        .api_keys()
+        .validate(&created.plaintext)
+        .await
+        .expect("valid key");
+    assert_eq!(key.id, created.key.id);
+    assert_eq!(who.id, owner.id);
+    assert!(key.last_used_at.is_some());
+    assert_eq!(key.system_prompt_id.as_deref(), Some(prompt.id.as_str()));
+
+    let mut tampered = created.plaintext.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    for bad in [tampered.as_str(), "zs_short", "sk-something"] {
+        let err = d.api_keys().validate(bad).await.expect_err(bad);
+        assert!(matches!(err, Error::Unauthenticated { .. }), "{bad}: {err}");
+    }
+
+    let err = d.prompts().delete(&prompt.id).await.expect_err("linked");
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("API key"), "{err}");
+
+    assert_eq!(d.api_keys().list(Some(&owner.id)).await.unwrap().len(), 1);
+    let revoked = d.api_keys().revoke(&created.key.id).await.unwrap();
+    assert!(!revoked.active && revoked.revoked_at.is_some());
+    let err = d
+        .api_keys()
+        .validate(&created.plaintext)
+        .await
+        .expect_err("revoked");
+    assert!(err.to_string().contains("revoked"), "{err}");
+
+    let err = d
+        .api_keys()
+        .create(NewApiKey {
+            user_id: owner.id.clone(),
+            client_name: "x".into(),
+            system_prompt_id: Some("no-such-prompt".into()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown prompt");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+
+    let loose = d.prompts().create("unlinked", "text").await.unwrap();
+    d.prompts()
+        .delete(&loose.id)
+        .await
+        .expect("delete unlinked");
+    let err = d.prompts().get(&loose.id).await.expect_err("gone");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert_eq!(d.prompts().list().await.unwrap().len(), 1);
+}
+
+async fn chat(d: &Domain) {
+    let u = user(d, "chatter", 0).await;
+    let msg = |content: &str| NewMessage {
+        session_id: "conv-1".into(),
+        role: ChatRole::User,
+        content: content.into(),
+        user_id: Some(u.id.clone()),
+        api_key_id: None,
+        metadata: json!({"client": "test", "n": content}),
+    };
+    for i in 0..5 {
+        d.chat()
+            .append(msg(&format!("m{i}")))
+            .await
+            .expect("append");
+    }
+    let err = d.chat().append(msg("m5")).await.expect_err("cap of 5");
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert!(
+        err.to_string().contains("max_messages_per_session"),
+        "{err}"
+    );
+
+    let first = d.chat().list("conv-1", None, Some(2)).await.unwrap();
+    let contents: Vec<_> = first.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["m0", "m1"]);
+    let cursor = first.next_cursor.expect("more pages");
+    let rest = d
+        .chat()
+        .list("conv-1", Some(&cursor), Some(10))
+        .await
+        .unwrap();
+    let contents: Vec<_> = rest.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["m2", "m3", "m4"]);
+    assert!(rest.next_cursor.is_none());
+    assert_eq!(
+        rest.messages[0].metadata,
+        json!({"client": "test", "n": "m2"})
+    );
+    assert_eq!(
+        d.chat().session_owner("conv-1").await.unwrap(),
+        Some(u.id.clone())
+    );
+
+    let err = d
+        .chat()
+        .append(NewMessage {
+            metadata: json!([1, 2]),
+            ..msg("x")
+        })
+        .await
+        .expect_err("metadata must be an object");
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+
+    assert_eq!(d.chat().delete_session("conv-1").await.unwrap(), 5);
+    assert!(
+        d.chat()
+            .list("conv-1", None, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    d.chat()
+        .append(msg("again"))
+        .await
+        .expect("room after delete");
+}
+
+async fn credits(d: &Domain) {
+    let u = user(d, "payer", 100).await;
+    let new = |cost| NewGeneration {
+        user_id: u.id.clone(),
+        model: "flux".into(),
+        prompt: "a cat".into(),
+        params: json!({"width": 512}),
+        cost,
+    };
+    let g = d.credits().reserve(new(30)).await.expect("reserve");
+    assert_eq!(g.status, GenerationStatus::Pending);
+    assert_eq!(d.users().get(&u.id).await.unwrap().credits, 70);
+
+    let done = d
+        .credits()
+        .complete(&g.id, "replicate", 20, json!({"key": "images/1.png"}))
+        .await
+        .expect("complete");
+    assert_eq!(done.status, GenerationStatus::Succeeded);
+    assert_eq!(done.actual_cost, Some(20));
+    assert_eq!(done.provider.as_deref(), Some("replicate"));
+    assert_eq!(
+        d.users().get(&u.id).await.unwrap().credits,
+        80,
+        "10 refunded"
+    );
+    let err = d
+        .credits()
+        .complete(&g.id, "x", 1, json!(null))
+        .await
+        .expect_err("twice");
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+
+    let g2 = d.credits().reserve(new(50)).await.unwrap();
+    assert_eq!(d.users().get(&u.id).await.unwrap().credits, 30);
+    let failed = d
+        .credits()
+        .fail(&g2.id, "provider down")
+        .await
+        .expect("fail");
+    assert_eq!(failed.status, GenerationStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("provider down"));
+    assert_eq!(
+        d.users().get(&u.id).await.unwrap().credits,
+        80,
+        "all refunded"
+    );
+    let err = d
+        .credits()
+        .fail(&g2.id, "again")
+        .await
+        .expect_err("already failed");
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+
+    // Costlier than reserved: the overage is taken only as far as the balance allows.
+    let g3 = d.credits().reserve(new(80)).await.unwrap();
+    assert_eq!(d.users().get(&u.id).await.unwrap().credits, 0);
+    d.credits()
+        .complete(&g3.id, "fal", 95, json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        d.users().get(&u.id).await.unwrap().credits,
+        0,
+        "never negative"
+    );
+
+    let err = d.credits().reserve(new(1)).await.expect_err("broke");
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("insufficient credits"), "{err}");
+    let err = d
+        .credits()
+        .reserve(NewGeneration {
+            user_id: "nobody".into(),
+            ..new(1)
+        })
+        .await
+        .expect_err("unknown user");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    let err = d
+        .credits()
+        .get("nope")
+        .await
+        .expect_err("unknown generation");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert_eq!(
+        d.credits()
+            .list_for_user(&u.id, None, None)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// 50 concurrent reservations against a balance that covers 10: exactly 10 succeed.
+async fn concurrent_reservations(d: &Domain) {
+    let u = user(d, "crowd", 10).await;
+    let d = Arc::new(d.clone());
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let d = d.clone();
+        let user_id = u.id.clone();
+        tasks.push(tokio::spawn(async move {
+            d.credits()
+                .reserve(NewGeneration {
+                    user_id,
+                    model: "m".into(),
+                    prompt: format!("p{i}"),
+                    params: json!({}),
+                    cost: 1,
+                })
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(Error::Conflict { .. }) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(
+        ok, 10,
+        "exactly the balance's worth of reservations succeed"
+    );
+    assert_eq!(d.users().get(&u.id).await.unwrap().credits, 0);
+}
+
+async fn documents(d: &Domain) {
+    let docs = [
+        ("north", [1.0, 0.0, 0.0], json!({"lang": "en", "tag": "a"})),
+        (
+            "north-east",
+            [0.7, 0.7, 0.0],
+            json!({"lang": "en", "tag": "b"}),
+        ),
+        ("east", [0.0, 1.0, 0.0], json!({"lang": "fr", "tag": "a"})),
+        ("up", [0.0, 0.0, 1.0], json!({"lang": "en"})),
+    ];
+    for (content, vector, metadata) in docs {
+        d.documents()
+            .insert(NewDocument {
+                collection: "compass".into(),
+                content: content.into(),
+                metadata,
+                embedding_model: "test-3d".into(),
+                vector: vector.to_vec(),
+            })
+            .await
+            .expect("insert");
+    }
+    d.documents()
+        .insert(NewDocument {
+            collection: "other".into(),
+            content: "north elsewhere".into(),
+            metadata: json!(null),
+            embedding_model: "test-3d".into(),
+            vector: vec![1.0, 0.0, 0.0],
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.documents().count("compass").await.unwrap(), 4);
+
+    let hits = d
+        .documents()
+        .search("compass", &[1.0, 0.1, 0.0], 2, None)
+        .await
+        .unwrap();
+    let names: Vec<_> = hits.iter().map(|h| h.document.content.as_str()).collect();
+    assert_eq!(names, ["north", "north-east"]);
+    assert!(hits[0].score > hits[1].score);
+    assert!(
+        (hits[0].score - 0.995_037).abs() < 1e-4,
+        "{}",
+        hits[0].score
+    );
+
+    let filter = json!({"lang": "en"});
+    let hits = d
+        .documents()
+        .search("compass", &[0.0, 1.0, 0.0], 10, filter.as_object())
+        .await
+        .unwrap();
+    let names: Vec<_> = hits.iter().map(|h| h.document.content.as_str()).collect();
+    assert_eq!(
+        names,
+        ["north-east", "north", "up"],
+        "`east` is filtered out"
+    );
+
+    let err = d
+        .documents()
+        .search("compass", &[f32::NAN, 0.0, 0.0], 3, None)
+        .await
+        .expect_err("NaN query");
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    let hits = d
+        .documents()
+        .search("compass", &[1.0, 0.0], 3, None)
+        .await
+        .unwrap();
+    assert!(hits.is_empty(), "other dimensions are not compared");
+
+    let id = d
+        .documents()
+        .search("other", &[1.0, 0.0, 0.0], 1, None)
+        .await
+        .unwrap()[0]
+        .document
+        .id
+        .clone();
+    assert!(d.documents().delete(&id).await.unwrap());
+    assert!(!d.documents().delete(&id).await.unwrap());
+}
+
+async fn embedding_cache(d: &Domain) {
+    let cache = d.embedding_cache();
+    let key = EmbeddingCacheKey::new("minilm", "hello");
+    assert_eq!(cache.get(&key).await.unwrap(), None);
+    cache.put(&key, &[0.25, -1.5, 3.0]).await.unwrap();
+    assert_eq!(cache.get(&key).await.unwrap(), Some(vec![0.25, -1.5, 3.0]));
+    cache.put(&key, &[1.0]).await.unwrap();
+    assert_eq!(
+        cache.get(&key).await.unwrap(),
+        Some(vec![1.0]),
+        "put replaces"
+    );
+}
+
+async fn suite(d: &Domain) {
+    users(d).await;
+    sessions(d).await;
+    prompts_and_keys(d).await;
+    chat(d).await;
+    credits(d).await;
+    concurrent_reservations(d).await;
+    documents(d).await;
+    embedding_cache(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn domain_suite_sqlite() {
+    let db = common::sqlite("suite").await;
+    suite(&db.domain(chat_config())).await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn domain_suite_postgres() {
+    let Some(db) = common::postgres("suite").await else {
+        return;
+    };
+    suite(&db.domain(chat_config())).await;
+    db.cleanup().await;
+}
