@@ -11,12 +11,16 @@
 //! | `varchar(N)` | `character varying(N)` | `string(N)` |
 //! | `text` | `text` | `text` |
 //! | `boolean` | `boolean` | `bool` |
-//! | `integer` | `integer` | `i32` |
-//! | `bigint` | `bigint` | `i64` |
+//! | `integer` | `integer` or `bigint` | `int` |
 //! | `double` / `real` | `double precision` | `f64` |
 //! | `timestamp_with_timezone_text` | `timestamp with time zone` | `timestamptz` |
-//! | `json_text` | `jsonb` | `json` |
+//! | `json_text` / `jsonb_text` | `json` / `jsonb` | `json` |
 //! | `blob` | `bytea` | `bytes` |
+//!
+//! SQLite stores every integer in 64 bits and sea-query declares both `integer()` and
+//! `big_integer()` columns as `integer` there, so the check cannot tell 32- from 64-bit
+//! integers apart: both normalise to `int`. Choose `big_integer()` for anything that may
+//! outgrow 32 bits, or PostgreSQL will refuse values SQLite accepts.
 //!
 //! Anything else normalises to `unmapped(<engine type>)`, which never matches the other
 //! engine, so a new type must be added here deliberately.
@@ -99,14 +103,15 @@ pub fn normalise_type(dialect: Dialect, raw: &str, max_length: Option<i64>) -> S
     match (dialect, t.as_str()) {
         (_, "text") => "text".to_owned(),
         (_, "boolean" | "bool") => "bool".to_owned(),
-        (_, "integer" | "int" | "int4") => "i32".to_owned(),
-        (_, "bigint" | "int8") => "i64".to_owned(),
+        (_, "integer" | "int" | "int4" | "bigint" | "int8") => "int".to_owned(),
         (Dialect::Sqlite, "double" | "real") | (Dialect::Postgres, "double precision") => {
             "f64".to_owned()
         }
         (Dialect::Sqlite, "timestamp_with_timezone_text")
         | (Dialect::Postgres, "timestamp with time zone") => "timestamptz".to_owned(),
-        (Dialect::Sqlite, "json_text") | (Dialect::Postgres, "jsonb") => "json".to_owned(),
+        (Dialect::Sqlite, "json_text" | "jsonb_text") | (Dialect::Postgres, "json" | "jsonb") => {
+            "json".to_owned()
+        }
         (Dialect::Sqlite, "blob") | (Dialect::Postgres, "bytea") => "bytes".to_owned(),
         (Dialect::Postgres, "character varying") => {
             varchar(max_length.map(|n| n.to_string()).as_deref())
@@ -181,14 +186,14 @@ async fn introspect_sqlite(db: &Db) -> Result<Schema> {
         let mut pk: Vec<(i64, String)> = Vec::new();
         for col in query(
             db,
-            "SELECT name, type, \"notnull\" AS notnull, dflt_value, pk FROM pragma_table_info(?)",
+            "SELECT name, type, \"notnull\" AS not_null, dflt_value, pk FROM pragma_table_info(?)",
             vec![name.clone().into()],
         )
         .await?
         {
             let col_name: String = get(&col, "name", db)?;
             let ty: String = get(&col, "type", db)?;
-            let not_null: i64 = get(&col, "notnull", db)?;
+            let not_null: i64 = get(&col, "not_null", db)?;
             let default: Option<String> = get(&col, "dflt_value", db)?;
             let pk_pos: i64 = get(&col, "pk", db)?;
             if pk_pos > 0 {
@@ -438,6 +443,9 @@ mod tests {
         );
         assert_eq!(normalise_type(Dialect::Postgres, "jsonb", None), "json");
         assert_eq!(normalise_type(Dialect::Sqlite, "json_text", None), "json");
+        assert_eq!(normalise_type(Dialect::Sqlite, "jsonb_text", None), "json");
+        assert_eq!(normalise_type(Dialect::Sqlite, "integer", None), "int");
+        assert_eq!(normalise_type(Dialect::Postgres, "bigint", None), "int");
         assert_eq!(
             normalise_type(Dialect::Sqlite, "jsonb", None),
             "unmapped(jsonb)"
