@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Mutex;
-use zeroscale_core::config::Config;
+use zeroscale_core::config::{Config, DatabaseConfig};
 use zeroscale_core::{Error, Result};
 use zeroscale_db::Db;
 
@@ -89,8 +89,26 @@ impl Checker {
             *guard = Some(timed(Db::connect(&self.config.database)).await?);
         }
         let db = guard.as_ref().expect("connected above");
-        match timed(db.ping()).await {
-            Ok(()) => Ok(db.location().to_owned()),
+        let auto_migrate = match &self.config.database {
+            DatabaseConfig::Sqlite(s) => s.auto_migrate,
+            DatabaseConfig::Postgres(p) => p.auto_migrate,
+        };
+        let ready = async {
+            db.ping().await?;
+            match db.pending_migrations().await? {
+                0 => Ok(db.location().to_owned()),
+                n if auto_migrate => Ok(format!(
+                    "{}; {n} migration(s) pending, applied by `serve` at start-up (auto_migrate)",
+                    db.location()
+                )),
+                n => Err(Error::unavailable(format!(
+                    "{n} migration(s) pending: run `zeroscale migrate up` (or set \
+                     `database.auto_migrate = true`)"
+                ))),
+            }
+        };
+        match timed(ready).await {
+            Ok(detail) => Ok(detail),
             Err(e) => {
                 // Reconnect next time: the pool may point at a server that went away.
                 *guard = None;

@@ -94,6 +94,32 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Run database migrations.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
+}
+
+/// `zeroscale migrate …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum MigrateCommand {
+    /// Apply every pending migration.
+    Up,
+    /// Roll back the last STEPS migrations (dropping what they created).
+    Down {
+        /// How many migrations to roll back.
+        #[arg(default_value_t = 1)]
+        steps: u32,
+    },
+    /// List the migrations and whether each is applied.
+    Status,
+    /// Drop every table and migrate from scratch. DESTROYS ALL DATA.
+    Fresh {
+        /// Confirm that every table may be dropped.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `zeroscale config …`.

@@ -15,10 +15,10 @@ pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
     );
     let data_dir = config.data_dir()?;
     match ensure_private_dir(&data_dir) {
-        Ok(()) => println!("  ok    data dir        {}", data_dir.display()),
+        Ok(()) => println!("  ok    {:<20} {}", "data dir", data_dir.display()),
         Err(e) => {
             healthy = false;
-            println!("  FAIL  data dir        {}", e.chain());
+            println!("  FAIL  {:<20} {}", "data dir", e.chain());
         }
     }
     for check in Checker::new(config.clone()).run().await {
@@ -29,7 +29,7 @@ pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
             "NOT compiled in"
         };
         println!(
-            "  {status}  {:<15} {:<12} {compiled:<16} {}",
+            "  {status}  {:<20} {:<13} {compiled:<16} {}",
             check.concern, check.backend, check.detail
         );
         healthy &= check.ok;

@@ -18,6 +18,7 @@ mod checks;
 mod cli;
 mod doctor;
 mod logging;
+mod migrate;
 mod serve;
 
 use std::process::ExitCode;
@@ -81,6 +82,7 @@ fn run_async(
         match command {
             Command::Serve => serve::run(loaded).await,
             Command::Doctor => doctor::run(&loaded).await,
+            Command::Migrate { command } => migrate::run(&loaded, command).await,
             Command::Config { .. } => unreachable!("handled before the runtime starts"),
         }
     });

@@ -99,6 +99,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         env!("CARGO_PKG_VERSION")
     );
     log_backends(&config);
+    auto_migrate(&config).await?;
 
     let addr = config.server.addr;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -142,6 +143,29 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Applies pending migrations at start-up when the config asks for it.
+async fn auto_migrate(config: &Config) -> anyhow::Result<()> {
+    let wanted = match &config.database {
+        zeroscale_core::config::DatabaseConfig::Sqlite(s) => s.auto_migrate,
+        zeroscale_core::config::DatabaseConfig::Postgres(p) => p.auto_migrate,
+    };
+    if !wanted {
+        return Ok(());
+    }
+    let db = zeroscale_db::Db::connect(&config.database)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .context("auto_migrate: cannot open the database (set `database.auto_migrate = false` to start without it)")?;
+    let applied = db
+        .migrate_up()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .context("auto_migrate: migrations failed")?;
+    tracing::info!(applied, "database migrations up to date");
+    let _ = db.close().await;
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM, naming which.

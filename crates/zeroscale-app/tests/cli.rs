@@ -171,9 +171,38 @@ async fn serves_health_and_readiness_on_the_embedded_defaults() {
     }
 }
 
+/// A fresh database on the test PostgreSQL server; returns its URL.
+async fn fresh_postgres(label: &str) -> Option<String> {
+    use zeroscale_db::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    let admin_url = require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL")?;
+    let name = format!("zs_app_{label}_{}", std::process::id());
+    let admin = zeroscale_db::Db::connect(&zeroscale_core::config::DatabaseConfig::Postgres(
+        zeroscale_core::config::PostgresConfig {
+            url: admin_url.clone().into(),
+            max_connections: 1,
+            min_connections: 0,
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("connect to PostgreSQL");
+    for sql in [
+        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        format!("CREATE DATABASE \"{name}\""),
+    ] {
+        admin
+            .conn()
+            .execute_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
+            .await
+            .expect("create test database");
+    }
+    let (base, _) = admin_url.rsplit_once('/').expect("URL names a database");
+    Some(format!("{base}/{name}"))
+}
+
 #[tokio::test]
 async fn readiness_against_postgres_s3_and_redis() {
-    let Some(pg) = require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL") else {
+    let Some(pg) = fresh_postgres("ready").await else {
         return;
     };
     let redis = require_service("ZEROSCALE_TEST_REDIS_URL", "Redis").expect("redis");
@@ -182,6 +211,7 @@ async fn readiness_against_postgres_s3_and_redis() {
     let tmp = TempDir::new("engines");
     let mut cmd = zeroscale(&tmp.0);
     cmd.env("DATABASE_URL", &pg)
+        .env("ZEROSCALE_DATABASE__AUTO_MIGRATE", "true")
         .env("REDIS_URL", &redis)
         .env("ZEROSCALE_STORAGE__KIND", "s3")
         .env("ZEROSCALE_STORAGE__BUCKET", &bucket)
@@ -308,4 +338,87 @@ fn doctor_reports_every_concern_and_fails_when_one_is_not_ready() {
     );
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("everything is ready"), "{stdout}");
+}
+
+#[test]
+fn migrate_commands_on_sqlite() {
+    let tmp = TempDir::new("migrate");
+    let run = |args: &[&str]| output(zeroscale(&tmp.0).arg("migrate").args(args));
+    let (out, stdout, stderr) = run(&["status"]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("pending  m20261122_000001_domain"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("run `zeroscale migrate up`"), "{stdout}");
+
+    let (out, stdout, stderr) = run(&["up"]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("applied 1 migration(s)"), "{stdout}");
+    let (_, stdout, _) = run(&["status"]);
+    assert!(
+        stdout.contains("applied  m20261122_000001_domain"),
+        "{stdout}"
+    );
+
+    let (out, _, stderr) = run(&["fresh"]);
+    assert!(!out.status.success(), "fresh without --yes must refuse");
+    assert!(stderr.contains("--yes"), "{stderr}");
+    let (out, _, stderr) = run(&["fresh", "--yes"]);
+    assert!(out.status.success(), "{stderr}");
+
+    let (out, stdout, stderr) = run(&["down"]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("rolled back 1"), "{stdout}");
+    let (_, stdout, _) = run(&["status"]);
+    assert!(
+        stdout.contains("pending  m20261122_000001_domain"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_status_and_up_on_postgres() {
+    let Some(url) = fresh_postgres("migrate").await else {
+        return;
+    };
+    let tmp = TempDir::new("migrate-pg");
+    let run = |args: &[&str]| {
+        output(
+            zeroscale(&tmp.0)
+                .env("DATABASE_URL", &url)
+                .arg("migrate")
+                .args(args),
+        )
+    };
+    let (out, stdout, stderr) = run(&["status"]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("postgres database"), "{stdout}");
+    assert!(
+        stdout.contains("pending  m20261122_000001_domain"),
+        "{stdout}"
+    );
+    let (out, _, stderr) = run(&["up"]);
+    assert!(out.status.success(), "{stderr}");
+    let (_, stdout, _) = run(&["status"]);
+    assert!(
+        stdout.contains("applied  m20261122_000001_domain"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_reports_pending_migrations() {
+    let tmp = TempDir::new("pending");
+    let mut cmd = zeroscale(&tmp.0);
+    cmd.env("ZEROSCALE_DATABASE__AUTO_MIGRATE", "false").env(
+        "ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH",
+        model_dir(&tmp.0),
+    );
+    let server = Server::start(cmd).await;
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{body:#}");
+    let detail = body["checks"]["database"]["detail"].as_str().unwrap();
+    assert!(detail.contains("zeroscale migrate up"), "{detail}");
+    server.terminate();
 }

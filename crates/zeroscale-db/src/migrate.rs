@@ -1,10 +1,14 @@
 //! Running the migrations of the `migration` crate: up, down, status, fresh.
 
 use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
 use sea_orm_migration::MigrationStatus;
 use zeroscale_core::Result;
 
-use crate::Db;
+use crate::{Db, Dialect};
+
+/// The PostgreSQL advisory lock key migrations hold ("zsmig" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x7a_73_6d_69_67;
 
 /// One migration and whether it is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,15 +21,52 @@ pub struct MigrationState {
 
 impl Db {
     /// Applies every pending migration; returns how many were applied.
+    ///
+    /// Safe to run from several processes at once (e.g. replicas starting with
+    /// `auto_migrate`): on PostgreSQL the migrations run in one transaction holding an
+    /// advisory lock, so one process migrates and the others then find nothing pending; on
+    /// SQLite the write lock does the same.
     pub async fn migrate_up(&self) -> Result<usize> {
-        let pending = Migrator::get_pending_migrations(self.conn())
-            .await
-            .map_err(|e| self.map_err(e))?
-            .len();
-        Migrator::up(self.conn(), None)
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(pending)
+        match self.dialect() {
+            Dialect::Postgres => {
+                let txn = self.conn().begin().await.map_err(|e| self.map_err(e))?;
+                txn.execute_raw(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"),
+                ))
+                .await
+                .map_err(|e| self.map_err(e))?;
+                let pending = Migrator::get_pending_migrations(&txn)
+                    .await
+                    .map_err(|e| self.map_err(e))?
+                    .len();
+                Migrator::up(&txn, None)
+                    .await
+                    .map_err(|e| self.map_err(e))?;
+                txn.commit().await.map_err(|e| self.map_err(e))?;
+                Ok(pending)
+            }
+            Dialect::Sqlite => {
+                let pending = Migrator::get_pending_migrations(self.conn())
+                    .await
+                    .map_err(|e| self.map_err(e))?
+                    .len();
+                Migrator::up(self.conn(), None)
+                    .await
+                    .map_err(|e| self.map_err(e))?;
+                Ok(pending)
+            }
+        }
+    }
+
+    /// How many migrations are not applied yet (without changing anything).
+    pub async fn pending_migrations(&self) -> Result<usize> {
+        Ok(self
+            .migrate_status()
+            .await?
+            .iter()
+            .filter(|m| !m.applied)
+            .count())
     }
 
     /// Rolls back the last `steps` applied migrations.

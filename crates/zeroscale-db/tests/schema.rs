@@ -246,3 +246,32 @@ async fn sqlite_32_concurrent_writers_lose_nothing() {
     drop(domain);
     db.cleanup().await;
 }
+
+/// Several processes starting with `auto_migrate` at once: one migrates, none fails.
+async fn concurrent_migrate_up(db: &Db) {
+    db.migrate_fresh().await.unwrap();
+    db.migrate_down(1).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move { db.migrate_up().await }));
+    }
+    let mut applied = 0;
+    for task in tasks {
+        applied += task.await.unwrap().expect("concurrent migrate up");
+    }
+    assert_eq!(
+        applied, 1,
+        "exactly one runner applied the pending migration"
+    );
+    assert_eq!(db.pending_migrations().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrate_up_postgres() {
+    let Some(db) = common::postgres("migrate_race").await else {
+        return;
+    };
+    concurrent_migrate_up(&db.db).await;
+    db.cleanup().await;
+}
