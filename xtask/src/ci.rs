@@ -9,7 +9,7 @@ use crate::util::{root, run};
 
 /// Each concern crate must build with no default features and with each backend alone.
 const FEATURE_MATRIX: &[(&str, &[&str])] = &[
-    ("zeroscale-db", &["", "sqlite", "postgres"]),
+    ("zeroscale-db", &["", "sqlite", "postgres", "pgvector"]),
     ("zeroscale-storage", &["", "local", "s3"]),
     ("zeroscale-queue", &["", "redis"]),
     ("zeroscale-models", &["", "local-models", "remote-models"]),

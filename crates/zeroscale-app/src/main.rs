@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `sqlite` | SQLite database | yes |
 //! | `postgres` | PostgreSQL database | yes |
+//! | `pgvector` | vector search through pgvector where the server has it | yes |
 //! | `local-storage` | local-folder storage | yes |
 //! | `s3` | S3 and R2 storage | yes |
 //! | `redis` | Redis job queue | yes |

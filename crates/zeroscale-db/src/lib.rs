@@ -11,10 +11,13 @@
 //! |---|---|---|
 //! | `sqlite` | the SQLite engine (`database.kind = "sqlite"`) | yes |
 //! | `postgres` | the PostgreSQL engine (`database.kind = "postgres"`) | no |
+//! | `pgvector` | vector search through pgvector on PostgreSQL servers that have it (implies `postgres`) | no |
 
 pub mod domain;
 mod error;
 pub mod migrate;
+#[cfg(feature = "pgvector")]
+mod pgvector;
 #[cfg(feature = "postgres")]
 mod postgres;
 pub mod schema;
@@ -52,6 +55,15 @@ impl Dialect {
     }
 }
 
+/// How documents are searched by vector on this database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorBackend {
+    /// Rows streamed and scored in zeroscale (every engine).
+    Exact,
+    /// pgvector's `<=>` with HNSW indexes (PostgreSQL with the `vector` extension).
+    Pgvector,
+}
+
 /// A connection pool to the configured database, whatever the engine.
 #[derive(Clone)]
 pub struct Db {
@@ -59,6 +71,10 @@ pub struct Db {
     dialect: Dialect,
     /// Where the database is, without credentials: a file path or `host:port/db`.
     location: String,
+    vectors: VectorBackend,
+    /// One-time pgvector setup (extension, side table, backfill), shared by clones.
+    #[cfg_attr(not(feature = "pgvector"), allow(dead_code))]
+    vector_setup: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl fmt::Debug for Db {
@@ -66,6 +82,7 @@ impl fmt::Debug for Db {
         f.debug_struct("Db")
             .field("dialect", &self.dialect)
             .field("location", &self.location)
+            .field("vectors", &self.vectors)
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +117,11 @@ impl Db {
     /// The dialect.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// How documents are searched by vector.
+    pub fn vector_backend(&self) -> VectorBackend {
+        self.vectors
     }
 
     /// Where the database is, without credentials.
@@ -172,6 +194,8 @@ impl Db {
             conn,
             dialect,
             location,
+            vectors: VectorBackend::Exact,
+            vector_setup: std::sync::Arc::default(),
         }
     }
 }

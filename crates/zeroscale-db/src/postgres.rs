@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use sea_orm::sqlx::postgres::PgSslMode;
 use sea_orm::{ConnectOptions, Database};
-use zeroscale_core::config::{PostgresConfig, PostgresTls};
+use zeroscale_core::config::{PostgresConfig, PostgresTls, VectorSearch};
 use zeroscale_core::{Error, Result};
 
 use crate::error::redact_url;
-use crate::{Db, Dialect, map_db_err};
+use crate::{Db, Dialect, VectorBackend, map_db_err};
 
 pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
     let url = config.url.expose();
@@ -45,5 +45,46 @@ pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
             map_db_err(Dialect::Postgres, e),
         )
     })?;
-    Ok(Db::from_parts(conn, location))
+    let mut db = Db::from_parts(conn, location);
+    db.vectors = choose_vector_backend(&db, config.vector_search).await?;
+    Ok(db)
+}
+
+/// Picks exact or pgvector search per `database.vector_search`.
+async fn choose_vector_backend(db: &Db, wanted: VectorSearch) -> Result<VectorBackend> {
+    match wanted {
+        VectorSearch::Exact => Ok(VectorBackend::Exact),
+        #[cfg(feature = "pgvector")]
+        VectorSearch::Auto => Ok(if crate::pgvector::available(db).await? {
+            VectorBackend::Pgvector
+        } else {
+            VectorBackend::Exact
+        }),
+        #[cfg(not(feature = "pgvector"))]
+        VectorSearch::Auto => {
+            let _ = db;
+            Ok(VectorBackend::Exact)
+        }
+        #[cfg(feature = "pgvector")]
+        VectorSearch::Pgvector => {
+            if crate::pgvector::available(db).await? {
+                Ok(VectorBackend::Pgvector)
+            } else {
+                Err(Error::config(
+                    "database.vector_search",
+                    format!(
+                        "the PostgreSQL server at {} has no `vector` extension: install \
+                         pgvector there, or set `database.vector_search = \"exact\"`",
+                        db.location()
+                    ),
+                ))
+            }
+        }
+        #[cfg(not(feature = "pgvector"))]
+        VectorSearch::Pgvector => Err(Error::not_compiled_in(
+            "database.vector_search",
+            "pgvector",
+            "pgvector",
+        )),
+    }
 }

@@ -33,8 +33,9 @@ use zeroscale_core::Result;
 
 use crate::{Db, Dialect};
 
-/// Tables ignored by the comparison (bookkeeping, not the domain schema).
-const IGNORED_TABLES: &[&str] = &["seaql_migrations"];
+/// Tables ignored by the comparison: migration bookkeeping, and pgvector's side table
+/// (an engine-specific accelerator, like an index; see `pgvector.rs`).
+const IGNORED_TABLES: &[&str] = &["seaql_migrations", "document_vectors"];
 
 /// A column, normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]

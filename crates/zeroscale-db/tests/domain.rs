@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 use zeroscale_core::Error;
-use zeroscale_core::config::ChatConfig;
+use zeroscale_core::config::{ChatConfig, VectorSearch};
 use zeroscale_core::domain::{ChatRole, GenerationStatus, Role};
 use zeroscale_core::models::{EmbeddingCache, EmbeddingCacheKey};
+use zeroscale_db::VectorBackend;
 use zeroscale_db::domain::{Domain, NewApiKey, NewDocument, NewGeneration, NewMessage, NewUser};
 
 fn chat_config() -> ChatConfig {
@@ -612,6 +613,95 @@ async fn domain_suite_postgres() {
     let Some(db) = common::postgres("suite").await else {
         return;
     };
+    assert_eq!(
+        db.db.vector_backend(),
+        VectorBackend::Exact,
+        "Debian's PostgreSQL has no pgvector: exact search"
+    );
     suite(&db.domain(chat_config())).await;
     db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn domain_suite_postgres_with_pgvector() {
+    let Some(db) = common::pgvector("suite").await else {
+        return;
+    };
+    assert_eq!(db.db.vector_backend(), VectorBackend::Pgvector);
+    suite(&db.domain(chat_config())).await;
+    db.cleanup().await;
+}
+
+/// The same documents searched exactly and through pgvector give the same hits; documents
+/// stored before pgvector was enabled are backfilled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgvector_matches_exact_search_and_backfills() {
+    let Some(exact) = common::postgres_on(
+        "ZEROSCALE_TEST_PGVECTOR_URL",
+        "PostgreSQL with pgvector",
+        "compare",
+        VectorSearch::Exact,
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(exact.db.vector_backend(), VectorBackend::Exact);
+    let d = exact.domain(chat_config());
+    // 300 pseudo-random 16-dimensional vectors in two collections.
+    let mut seed = 42u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    for i in 0..300 {
+        let vector: Vec<f32> = (0..16).map(|_| next()).collect();
+        d.documents()
+            .insert(NewDocument {
+                collection: if i % 3 == 0 { "b" } else { "a" }.into(),
+                content: format!("doc {i}"),
+                metadata: json!({"parity": i % 2}),
+                embedding_model: "random-16".into(),
+                vector,
+            })
+            .await
+            .unwrap();
+    }
+    let queries: Vec<Vec<f32>> = (0..5).map(|_| (0..16).map(|_| next()).collect()).collect();
+    let vector_db =
+        common::connect_postgres_with(exact.url.as_deref().unwrap(), 4, VectorSearch::Pgvector)
+            .await
+            .unwrap();
+    let pv = Domain::new(vector_db, common::test_auth(), chat_config());
+    for q in &queries {
+        for filter in [None, json!({"parity": 1}).as_object().cloned()] {
+            let want = d
+                .documents()
+                .search("a", q, 10, filter.as_ref())
+                .await
+                .unwrap();
+            let got = pv
+                .documents()
+                .search("a", q, 10, filter.as_ref())
+                .await
+                .unwrap();
+            let ids = |hits: &[zeroscale_core::domain::SearchHit]| {
+                hits.iter()
+                    .map(|h| h.document.content.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(ids(&got), ids(&want), "pgvector and exact search disagree");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g.score - w.score).abs() < 1e-5,
+                    "{} vs {}",
+                    g.score,
+                    w.score
+                );
+            }
+        }
+    }
+    exact.cleanup().await;
 }

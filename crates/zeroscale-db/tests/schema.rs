@@ -22,6 +22,32 @@ async fn migrated_schemas_agree_on_both_engines() {
     let Some(pg) = common::postgres("parity").await else {
         return;
     };
+    parity_with(pg).await;
+}
+
+/// The same check against PostgreSQL 18 with pgvector set up (its side table is outside
+/// the comparison, as documented).
+#[tokio::test]
+async fn migrated_schemas_agree_with_pgvector_postgres() {
+    let Some(pg) = common::pgvector("parity").await else {
+        return;
+    };
+    // Create the pgvector side table, so the check proves it is left out.
+    let d = pg.domain(zeroscale_core::config::ChatConfig::default());
+    d.documents()
+        .insert(zeroscale_db::domain::NewDocument {
+            collection: "c".into(),
+            content: "x".into(),
+            metadata: json!({}),
+            embedding_model: "m".into(),
+            vector: vec![1.0, 0.0],
+        })
+        .await
+        .unwrap();
+    parity_with(pg).await;
+}
+
+async fn parity_with(pg: common::TestDb) {
     let lite = common::sqlite("parity").await;
     let a = introspect(&lite.db).await.expect("introspect SQLite");
     let b = introspect(&pg.db).await.expect("introspect PostgreSQL");

@@ -291,6 +291,22 @@ pub struct PostgresConfig {
     pub tls: PostgresTls,
     /// Run pending migrations at start-up. Default off: run `zeroscale migrate up`.
     pub auto_migrate: bool,
+    /// How documents are searched by vector.
+    pub vector_search: VectorSearch,
+}
+
+/// How PostgreSQL searches documents by vector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorSearch {
+    /// pgvector when this build has the `pgvector` feature and the server has the `vector`
+    /// extension; exact search otherwise.
+    #[default]
+    Auto,
+    /// Always exact search in zeroscale (the same as SQLite).
+    Exact,
+    /// Always pgvector; start-up fails if it is not available.
+    Pgvector,
 }
 
 impl Default for PostgresConfig {
@@ -303,6 +319,7 @@ impl Default for PostgresConfig {
             acquire_timeout_secs: 10,
             tls: PostgresTls::FromUrl,
             auto_migrate: false,
+            vector_search: VectorSearch::Auto,
         }
     }
 }

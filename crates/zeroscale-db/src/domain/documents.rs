@@ -145,6 +145,15 @@ impl<'a> Documents<'a> {
         validate_vector(&new.vector)?;
         let dimensions = i32::try_from(new.vector.len())
             .map_err(|_| Error::invalid_input("vector is too long"))?;
+        #[cfg(feature = "pgvector")]
+        let vector = new.vector.clone();
+        // Set pgvector up before our transaction: its DDL takes locks on `documents` that an
+        // open insert would hold against it.
+        #[cfg(feature = "pgvector")]
+        if self.db.vector_backend() == crate::VectorBackend::Pgvector {
+            crate::pgvector::ensure_setup(self.db).await?;
+        }
+        let txn = self.db.begin_write().await?;
         let model = documents::ActiveModel {
             id: Set(new_id()),
             collection: Set(new.collection),
@@ -155,9 +164,14 @@ impl<'a> Documents<'a> {
             vector: Set(encode_vector(&new.vector)),
             created_at: Set(now()),
         }
-        .insert(self.db.conn())
+        .insert(&txn)
         .await
         .map_err(|e| self.db.map_err(e))?;
+        #[cfg(feature = "pgvector")]
+        if self.db.vector_backend() == crate::VectorBackend::Pgvector {
+            crate::pgvector::insert(self.db, &txn, &model.id, &vector).await?;
+        }
+        txn.commit().await.map_err(|e| self.db.map_err(e))?;
         Ok(to_document(model))
     }
 
@@ -205,6 +219,17 @@ impl<'a> Documents<'a> {
         }
         let dimensions = i32::try_from(query.len())
             .map_err(|_| Error::invalid_input("query vector is too long"))?;
+        #[cfg(feature = "pgvector")]
+        if self.db.vector_backend() == crate::VectorBackend::Pgvector {
+            let rows = crate::pgvector::search(self.db, collection, query, k, filter).await?;
+            return Ok(rows
+                .into_iter()
+                .map(|(model, score)| SearchHit {
+                    score,
+                    document: to_document(model),
+                })
+                .collect());
+        }
         let query_norm = norm(query);
         let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
         let mut rows = documents::Entity::find()

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use sea_orm::{ConnectionTrait, Statement};
 use zeroscale_core::config::{
-    AuthConfig, ChatConfig, DatabaseConfig, PostgresConfig, SqliteConfig,
+    AuthConfig, ChatConfig, DatabaseConfig, PostgresConfig, SqliteConfig, VectorSearch,
 };
 use zeroscale_core::testing::require_service;
 use zeroscale_db::Db;
@@ -26,6 +26,8 @@ pub fn test_auth() -> AuthConfig {
 pub struct TestDb {
     pub db: Db,
     pub name: String,
+    /// The URL of a PostgreSQL test database.
+    pub url: Option<String>,
     cleanup: Cleanup,
 }
 
@@ -87,24 +89,62 @@ pub async fn sqlite(label: &str) -> TestDb {
     TestDb {
         db,
         name,
+        url: None,
         cleanup: Cleanup::File(dir),
     }
 }
 
 async fn connect_postgres(url: &str, pool: u32) -> zeroscale_core::Result<Db> {
+    connect_postgres_with(url, pool, VectorSearch::Auto).await
+}
+
+/// Connects to `url` with the given vector search mode.
+pub async fn connect_postgres_with(
+    url: &str,
+    pool: u32,
+    vector_search: VectorSearch,
+) -> zeroscale_core::Result<Db> {
     Db::connect(&DatabaseConfig::Postgres(PostgresConfig {
         url: url.to_owned().into(),
         max_connections: pool,
         min_connections: 0,
+        vector_search,
         ..Default::default()
     }))
     .await
 }
 
-/// A fresh, migrated database on the test PostgreSQL server; `None` (skip) when there is
-/// no server outside CI.
+/// A fresh, migrated database on Debian's PostgreSQL (no pgvector: exact search); `None`
+/// (skip) when there is no server outside CI.
 pub async fn postgres(label: &str) -> Option<TestDb> {
-    let admin_url = require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL")?;
+    postgres_on(
+        "ZEROSCALE_TEST_POSTGRES_URL",
+        "PostgreSQL",
+        label,
+        VectorSearch::Auto,
+    )
+    .await
+}
+
+/// A fresh, migrated database on the PostgreSQL with pgvector, searched through pgvector.
+pub async fn pgvector(label: &str) -> Option<TestDb> {
+    postgres_on(
+        "ZEROSCALE_TEST_PGVECTOR_URL",
+        "PostgreSQL with pgvector",
+        label,
+        VectorSearch::Pgvector,
+    )
+    .await
+}
+
+/// A fresh, migrated database on the server in `env`.
+pub async fn postgres_on(
+    env: &str,
+    engine: &str,
+    label: &str,
+    vector_search: VectorSearch,
+) -> Option<TestDb> {
+    let admin_url = require_service(env, engine)?;
     let database = unique(label);
     let admin = connect_postgres(&admin_url, 2)
         .await
@@ -119,12 +159,13 @@ pub async fn postgres(label: &str) -> Option<TestDb> {
         .expect("create test database");
     let _ = admin.close().await;
     let (base, _) = admin_url.rsplit_once('/').expect("URL has a database");
-    let db = connect_postgres(&format!("{base}/{database}"), 20)
+    let db = connect_postgres_with(&format!("{base}/{database}"), 20, vector_search)
         .await
         .expect("connect to the test database");
     db.migrate_up().await.expect("migrate PostgreSQL");
     Some(TestDb {
         db,
+        url: Some(format!("{base}/{database}")),
         name: database.clone(),
         cleanup: Cleanup::Postgres {
             admin_url,
