@@ -705,3 +705,39 @@ async fn pgvector_matches_exact_search_and_backfills() {
     }
     exact.cleanup().await;
 }
+
+async fn expired_sessions_are_refused(db: &zeroscale_db::Db) {
+    let d = Domain::new(
+        db.clone(),
+        zeroscale_core::config::AuthConfig {
+            session_ttl_secs: 0,
+            ..common::test_auth()
+        },
+        chat_config(),
+    );
+    let u = user(&d, "short-lived", 0).await;
+    let created = d.sessions().create(&u.id).await.unwrap();
+    let err = d
+        .sessions()
+        .validate(&created.token)
+        .await
+        .expect_err("expired");
+    assert!(err.to_string().contains("expired"), "{err}");
+    assert!(d.sessions().purge_expired().await.unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn expired_sessions_sqlite() {
+    let db = common::sqlite("expiry").await;
+    expired_sessions_are_refused(&db.db).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn expired_sessions_postgres() {
+    let Some(db) = common::postgres("expiry").await else {
+        return;
+    };
+    expired_sessions_are_refused(&db.db).await;
+    db.cleanup().await;
+}
