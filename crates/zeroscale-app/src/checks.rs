@@ -58,7 +58,7 @@ impl Checker {
                 "storage",
                 config.storage.kind(),
                 zeroscale_storage::is_compiled_in(config.storage.kind()),
-                timed(zeroscale_storage::probe(&config.storage)).await,
+                timed(self.storage_probe()).await,
             ),
             finish(
                 "queue",
@@ -81,6 +81,14 @@ impl Checker {
             ));
         }
         checks
+    }
+
+    async fn storage_probe(&self) -> Result<String> {
+        let ctx = zeroscale_storage::StorageContext {
+            data_dir: self.config.data_dir()?,
+            public_url: self.config.server.public_url(),
+        };
+        zeroscale_storage::probe(&self.config.storage, &ctx).await
     }
 
     async fn database(&self) -> Result<String> {

@@ -22,11 +22,16 @@ use crate::error::{Error, Result};
 /// The longest key accepted, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 1024;
 
+/// Keys under this prefix are zeroscale's own (metadata sidecars, probes): refused for
+/// users and left out of listings.
+pub const RESERVED_PREFIX: &str = ".zeroscale/";
+
 /// A stream of bytes, for streaming uploads and downloads.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
-/// A validated object key: `a/b/c.txt`, no leading `/`, no `..` segment, no `\`, no control
-/// characters, not empty, at most [`MAX_KEY_BYTES`] bytes.
+/// A validated object key: `a/b/c.txt`, no leading `/`, no `.` or `..` segment, no empty
+/// segment, no `\`, no control characters, not under [`RESERVED_PREFIX`], not empty, at
+/// most [`MAX_KEY_BYTES`] bytes.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey(String);
 
@@ -78,6 +83,9 @@ fn validate_key(key: &str) -> Result<()> {
     }
     if key.split('/').any(|segment| segment == ".") {
         return rule("keys must not contain a `.` segment");
+    }
+    if key.starts_with(RESERVED_PREFIX) || key == RESERVED_PREFIX.trim_end_matches('/') {
+        return rule("keys under `.zeroscale/` are reserved for zeroscale's own files");
     }
     if key.contains("//") || key.ends_with('/') {
         return rule("keys must not contain empty segments (`//` or a trailing `/`)");
@@ -442,6 +450,7 @@ mod tests {
             ("a//b", "empty segments"),
             ("a/", "empty segments"),
             ("./a", "`.` segment"),
+            (".zeroscale/meta/x", "reserved"),
         ];
         for (key, rule) in cases {
             let err = ObjectKey::parse(key).expect_err(key);

@@ -1,11 +1,11 @@
-//! zeroscale-storage: object storage backends over object_store: memory, local files, S3
-//! and Cloudflare R2 (an S3 preset), chosen by `storage.kind`.
+//! zeroscale-storage: object storage over object_store: memory, local files, S3 and
+//! Cloudflare R2 (an S3 preset), chosen by `storage.kind`.
 //!
-//! Today this crate builds each backend's object_store client from config and probes it
-//! ([`probe`], behind `/readyz` and `zeroscale doctor`); the [`Storage`] adapter and its
-//! conformance run arrive with the storage issue.
-//!
-//! [`Storage`]: zeroscale_core::Storage
+//! [`connect`] builds the configured backend as a [`Storage`]; every backend passes the
+//! conformance suite in `zeroscale_core::conformance::storage`. Keys are validated once, by
+//! [`ObjectKey`](zeroscale_core::ObjectKey). Signed URLs are presigned by S3/R2; memory and
+//! local storage hand out URLs to the app's `/files/…` route ([`http::files_router`]),
+//! signed with HMAC-SHA256.
 //!
 //! # Feature flags
 //!
@@ -13,21 +13,36 @@
 //! |---|---|---|
 //! | `local` | local-folder storage (`storage.kind = "local"`) | yes |
 //! | `s3` | S3 and R2 storage (`storage.kind = "s3"` / `"r2"`) | no |
+//! | `http` | the axum router serving app-signed `/files/…` URLs | yes |
 //!
 //! In-memory storage is always compiled.
 
+pub mod adapter;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "local")]
 mod local;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod signed;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use zeroscale_core::config::StorageConfig;
-use zeroscale_core::{Error, Result};
+use zeroscale_core::{Result, Storage};
+
+pub use adapter::{ObjectStoreStorage, Signing};
+pub use signed::UrlSigner;
+
+/// What storage needs from the app besides its own config.
+#[derive(Debug, Clone)]
+pub struct StorageContext {
+    /// The data dir (where the URL-signing secret is kept when config sets none).
+    pub data_dir: PathBuf,
+    /// The URL clients reach the app at, for app-signed `/files/…` URLs.
+    pub public_url: String,
+}
 
 /// Whether this build contains the storage backend `kind`.
 pub fn is_compiled_in(kind: &str) -> bool {
@@ -36,61 +51,66 @@ pub fn is_compiled_in(kind: &str) -> bool {
         || (matches!(kind, "s3" | "r2") && cfg!(feature = "s3"))
 }
 
-/// The object_store client for the configured backend, and where it points (no secrets).
-pub fn object_store(config: &StorageConfig) -> Result<(Arc<dyn ObjectStore>, String)> {
+fn app_signing(secret: Option<&str>, ctx: &StorageContext) -> Result<Signing> {
+    let secret = signed::load_or_create_secret(secret, &ctx.data_dir)?;
+    Ok(Signing::App(Arc::new(UrlSigner::new(
+        secret,
+        ctx.public_url.clone(),
+    ))))
+}
+
+/// The configured backend, ready to use.
+pub fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Arc<ObjectStoreStorage>> {
     match config {
-        StorageConfig::Memory(_) => Ok((
-            Arc::new(object_store::memory::InMemory::new()),
+        StorageConfig::Memory(c) => Ok(Arc::new(ObjectStoreStorage::new(
+            "memory",
             "memory".to_owned(),
-        )),
+            Arc::new(object_store::memory::InMemory::new()),
+            true,
+            zeroscale_core::config::DEFAULT_MULTIPART_THRESHOLD,
+            app_signing(c.signing_secret.as_ref().map(|s| s.expose().as_str()), ctx)?,
+        ))),
         #[cfg(feature = "local")]
-        StorageConfig::Local(c) => local::build(c),
+        StorageConfig::Local(c) => {
+            let (store, location) = local::build(c)?;
+            Ok(Arc::new(ObjectStoreStorage::new(
+                "local",
+                location,
+                store,
+                false,
+                c.multipart_threshold_bytes,
+                app_signing(c.signing_secret.as_ref().map(|s| s.expose().as_str()), ctx)?,
+            )))
+        }
         #[cfg(not(feature = "local"))]
-        StorageConfig::Local(_) => Err(Error::not_compiled_in("storage.kind", "local", "local")),
+        StorageConfig::Local(_) => Err(zeroscale_core::Error::not_compiled_in(
+            "storage.kind",
+            "local",
+            "local",
+        )),
         #[cfg(feature = "s3")]
-        StorageConfig::S3(c) => s3::build(c),
+        StorageConfig::S3(c) => s3::connect("s3", c),
         #[cfg(feature = "s3")]
-        StorageConfig::R2(c) => s3::build(&c.to_s3()),
+        StorageConfig::R2(c) => s3::connect("r2", &c.to_s3()),
         #[cfg(not(feature = "s3"))]
-        StorageConfig::S3(_) => Err(Error::not_compiled_in("storage.kind", "s3", "s3")),
+        StorageConfig::S3(_) => Err(zeroscale_core::Error::not_compiled_in(
+            "storage.kind",
+            "s3",
+            "s3",
+        )),
         #[cfg(not(feature = "s3"))]
-        StorageConfig::R2(_) => Err(Error::not_compiled_in("storage.kind", "r2", "s3")),
+        StorageConfig::R2(_) => Err(zeroscale_core::Error::not_compiled_in(
+            "storage.kind",
+            "r2",
+            "s3",
+        )),
     }
 }
 
-/// Proves the configured backend is usable: writes, reads back and deletes a probe object.
-/// Returns where the storage is, for reports.
-pub async fn probe(config: &StorageConfig) -> Result<String> {
-    let (store, location) = object_store(config)?;
-    let backend = config.kind();
-    let key = Path::from(format!(".zeroscale-probe/{}", std::process::id()));
-    let fail = |what: &str, e: object_store::Error| {
-        Error::unavailable_from(
-            format!(
-                "{backend} storage at {location}: {what} failed; check the `[storage]` settings and that the backend is running"
-            ),
-            e,
-        )
-    };
-    store
-        .put(&key, PutPayload::from(Bytes::from_static(b"probe")))
-        .await
-        .map_err(|e| fail("writing a probe object", e))?;
-    let body = store
-        .get(&key)
-        .await
-        .map_err(|e| fail("reading the probe object", e))?
-        .bytes()
-        .await
-        .map_err(|e| fail("reading the probe object", e))?;
-    store
-        .delete(&key)
-        .await
-        .map_err(|e| fail("deleting the probe object", e))?;
-    if &body[..] != b"probe" {
-        return Err(Error::unavailable(format!(
-            "{backend} storage at {location} returned other bytes than were written"
-        )));
-    }
-    Ok(location)
+/// Connects and proves the backend usable (writes, reads back and deletes a probe
+/// object); returns where the storage is, for reports.
+pub async fn probe(config: &StorageConfig, ctx: &StorageContext) -> Result<String> {
+    let storage = connect(config, ctx)?;
+    storage.health().await?;
+    Ok(storage.location().to_owned())
 }

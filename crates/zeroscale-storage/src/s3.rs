@@ -1,17 +1,19 @@
 //! S3 and R2 storage: object_store's `AmazonS3` from config, credentials from config or
-//! the standard `AWS_*` environment variables.
+//! the standard `AWS_*` environment variables; native presigned URLs.
 
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::prefix::PrefixStore;
 use zeroscale_core::config::S3StorageConfig;
 use zeroscale_core::{Error, Result};
 
-/// Builds the S3 client `config` describes; also returns `endpoint/bucket/prefix` for
-/// reports (never credentials).
-pub fn build(config: &S3StorageConfig) -> Result<(Arc<dyn ObjectStore>, String)> {
+use crate::adapter::{ObjectStoreStorage, Signing};
+
+/// Builds the S3 client `config` describes, with `endpoint/bucket[/prefix]` for reports
+/// (never credentials).
+pub fn build(config: &S3StorageConfig) -> Result<(AmazonS3, String)> {
     if config.bucket.is_empty() {
         return Err(Error::config(
             "storage.bucket",
@@ -53,12 +55,30 @@ pub fn build(config: &S3StorageConfig) -> Result<(Arc<dyn ObjectStore>, String)>
         .clone()
         .unwrap_or_else(|| format!("s3.{}.amazonaws.com", config.region));
     let mut location = format!("{endpoint}/{}", config.bucket);
-    let store: Arc<dyn ObjectStore> = match config.prefix.as_deref().filter(|p| !p.is_empty()) {
-        Some(prefix) => {
-            location = format!("{location}/{prefix}");
-            Arc::new(PrefixStore::new(s3, prefix))
-        }
-        None => Arc::new(s3),
+    if let Some(prefix) = config.prefix.as_deref().filter(|p| !p.is_empty()) {
+        location = format!("{location}/{prefix}");
+    }
+    Ok((s3, location))
+}
+
+/// The storage for an S3 (or R2, named by `backend`) config.
+pub(crate) fn connect(
+    backend: &'static str,
+    config: &S3StorageConfig,
+) -> Result<Arc<ObjectStoreStorage>> {
+    let (s3, location) = build(config)?;
+    let s3 = Arc::new(s3);
+    let prefix = config.prefix.clone().filter(|p| !p.is_empty());
+    let store: Arc<dyn ObjectStore> = match &prefix {
+        Some(p) => Arc::new(PrefixStore::new(s3.as_ref().clone(), p.as_str())),
+        None => s3.clone(),
     };
-    Ok((store, location))
+    Ok(Arc::new(ObjectStoreStorage::new(
+        backend,
+        location,
+        store,
+        true,
+        config.multipart_threshold_bytes,
+        Signing::Native { signer: s3, prefix },
+    )))
 }

@@ -124,14 +124,30 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub addr: SocketAddr,
+    /// The URL clients reach this server at, for links it hands out (signed file URLs).
+    /// Default `http://<addr>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
     /// Seconds to let in-flight requests finish after Ctrl-C or SIGTERM. Default 30.
     pub shutdown_grace_secs: u64,
+}
+
+impl ServerConfig {
+    /// `public_url`, or `http://<addr>`.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.addr))
+            .trim_end_matches('/')
+            .to_owned()
+    }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
             shutdown_grace_secs: 30,
         }
     }
