@@ -94,10 +94,39 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Object storage tools.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
     /// Run database migrations.
     Migrate {
         #[command(subcommand)]
         command: MigrateCommand,
+    },
+}
+
+/// `zeroscale storage …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum StorageCommand {
+    /// Copy every object (with content type and metadata) from one configured backend to
+    /// another: streaming, concurrent, resumable, verified at the end.
+    Sync {
+        /// The source: a profile name (`config/<NAME>.toml`) or a config file path.
+        #[arg(long, value_name = "PROFILE|FILE")]
+        from: String,
+        /// The destination: a profile name or a config file path.
+        #[arg(long, value_name = "PROFILE|FILE")]
+        to: String,
+        /// List what would be copied; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Objects copied at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Only keys starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
     },
 }
 

@@ -21,6 +21,7 @@ mod doctor;
 mod logging;
 mod migrate;
 mod serve;
+mod storage_cmd;
 
 use std::process::ExitCode;
 
@@ -84,6 +85,7 @@ fn run_async(
             Command::Serve => serve::run(loaded).await,
             Command::Doctor => doctor::run(&loaded).await,
             Command::Migrate { command } => migrate::run(&loaded, command).await,
+            Command::Storage { command } => storage_cmd::run(command).await,
             Command::Config { .. } => unreachable!("handled before the runtime starts"),
         }
     });

@@ -109,11 +109,28 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "listening on http://{local}");
 
+    let storage = zeroscale_storage::connect(
+        &config.storage,
+        &zeroscale_storage::StorageContext {
+            data_dir: data_dir.clone(),
+            public_url: config.server.public_url(),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!(e.chain()))
+    .context("cannot set up storage")?;
     let state = AppState {
         checker: Arc::new(Checker::new(config)),
     };
+    let mut app = router(state);
+    // Storage that cannot presign hands out URLs to this server's `/files/…` route.
+    if let zeroscale_storage::Signing::App(signer) = storage.signing() {
+        app = app.merge(zeroscale_storage::http::files_router(
+            storage.clone() as Arc<dyn zeroscale_core::Storage>,
+            signer.clone(),
+        ));
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let mut rx = stop_rx;
         let _ = rx.wait_for(|stop| *stop).await;
     });

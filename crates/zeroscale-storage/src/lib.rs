@@ -25,6 +25,7 @@ mod local;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod signed;
+pub mod sync;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,115 @@
+//! `zeroscale storage sync`: copy every object between two configured backends, with a
+//! progress bar.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use zeroscale_core::Storage;
+use zeroscale_core::config::{ConfigSources, load};
+use zeroscale_storage::StorageContext;
+use zeroscale_storage::sync::{Outcome, SyncEvent, SyncOptions, sync};
+
+use crate::cli::StorageCommand;
+
+/// Loads the storage that a profile name or config file describes.
+fn open(which: &str) -> anyhow::Result<(Arc<dyn Storage>, String)> {
+    let path = PathBuf::from(which);
+    let sources = if which.ends_with(".toml") || path.is_file() {
+        ConfigSources {
+            files: vec![path],
+            ..Default::default()
+        }
+    } else {
+        ConfigSources {
+            profile: Some(which.to_owned()),
+            ..Default::default()
+        }
+    };
+    let loaded = load(&sources).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let config = loaded.config;
+    let ctx = StorageContext {
+        data_dir: config.data_dir().map_err(|e| anyhow::anyhow!(e.chain()))?,
+        public_url: config.server.public_url(),
+    };
+    let storage = zeroscale_storage::connect(&config.storage, &ctx)
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let name = format!("{} storage at {}", storage.backend(), storage.location());
+    Ok((storage, name))
+}
+
+pub(crate) async fn run(command: StorageCommand) -> anyhow::Result<ExitCode> {
+    let StorageCommand::Sync {
+        from,
+        to,
+        dry_run,
+        concurrency,
+        prefix,
+    } = command;
+    let (source, source_name) = open(&from).with_context(|| format!("--from {from}"))?;
+    let (target, target_name) = open(&to).with_context(|| format!("--to {to}"))?;
+    eprintln!(
+        "syncing {source_name} -> {target_name}{}",
+        if dry_run { " (dry run)" } else { "" }
+    );
+
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let progress = {
+        let bar = bar.clone();
+        move |event: SyncEvent| match event {
+            SyncEvent::Planned { bytes, .. } => bar.set_length(bytes),
+            SyncEvent::Done {
+                key,
+                bytes,
+                outcome,
+            } => {
+                bar.inc(bytes);
+                let verb = match outcome {
+                    Outcome::Copied if dry_run => "would copy",
+                    Outcome::Copied => "copied",
+                    Outcome::Skipped => "skipped",
+                };
+                bar.set_message(format!("{verb} {key}"));
+            }
+        }
+    };
+    let options = SyncOptions {
+        prefix,
+        concurrency,
+        dry_run,
+    };
+    let report = sync(source, target, &options, &progress)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    bar.finish_and_clear();
+    if dry_run {
+        for key in &report.copied {
+            println!("would copy {key}");
+        }
+        println!(
+            "dry run: {} of {} object(s) would be copied ({} bytes), {} already present",
+            report.copied.len(),
+            report.objects,
+            report.copied_bytes,
+            report.skipped
+        );
+    } else {
+        println!(
+            "copied {} object(s) ({} bytes), skipped {} already present; verified {} object(s), {} bytes, at the destination",
+            report.copied.len(),
+            report.copied_bytes,
+            report.skipped,
+            report.objects,
+            report.bytes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
