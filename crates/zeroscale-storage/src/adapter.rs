@@ -29,8 +29,7 @@ use object_store::{
 use serde::{Deserialize, Serialize};
 use zeroscale_core::storage::{
     ByteRange, ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta,
-    PutMode, PutOptions, PutResult, RESERVED_PREFIX, SignedMethod, SignedUrl, SignedUrlOptions,
-    Storage,
+    PutMode, PutOptions, PutResult, RESERVED_PREFIX, SignedUrl, SignedUrlOptions, Storage,
 };
 use zeroscale_core::{Error, Result};
 
@@ -47,6 +46,7 @@ const MIN_PART: usize = 5 * 1024 * 1024;
 #[derive(Clone)]
 pub enum Signing {
     /// The backend presigns (S3, R2); `prefix` is prepended to keys.
+    #[cfg(feature = "s3")]
     Native {
         /// The presigner.
         signer: Arc<dyn object_store::signer::Signer>,
@@ -60,6 +60,7 @@ pub enum Signing {
 impl fmt::Debug for Signing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            #[cfg(feature = "s3")]
             Signing::Native { prefix, .. } => {
                 f.debug_struct("Native").field("prefix", prefix).finish()
             }
@@ -673,14 +674,15 @@ impl Storage for ObjectStoreStorage {
             + chrono::Duration::from_std(opts.expires_in)
                 .map_err(|_| Error::invalid_input("expiry too long"))?;
         let url = match &self.signing {
+            #[cfg(feature = "s3")]
             Signing::Native { signer, prefix } => {
                 let full = match prefix.as_deref().filter(|p| !p.is_empty()) {
                     Some(p) => format!("{}/{}", p.trim_end_matches('/'), key.as_str()),
                     None => key.as_str().to_owned(),
                 };
                 let method = match opts.method {
-                    SignedMethod::Get => http::Method::GET,
-                    SignedMethod::Put => http::Method::PUT,
+                    zeroscale_core::storage::SignedMethod::Get => http::Method::GET,
+                    zeroscale_core::storage::SignedMethod::Put => http::Method::PUT,
                 };
                 let p = Path::parse(&full)
                     .map_err(|e| Error::invalid_input(format!("object key `{key}`: {e}")))?;
