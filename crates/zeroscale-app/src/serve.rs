@@ -123,6 +123,10 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     };
     let mut app = router(state);
     // Storage that cannot presign hands out URLs to this server's `/files/…` route.
+    #[allow(
+        irrefutable_let_patterns,
+        reason = "without the `s3` feature every storage signs for the app"
+    )]
     if let zeroscale_storage::Signing::App(signer) = storage.signing() {
         app = app.merge(zeroscale_storage::http::files_router(
             storage.clone() as Arc<dyn zeroscale_core::Storage>,
