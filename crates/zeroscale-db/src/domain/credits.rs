@@ -138,6 +138,37 @@ impl<'a> Credits<'a> {
         to_generation(model)
     }
 
+    /// Moves a pending generation to `status` with `columns` set, atomically (only a
+    /// pending generation changes); returns it as stored. A finished one is
+    /// [`Error::Conflict`], an unknown one [`Error::NotFound`].
+    async fn finish_pending<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: &str,
+        status: GenerationStatus,
+        columns: Vec<(generations::Column, Expr)>,
+    ) -> Result<generations::Model> {
+        let at = now();
+        let mut update = generations::Entity::update_many()
+            .col_expr(generations::Column::Status, Expr::value(status.as_str()))
+            .col_expr(generations::Column::UpdatedAt, Expr::value(at))
+            .col_expr(generations::Column::CompletedAt, Expr::value(Some(at)))
+            .filter(generations::Column::Id.eq(id))
+            .filter(generations::Column::Status.eq(GenerationStatus::Pending.as_str()));
+        for (column, value) in columns {
+            update = update.col_expr(column, value);
+        }
+        let updated = update.exec(conn).await.map_err(|e| self.db.map_err(e))?;
+        if updated.rows_affected == 0 {
+            return Err(self.pending_or_conflict(conn, id).await);
+        }
+        generations::Entity::find_by_id(id.to_owned())
+            .one(conn)
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .ok_or_else(|| Error::not_found(format!("generation {id}")))
+    }
+
     async fn pending_or_conflict<C: ConnectionTrait>(&self, conn: &C, id: &str) -> Error {
         match generations::Entity::find_by_id(id.to_owned())
             .one(conn)
@@ -163,30 +194,18 @@ impl<'a> Credits<'a> {
             return Err(Error::invalid_input("actual cost must not be negative"));
         }
         let txn = self.db.begin_write().await?;
-        let at = now();
-        let updated = generations::Entity::update_many()
-            .col_expr(
-                generations::Column::Status,
-                Expr::value(GenerationStatus::Succeeded.as_str()),
+        let generation = self
+            .finish_pending(
+                &txn,
+                id,
+                GenerationStatus::Succeeded,
+                vec![
+                    (generations::Column::Provider, Expr::value(provider)),
+                    (generations::Column::ActualCost, Expr::value(actual_cost)),
+                    (generations::Column::Result, Expr::value(result)),
+                ],
             )
-            .col_expr(generations::Column::Provider, Expr::value(provider))
-            .col_expr(generations::Column::ActualCost, Expr::value(actual_cost))
-            .col_expr(generations::Column::Result, Expr::value(result))
-            .col_expr(generations::Column::UpdatedAt, Expr::value(at))
-            .col_expr(generations::Column::CompletedAt, Expr::value(Some(at)))
-            .filter(generations::Column::Id.eq(id))
-            .filter(generations::Column::Status.eq(GenerationStatus::Pending.as_str()))
-            .exec(&txn)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        if updated.rows_affected == 0 {
-            return Err(self.pending_or_conflict(&txn, id).await);
-        }
-        let generation = generations::Entity::find_by_id(id.to_owned())
-            .one(&txn)
-            .await
-            .map_err(|e| self.db.map_err(e))?
-            .ok_or_else(|| Error::not_found(format!("generation {id}")))?;
+            .await?;
         let difference = generation.reserved_credits - actual_cost;
         if difference > 0 {
             self.adjust_credits(&txn, &generation.user_id, difference)
@@ -217,28 +236,14 @@ impl<'a> Credits<'a> {
     /// transaction. Finished generations are [`Error::Conflict`].
     pub async fn fail(&self, id: &str, error: &str) -> Result<Generation> {
         let txn = self.db.begin_write().await?;
-        let at = now();
-        let updated = generations::Entity::update_many()
-            .col_expr(
-                generations::Column::Status,
-                Expr::value(GenerationStatus::Failed.as_str()),
+        let generation = self
+            .finish_pending(
+                &txn,
+                id,
+                GenerationStatus::Failed,
+                vec![(generations::Column::Error, Expr::value(error))],
             )
-            .col_expr(generations::Column::Error, Expr::value(error))
-            .col_expr(generations::Column::UpdatedAt, Expr::value(at))
-            .col_expr(generations::Column::CompletedAt, Expr::value(Some(at)))
-            .filter(generations::Column::Id.eq(id))
-            .filter(generations::Column::Status.eq(GenerationStatus::Pending.as_str()))
-            .exec(&txn)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        if updated.rows_affected == 0 {
-            return Err(self.pending_or_conflict(&txn, id).await);
-        }
-        let generation = generations::Entity::find_by_id(id.to_owned())
-            .one(&txn)
-            .await
-            .map_err(|e| self.db.map_err(e))?
-            .ok_or_else(|| Error::not_found(format!("generation {id}")))?;
+            .await?;
         self.adjust_credits(&txn, &generation.user_id, generation.reserved_credits)
             .await?;
         txn.commit().await.map_err(|e| self.db.map_err(e))?;
