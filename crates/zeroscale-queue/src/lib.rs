@@ -33,6 +33,7 @@
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis_backend;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,345 @@
+//! The worker runtime: handlers registered by task name with typed payloads, run with a
+//! concurrency limit, a per-job timeout and an automatic lease heartbeat; panics become
+//! nacks; shutdown stops reserving, waits for in-flight jobs up to a deadline, then hands
+//! their jobs back to the queue.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
+use zeroscale_core::Queue;
+use zeroscale_core::queue::{JobId, NackOptions, Progress, ReserveOptions, ReservedJob};
+
+/// What a handler returns: a JSON result, or an error message (the attempt fails and is
+/// retried with backoff, or dead-lettered after the last attempt).
+pub type HandlerResult = Result<Option<Value>, String>;
+
+type BoxHandler = Arc<
+    dyn Fn(JobContext, Value) -> Pin<Box<dyn Future<Output = HandlerResult> + Send>> + Send + Sync,
+>;
+
+/// What a running handler can see and do.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    /// The job's id (make handlers idempotent by it: a job can run more than once).
+    pub id: JobId,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// The job's queue.
+    pub queue: String,
+    cancelled: watch::Receiver<bool>,
+    progress: tokio::sync::mpsc::UnboundedSender<Progress>,
+}
+
+impl JobContext {
+    /// Whether the job was cancelled (seen at the last heartbeat).
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancelled.borrow()
+    }
+
+    /// Reports progress (0 to 100); sent with the next heartbeat.
+    pub fn progress(&self, percent: u8, message: impl Into<String>) {
+        let _ = self.progress.send(Progress {
+            percent: percent.min(100),
+            message: Some(message.into()),
+        });
+    }
+}
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Queues to take jobs from.
+    pub queues: Vec<String>,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Lease per reservation; the heartbeat renews it every third of it.
+    pub lease: Duration,
+    /// A handler running longer fails its attempt.
+    pub job_timeout: Duration,
+    /// How long shutdown waits for in-flight jobs.
+    pub shutdown_grace: Duration,
+    /// Longest sleep between polls of an empty queue.
+    pub max_poll_interval: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            queues: vec!["default".to_owned()],
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            job_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(30),
+            max_poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Runs registered handlers for the jobs of a queue.
+pub struct Worker {
+    queue: Arc<dyn Queue>,
+    options: WorkerOptions,
+    handlers: HashMap<String, BoxHandler>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("options", &self.options)
+            .field("tasks", &self.handlers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a worker's run ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Jobs acked.
+    pub succeeded: u64,
+    /// Attempts nacked (including panics and timeouts).
+    pub failed: u64,
+    /// In-flight jobs handed back to the queue at shutdown.
+    pub released: u64,
+}
+
+impl Worker {
+    /// A worker for `queue` with no handlers yet.
+    pub fn new(queue: Arc<dyn Queue>, options: WorkerOptions) -> Self {
+        Worker {
+            queue,
+            options,
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Runs `handler` for jobs of `task`, with the payload deserialized as `P`. A payload
+    /// that does not deserialize fails the attempt with the serde error.
+    pub fn register<P, F, Fut>(&mut self, task: &str, handler: F) -> &mut Self
+    where
+        P: DeserializeOwned + Send + 'static,
+        F: Fn(JobContext, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let task_name = task.to_owned();
+        self.handlers.insert(
+            task.to_owned(),
+            Arc::new(move |ctx, payload| {
+                let handler = handler.clone();
+                let task_name = task_name.clone();
+                Box::pin(async move {
+                    let payload: P = serde_json::from_value(payload).map_err(|e| {
+                        format!("payload of task `{task_name}` does not match its handler: {e}")
+                    })?;
+                    handler(ctx, payload).await
+                })
+            }),
+        );
+        self
+    }
+
+    /// Reserves and runs jobs until `shutdown` turns true; then waits for in-flight jobs
+    /// up to the grace period and hands the rest back to the queue.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> WorkerReport {
+        let permits = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        let handlers = Arc::new(self.handlers);
+        let report = Arc::new(std::sync::Mutex::new(WorkerReport::default()));
+        let (stop_jobs_tx, stop_jobs_rx) = watch::channel(false);
+        let reserve = ReserveOptions {
+            queues: self.options.queues.clone(),
+            lease: self.options.lease,
+        };
+        let mut idle = Duration::from_millis(20);
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+                _ = shutdown.changed() => break,
+            };
+            let job = match self.queue.reserve(&reserve).await {
+                Ok(Some(job)) => job,
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = tokio::time::sleep(idle) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    idle = (idle * 2).min(self.options.max_poll_interval);
+                    continue;
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(error = %e.chain(), "reserving a job failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.options.max_poll_interval) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    continue;
+                }
+            };
+            idle = Duration::from_millis(20);
+            let span =
+                tracing::info_span!("job", id = %job.id, task = %job.task, attempt = job.attempt);
+            let run = run_job(
+                self.queue.clone(),
+                handlers.clone(),
+                job,
+                self.options.clone(),
+                stop_jobs_rx.clone(),
+                report.clone(),
+            );
+            tasks.spawn(
+                async move {
+                    run.await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+            // Reap finished tasks so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+        }
+        // Stop reserving; let in-flight jobs finish within the grace period.
+        let drained = tokio::time::timeout(self.options.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            // Tell the rest to hand their jobs back, and give them a moment to do it.
+            let _ = stop_jobs_tx.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+            tasks.abort_all();
+        }
+        *report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn run_job(
+    queue: Arc<dyn Queue>,
+    handlers: Arc<HashMap<String, BoxHandler>>,
+    job: ReservedJob,
+    options: WorkerOptions,
+    mut stop: watch::Receiver<bool>,
+    report: Arc<std::sync::Mutex<WorkerReport>>,
+) {
+    let bump = |f: fn(&mut WorkerReport)| f(&mut report.lock().unwrap_or_else(|p| p.into_inner()));
+    let Some(handler) = handlers.get(&job.task).cloned() else {
+        let error = format!("no handler for task `{}` in this worker", job.task);
+        tracing::warn!("{error}");
+        let _ = queue
+            .nack(
+                &job.lease,
+                NackOptions {
+                    error,
+                    retry_after: None,
+                },
+            )
+            .await;
+        bump(|r| r.failed += 1);
+        return;
+    };
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = JobContext {
+        id: job.id,
+        attempt: job.attempt,
+        queue: job.queue.clone(),
+        cancelled: cancel_rx,
+        progress: progress_tx,
+    };
+    // The handler runs in its own task so a panic is caught as a JoinError.
+    let mut handle = tokio::spawn(handler(ctx, job.payload.clone()));
+    let beat = (options.lease / 3).max(Duration::from_millis(50));
+    let deadline = tokio::time::sleep(options.job_timeout);
+    tokio::pin!(deadline);
+    let outcome: Option<HandlerResult> = loop {
+        tokio::select! {
+            joined = &mut handle => {
+                break Some(match joined {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => {
+                        let message = e.into_panic();
+                        let text = message
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| message.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a non-string panic".to_owned());
+                        Err(format!("handler panicked: {text}"))
+                    }
+                    Err(e) => Err(format!("handler was stopped: {e}")),
+                });
+            }
+            _ = tokio::time::sleep(beat) => {
+                while let Ok(progress) = progress_rx.try_recv() {
+                    let _ = queue.update_progress(&job.lease, progress).await;
+                }
+                match queue.extend_lease(&job.lease, options.lease).await {
+                    Ok(state) if state.cancelled => {
+                        tracing::info!("job cancelled while running; stopping its handler");
+                        let _ = cancel_tx.send(true);
+                        handle.abort();
+                        break None;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        // The lease is gone (it expired, or the job finished elsewhere).
+                        tracing::warn!(error = %e.chain(), "lost the job's lease; stopping its handler");
+                        handle.abort();
+                        break None;
+                    }
+                }
+            }
+            () = &mut deadline => {
+                handle.abort();
+                break Some(Err(format!("handler timed out after {}s", options.job_timeout.as_secs())));
+            }
+            _ = stop.changed() => {
+                handle.abort();
+                // Hand the job back at once for another worker.
+                let _ = queue
+                    .nack(&job.lease, NackOptions {
+                        error: "worker shut down before the job finished".into(),
+                        retry_after: Some(Duration::ZERO),
+                    })
+                    .await;
+                bump(|r| r.released += 1);
+                break None;
+            }
+        }
+    };
+    while let Ok(progress) = progress_rx.try_recv() {
+        let _ = queue.update_progress(&job.lease, progress).await;
+    }
+    match outcome {
+        Some(Ok(result)) => match queue.ack(&job.lease, result).await {
+            Ok(()) => bump(|r| r.succeeded += 1),
+            Err(e) => tracing::warn!(error = %e.chain(), "ack failed"),
+        },
+        Some(Err(error)) => {
+            tracing::warn!(%error, "job attempt failed");
+            let _ = queue
+                .nack(
+                    &job.lease,
+                    NackOptions {
+                        error,
+                        retry_after: None,
+                    },
+                )
+                .await;
+            bump(|r| r.failed += 1);
+        }
+        None => {}
+    }
+}

@@ -1,0 +1,261 @@
+//! The worker runtime on the in-memory queue: typed handlers, failures, panics, timeouts,
+//! cancellation, progress, the concurrency limit and graceful shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+use zeroscale_core::Queue;
+use zeroscale_core::config::JobsConfig;
+use zeroscale_core::queue::{JobId, JobState, NewJob, QueueExt};
+use zeroscale_queue::MemoryQueue;
+use zeroscale_queue::worker::{Worker, WorkerOptions};
+
+fn queue() -> Arc<dyn Queue> {
+    Arc::new(MemoryQueue::new(JobsConfig {
+        backoff_base_ms: 20,
+        backoff_max_secs: 1,
+        default_max_attempts: 2,
+        ..Default::default()
+    }))
+}
+
+fn options() -> WorkerOptions {
+    WorkerOptions {
+        queues: vec!["default".into()],
+        concurrency: 2,
+        lease: Duration::from_millis(600),
+        job_timeout: Duration::from_secs(5),
+        shutdown_grace: Duration::from_secs(2),
+        max_poll_interval: Duration::from_millis(50),
+    }
+}
+
+async fn wait_for(
+    q: &Arc<dyn Queue>,
+    id: JobId,
+    state: JobState,
+) -> zeroscale_core::queue::JobStatus {
+    for _ in 0..200 {
+        let status = q.status(id).await.unwrap();
+        if status.state == state {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "job {id} never reached {state}: {:?}",
+        q.status(id).await.unwrap()
+    );
+}
+
+#[derive(Deserialize)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handlers_failures_panics_timeouts_progress() {
+    let q = queue();
+    let mut worker = Worker::new(
+        q.clone(),
+        WorkerOptions {
+            job_timeout: Duration::from_millis(300),
+            ..options()
+        },
+    );
+    worker
+        .register("add", |ctx, p: Add| async move {
+            ctx.progress(50, "adding");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Ok(Some(json!(p.a + p.b)))
+        })
+        .register("fail", |_, _: serde_json::Value| async move {
+            Err("nope".to_owned())
+        })
+        .register("panic", |_, _: serde_json::Value| async move {
+            if true {
+                panic!("handler exploded");
+            }
+            Ok(None)
+        })
+        .register("slow", |_, _: serde_json::Value| async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(None)
+        });
+    let (stop, stop_rx) = watch::channel(false);
+    let running = tokio::spawn(worker.run(stop_rx));
+
+    let add = q
+        .enqueue_json("default", "add", &json!({"a": 2, "b": 3}))
+        .await
+        .unwrap();
+    let bad = q
+        .enqueue_json("default", "add", &json!({"a": "x"}))
+        .await
+        .unwrap();
+    let fail = q
+        .enqueue_json("default", "fail", &json!(null))
+        .await
+        .unwrap();
+    let boom = q
+        .enqueue_json("default", "panic", &json!(null))
+        .await
+        .unwrap();
+    let slow = q
+        .enqueue_json("default", "slow", &json!(null))
+        .await
+        .unwrap();
+    let unknown = q
+        .enqueue_json("default", "nobody-handles-this", &json!(null))
+        .await
+        .unwrap();
+
+    let done = wait_for(&q, add, JobState::Succeeded).await;
+    assert_eq!(done.result, Some(json!(5)));
+    assert_eq!(
+        done.progress.map(|p| p.percent),
+        Some(50),
+        "progress was reported"
+    );
+    let s = wait_for(&q, bad, JobState::Dead).await;
+    assert!(s.last_error.unwrap().contains("does not match its handler"));
+    let s = wait_for(&q, fail, JobState::Dead).await;
+    assert_eq!(s.last_error.as_deref(), Some("nope"));
+    assert_eq!(s.attempts, 2, "retried up to max_attempts");
+    let s = wait_for(&q, boom, JobState::Dead).await;
+    assert!(
+        s.last_error
+            .unwrap()
+            .contains("handler panicked: handler exploded")
+    );
+    let s = wait_for(&q, slow, JobState::Dead).await;
+    assert!(s.last_error.unwrap().contains("timed out"));
+    let s = wait_for(&q, unknown, JobState::Dead).await;
+    assert!(
+        s.last_error
+            .unwrap()
+            .contains("no handler for task `nobody-handles-this`")
+    );
+
+    // The worker survived all of that.
+    let again = q
+        .enqueue_json("default", "add", &json!({"a": 1, "b": 1}))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_for(&q, again, JobState::Succeeded).await.result,
+        Some(json!(2))
+    );
+    stop.send(true).unwrap();
+    let report = running.await.unwrap();
+    assert_eq!(report.succeeded, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrency_limit_and_cancellation() {
+    let q = queue();
+    let current = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut worker = Worker::new(q.clone(), options());
+    let (c, p) = (current.clone(), peak.clone());
+    worker.register("work", move |ctx, ms: u64| {
+        let (c, p) = (c.clone(), p.clone());
+        async move {
+            // Counts running handlers; the guard also runs when the handler is aborted.
+            struct Running(Arc<AtomicUsize>);
+            impl Drop for Running {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let now = c.fetch_add(1, Ordering::SeqCst) + 1;
+            let _running = Running(c);
+            p.fetch_max(now, Ordering::SeqCst);
+            for _ in 0..(ms / 20) {
+                if ctx.is_cancelled() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(None)
+        }
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let running = tokio::spawn(worker.run(stop_rx));
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(q.enqueue_json("default", "work", &100u64).await.unwrap());
+    }
+    for id in &ids {
+        wait_for(&q, *id, JobState::Succeeded).await;
+    }
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        2,
+        "never more than `concurrency` at once"
+    );
+
+    let long = q.enqueue_json("default", "work", &60_000u64).await.unwrap();
+    wait_for(&q, long, JobState::Running).await;
+    assert_eq!(q.cancel(long).await.unwrap(), JobState::Cancelled);
+    // The heartbeat (every lease/3 = 200 ms) tells the worker, which stops the handler.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        current.load(Ordering::SeqCst),
+        0,
+        "the cancelled handler was stopped"
+    );
+    assert_eq!(q.status(long).await.unwrap().state, JobState::Cancelled);
+    stop.send(true).unwrap();
+    running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_hands_unfinished_jobs_back() {
+    let q = queue();
+    let mut worker = Worker::new(
+        q.clone(),
+        WorkerOptions {
+            shutdown_grace: Duration::from_millis(200),
+            ..options()
+        },
+    );
+    worker.register("stuck", |_, _: serde_json::Value| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok(None)
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let running = tokio::spawn(worker.run(stop_rx));
+    let id = q
+        .enqueue(NewJob::new("default", "stuck", json!(null)))
+        .await
+        .unwrap();
+    wait_for(&q, id, JobState::Running).await;
+    stop.send(true).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("shutdown finishes after the grace period")
+        .unwrap();
+    assert_eq!(report.released, 1);
+    let status = q.status(id).await.unwrap();
+    assert!(
+        matches!(status.state, JobState::Failed | JobState::Queued),
+        "{status:?}"
+    );
+    assert!(status.last_error.unwrap().contains("shut down"));
+    // Another worker picks it up at once.
+    let job = q
+        .reserve(&zeroscale_core::queue::ReserveOptions {
+            queues: vec!["default".into()],
+            lease: Duration::from_secs(5),
+        })
+        .await
+        .unwrap()
+        .expect("handed back");
+    assert_eq!(job.id, id);
+}
