@@ -87,6 +87,8 @@ pub(crate) enum Command {
     /// Serve the HTTP API (the default).
     #[default]
     Serve,
+    /// Run background jobs (for `workers.mode = "separate"`; any number of processes).
+    Worker,
     /// Check every configured backend: compiled in, reachable, and what to do if not.
     Doctor,
     /// Inspect the configuration.

@@ -22,6 +22,7 @@ mod logging;
 mod migrate;
 mod serve;
 mod storage_cmd;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -84,6 +85,7 @@ fn run_async(
         match command {
             Command::Serve => serve::run(loaded).await,
             Command::Doctor => doctor::run(&loaded).await,
+            Command::Worker => worker::run(&loaded).await,
             Command::Migrate { command } => migrate::run(&loaded, command).await,
             Command::Storage { command } => storage_cmd::run(command).await,
             Command::Config { .. } => unreachable!("handled before the runtime starts"),

@@ -118,6 +118,23 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     )
     .map_err(|e| anyhow::anyhow!(e.chain()))
     .context("cannot set up storage")?;
+    let queue = zeroscale_queue::connect(&config.queue, &config.jobs)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .context("cannot connect to the queue")?;
+    let (stop_workers, stop_workers_rx) = tokio::sync::watch::channel(false);
+    let workers = if config.workers.mode == zeroscale_core::config::WorkersMode::InProcess {
+        tracing::info!(
+            concurrency = config.workers.concurrency,
+            "running workers in this process"
+        );
+        Some(tokio::spawn(
+            crate::worker::build(queue.clone(), &config).run(stop_workers_rx),
+        ))
+    } else {
+        tracing::info!("workers.mode = separate: run `zeroscale worker` for background jobs");
+        None
+    };
     let state = AppState {
         checker: Arc::new(Checker::new(config)),
     };
@@ -150,6 +167,17 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         }
     }
     let _ = stop_tx.send(true);
+    let _ = stop_workers.send(true);
+    if let Some(workers) = workers {
+        match tokio::time::timeout(grace, workers).await {
+            Ok(Ok(report)) => tracing::info!(
+                succeeded = report.succeeded,
+                released = report.released,
+                "workers stopped"
+            ),
+            _ => tracing::warn!("workers did not stop within the grace period"),
+        }
+    }
     match tokio::time::timeout(grace, &mut server).await {
         Ok(result) => {
             result.context("the server task failed")??;
@@ -190,7 +218,7 @@ async fn auto_migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM, naming which.
-async fn shutdown_signal() -> &'static str {
+pub(crate) async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
         "SIGINT"

@@ -1,0 +1,80 @@
+//! `zeroscale worker`, and the in-process workers of `zeroscale serve`: the worker
+//! runtime with the app's task handlers, stopped gracefully on SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use zeroscale_core::Queue;
+use zeroscale_core::config::{Config, LoadedConfig};
+use zeroscale_queue::worker::{Worker, WorkerOptions, WorkerReport};
+
+/// The worker options of the config.
+pub(crate) fn options(config: &Config) -> WorkerOptions {
+    WorkerOptions {
+        queues: config.workers.queues.clone(),
+        concurrency: config.workers.concurrency,
+        lease: Duration::from_secs(config.jobs.lease_secs.max(1)),
+        job_timeout: Duration::from_secs(config.workers.job_timeout_secs),
+        shutdown_grace: Duration::from_secs(config.workers.shutdown_grace_secs),
+        ..Default::default()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SleepPayload {
+    ms: u64,
+}
+
+/// A worker with every task the app handles.
+pub(crate) fn build(queue: Arc<dyn Queue>, config: &Config) -> Worker {
+    let mut worker = Worker::new(queue, options(config));
+    // Diagnostics: check the job pipeline end to end (`zeroscale.echo` returns its payload,
+    // `zeroscale.sleep` waits `ms` milliseconds). Both are idempotent.
+    worker
+        .register("zeroscale.echo", |_, payload: Value| async move {
+            Ok(Some(payload))
+        })
+        .register("zeroscale.sleep", |_, p: SleepPayload| async move {
+            tokio::time::sleep(Duration::from_millis(p.ms.min(60_000))).await;
+            Ok(Some(serde_json::json!({"slept_ms": p.ms})))
+        });
+    worker
+}
+
+/// Runs a worker until SIGINT/SIGTERM.
+pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
+    let config = &loaded.config;
+    let queue = zeroscale_queue::connect(&config.queue, &config.jobs)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .context("cannot connect to the queue")?;
+    if config.queue.kind() == "memory" {
+        tracing::warn!(
+            "a separate worker with the in-memory queue sees only its own jobs: use \
+             `queue.kind = \"redis\"` to share jobs between processes"
+        );
+    }
+    let worker = build(queue, config);
+    tracing::info!(
+        queues = ?config.workers.queues,
+        concurrency = config.workers.concurrency,
+        backend = config.queue.kind(),
+        "worker started"
+    );
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(stop_rx));
+    let signal = crate::serve::shutdown_signal().await;
+    tracing::info!(signal, "stopping: no new jobs; waiting for running ones");
+    let _ = stop.send(true);
+    let report: WorkerReport = running.await.context("the worker task failed")?;
+    tracing::info!(
+        succeeded = report.succeeded,
+        failed = report.failed,
+        released = report.released,
+        "worker stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
