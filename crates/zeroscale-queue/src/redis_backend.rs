@@ -411,13 +411,36 @@ impl RedisQueue {
             .map_err(|e| self.err(e))
     }
 
-    async fn read(&self, id: JobId) -> Result<Option<JobStatus>> {
+    /// Reads and idempotent scripts are retried once when the connection dropped (the
+    /// connection manager reconnects meanwhile); writes are not, so that a request that
+    /// did reach Redis is never applied twice.
+    async fn read_retrying<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
         let mut conn = self.conn.clone();
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(format!("{}:job:{id}", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        match cmd.query_async(&mut conn).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                let mut conn = self.conn.clone();
+                cmd.query_async(&mut conn).await.map_err(|e| self.err(e))
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    async fn tick(&self) -> Result<()> {
+        match self.run::<RValue>(&self.scripts.tick, &[]).await {
+            Ok(_) => Ok(()),
+            Err(Error::Unavailable { .. }) => self
+                .run::<RValue>(&self.scripts.tick, &[])
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read(&self, id: JobId) -> Result<Option<JobStatus>> {
+        let fields: HashMap<String, String> = self
+            .read_retrying(redis::cmd("HGETALL").arg(format!("{}:job:{id}", self.prefix)))
+            .await?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -599,7 +622,7 @@ impl Queue for RedisQueue {
     }
 
     async fn status(&self, id: JobId) -> Result<JobStatus> {
-        let _: RValue = self.run(&self.scripts.tick, &[]).await?;
+        self.tick().await?;
         self.read(id)
             .await?
             .ok_or_else(|| Error::not_found(format!("job {id}")))
@@ -618,15 +641,15 @@ impl Queue for RedisQueue {
     }
 
     async fn list_dead(&self, queue: &str, page: PageOptions) -> Result<Vec<JobStatus>> {
-        let _: RValue = self.run(&self.scripts.tick, &[]).await?;
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(format!("{}:dead:{queue}", self.prefix))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        self.tick().await?;
+        let ids: Vec<String> = self
+            .read_retrying(
+                redis::cmd("ZRANGE")
+                    .arg(format!("{}:dead:{queue}", self.prefix))
+                    .arg(0)
+                    .arg(-1),
+            )
+            .await?;
         let limit = page.limit.unwrap_or(100).clamp(1, 1000);
         let mut out = Vec::new();
         for id in ids {
@@ -658,11 +681,7 @@ impl Queue for RedisQueue {
     }
 
     async fn health(&self) -> Result<()> {
-        let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let _: String = self.read_retrying(&redis::cmd("PING")).await?;
         Ok(())
     }
 }

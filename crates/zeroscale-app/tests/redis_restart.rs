@@ -1,0 +1,196 @@
+//! Redis (with `appendonly yes`) killed and restarted while workers process jobs: no job
+//! acknowledged before the restart runs again or changes, and no queued job disappears.
+
+#![cfg(feature = "redis")]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use zeroscale_core::Queue;
+use zeroscale_core::config::{JobsConfig, RedisQueueConfig};
+use zeroscale_core::queue::{JobId, JobState, NewJob};
+use zeroscale_core::testing::{in_ci, service_var};
+use zeroscale_queue::redis_backend::RedisQueue;
+
+const JOBS: usize = 3_000;
+
+fn redis_server() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("redis-server"))
+        .find(|p| p.is_file())
+}
+
+/// A private Redis with an append-only file synced on every write.
+fn start_redis(server: &Path, dir: &Path, port: u16) -> Child {
+    let child = Command::new(server)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn worker(dir: &Path, redis: &str, prefix: &str) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroscale"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg("worker")
+        .current_dir(dir)
+        .env("ZEROSCALE_DATA_DIR", dir.join("data"))
+        .env("REDIS_URL", redis)
+        .env("ZEROSCALE_QUEUE__KEY_PREFIX", prefix)
+        .env("ZEROSCALE_WORKERS__CONCURRENCY", "8")
+        .env("ZEROSCALE_WORKERS__MODE", "separate")
+        .env("ZEROSCALE_JOBS__LEASE_SECS", "2")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start zeroscale worker")
+}
+
+async fn finished(url: &str, prefix: &str) -> Option<Vec<String>> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("ZRANGE")
+        .arg(format!("{{{prefix}}}:finished"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restart_keeps_acks_and_queued_jobs() {
+    // Runs where the harness's Redis is (its binary is then installed).
+    if service_var("ZEROSCALE_TEST_REDIS_URL").is_none() {
+        assert!(
+            !in_ci(),
+            "Redis is not installed: run `cargo xtask services up`"
+        );
+        eprintln!("skipping: no Redis; run `cargo xtask services up`");
+        return;
+    }
+    let server =
+        redis_server().expect("redis-server on PATH (cargo xtask services up installs it)");
+    let dir = std::env::temp_dir().join(format!("zs-redis-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let prefix = "restart";
+    let mut redis = start_redis(&server, &dir, port);
+
+    let config = RedisQueueConfig {
+        url: url.clone().into(),
+        key_prefix: prefix.into(),
+        ..Default::default()
+    };
+    let queue: Arc<dyn Queue> = Arc::new(
+        RedisQueue::connect(&config, &JobsConfig::default())
+            .await
+            .unwrap(),
+    );
+    let mut ids: Vec<JobId> = Vec::new();
+    for i in 0..JOBS {
+        let mut job = NewJob::new("default", "zeroscale.sleep", json!({"ms": 1 + i % 3}));
+        job.options.max_attempts = Some(50);
+        ids.push(queue.enqueue(job).await.unwrap());
+    }
+
+    let mut workers: Vec<Child> = (0..2).map(|_| worker(&dir, &url, prefix)).collect();
+    // Let some jobs finish, then kill Redis (no clean shutdown) and note what was acked.
+    let start = Instant::now();
+    let before = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let done = finished(&url, prefix).await.unwrap_or_default();
+        if done.len() >= JOBS / 4 {
+            break done;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "workers made no progress"
+        );
+    };
+    let mut acked: HashMap<JobId, (u32, Option<chrono::DateTime<chrono::Utc>>)> = HashMap::new();
+    for id in &before {
+        let id: JobId = id.parse().unwrap();
+        let s = queue.status(id).await.unwrap();
+        if s.state == JobState::Succeeded {
+            acked.insert(id, (s.attempts, s.finished_at));
+        }
+    }
+    redis.kill().unwrap(); // SIGKILL: only the append-only file survives
+    redis.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis = start_redis(&server, &dir, port);
+
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let done = finished(&url, prefix).await.unwrap_or_default();
+        if done.len() >= JOBS {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "after the restart only {} of {JOBS} jobs finished",
+            done.len()
+        );
+    }
+    for w in &mut workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    // Every job is done; none acked before the restart ran again or changed.
+    for id in &ids {
+        let s = queue.status(*id).await.unwrap();
+        assert_eq!(s.state, JobState::Succeeded, "job {id}");
+        if let Some((attempts, finished_at)) = acked.get(id) {
+            assert_eq!(
+                s.attempts, *attempts,
+                "acked job {id} ran again after the restart"
+            );
+            assert_eq!(s.finished_at, *finished_at, "acked job {id} changed");
+        }
+    }
+    eprintln!(
+        "{} jobs acked before the restart stayed acked; all {JOBS} succeeded",
+        acked.len()
+    );
+    let _ = redis.kill();
+    let _ = redis.wait();
+    std::fs::remove_dir_all(dir).ok();
+}
