@@ -96,6 +96,14 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Inspect and manage background jobs.
+    Jobs {
+        /// The queue.
+        #[arg(long, default_value = "default", global = true)]
+        queue: String,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Object storage tools.
     Storage {
         #[command(subcommand)]
@@ -106,6 +114,45 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: MigrateCommand,
     },
+}
+
+/// `zeroscale jobs …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsCommand {
+    /// How many jobs are in each state.
+    Stats,
+    /// The queue's jobs, oldest first.
+    List {
+        /// Only jobs in this state (queued, scheduled, running, failed, dead, succeeded, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Everything about one job.
+    Show {
+        /// The job id.
+        id: String,
+    },
+    /// Requeue a dead job with fresh attempts.
+    Retry {
+        /// The job id.
+        id: String,
+    },
+    /// Cancel a job.
+    Cancel {
+        /// The job id.
+        id: String,
+    },
+    /// The dead letters, oldest first.
+    Dead {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Delete every dead job of the queue.
+    PurgeDead,
 }
 
 /// `zeroscale storage …`.

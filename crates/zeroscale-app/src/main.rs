@@ -18,6 +18,7 @@
 mod checks;
 mod cli;
 mod doctor;
+mod jobs;
 mod logging;
 mod migrate;
 mod serve;
@@ -86,6 +87,7 @@ fn run_async(
             Command::Serve => serve::run(loaded).await,
             Command::Doctor => doctor::run(&loaded).await,
             Command::Worker => worker::run(&loaded).await,
+            Command::Jobs { queue, command } => jobs::run(&loaded, &queue, command).await,
             Command::Migrate { command } => migrate::run(&loaded, command).await,
             Command::Storage { command } => storage_cmd::run(command).await,
             Command::Config { .. } => unreachable!("handled before the runtime starts"),

@@ -253,6 +253,40 @@ pub struct JobStatus {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// How many jobs of a queue are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Waiting to be reserved.
+    pub queued: u64,
+    /// Waiting for their run time.
+    pub scheduled: u64,
+    /// Leased by a worker.
+    pub running: u64,
+    /// Failed, waiting to retry.
+    pub failed: u64,
+    /// In dead letters.
+    pub dead: u64,
+    /// Succeeded (within retention).
+    pub succeeded: u64,
+    /// Cancelled (within retention).
+    pub cancelled: u64,
+}
+
+impl QueueStats {
+    /// Adds one job in `state`.
+    pub fn count(&mut self, state: JobState) {
+        match state {
+            JobState::Queued => self.queued += 1,
+            JobState::Scheduled => self.scheduled += 1,
+            JobState::Running => self.running += 1,
+            JobState::Failed => self.failed += 1,
+            JobState::Dead => self.dead += 1,
+            JobState::Succeeded => self.succeeded += 1,
+            JobState::Cancelled => self.cancelled += 1,
+        }
+    }
+}
+
 /// Options for paging through lists of jobs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageOptions {
@@ -301,6 +335,17 @@ pub trait Queue: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes every dead job of `queue`; returns how many.
     async fn purge_dead(&self, queue: &str) -> Result<u64>;
+
+    /// How many jobs of `queue` are in each state.
+    async fn stats(&self, queue: &str) -> Result<QueueStats>;
+
+    /// Jobs of `queue` (only those in `state`, if given), oldest first.
+    async fn list(
+        &self,
+        queue: &str,
+        state: Option<JobState>,
+        page: PageOptions,
+    ) -> Result<Vec<JobStatus>>;
 
     /// Checks that the backend is reachable (for `/readyz` and `doctor`).
     async fn health(&self) -> Result<()>;

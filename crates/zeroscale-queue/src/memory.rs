@@ -14,7 +14,7 @@ use zeroscale_core::config::JobsConfig;
 use zeroscale_core::domain::now;
 use zeroscale_core::queue::{
     JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome, NewJob,
-    PageOptions, Progress, Queue, ReserveOptions, ReservedJob,
+    PageOptions, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
 };
 use zeroscale_core::{Error, Result};
 
@@ -477,6 +477,37 @@ impl Queue for MemoryQueue {
             .jobs
             .retain(|_, r| !(r.status.state == JobState::Dead && r.status.queue == queue));
         Ok((before - inner.jobs.len()) as u64)
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let mut inner = self.lock();
+        inner.tick(now(), self.retention());
+        let mut stats = QueueStats::default();
+        for r in inner.jobs.values().filter(|r| r.status.queue == queue) {
+            stats.count(r.status.state);
+        }
+        Ok(stats)
+    }
+
+    async fn list(
+        &self,
+        queue: &str,
+        state: Option<JobState>,
+        page: PageOptions,
+    ) -> Result<Vec<JobStatus>> {
+        let mut inner = self.lock();
+        inner.tick(now(), self.retention());
+        let mut jobs: Vec<JobStatus> = inner
+            .jobs
+            .values()
+            .filter(|r| r.status.queue == queue)
+            .filter(|r| state.is_none_or(|s| r.status.state == s))
+            .filter(|r| page.after.is_none_or(|after| r.status.id > after))
+            .map(|r| r.status.clone())
+            .collect();
+        jobs.sort_by_key(|s| s.id);
+        jobs.truncate(page.limit.unwrap_or(100).clamp(1, 1000));
+        Ok(jobs)
     }
 
     async fn health(&self) -> Result<()> {

@@ -20,7 +20,7 @@ use serde_json::Value;
 use zeroscale_core::config::{JobsConfig, RedisQueueConfig};
 use zeroscale_core::queue::{
     JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome, NewJob,
-    PageOptions, Progress, Queue, ReserveOptions, ReservedJob,
+    PageOptions, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
 };
 use zeroscale_core::{Error, Result};
 
@@ -130,6 +130,8 @@ local function tick()
   local old = redis.call('ZRANGEBYSCORE', P .. ':finished', '-inf', now - RETENTION, 'LIMIT', 0, 1000)
   for _, id in ipairs(old) do
     redis.call('ZREM', P .. ':finished', id)
+    local q = redis.call('HGET', job(id), 'queue')
+    if q then redis.call('ZREM', P .. ':all:' .. q, id) end
     redis.call('DEL', job(id))
   end
 end
@@ -163,6 +165,7 @@ redis.call('HSET', job(id), 'queue', q, 'task', task, 'payload', payload, 'state
   'created', now, 'updated', now, 'run_at', run_at, 'finished', '', 'token', '',
   'lease_exp', '', 'idem', idem, 'seq', seq)
 if idem ~= '' then redis.call('SET', P .. ':idem:' .. q .. ':' .. idem, id) end
+redis.call('ZADD', P .. ':all:' .. q, seq, id)
 if delay > 0 then
   redis.call('ZADD', P .. ':waiting', run_at, id)
 else
@@ -279,9 +282,42 @@ return 'ok'
 const PURGE: &str = r#"
 local key = P .. ':dead:' .. ARGV[3]
 local ids = redis.call('ZRANGE', key, 0, -1)
-for _, id in ipairs(ids) do redis.call('DEL', job(id)) end
+for _, id in ipairs(ids) do
+  redis.call('DEL', job(id))
+  redis.call('ZREM', P .. ':all:' .. ARGV[3], id)
+end
 redis.call('DEL', key)
 return #ids
+"#;
+
+/// ARGV: 3 queue. Returns state, count pairs.
+const STATS: &str = r#"
+local counts = {}
+for _, id in ipairs(redis.call('ZRANGE', P .. ':all:' .. ARGV[3], 0, -1)) do
+  local st = redis.call('HGET', job(id), 'state')
+  if st then counts[st] = (counts[st] or 0) + 1 end
+end
+local out = {}
+for st, n in pairs(counts) do table.insert(out, st); table.insert(out, tostring(n)) end
+return out
+"#;
+
+/// ARGV: 3 queue, 4 state ('' for any), 5 after seq-ordered id ('' for start), 6 limit.
+const LIST: &str = r#"
+local want, after, limit = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local out = {}
+local started = after == ''
+for _, id in ipairs(redis.call('ZRANGE', P .. ':all:' .. ARGV[3], 0, -1)) do
+  if started then
+    if want == '' or redis.call('HGET', job(id), 'state') == want then
+      table.insert(out, id)
+      if #out >= limit then break end
+    end
+  elseif id == after then
+    started = true
+  end
+end
+return out
 "#;
 
 /// Only the prelude: promotes due jobs and reclaims leases before a read.
@@ -298,6 +334,8 @@ struct Scripts {
     requeue: Script,
     purge: Script,
     tick: Script,
+    stats: Script,
+    list: Script,
 }
 
 impl Scripts {
@@ -314,6 +352,8 @@ impl Scripts {
             requeue: s(REQUEUE),
             purge: s(PURGE),
             tick: s(TICK),
+            stats: s(STATS),
+            list: s(LIST),
         }
     }
 }
@@ -678,6 +718,47 @@ impl Queue for RedisQueue {
 
     async fn purge_dead(&self, queue: &str) -> Result<u64> {
         self.run(&self.scripts.purge, &[queue.to_owned()]).await
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let pairs: Vec<String> = self.run(&self.scripts.stats, &[queue.to_owned()]).await?;
+        let mut stats = QueueStats::default();
+        for pair in pairs.chunks(2) {
+            if let [state, n] = pair {
+                let n: u64 = n.parse().unwrap_or(0);
+                for _ in 0..n {
+                    stats.count(parse_state(state)?);
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn list(
+        &self,
+        queue: &str,
+        state: Option<JobState>,
+        page: PageOptions,
+    ) -> Result<Vec<JobStatus>> {
+        let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+        let ids: Vec<String> = self
+            .run(
+                &self.scripts.list,
+                &[
+                    queue.to_owned(),
+                    state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                    page.after.map(|a| a.to_string()).unwrap_or_default(),
+                    limit.to_string(),
+                ],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(status) = self.read(id.parse()?).await? {
+                out.push(status);
+            }
+        }
+        Ok(out)
     }
 
     async fn health(&self) -> Result<()> {

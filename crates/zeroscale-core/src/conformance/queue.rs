@@ -68,6 +68,73 @@ pub async fn run_all(queue: &dyn Queue, prefix: &str) {
     progress_and_status(queue, prefix).await;
     stale_lease_is_conflict(queue, prefix).await;
     queues_are_separate(queue, prefix).await;
+    stats_and_list(queue, prefix).await;
+}
+
+/// Per-state counts and listing by state.
+pub async fn stats_and_list(queue: &dyn Queue, prefix: &str) {
+    let backend = queue.backend().to_owned();
+    let name = format!("{prefix}-stats");
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            queue
+                .enqueue(NewJob::new(&name, "t", json!({"i": i})))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut later = NewJob::new(&name, "t", json!(null));
+    later.options.delay = Some(Duration::from_secs(60));
+    let scheduled = queue.enqueue(later).await.unwrap();
+    let job = reserve_within(queue, &name, Duration::from_secs(30), Duration::ZERO)
+        .await
+        .unwrap();
+    queue.ack(&job.lease, None).await.unwrap();
+    let job = reserve_within(queue, &name, Duration::from_secs(30), Duration::ZERO)
+        .await
+        .unwrap();
+    let stats = queue.stats(&name).await.unwrap();
+    assert_eq!(
+        (
+            stats.queued,
+            stats.scheduled,
+            stats.running,
+            stats.succeeded
+        ),
+        (2, 1, 1, 1),
+        "{backend}: {stats:?}"
+    );
+    let all = queue.list(&name, None, Default::default()).await.unwrap();
+    assert_eq!(all.len(), 5, "{backend}");
+    assert!(
+        all.windows(2).all(|w| w[0].id < w[1].id),
+        "{backend}: oldest first"
+    );
+    let queued = queue
+        .list(&name, Some(JobState::Queued), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 2, "{backend}");
+    let page = queue
+        .list(
+            &name,
+            None,
+            crate::queue::PageOptions {
+                limit: Some(2),
+                after: Some(all[1].id),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [all[2].id, all[3].id],
+        "{backend}"
+    );
+    queue.ack(&job.lease, None).await.unwrap();
+    queue.cancel(scheduled).await.unwrap();
+    let _ = ids;
 }
 
 /// A job goes queued → running → succeeded, with its payload and result intact.

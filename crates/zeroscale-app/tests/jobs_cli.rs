@@ -1,0 +1,131 @@
+//! `zeroscale jobs …` against Redis: stats, list, show, retry, cancel, dead, purge-dead.
+
+#![cfg(feature = "redis")]
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use zeroscale_core::Queue;
+use zeroscale_core::config::{JobsConfig, RedisQueueConfig};
+use zeroscale_core::queue::{JobState, NackOptions, NewJob, ReserveOptions};
+use zeroscale_core::testing::require_service;
+use zeroscale_queue::redis_backend::RedisQueue;
+
+fn jobs(url: &str, prefix: &str, args: &[&str]) -> String {
+    let dir = std::env::temp_dir();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroscale"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .arg("jobs")
+        .args(args)
+        .current_dir(&dir)
+        .env(
+            "ZEROSCALE_DATA_DIR",
+            dir.join(format!("zs-jobs-{}", std::process::id())),
+        )
+        .env("REDIS_URL", url)
+        .env("ZEROSCALE_QUEUE__KEY_PREFIX", prefix)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "jobs {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn jobs_commands() {
+    let Some(url) = require_service("ZEROSCALE_TEST_REDIS_URL", "Redis") else {
+        return;
+    };
+    let prefix = format!("jobs-cli-{}", std::process::id());
+    let config = RedisQueueConfig {
+        url: url.clone().into(),
+        key_prefix: prefix.clone(),
+        ..Default::default()
+    };
+    let q = RedisQueue::connect(&config, &JobsConfig::default())
+        .await
+        .unwrap();
+    let waiting = q
+        .enqueue(NewJob::new("default", "zeroscale.echo", json!({"a": 1})))
+        .await
+        .unwrap();
+    let mut doomed = NewJob::new("default", "explode", json!(null));
+    doomed.options.max_attempts = Some(1);
+    doomed.options.priority = 10;
+    let dead = q.enqueue(doomed).await.unwrap();
+    let job = q
+        .reserve(&ReserveOptions {
+            queues: vec!["default".into()],
+            lease: Duration::from_secs(30),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.id, dead);
+    q.nack(
+        &job.lease,
+        NackOptions {
+            error: "kaboom".into(),
+            retry_after: None,
+        },
+    )
+    .await
+    .unwrap();
+
+    let stats = jobs(&url, &prefix, &["stats"]);
+    assert!(
+        stats.contains("queued     1") && stats.contains("dead       1"),
+        "{stats}"
+    );
+    let dead_list = jobs(&url, &prefix, &["dead"]);
+    assert!(
+        dead_list.contains(&dead.to_string()) && dead_list.contains("kaboom"),
+        "{dead_list}"
+    );
+    let queued = jobs(&url, &prefix, &["list", "--state", "queued"]);
+    assert!(
+        queued.contains(&waiting.to_string()) && !queued.contains(&dead.to_string()),
+        "{queued}"
+    );
+    let shown = jobs(&url, &prefix, &["show", &dead.to_string()]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["state"], "dead");
+    assert_eq!(shown["last_error"], "kaboom");
+
+    jobs(&url, &prefix, &["retry", &dead.to_string()]);
+    assert_eq!(q.status(dead).await.unwrap().state, JobState::Queued);
+    let out = jobs(&url, &prefix, &["cancel", &waiting.to_string()]);
+    assert!(out.contains("cancelled"), "{out}");
+    assert_eq!(q.status(waiting).await.unwrap().state, JobState::Cancelled);
+
+    let job = q
+        .reserve(&ReserveOptions {
+            queues: vec!["default".into()],
+            lease: Duration::from_secs(30),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    q.nack(
+        &job.lease,
+        NackOptions {
+            error: "again".into(),
+            retry_after: None,
+        },
+    )
+    .await
+    .unwrap();
+    let out = jobs(&url, &prefix, &["purge-dead"]);
+    assert!(out.contains("deleted 1 dead job(s)"), "{out}");
+    assert!(jobs(&url, &prefix, &["dead"]).trim().is_empty());
+}
