@@ -28,7 +28,8 @@ fn line(job: &JobStatus) -> String {
 }
 
 fn err(e: zeroscale_core::Error) -> anyhow::Error {
-    anyhow::anyhow!(e.chain())
+    // `main` prints errors with `{:#}`, which includes every source.
+    anyhow::Error::from(e)
 }
 
 pub(crate) async fn run(
