@@ -87,6 +87,7 @@ pub struct Worker {
     queue: Arc<dyn Queue>,
     options: WorkerOptions,
     handlers: HashMap<String, BoxHandler>,
+    timeouts: HashMap<String, Duration>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -116,7 +117,14 @@ impl Worker {
             queue,
             options,
             handlers: HashMap::new(),
+            timeouts: HashMap::new(),
         }
+    }
+
+    /// Gives jobs of `task` their own timeout instead of the worker's `job_timeout`.
+    pub fn timeout(&mut self, task: &str, timeout: Duration) -> &mut Self {
+        self.timeouts.insert(task.to_owned(), timeout);
+        self
     }
 
     /// Runs `handler` for jobs of `task`, with the payload deserialized as `P`. A payload
@@ -150,6 +158,7 @@ impl Worker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> WorkerReport {
         let permits = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
         let handlers = Arc::new(self.handlers);
+        let timeouts = Arc::new(self.timeouts);
         let report = Arc::new(std::sync::Mutex::new(WorkerReport::default()));
         let (stop_jobs_tx, stop_jobs_rx) = watch::channel(false);
         let reserve = ReserveOptions {
@@ -190,11 +199,15 @@ impl Worker {
             idle = Duration::from_millis(20);
             let span =
                 tracing::info_span!("job", id = %job.id, task = %job.task, attempt = job.attempt);
+            let mut options = self.options.clone();
+            if let Some(timeout) = timeouts.get(&job.task) {
+                options.job_timeout = *timeout;
+            }
             let run = run_job(
                 self.queue.clone(),
                 handlers.clone(),
                 job,
-                self.options.clone(),
+                options,
                 stop_jobs_rx.clone(),
                 report.clone(),
             );

@@ -86,7 +86,13 @@ async fn handlers_failures_panics_timeouts_progress() {
         .register("slow", |_, _: serde_json::Value| async move {
             tokio::time::sleep(Duration::from_secs(10)).await;
             Ok(None)
-        });
+        })
+        // Longer than the worker's 300 ms timeout, within its own.
+        .register("patient", |_, _: serde_json::Value| async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(Some(json!("done")))
+        })
+        .timeout("patient", Duration::from_secs(3));
     let (stop, stop_rx) = watch::channel(false);
     let running = tokio::spawn(worker.run(stop_rx));
 
@@ -112,6 +118,10 @@ async fn handlers_failures_panics_timeouts_progress() {
         .unwrap();
     let unknown = q
         .enqueue_json("default", "nobody-handles-this", &json!(null))
+        .await
+        .unwrap();
+    let patient = q
+        .enqueue_json("default", "patient", &json!(null))
         .await
         .unwrap();
 
@@ -142,6 +152,13 @@ async fn handlers_failures_panics_timeouts_progress() {
             .contains("no handler for task `nobody-handles-this`")
     );
 
+    let s = wait_for(&q, patient, JobState::Succeeded).await;
+    assert_eq!(
+        s.result,
+        Some(json!("done")),
+        "the per-task timeout applies"
+    );
+
     // The worker survived all of that.
     let again = q
         .enqueue_json("default", "add", &json!({"a": 1, "b": 1}))
@@ -153,7 +170,7 @@ async fn handlers_failures_panics_timeouts_progress() {
     );
     stop.send(true).unwrap();
     let report = running.await.unwrap();
-    assert_eq!(report.succeeded, 2);
+    assert_eq!(report.succeeded, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
