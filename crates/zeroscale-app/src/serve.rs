@@ -118,19 +118,16 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     )
     .map_err(|e| anyhow::anyhow!(e.chain()))
     .context("cannot set up storage")?;
-    let queue = zeroscale_queue::connect(&config.queue, &config.jobs)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))
-        .context("cannot connect to the queue")?;
     let (stop_workers, stop_workers_rx) = tokio::sync::watch::channel(false);
     let workers = if config.workers.mode == zeroscale_core::config::WorkersMode::InProcess {
         tracing::info!(
             concurrency = config.workers.concurrency,
             "running workers in this process"
         );
-        Some(tokio::spawn(
-            crate::worker::build(queue.clone(), &config).run(stop_workers_rx),
-        ))
+        Some(tokio::spawn(in_process_workers(
+            config.clone(),
+            stop_workers_rx,
+        )))
     } else {
         tracing::info!("workers.mode = separate: run `zeroscale worker` for background jobs");
         None
@@ -192,6 +189,26 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Connects to the queue (retrying while it is unreachable: `/readyz` reports it
+/// meanwhile) and runs the workers until `stop`.
+async fn in_process_workers(
+    config: Config,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> zeroscale_queue::worker::WorkerReport {
+    loop {
+        match zeroscale_queue::connect(&config.queue, &config.jobs).await {
+            Ok(queue) => return crate::worker::build(queue, &config).run(stop).await,
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), "workers cannot reach the queue; retrying in 5s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stop.changed() => return Default::default(),
+                }
+            }
+        }
+    }
 }
 
 /// Applies pending migrations at start-up when the config asks for it.
