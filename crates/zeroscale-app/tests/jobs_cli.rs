@@ -129,3 +129,65 @@ async fn jobs_commands() {
     assert!(out.contains("deleted 1 dead job(s)"), "{out}");
     assert!(jobs(&url, &prefix, &["dead"]).trim().is_empty());
 }
+
+/// `zeroscale serve` runs workers itself by default (`workers.mode = "in_process"`).
+#[tokio::test]
+async fn serve_runs_in_process_workers() {
+    let Some(url) = require_service("ZEROSCALE_TEST_REDIS_URL", "Redis") else {
+        return;
+    };
+    let prefix = format!("in-process-{}", std::process::id());
+    let dir = std::env::temp_dir().join(format!("zs-in-process-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroscale"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    let mut serve = cmd
+        .arg("serve")
+        .current_dir(&dir)
+        .env("ZEROSCALE_DATA_DIR", dir.join("data"))
+        .env("ZEROSCALE_SERVER__ADDR", format!("127.0.0.1:{port}"))
+        .env("REDIS_URL", &url)
+        .env("ZEROSCALE_QUEUE__KEY_PREFIX", &prefix)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let config = RedisQueueConfig {
+        url: url.clone().into(),
+        key_prefix: prefix.clone(),
+        ..Default::default()
+    };
+    let q = RedisQueue::connect(&config, &JobsConfig::default())
+        .await
+        .unwrap();
+    let id = q
+        .enqueue(NewJob::new(
+            "default",
+            "zeroscale.echo",
+            json!({"hello": "worker"}),
+        ))
+        .await
+        .unwrap();
+    let mut status = q.status(id).await.unwrap();
+    for _ in 0..300 {
+        if status.state == JobState::Succeeded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = q.status(id).await.unwrap();
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(status.state, JobState::Succeeded, "{status:?}");
+    assert_eq!(status.result, Some(json!({"hello": "worker"})));
+    std::fs::remove_dir_all(dir).ok();
+}
