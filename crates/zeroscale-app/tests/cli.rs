@@ -1,6 +1,8 @@
 //! The `zeroscale` binary run as a process: serve with `/healthz` and `/readyz`, graceful
 //! shutdown, config errors, `config show` and `doctor`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -28,15 +30,8 @@ impl Drop for TempDir {
 
 /// The binary with a clean environment: only what the test sets reaches its config.
 fn zeroscale(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroscale"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.current_dir(data_dir)
-        .env("ZEROSCALE_DATA_DIR", data_dir.join("data"))
-        .env("RUST_LOG", "info");
+    let mut cmd = common::zeroscale(data_dir);
+    cmd.env("RUST_LOG", "info");
     cmd
 }
 

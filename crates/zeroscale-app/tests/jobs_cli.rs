@@ -2,6 +2,8 @@
 
 #![cfg(feature = "redis")]
 
+mod common;
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -144,16 +146,8 @@ async fn serve_runs_in_process_workers() {
         .local_addr()
         .unwrap()
         .port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroscale"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
-            cmd.env_remove(key);
-        }
-    }
-    let mut serve = cmd
+    let mut serve = common::zeroscale(&dir)
         .arg("serve")
-        .current_dir(&dir)
-        .env("ZEROSCALE_DATA_DIR", dir.join("data"))
         .env("ZEROSCALE_SERVER__ADDR", format!("127.0.0.1:{port}"))
         .env("REDIS_URL", &url)
         .env("ZEROSCALE_QUEUE__KEY_PREFIX", &prefix)

@@ -3,6 +3,8 @@
 
 #![cfg(feature = "redis")]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -52,28 +54,6 @@ fn start_redis(server: &Path, dir: &Path, port: u16) -> Child {
         std::thread::sleep(Duration::from_millis(50));
     }
     child
-}
-
-fn worker(dir: &Path, redis: &str, prefix: &str) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroscale"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.arg("worker")
-        .current_dir(dir)
-        .env("ZEROSCALE_DATA_DIR", dir.join("data"))
-        .env("REDIS_URL", redis)
-        .env("ZEROSCALE_QUEUE__KEY_PREFIX", prefix)
-        .env("ZEROSCALE_WORKERS__CONCURRENCY", "8")
-        .env("ZEROSCALE_WORKERS__MODE", "separate")
-        .env("ZEROSCALE_JOBS__LEASE_SECS", "2")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start zeroscale worker")
 }
 
 async fn finished(url: &str, prefix: &str) -> Option<Vec<String>> {
@@ -130,7 +110,9 @@ async fn redis_restart_keeps_acks_and_queued_jobs() {
         ids.push(queue.enqueue(job).await.unwrap());
     }
 
-    let mut workers: Vec<Child> = (0..2).map(|_| worker(&dir, &url, prefix)).collect();
+    let mut workers: Vec<Child> = (0..2)
+        .map(|_| common::worker(&dir, &url, prefix, 8))
+        .collect();
     // Let some jobs finish, then kill Redis (no clean shutdown) and note what was acked.
     let start = Instant::now();
     let before = loop {

@@ -1,8 +1,9 @@
 //! `zeroscale storage sync` round trip: local → S3 → local, resumable, dry run, with
 //! content type and metadata kept.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bytes::Bytes;
 use zeroscale_core::Storage;
@@ -11,20 +12,8 @@ use zeroscale_core::storage::{ObjectKey, PutOptions, StorageExt};
 use zeroscale_core::testing::require_service;
 use zeroscale_storage::StorageContext;
 
-fn zeroscale(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroscale"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.current_dir(dir)
-        .env("ZEROSCALE_DATA_DIR", dir.join("data"));
-    cmd
-}
-
 fn sync(dir: &Path, from: &Path, to: &Path, extra: &[&str]) -> String {
-    let out = zeroscale(dir)
+    let out = common::zeroscale(dir)
         .args(["storage", "sync", "--from"])
         .arg(from)
         .arg("--to")

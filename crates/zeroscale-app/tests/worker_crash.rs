@@ -4,8 +4,9 @@
 
 #![cfg(feature = "redis")]
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,28 +18,6 @@ use zeroscale_core::testing::require_service;
 use zeroscale_queue::redis_backend::RedisQueue;
 
 const JOBS: usize = 10_000;
-
-fn worker(dir: &Path, redis: &str, prefix: &str) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroscale"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.arg("worker")
-        .current_dir(dir)
-        .env("ZEROSCALE_DATA_DIR", dir.join("data"))
-        .env("REDIS_URL", redis)
-        .env("ZEROSCALE_QUEUE__KEY_PREFIX", prefix)
-        .env("ZEROSCALE_WORKERS__CONCURRENCY", "16")
-        .env("ZEROSCALE_WORKERS__MODE", "separate")
-        .env("ZEROSCALE_JOBS__LEASE_SECS", "2")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start zeroscale worker")
-}
 
 /// A small deterministic generator, so runs are repeatable.
 struct Lcg(u64);
@@ -85,7 +64,9 @@ async fn sigkilled_workers_lose_no_job() {
     }
 
     let mut rng = Lcg(7);
-    let mut workers: Vec<Child> = (0..3).map(|_| worker(&dir, &url, &prefix)).collect();
+    let mut workers: Vec<Child> = (0..3)
+        .map(|_| common::worker(&dir, &url, &prefix, 16))
+        .collect();
     let mut kills = 0;
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -110,7 +91,7 @@ async fn sigkilled_workers_lose_no_job() {
             let victim = rng.next(workers.len() as u64) as usize;
             let _ = workers[victim].kill(); // SIGKILL
             let _ = workers[victim].wait();
-            workers[victim] = worker(&dir, &url, &prefix);
+            workers[victim] = common::worker(&dir, &url, &prefix, 16);
             kills += 1;
         }
     }

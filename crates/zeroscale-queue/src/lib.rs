@@ -110,6 +110,15 @@ pub(crate) fn validate_new_job(job: &NewJob) -> Result<()> {
     Ok(())
 }
 
+/// The error for an ack, nack, extension or progress report with a lease that is no
+/// longer held.
+pub(crate) fn lease_lost(id: zeroscale_core::queue::JobId) -> Error {
+    Error::conflict(format!(
+        "job {id}: this lease is no longer held (it expired and the job went to another worker, \
+         or the job finished or was cancelled)"
+    ))
+}
+
 /// Progress is 0 to 100.
 pub(crate) fn validate_progress(progress: &Progress) -> Result<()> {
     if progress.percent > 100 {

@@ -59,13 +59,6 @@ impl std::fmt::Debug for MemoryQueue {
     }
 }
 
-fn conflict_lease(id: JobId) -> Error {
-    Error::conflict(format!(
-        "job {id}: this lease is no longer held (it expired and the job went to another worker, \
-         or the job finished or was cancelled)"
-    ))
-}
-
 impl Inner {
     fn make_ready(&mut self, id: JobId) {
         if let Some(r) = self.jobs.get_mut(&id) {
@@ -153,7 +146,7 @@ impl Inner {
             {
                 Ok(r)
             }
-            _ => Err(conflict_lease(lease.job_id)),
+            _ => Err(crate::lease_lost(lease.job_id)),
         }
     }
 }

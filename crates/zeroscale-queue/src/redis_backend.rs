@@ -404,13 +404,6 @@ fn parse_state(s: &str) -> Result<JobState> {
     })
 }
 
-fn conflict_lease(id: JobId) -> Error {
-    Error::conflict(format!(
-        "job {id}: this lease is no longer held (it expired and the job went to another worker, \
-         or the job finished or was cancelled)"
-    ))
-}
-
 impl RedisQueue {
     /// Connects to the configured Redis.
     pub async fn connect(config: &RedisQueueConfig, jobs: &JobsConfig) -> Result<Self> {
@@ -584,7 +577,7 @@ impl Queue for RedisQueue {
         match reply.as_str() {
             "ok" => Ok(()),
             "missing" => Err(Error::not_found(format!("job {}", lease.job_id))),
-            _ => Err(conflict_lease(lease.job_id)),
+            _ => Err(crate::lease_lost(lease.job_id)),
         }
     }
 
@@ -615,7 +608,7 @@ impl Queue for RedisQueue {
                 run_at: reply.get(1).and_then(|t| time(t)).unwrap_or_else(Utc::now),
             }),
             Some("missing") => Err(Error::not_found(format!("job {}", lease.job_id))),
-            _ => Err(conflict_lease(lease.job_id)),
+            _ => Err(crate::lease_lost(lease.job_id)),
         }
     }
 
@@ -641,7 +634,7 @@ impl Queue for RedisQueue {
                 cancelled: true,
             }),
             Some("missing") => Err(Error::not_found(format!("job {}", lease.job_id))),
-            _ => Err(conflict_lease(lease.job_id)),
+            _ => Err(crate::lease_lost(lease.job_id)),
         }
     }
 
@@ -657,7 +650,7 @@ impl Queue for RedisQueue {
         match reply.as_str() {
             "ok" => Ok(()),
             "missing" => Err(Error::not_found(format!("job {}", lease.job_id))),
-            _ => Err(conflict_lease(lease.job_id)),
+            _ => Err(crate::lease_lost(lease.job_id)),
         }
     }
 
