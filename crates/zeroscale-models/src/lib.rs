@@ -1,9 +1,14 @@
 //! zeroscale-models: model providers (a local embedding model, remote APIs, placeholder
 //! images), the model registry and the router with failover.
 //!
-//! Today this crate checks that the configured providers can serve ([`probe`], behind
-//! `/readyz` and `zeroscale doctor`): local model files present, remote endpoints
-//! reachable. The providers themselves arrive with the models issue.
+//! - [`router::Router`]: model ids from the registry, retries with backoff and
+//!   `Retry-After`, failover, cooldown, the embedding cache, costs, health.
+//! - [`placeholder::PlaceholderImages`]: deterministic placeholder PNGs (not generated art).
+//! - [`cache::MemoryEmbeddingCache`]: an in-memory embedding cache.
+//! - [`probe`]: whether configured providers can serve (local model files present, remote
+//!   endpoints reachable), behind `/readyz` and `zeroscale doctor`.
+//!
+//! The local MiniLM provider and the remote API clients are not built yet.
 //!
 //! # Feature flags
 //!
@@ -13,6 +18,10 @@
 //! | `remote-models` | remote API providers (`openai`, `hugging_face`, `replicate`, `fal`, `automatic1111`) | no |
 //!
 //! The placeholder image provider is always compiled.
+
+pub mod cache;
+pub mod placeholder;
+pub mod router;
 
 use std::path::{Path, PathBuf};
 #[cfg(feature = "remote-models")]

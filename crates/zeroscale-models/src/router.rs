@@ -1,0 +1,439 @@
+//! The model router: a model id from the registry is served by its default provider; a
+//! retriable failure (rate limit, outage) is retried with backoff, honouring
+//! `Retry-After`, up to `router.max_retries`; then the fallbacks are tried in order. A
+//! provider that fails `allowed_fails` times within `fail_window_secs` cools down for
+//! `cooldown_secs` and is skipped meanwhile. Embeddings go through the cache, so repeated
+//! inputs never reach a provider. Every call is logged with model, provider, latency,
+//! cost and outcome.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use zeroscale_core::config::{ModelCost, ModelEntry, ModelKind, ModelsConfig, RouterConfig};
+use zeroscale_core::models::{
+    EmbeddingCache, EmbeddingCacheKey, EmbeddingProvider, EmbeddingRequest, EmbeddingResponse,
+    ImageProvider, ImageRequest, ImageResponse, Usage,
+};
+use zeroscale_core::{Error, Result};
+
+/// A result and how it was obtained.
+#[derive(Debug, Clone)]
+pub struct Routed<T> {
+    /// The result.
+    pub value: T,
+    /// The provider that served it (`cache` when nothing was asked of a provider).
+    pub provider: String,
+    /// What it cost, in credits.
+    pub cost: f64,
+}
+
+/// A provider's health as the router sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProviderHealth {
+    /// Skipped until this time, if cooling down.
+    pub cooling_down_until: Option<DateTime<Utc>>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Calls that succeeded.
+    pub successes: u64,
+    /// Calls that failed.
+    pub failures: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    health: ProviderHealth,
+    recent_failures: VecDeque<Instant>,
+    cooling_until: Option<Instant>,
+}
+
+/// Routes model ids to providers; see the module docs.
+pub struct Router {
+    registry: HashMap<String, ModelEntry>,
+    settings: RouterConfig,
+    embedders: HashMap<String, Arc<dyn EmbeddingProvider>>,
+    imagers: HashMap<String, Arc<dyn ImageProvider>>,
+    cache: Option<Arc<dyn EmbeddingCache>>,
+    states: Mutex<HashMap<String, State>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("models", &self.registry.keys().collect::<Vec<_>>())
+            .field("embedders", &self.embedders.keys().collect::<Vec<_>>())
+            .field("imagers", &self.imagers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Outcome<T> {
+    Done(T),
+    /// The caller's input is wrong: no other provider will do better.
+    Stop(Error),
+    /// This provider failed; try the next.
+    Next(Error),
+}
+
+impl Router {
+    /// A router for the registry of `config`, with no providers yet.
+    pub fn new(config: &ModelsConfig) -> Self {
+        Router {
+            registry: config.registry.clone().into_iter().collect(),
+            settings: config.router.clone(),
+            embedders: HashMap::new(),
+            imagers: HashMap::new(),
+            cache: None,
+            states: Mutex::default(),
+        }
+    }
+
+    /// Adds an embedding provider under its config name.
+    pub fn add_embedding_provider(&mut self, name: &str, provider: Arc<dyn EmbeddingProvider>) {
+        self.embedders.insert(name.to_owned(), provider);
+    }
+
+    /// Adds an image provider under its config name.
+    pub fn add_image_provider(&mut self, name: &str, provider: Arc<dyn ImageProvider>) {
+        self.imagers.insert(name.to_owned(), provider);
+    }
+
+    /// Caches embeddings in `cache`.
+    pub fn set_embedding_cache(&mut self, cache: Arc<dyn EmbeddingCache>) {
+        self.cache = Some(cache);
+    }
+
+    fn entry(&self, model: &str, kind: ModelKind) -> Result<&ModelEntry> {
+        let entry = self.registry.get(model).ok_or_else(|| {
+            Error::not_found(format!(
+                "model `{model}` (known models: {})",
+                self.registry.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        if entry.kind != kind {
+            return Err(Error::invalid_input(format!(
+                "model `{model}` is not an {kind:?} model"
+            )));
+        }
+        Ok(entry)
+    }
+
+    fn chain(entry: &ModelEntry) -> Vec<String> {
+        std::iter::once(entry.provider.clone())
+            .chain(entry.fallbacks.iter().cloned())
+            .collect()
+    }
+
+    fn cooling(&self, provider: &str) -> bool {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let state = states.entry(provider.to_owned()).or_default();
+        match state.cooling_until {
+            Some(until) if until > Instant::now() => true,
+            Some(_) => {
+                state.cooling_until = None;
+                state.health.cooling_down_until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn record(&self, provider: &str, result: std::result::Result<(), &Error>) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let state = states.entry(provider.to_owned()).or_default();
+        match result {
+            Ok(()) => state.health.successes += 1,
+            Err(e) => {
+                state.health.failures += 1;
+                state.health.last_error = Some(e.chain());
+                let now = Instant::now();
+                let window = Duration::from_secs(self.settings.fail_window_secs);
+                state.recent_failures.push_back(now);
+                while state
+                    .recent_failures
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > window)
+                {
+                    state.recent_failures.pop_front();
+                }
+                if state.recent_failures.len() as u32 >= self.settings.allowed_fails.max(1) {
+                    let cooldown = Duration::from_secs(self.settings.cooldown_secs);
+                    state.cooling_until = Some(now + cooldown);
+                    state.health.cooling_down_until =
+                        Some(Utc::now() + chrono::Duration::from_std(cooldown).unwrap_or_default());
+                    state.recent_failures.clear();
+                    tracing::warn!(
+                        provider,
+                        cooldown_secs = cooldown.as_secs(),
+                        "provider cooling down"
+                    );
+                }
+            }
+        }
+    }
+
+    /// How long to wait before retry number `attempt` (from 1) after `error`.
+    fn wait(&self, attempt: u32, error: &Error) -> Duration {
+        let cap = Duration::from_secs(self.settings.max_retry_after_secs);
+        match error.retry_after() {
+            Some(after) => after.min(cap),
+            None => Duration::from_millis(self.settings.backoff_base_ms)
+                .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+                .min(cap),
+        }
+    }
+
+    /// Tries `call` on each provider of the chain with retries; `kind` names the work.
+    async fn route<T, F, Fut>(
+        &self,
+        model: &str,
+        chain: Vec<String>,
+        call: F,
+    ) -> Result<(T, String)>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Outcome<T>>,
+    {
+        let mut failures = Vec::new();
+        for provider in chain {
+            if self.cooling(&provider) {
+                failures.push(format!("{provider}: cooling down"));
+                continue;
+            }
+            let mut attempt = 0;
+            loop {
+                let started = Instant::now();
+                let outcome = call(provider.clone()).await;
+                let latency_ms = started.elapsed().as_millis() as u64;
+                match outcome {
+                    Outcome::Done(value) => {
+                        self.record(&provider, Ok(()));
+                        tracing::info!(model, %provider, latency_ms, outcome = "ok", "model call");
+                        return Ok((value, provider));
+                    }
+                    Outcome::Stop(e) => {
+                        tracing::info!(model, %provider, latency_ms, outcome = %e.kind(), "model call");
+                        return Err(e);
+                    }
+                    Outcome::Next(e) => {
+                        self.record(&provider, Err(&e));
+                        tracing::warn!(model, %provider, latency_ms, outcome = %e.kind(), error = %e.chain(), "model call");
+                        attempt += 1;
+                        if e.is_retriable()
+                            && attempt <= self.settings.max_retries
+                            && !self.cooling(&provider)
+                        {
+                            tokio::time::sleep(self.wait(attempt, &e)).await;
+                            continue;
+                        }
+                        failures.push(format!("{provider}: {}", e.chain()));
+                        break;
+                    }
+                }
+            }
+        }
+        Err(Error::unavailable(format!(
+            "every provider of model `{model}` failed: {}",
+            failures.join("; ")
+        )))
+    }
+
+    fn classify<T>(result: Result<T>) -> Outcome<T> {
+        match result {
+            Ok(v) => Outcome::Done(v),
+            Err(e @ Error::InvalidInput { .. }) => Outcome::Stop(e),
+            Err(e) => Outcome::Next(e),
+        }
+    }
+
+    fn cost(entry: &ModelEntry, provider: &str) -> ModelCost {
+        entry
+            .routes
+            .get(provider)
+            .map(|r| r.cost.clone())
+            .unwrap_or_default()
+    }
+
+    fn remote_model(entry: &ModelEntry, model: &str, provider: &str) -> String {
+        entry
+            .routes
+            .get(provider)
+            .and_then(|r| r.remote_model.clone())
+            .unwrap_or_else(|| model.to_owned())
+    }
+
+    /// Embeds `inputs` with model id `model`.
+    pub async fn embed(
+        &self,
+        model: &str,
+        inputs: Vec<String>,
+    ) -> Result<Routed<EmbeddingResponse>> {
+        let entry = self.entry(model, ModelKind::Embedding)?;
+        let keys: Vec<EmbeddingCacheKey> = inputs
+            .iter()
+            .map(|i| EmbeddingCacheKey::new(model, i))
+            .collect();
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
+        if let Some(cache) = &self.cache {
+            for (slot, key) in vectors.iter_mut().zip(&keys) {
+                *slot = cache.get(key).await?;
+            }
+        }
+        let missing: Vec<usize> = (0..inputs.len())
+            .filter(|&i| vectors[i].is_none())
+            .collect();
+        if missing.is_empty() && !inputs.is_empty() {
+            let vectors: Vec<Vec<f32>> = vectors.into_iter().flatten().collect();
+            let dimensions = vectors.first().map_or(0, Vec::len);
+            return Ok(Routed {
+                value: EmbeddingResponse {
+                    model: model.to_owned(),
+                    vectors,
+                    dimensions,
+                    usage: Usage::default(),
+                },
+                provider: "cache".to_owned(),
+                cost: 0.0,
+            });
+        }
+        let batch: Vec<String> = missing.iter().map(|&i| inputs[i].clone()).collect();
+        let (response, provider) = self
+            .route(model, Self::chain(entry), |provider| {
+                let batch = batch.clone();
+                let embedder = self.embedders.get(&provider).cloned();
+                let remote = Self::remote_model(entry, model, &provider);
+                async move {
+                    let Some(embedder) = embedder else {
+                        return Outcome::Next(Error::config(
+                            format!("models.providers.{provider}"),
+                            "no embedding provider of that name is running",
+                        ));
+                    };
+                    let expected = batch.len();
+                    match embedder
+                        .embed(EmbeddingRequest {
+                            model: remote,
+                            inputs: batch,
+                        })
+                        .await
+                    {
+                        Ok(r) if r.vectors.len() != expected => Outcome::Next(Error::backend(
+                            provider.clone(),
+                            std::io::Error::other(format!(
+                                "returned {} vectors for {expected} inputs",
+                                r.vectors.len()
+                            )),
+                        )),
+                        other => Self::classify(other),
+                    }
+                }
+            })
+            .await?;
+        if let Some(cache) = &self.cache {
+            for (&i, vector) in missing.iter().zip(&response.vectors) {
+                cache.put(&keys[i], vector).await?;
+            }
+        }
+        for (&i, vector) in missing.iter().zip(response.vectors.iter()) {
+            vectors[i] = Some(vector.clone());
+        }
+        let price = Self::cost(entry, &provider);
+        let cost =
+            price.per_call + price.per_1k_tokens * response.usage.prompt_tokens as f64 / 1000.0;
+        let vectors: Vec<Vec<f32>> = vectors.into_iter().flatten().collect();
+        Ok(Routed {
+            value: EmbeddingResponse {
+                model: model.to_owned(),
+                dimensions: response.dimensions,
+                usage: response.usage,
+                vectors,
+            },
+            provider,
+            cost,
+        })
+    }
+
+    /// Generates images with model id `model`.
+    pub async fn generate(
+        &self,
+        model: &str,
+        request: ImageRequest,
+    ) -> Result<Routed<ImageResponse>> {
+        let entry = self.entry(model, ModelKind::Image)?;
+        let (response, provider) = self
+            .route(model, Self::chain(entry), |provider| {
+                let imager = self.imagers.get(&provider).cloned();
+                let mut request = request.clone();
+                request.model = Self::remote_model(entry, model, &provider);
+                async move {
+                    match imager {
+                        Some(imager) => Self::classify(imager.generate(request).await),
+                        None => Outcome::Next(Error::config(
+                            format!("models.providers.{provider}"),
+                            "no image provider of that name is running",
+                        )),
+                    }
+                }
+            })
+            .await?;
+        let price = Self::cost(entry, &provider);
+        let cost = price.per_call + price.per_image * response.images.len() as f64;
+        Ok(Routed {
+            value: response,
+            provider,
+            cost,
+        })
+    }
+
+    /// Every provider's health, by name.
+    pub fn health(&self) -> Vec<(String, ProviderHealth)> {
+        let names: Vec<String> = self
+            .embedders
+            .keys()
+            .chain(self.imagers.keys())
+            .cloned()
+            .collect();
+        let mut out: Vec<(String, ProviderHealth)> = names
+            .into_iter()
+            .map(|name| {
+                let cooling = self.cooling(&name);
+                let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+                let mut health = states
+                    .get(&name)
+                    .map(|s| s.health.clone())
+                    .unwrap_or_default();
+                if !cooling {
+                    health.cooling_down_until = None;
+                }
+                (name, health)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
+        out
+    }
+
+    /// Runs provider `name`'s health check now; a success ends its cooldown.
+    pub async fn check(&self, name: &str) -> Result<()> {
+        let result = if let Some(p) = self.embedders.get(name) {
+            p.health().await
+        } else if let Some(p) = self.imagers.get(name) {
+            p.health().await
+        } else {
+            return Err(Error::not_found(format!("provider `{name}`")));
+        };
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let state = states.entry(name.to_owned()).or_default();
+        match &result {
+            Ok(()) => {
+                state.cooling_until = None;
+                state.health.cooling_down_until = None;
+            }
+            Err(e) => state.health.last_error = Some(e.chain()),
+        }
+        result
+    }
+}

@@ -1,0 +1,314 @@
+//! The router against scripted providers (test doubles of the provider traits): retries
+//! with backoff and Retry-After, failover, cooldown, the cache, costs, placeholder images.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use zeroscale_core::config::{
+    ModelCost, ModelEntry, ModelKind, ModelRoute, ModelsConfig, RouterConfig,
+};
+use zeroscale_core::models::{
+    EmbeddingProvider, EmbeddingRequest, EmbeddingResponse, ImageData, ImageRequest, Usage,
+};
+use zeroscale_core::{Error, Result};
+use zeroscale_models::cache::MemoryEmbeddingCache;
+use zeroscale_models::placeholder::PlaceholderImages;
+use zeroscale_models::router::Router;
+
+/// Answers each call with the next scripted result; `Ok` gives one vector per input.
+#[derive(Debug)]
+struct Scripted {
+    name: String,
+    script: Mutex<VecDeque<Result<()>>>,
+    calls: Mutex<Vec<EmbeddingRequest>>,
+}
+
+impl Scripted {
+    fn new(name: &str, script: Vec<Result<()>>) -> Arc<Self> {
+        Arc::new(Scripted {
+            name: name.into(),
+            script: Mutex::new(script.into()),
+            calls: Mutex::default(),
+        })
+    }
+    fn calls(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl EmbeddingProvider for Scripted {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
+        self.calls.lock().unwrap().push(request.clone());
+        self.script.lock().unwrap().pop_front().unwrap_or(Ok(()))?;
+        let vectors: Vec<Vec<f32>> = request
+            .inputs
+            .iter()
+            .map(|t| vec![t.len() as f32, 1.0])
+            .collect();
+        Ok(EmbeddingResponse {
+            model: request.model,
+            dimensions: 2,
+            usage: Usage {
+                prompt_tokens: 2000,
+                total_tokens: 2000,
+            },
+            vectors,
+        })
+    }
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn config(fallbacks: &[&str]) -> ModelsConfig {
+    let mut config = ModelsConfig {
+        router: RouterConfig {
+            max_retries: 2,
+            backoff_base_ms: 10,
+            max_retry_after_secs: 2,
+            allowed_fails: 3,
+            fail_window_secs: 60,
+            cooldown_secs: 300,
+        },
+        ..Default::default()
+    };
+    let mut routes = std::collections::BTreeMap::new();
+    routes.insert(
+        "backup".to_owned(),
+        ModelRoute {
+            remote_model: Some("backup-model".into()),
+            cost: ModelCost {
+                per_call: 1.0,
+                per_1k_tokens: 0.5,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    config.registry.insert(
+        "minilm".into(),
+        ModelEntry {
+            kind: ModelKind::Embedding,
+            provider: "primary".into(),
+            fallbacks: fallbacks.iter().map(|s| (*s).to_owned()).collect(),
+            routes,
+        },
+    );
+    config.registry.insert(
+        "art".into(),
+        ModelEntry {
+            kind: ModelKind::Image,
+            provider: "placeholder".into(),
+            fallbacks: vec![],
+            routes: Default::default(),
+        },
+    );
+    config
+}
+
+fn outage() -> Result<()> {
+    Err(Error::unavailable("503 from the provider"))
+}
+
+#[tokio::test]
+async fn retries_then_fails_over_with_cost() {
+    let primary = Scripted::new("primary", vec![outage(), outage(), outage()]);
+    let backup = Scripted::new("backup", vec![]);
+    let mut router = Router::new(&config(&["backup"]));
+    router.add_embedding_provider("primary", primary.clone());
+    router.add_embedding_provider("backup", backup.clone());
+    let routed = router.embed("minilm", vec!["hello".into()]).await.unwrap();
+    assert_eq!(primary.calls(), 3, "1 call + 2 retries");
+    assert_eq!(routed.provider, "backup");
+    assert_eq!(
+        backup.calls.lock().unwrap()[0].model,
+        "backup-model",
+        "the route's remote name"
+    );
+    assert_eq!(routed.value.vectors, vec![vec![5.0, 1.0]]);
+    assert!(
+        (routed.cost - 2.0).abs() < 1e-9,
+        "1 per call + 0.5 × 2k tokens: {}",
+        routed.cost
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let primary = Scripted::new(
+        "primary",
+        vec![Err(Error::rate_limited(
+            "429",
+            Some(Duration::from_millis(400)),
+        ))],
+    );
+    let mut router = Router::new(&config(&[]));
+    router.add_embedding_provider("primary", primary.clone());
+    let started = Instant::now();
+    let routed = router.embed("minilm", vec!["x".into()]).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(routed.provider, "primary");
+    assert_eq!(primary.calls(), 2);
+}
+
+#[tokio::test]
+async fn invalid_input_does_not_fail_over() {
+    let primary = Scripted::new("primary", vec![Err(Error::invalid_input("input too long"))]);
+    let backup = Scripted::new("backup", vec![]);
+    let mut router = Router::new(&config(&["backup"]));
+    router.add_embedding_provider("primary", primary.clone());
+    router.add_embedding_provider("backup", backup.clone());
+    let err = router.embed("minilm", vec!["x".into()]).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    assert_eq!(backup.calls(), 0);
+}
+
+#[tokio::test]
+async fn failing_provider_cools_down_and_is_skipped() {
+    // Unauthenticated is not retriable: one failure per request.
+    let bad_key = || Err(Error::unauthenticated("401: bad API key"));
+    let primary = Scripted::new("primary", vec![bad_key(), bad_key(), bad_key(), bad_key()]);
+    let backup = Scripted::new("backup", vec![]);
+    let mut router = Router::new(&config(&["backup"]));
+    router.add_embedding_provider("primary", primary.clone());
+    router.add_embedding_provider("backup", backup.clone());
+    for i in 0..3 {
+        let routed = router.embed("minilm", vec![format!("r{i}")]).await.unwrap();
+        assert_eq!(routed.provider, "backup");
+    }
+    assert_eq!(primary.calls(), 3);
+    let health = router.health();
+    let primary_health = &health.iter().find(|(n, _)| n == "primary").unwrap().1;
+    assert!(
+        primary_health.cooling_down_until.is_some(),
+        "{primary_health:?}"
+    );
+    assert_eq!(primary_health.failures, 3);
+    assert!(
+        primary_health
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("bad API key")
+    );
+    // Cooling down: skipped without a call.
+    router.embed("minilm", vec!["r3".into()]).await.unwrap();
+    assert_eq!(primary.calls(), 3, "a cooling provider is not called");
+    // A manual health check that passes ends the cooldown.
+    router.check("primary").await.unwrap();
+    assert!(
+        router
+            .health()
+            .iter()
+            .all(|(_, h)| h.cooling_down_until.is_none())
+    );
+}
+
+#[tokio::test]
+async fn every_provider_failing_is_unavailable_naming_each() {
+    let primary = Scripted::new("primary", vec![outage(), outage(), outage()]);
+    let backup = Scripted::new("backup", vec![outage(), outage(), outage()]);
+    let mut router = Router::new(&config(&["backup"]));
+    router.add_embedding_provider("primary", primary);
+    router.add_embedding_provider("backup", backup);
+    let err = router.embed("minilm", vec!["x".into()]).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("primary:") && text.contains("backup:"),
+        "{text}"
+    );
+    let err = router.embed("nope", vec![]).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn cached_inputs_never_reach_a_provider() {
+    let primary = Scripted::new("primary", vec![]);
+    let mut router = Router::new(&config(&[]));
+    router.add_embedding_provider("primary", primary.clone());
+    router.set_embedding_cache(Arc::new(MemoryEmbeddingCache::new(100)));
+    router
+        .embed("minilm", vec!["a".into(), "bb".into()])
+        .await
+        .unwrap();
+    let routed = router
+        .embed("minilm", vec!["bb".into(), "ccc".into(), "a".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        routed.value.vectors,
+        vec![vec![2.0, 1.0], vec![3.0, 1.0], vec![1.0, 1.0]],
+        "order kept"
+    );
+    assert_eq!(
+        primary.calls.lock().unwrap()[1].inputs,
+        vec!["ccc".to_owned()],
+        "only the miss is sent"
+    );
+    let routed = router.embed("minilm", vec!["a".into()]).await.unwrap();
+    assert_eq!((routed.provider.as_str(), routed.cost), ("cache", 0.0));
+    assert_eq!(primary.calls(), 2);
+}
+
+#[tokio::test]
+async fn placeholder_images_are_valid_deterministic_pngs() {
+    let mut router = Router::new(&config(&[]));
+    router.add_image_provider(
+        "placeholder",
+        Arc::new(PlaceholderImages::new("placeholder")),
+    );
+    let request = |seed| ImageRequest {
+        model: String::new(),
+        prompt: "a lighthouse at dusk".into(),
+        negative_prompt: None,
+        width: 96,
+        height: 64,
+        count: 2,
+        seed: Some(seed),
+        extra: Default::default(),
+    };
+    let a = router.generate("art", request(7)).await.unwrap();
+    assert_eq!(a.provider, "placeholder");
+    assert_eq!(
+        a.value.metadata["placeholder"], true,
+        "labelled as a placeholder"
+    );
+    let bytes = |r: &zeroscale_models::router::Routed<zeroscale_core::models::ImageResponse>,
+                 i: usize| match &r.value.images[i].data {
+        ImageData::Bytes { data, mime_type } => {
+            assert_eq!(mime_type, "image/png");
+            data.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    // An independent decoder reads it.
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes(&a, 0).to_vec()));
+    let mut reader = decoder.read_info().expect("a valid PNG");
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).expect("pixels");
+    assert_eq!((info.width, info.height), (96, 64));
+    let b = router.generate("art", request(7)).await.unwrap();
+    assert_eq!(bytes(&a, 0), bytes(&b, 0), "same request, same image");
+    assert_ne!(
+        bytes(&a, 0),
+        bytes(&a, 1),
+        "each image of a request differs"
+    );
+    let c = router.generate("art", request(8)).await.unwrap();
+    assert_ne!(bytes(&a, 0), bytes(&c, 0), "another seed, another image");
+    let mut too_big = request(1);
+    too_big.width = 10_000;
+    let err = router.generate("art", too_big).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+}
