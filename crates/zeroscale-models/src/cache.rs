@@ -8,14 +8,17 @@ use async_trait::async_trait;
 use zeroscale_core::Result;
 use zeroscale_core::models::{EmbeddingCache, EmbeddingCacheKey};
 
+/// The vectors, and their keys oldest first.
+type Entries = (
+    HashMap<EmbeddingCacheKey, Vec<f32>>,
+    VecDeque<EmbeddingCacheKey>,
+);
+
 /// Embeddings kept in memory; the oldest entry goes when `capacity` is reached.
 #[derive(Debug)]
 pub struct MemoryEmbeddingCache {
     capacity: usize,
-    inner: Mutex<(
-        HashMap<EmbeddingCacheKey, Vec<f32>>,
-        VecDeque<EmbeddingCacheKey>,
-    )>,
+    inner: Mutex<Entries>,
 }
 
 impl MemoryEmbeddingCache {

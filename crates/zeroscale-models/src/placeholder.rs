@@ -108,7 +108,7 @@ pub fn render(prompt: &str, width: u32, height: u32, seed: u64, index: u32) -> V
     let h = hasher.finalize();
     let (c1, c2) = ([h[0], h[1], h[2]], [h[3], h[4], h[5]]);
     let mut pixels = Vec::with_capacity(width as usize * height as usize * 3);
-    let span = (width + height).max(1) as u32;
+    let span = (width + height).max(1);
     for y in 0..height {
         for x in 0..width {
             let t = (x + y) * 255 / span;
