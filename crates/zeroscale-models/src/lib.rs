@@ -8,7 +8,9 @@
 //! - [`probe`]: whether configured providers can serve (local model files present, remote
 //!   endpoints reachable), behind `/readyz` and `zeroscale doctor`.
 //!
-//! The local MiniLM provider and the remote API clients are not built yet.
+//! - [`remote`] (feature `remote-models`): the OpenAI-compatible embeddings client.
+//!
+//! The local MiniLM provider and the other remote clients are not built yet.
 //!
 //! # Feature flags
 //!
@@ -21,6 +23,8 @@
 
 pub mod cache;
 pub mod placeholder;
+#[cfg(feature = "remote-models")]
+pub mod remote;
 pub mod router;
 
 use std::path::{Path, PathBuf};
@@ -129,7 +133,7 @@ pub async fn probe(config: &ModelsConfig, name: &str) -> Result<String> {
 
 /// Opens a TCP connection to the host and port of `base_url`.
 #[cfg(feature = "remote-models")]
-async fn reachable(name: &str, base_url: &str, timeout: Duration) -> Result<String> {
+pub(crate) async fn reachable(name: &str, base_url: &str, timeout: Duration) -> Result<String> {
     let key = format!("models.providers.{name}.base_url");
     let (scheme, rest) = base_url
         .split_once("://")

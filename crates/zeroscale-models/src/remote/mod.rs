@@ -1,0 +1,111 @@
+//! Remote API providers (feature `remote-models`): HTTP clients with rustls, and the one
+//! mapping from HTTP failures to zeroscale's error kinds that they all use.
+
+pub mod openai;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use zeroscale_core::Error;
+
+/// A `Retry-After` header: seconds, or an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
+}
+
+/// The message in an API error body (`{"error": {"message": …}}` or `{"error": "…"}`),
+/// else the body itself, shortened.
+fn body_message(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let message = parsed.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("error"))
+            .or_else(|| v.get("detail"))
+            .and_then(|m| m.as_str().map(str::to_owned))
+    });
+    let text = message.unwrap_or_else(|| body.trim().to_owned());
+    text.chars().take(300).collect()
+}
+
+/// Maps an HTTP error response from `provider` to an error kind: 429 → rate limited (with
+/// `Retry-After`), 401/403 → unauthenticated, other 4xx → invalid input, 5xx → unavailable.
+pub(crate) fn http_error(
+    provider: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+) -> Error {
+    let message = format!(
+        "{provider} answered HTTP {}: {}",
+        status.as_u16(),
+        body_message(body)
+    );
+    match status.as_u16() {
+        429 => Error::rate_limited(message, retry_after(headers)),
+        401 | 403 => Error::unauthenticated(format!("{message} (check the provider's api_key)")),
+        400..=499 => Error::invalid_input(message),
+        _ => Error::unavailable(message),
+    }
+}
+
+/// Maps a transport failure (connect, timeout, bad body) from `provider`.
+pub(crate) fn transport_error(provider: &str, e: reqwest::Error) -> Error {
+    if e.is_decode() {
+        return Error::backend(provider.to_owned(), e);
+    }
+    Error::unavailable_from(format!("{provider} did not answer"), e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_date() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "2".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        h.insert(RETRY_AFTER, later.parse().unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn status_kinds() {
+        let h = HeaderMap::new();
+        let e = http_error(
+            "p",
+            StatusCode::BAD_REQUEST,
+            &h,
+            r#"{"error":{"message":"too long"}}"#,
+        );
+        assert!(
+            matches!(e, Error::InvalidInput { .. }) && e.to_string().contains("too long"),
+            "{e}"
+        );
+        assert!(matches!(
+            http_error("p", StatusCode::UNAUTHORIZED, &h, ""),
+            Error::Unauthenticated { .. }
+        ));
+        assert!(matches!(
+            http_error("p", StatusCode::BAD_GATEWAY, &h, ""),
+            Error::Unavailable { .. }
+        ));
+        assert!(matches!(
+            http_error("p", StatusCode::TOO_MANY_REQUESTS, &h, ""),
+            Error::RateLimited { .. }
+        ));
+    }
+}
