@@ -8,11 +8,11 @@
 //! - [`probe`]: whether configured providers can serve (local model files present, remote
 //!   endpoints reachable), behind `/readyz` and `zeroscale doctor`.
 //!
-//! - [`remote`] (feature `remote-models`): OpenAI-compatible embeddings and images, and
-//!   Automatic1111, with one mapping of HTTP failures to error kinds.
+//! - [`remote`] (feature `remote-models`): OpenAI-compatible embeddings and images,
+//!   Automatic1111, Hugging Face, Replicate and Fal, with one mapping of HTTP failures to
+//!   error kinds.
 //!
-//! The local MiniLM provider and the Hugging Face, Replicate and Fal clients are not
-//! built yet.
+//! The local MiniLM provider (candle) is not built yet.
 //!
 //! # Feature flags
 //!

@@ -356,6 +356,21 @@ impl Router {
         })
     }
 
+    /// The provider-side name of an image model: the route's `version` (Replicate), else
+    /// its `endpoint` (Fal), else its `remote_model`, else the model id.
+    fn remote_image_model(entry: &ModelEntry, model: &str, provider: &str) -> String {
+        entry
+            .routes
+            .get(provider)
+            .and_then(|r| {
+                r.version
+                    .clone()
+                    .or_else(|| r.endpoint.clone())
+                    .or_else(|| r.remote_model.clone())
+            })
+            .unwrap_or_else(|| model.to_owned())
+    }
+
     /// Generates images with model id `model`.
     pub async fn generate(
         &self,
@@ -367,7 +382,7 @@ impl Router {
             .route(model, Self::chain(entry), |provider| {
                 let imager = self.imagers.get(&provider).cloned();
                 let mut request = request.clone();
-                request.model = Self::remote_model(entry, model, &provider);
+                request.model = Self::remote_image_model(entry, model, &provider);
                 async move {
                     match imager {
                         Some(imager) => Self::classify(imager.generate(request).await),

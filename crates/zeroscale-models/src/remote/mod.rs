@@ -1,6 +1,7 @@
 //! Remote API providers (feature `remote-models`): HTTP clients with rustls, and the one
 //! mapping from HTTP failures to zeroscale's error kinds that they all use.
 
+pub mod hosted;
 pub mod images;
 pub mod openai;
 
