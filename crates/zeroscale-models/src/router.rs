@@ -91,6 +91,88 @@ impl Router {
         }
     }
 
+    /// A router with a provider for every entry of `config.providers` whose kind this
+    /// build can run: placeholder always; with `remote-models` the HTTP clients
+    /// (`openai` serves both embeddings and images). Returns the router and, per provider
+    /// that could not be set up, why. The local MiniLM provider is not built yet and is
+    /// reported so.
+    pub fn from_config(config: &ModelsConfig) -> Result<(Router, Vec<(String, Error)>)> {
+        use zeroscale_core::config::ProviderConfig;
+        let mut router = Router::new(config);
+        let mut missing = Vec::new();
+        for (name, provider) in &config.providers {
+            match provider {
+                ProviderConfig::Placeholder(_) => {
+                    router.add_image_provider(
+                        name,
+                        Arc::new(crate::placeholder::PlaceholderImages::new(name)),
+                    );
+                }
+                ProviderConfig::Local(_) => missing.push((
+                    name.clone(),
+                    Error::not_supported(
+                        "local embeddings (all-MiniLM-L6-v2 with candle)",
+                        "zeroscale-models",
+                    ),
+                )),
+                #[cfg(feature = "remote-models")]
+                ProviderConfig::Openai(c) => {
+                    use crate::remote::images::{HttpImages, ImageApi};
+                    router.add_embedding_provider(
+                        name,
+                        Arc::new(crate::remote::openai::OpenAiEmbeddings::new(name, c)?),
+                    );
+                    router.add_image_provider(
+                        name,
+                        Arc::new(HttpImages::new(name, ImageApi::OpenAi, c)?),
+                    );
+                }
+                #[cfg(feature = "remote-models")]
+                ProviderConfig::HuggingFace(c) => {
+                    router.add_embedding_provider(
+                        name,
+                        Arc::new(crate::remote::hosted::HuggingFaceEmbeddings::new(name, c)?),
+                    );
+                }
+                #[cfg(feature = "remote-models")]
+                ProviderConfig::Replicate(c) => {
+                    router.add_image_provider(
+                        name,
+                        Arc::new(crate::remote::hosted::ReplicateImages::new(name, c)?),
+                    );
+                }
+                #[cfg(feature = "remote-models")]
+                ProviderConfig::Fal(c) => {
+                    router.add_image_provider(
+                        name,
+                        Arc::new(crate::remote::hosted::FalImages::new(name, c)?),
+                    );
+                }
+                #[cfg(feature = "remote-models")]
+                ProviderConfig::Automatic1111(c) => {
+                    use crate::remote::images::{HttpImages, ImageApi};
+                    router.add_image_provider(
+                        name,
+                        Arc::new(HttpImages::new(name, ImageApi::Automatic1111, c)?),
+                    );
+                }
+                #[cfg(not(feature = "remote-models"))]
+                other => missing.push((
+                    name.clone(),
+                    Error::not_compiled_in(
+                        &format!("models.providers.{name}.kind"),
+                        other.kind(),
+                        "remote-models",
+                    ),
+                )),
+            }
+        }
+        for (name, why) in &missing {
+            tracing::warn!(provider = %name, reason = %why, "model provider not available");
+        }
+        Ok((router, missing))
+    }
+
     /// Adds an embedding provider under its config name.
     pub fn add_embedding_provider(&mut self, name: &str, provider: Arc<dyn EmbeddingProvider>) {
         self.embedders.insert(name.to_owned(), provider);

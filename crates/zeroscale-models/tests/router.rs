@@ -312,3 +312,60 @@ async fn placeholder_images_are_valid_deterministic_pngs() {
     let err = router.generate("art", too_big).await.unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn router_from_config_builds_each_kind() {
+    use zeroscale_core::config::{LocalModelConfig, PlaceholderConfig, ProviderConfig};
+    let mut config = config(&[]);
+    config.providers.insert(
+        "placeholder".into(),
+        ProviderConfig::Placeholder(PlaceholderConfig::default()),
+    );
+    config.providers.insert(
+        "local".into(),
+        ProviderConfig::Local(LocalModelConfig::default()),
+    );
+    let (router, missing) = Router::from_config(&config).unwrap();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].0, "local");
+    assert!(
+        matches!(missing[0].1, Error::NotSupported { .. }),
+        "{}",
+        missing[0].1
+    );
+    let request = ImageRequest {
+        model: String::new(),
+        prompt: "p".into(),
+        negative_prompt: None,
+        width: 8,
+        height: 8,
+        count: 1,
+        seed: None,
+        extra: Default::default(),
+    };
+    assert_eq!(
+        router.generate("art", request).await.unwrap().provider,
+        "placeholder"
+    );
+    let names: Vec<String> = router.health().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["placeholder"]);
+}
+
+#[cfg(feature = "remote-models")]
+#[tokio::test]
+async fn router_from_config_checks_remote_urls() {
+    use zeroscale_core::config::{ProviderConfig, RemoteProviderConfig};
+    let mut config = config(&[]);
+    config.providers.insert(
+        "api".into(),
+        ProviderConfig::Openai(RemoteProviderConfig {
+            base_url: "not a url".into(),
+            ..Default::default()
+        }),
+    );
+    let err = Router::from_config(&config).map(|_| ()).unwrap_err();
+    assert!(
+        err.to_string().contains("models.providers.api.base_url"),
+        "{err}"
+    );
+}
