@@ -6,121 +6,18 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde_json::{Value, json};
 use zeroscale_core::config::RemoteProviderConfig;
 use zeroscale_core::models::{
-    EmbeddingProvider, EmbeddingRequest, EmbeddingResponse, GeneratedImage, ImageData,
-    ImageProvider, ImageRequest, ImageResponse, Usage,
+    EmbeddingProvider, EmbeddingRequest, EmbeddingResponse, ImageProvider, ImageRequest,
+    ImageResponse, Usage,
 };
-use zeroscale_core::{Error, Result, Secret};
+use zeroscale_core::{Error, Result};
 
-use super::{http_error, transport_error};
+use super::ApiClient;
 
 /// How often asynchronous jobs are polled.
 const POLL: Duration = Duration::from_millis(500);
-
-/// A shared HTTP client with the provider's base URL, key and timeout.
-#[derive(Debug, Clone)]
-struct Http {
-    name: String,
-    base_url: String,
-    api_key: Option<Secret<String>>,
-    timeout: Duration,
-    client: reqwest::Client,
-}
-
-impl Http {
-    fn new(name: &str, config: &RemoteProviderConfig) -> Result<Self> {
-        if !(config.base_url.starts_with("http://") || config.base_url.starts_with("https://")) {
-            return Err(Error::config(
-                format!("models.providers.{name}.base_url"),
-                "set an http(s) URL",
-            ));
-        }
-        let timeout = Duration::from_secs(config.timeout_secs.max(1));
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| Error::config(format!("models.providers.{name}"), e.to_string()))?;
-        Ok(Http {
-            name: name.to_owned(),
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
-            api_key: config.api_key.clone(),
-            timeout,
-            client,
-        })
-    }
-
-    fn url(&self, path_or_url: &str) -> String {
-        if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
-            path_or_url.to_owned()
-        } else {
-            format!("{}{path_or_url}", self.base_url)
-        }
-    }
-
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-        auth: &str,
-    ) -> Result<reqwest::Response> {
-        let request = match &self.api_key {
-            Some(key) => request.header("authorization", format!("{auth} {}", key.expose())),
-            None => request,
-        };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(&self.name, e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let headers = response.headers().clone();
-        let body = response.text().await.unwrap_or_default();
-        Err(http_error(&self.name, status, &headers, &body))
-    }
-
-    async fn json(&self, request: reqwest::RequestBuilder, auth: &str) -> Result<Value> {
-        self.send(request, auth)
-            .await?
-            .json()
-            .await
-            .map_err(|e| transport_error(&self.name, e))
-    }
-
-    async fn fetch_image(&self, url: &str) -> Result<GeneratedImage> {
-        let response = self.send(self.client.get(url), "Bearer").await?;
-        let mime = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_owned();
-        let data: Bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&self.name, e))?;
-        Ok(GeneratedImage {
-            data: ImageData::Bytes {
-                data,
-                mime_type: mime,
-            },
-            seed: None,
-        })
-    }
-
-    fn timed_out(&self, started: Instant, what: &str) -> Option<Error> {
-        (started.elapsed() > self.timeout).then(|| {
-            Error::unavailable(format!(
-                "{} did not finish {what} within {}s",
-                self.name,
-                self.timeout.as_secs()
-            ))
-        })
-    }
-}
 
 fn urls(output: &Value) -> Vec<String> {
     match output {
@@ -138,12 +35,12 @@ fn urls(output: &Value) -> Vec<String> {
 /// Hugging Face Inference feature-extraction: `POST {base_url}/{model}` with
 /// `{"inputs": [...]}`, answered by one vector per input (token vectors are mean-pooled).
 #[derive(Debug, Clone)]
-pub struct HuggingFaceEmbeddings(Http);
+pub struct HuggingFaceEmbeddings(ApiClient);
 
 impl HuggingFaceEmbeddings {
     /// A client for provider `name`.
     pub fn new(name: &str, config: &RemoteProviderConfig) -> Result<Self> {
-        Http::new(name, config).map(HuggingFaceEmbeddings)
+        ApiClient::new(name, config).map(HuggingFaceEmbeddings)
     }
 }
 
@@ -211,12 +108,12 @@ impl EmbeddingProvider for HuggingFaceEmbeddings {
 /// `urls.get` until `succeeded` (or `failed`/`canceled`), then the output URLs fetched.
 /// The model route's `version` (else the model name) is the version.
 #[derive(Debug, Clone)]
-pub struct ReplicateImages(Http);
+pub struct ReplicateImages(ApiClient);
 
 impl ReplicateImages {
     /// A client for provider `name`.
     pub fn new(name: &str, config: &RemoteProviderConfig) -> Result<Self> {
-        Http::new(name, config).map(ReplicateImages)
+        ApiClient::new(name, config).map(ReplicateImages)
     }
 }
 
@@ -317,12 +214,12 @@ impl ImageProvider for ReplicateImages {
 /// response's `images[].url` are fetched. The endpoint is the model route's `endpoint`
 /// (else the model name). Fal keys are sent as `Authorization: Key …`.
 #[derive(Debug, Clone)]
-pub struct FalImages(Http);
+pub struct FalImages(ApiClient);
 
 impl FalImages {
     /// A client for provider `name`.
     pub fn new(name: &str, config: &RemoteProviderConfig) -> Result<Self> {
-        Http::new(name, config).map(FalImages)
+        ApiClient::new(name, config).map(FalImages)
     }
 }
 

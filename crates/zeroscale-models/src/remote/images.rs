@@ -11,9 +11,9 @@ use zeroscale_core::config::RemoteProviderConfig;
 use zeroscale_core::models::{
     GeneratedImage, ImageData, ImageProvider, ImageRequest, ImageResponse,
 };
-use zeroscale_core::{Error, Result, Secret};
+use zeroscale_core::{Error, Result};
 
-use super::{http_error, transport_error};
+use super::ApiClient;
 
 /// Which protocol an [`HttpImages`] speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +27,8 @@ pub enum ImageApi {
 /// An image generation API over HTTP.
 #[derive(Debug, Clone)]
 pub struct HttpImages {
-    name: String,
     api: ImageApi,
-    base_url: String,
-    api_key: Option<Secret<String>>,
-    client: reqwest::Client,
+    http: ApiClient,
 }
 
 fn decode(provider: &str, b64: &str) -> Result<Bytes> {
@@ -63,54 +60,26 @@ fn sniff_mime(bytes: &[u8]) -> &'static str {
 impl HttpImages {
     /// A client for provider `name` speaking `api`.
     pub fn new(name: &str, api: ImageApi, config: &RemoteProviderConfig) -> Result<Self> {
-        if !(config.base_url.starts_with("http://") || config.base_url.starts_with("https://")) {
-            return Err(Error::config(
-                format!("models.providers.{name}.base_url"),
-                "set an http(s) URL",
-            ));
-        }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs.max(1)))
-            .build()
-            .map_err(|e| Error::config(format!("models.providers.{name}"), e.to_string()))?;
         Ok(HttpImages {
-            name: name.to_owned(),
             api,
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
-            api_key: config.api_key.clone(),
-            client,
+            http: ApiClient::new(name, config)?,
         })
     }
 
     async fn post(&self, path: &str, body: Value) -> Result<Value> {
-        let mut call = self
-            .client
-            .post(format!("{}{path}", self.base_url))
-            .json(&body);
-        if let Some(key) = &self.api_key {
-            call = call.bearer_auth(key.expose());
-        }
-        let response = call
-            .send()
+        self.http
+            .json(
+                self.http.client.post(self.http.url(path)).json(&body),
+                "Bearer",
+            )
             .await
-            .map_err(|e| transport_error(&self.name, e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let headers = response.headers().clone();
-            let text = response.text().await.unwrap_or_default();
-            return Err(http_error(&self.name, status, &headers, &text));
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| transport_error(&self.name, e))
     }
 }
 
 #[async_trait]
 impl ImageProvider for HttpImages {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     async fn generate(&self, request: ImageRequest) -> Result<ImageResponse> {
@@ -131,7 +100,7 @@ impl ImageProvider for HttpImages {
                 for item in answer["data"].as_array().into_iter().flatten() {
                     let data = match (item["b64_json"].as_str(), item["url"].as_str()) {
                         (Some(b64), _) => {
-                            let bytes = decode(&self.name, b64)?;
+                            let bytes = decode(&self.http.name, b64)?;
                             ImageData::Bytes {
                                 mime_type: sniff_mime(&bytes).to_owned(),
                                 data: bytes,
@@ -174,7 +143,7 @@ impl ImageProvider for HttpImages {
                     .enumerate()
                 {
                     let Some(b64) = b64.as_str() else { continue };
-                    let bytes = decode(&self.name, b64)?;
+                    let bytes = decode(&self.http.name, b64)?;
                     let seed = info["all_seeds"][i].as_u64().or(request.seed);
                     images.push(GeneratedImage {
                         data: ImageData::Bytes {
@@ -188,7 +157,7 @@ impl ImageProvider for HttpImages {
         }
         if images.is_empty() {
             return Err(Error::backend(
-                self.name.clone(),
+                self.http.name.clone(),
                 std::io::Error::other("the answer held no images"),
             ));
         }
@@ -200,7 +169,7 @@ impl ImageProvider for HttpImages {
     }
 
     async fn health(&self) -> Result<()> {
-        crate::reachable(&self.name, &self.base_url, Duration::from_secs(5))
+        crate::reachable(&self.http.name, &self.http.base_url, Duration::from_secs(5))
             .await
             .map(|_| ())
     }

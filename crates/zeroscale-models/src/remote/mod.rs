@@ -5,11 +5,15 @@ pub mod hosted;
 pub mod images;
 pub mod openai;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use zeroscale_core::Error;
+use serde_json::Value;
+use zeroscale_core::config::RemoteProviderConfig;
+use zeroscale_core::models::{GeneratedImage, ImageData};
+use zeroscale_core::{Error, Result, Secret};
 
 /// A `Retry-After` header: seconds, or an HTTP date.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -64,6 +68,108 @@ pub(crate) fn transport_error(provider: &str, e: reqwest::Error) -> Error {
         return Error::backend(provider.to_owned(), e);
     }
     Error::unavailable_from(format!("{provider} did not answer"), e)
+}
+
+/// An HTTP client for one provider: its base URL, key and timeout, and the error mapping.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiClient {
+    pub(crate) name: String,
+    pub(crate) base_url: String,
+    api_key: Option<Secret<String>>,
+    timeout: Duration,
+    pub(crate) client: reqwest::Client,
+}
+
+impl ApiClient {
+    pub(crate) fn new(name: &str, config: &RemoteProviderConfig) -> Result<Self> {
+        if !(config.base_url.starts_with("http://") || config.base_url.starts_with("https://")) {
+            return Err(Error::config(
+                format!("models.providers.{name}.base_url"),
+                "set an http(s) URL",
+            ));
+        }
+        let timeout = Duration::from_secs(config.timeout_secs.max(1));
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::config(format!("models.providers.{name}"), e.to_string()))?;
+        Ok(ApiClient {
+            name: name.to_owned(),
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            api_key: config.api_key.clone(),
+            timeout,
+            client,
+        })
+    }
+
+    pub(crate) fn url(&self, path_or_url: &str) -> String {
+        if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
+            path_or_url.to_owned()
+        } else {
+            format!("{}{path_or_url}", self.base_url)
+        }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        auth: &str,
+    ) -> Result<reqwest::Response> {
+        let request = match &self.api_key {
+            Some(key) => request.header("authorization", format!("{auth} {}", key.expose())),
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.name, e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_default();
+        Err(http_error(&self.name, status, &headers, &body))
+    }
+
+    pub(crate) async fn json(&self, request: reqwest::RequestBuilder, auth: &str) -> Result<Value> {
+        self.send(request, auth)
+            .await?
+            .json()
+            .await
+            .map_err(|e| transport_error(&self.name, e))
+    }
+
+    pub(crate) async fn fetch_image(&self, url: &str) -> Result<GeneratedImage> {
+        let response = self.send(self.client.get(url), "Bearer").await?;
+        let mime = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let data: Bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&self.name, e))?;
+        Ok(GeneratedImage {
+            data: ImageData::Bytes {
+                data,
+                mime_type: mime,
+            },
+            seed: None,
+        })
+    }
+
+    pub(crate) fn timed_out(&self, started: Instant, what: &str) -> Option<Error> {
+        (started.elapsed() > self.timeout).then(|| {
+            Error::unavailable(format!(
+                "{} did not finish {what} within {}s",
+                self.name,
+                self.timeout.as_secs()
+            ))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -8,18 +8,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use zeroscale_core::config::RemoteProviderConfig;
 use zeroscale_core::models::{EmbeddingProvider, EmbeddingRequest, EmbeddingResponse, Usage};
-use zeroscale_core::{Error, Result, Secret};
+use zeroscale_core::{Error, Result};
 
-use super::{http_error, transport_error};
+use super::ApiClient;
 
 /// An OpenAI-compatible embeddings API.
 #[derive(Debug, Clone)]
-pub struct OpenAiEmbeddings {
-    name: String,
-    base_url: String,
-    api_key: Option<Secret<String>>,
-    client: reqwest::Client,
-}
+pub struct OpenAiEmbeddings(ApiClient);
 
 #[derive(Serialize)]
 struct Request<'a> {
@@ -53,59 +48,36 @@ struct Response {
 impl OpenAiEmbeddings {
     /// A client for the provider `name` configured by `config`.
     pub fn new(name: &str, config: &RemoteProviderConfig) -> Result<Self> {
-        if !(config.base_url.starts_with("http://") || config.base_url.starts_with("https://")) {
-            return Err(Error::config(
-                format!("models.providers.{name}.base_url"),
-                "set an http(s) URL, e.g. https://api.example.com/v1",
-            ));
-        }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs.max(1)))
-            .build()
-            .map_err(|e| Error::config(format!("models.providers.{name}"), e.to_string()))?;
-        Ok(OpenAiEmbeddings {
-            name: name.to_owned(),
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
-            api_key: config.api_key.clone(),
-            client,
-        })
+        ApiClient::new(name, config).map(OpenAiEmbeddings)
     }
 }
 
 #[async_trait]
 impl EmbeddingProvider for OpenAiEmbeddings {
     fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
-        let mut call = self
-            .client
-            .post(format!("{}/embeddings", self.base_url))
-            .json(&Request {
-                model: &request.model,
-                input: &request.inputs,
-            });
-        if let Some(key) = &self.api_key {
-            call = call.bearer_auth(key.expose());
-        }
-        let response = call
-            .send()
-            .await
-            .map_err(|e| transport_error(&self.name, e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let headers = response.headers().clone();
-            let body = response.text().await.unwrap_or_default();
-            return Err(http_error(&self.name, status, &headers, &body));
-        }
-        let mut body: Response = response
-            .json()
-            .await
-            .map_err(|e| transport_error(&self.name, e))?;
+        let api = &self.0;
+        let answer = api
+            .json(
+                api.client.post(api.url("/embeddings")).json(&Request {
+                    model: &request.model,
+                    input: &request.inputs,
+                }),
+                "Bearer",
+            )
+            .await?;
+        let mut body: Response = serde_json::from_value(answer).map_err(|e| {
+            Error::backend(
+                api.name.clone(),
+                std::io::Error::other(format!("unexpected answer: {e}")),
+            )
+        })?;
         if body.data.len() != request.inputs.len() {
             return Err(Error::backend(
-                self.name.clone(),
+                self.0.name.clone(),
                 std::io::Error::other(format!(
                     "returned {} embeddings for {} inputs",
                     body.data.len(),
@@ -118,7 +90,7 @@ impl EmbeddingProvider for OpenAiEmbeddings {
         let dimensions = vectors.first().map_or(0, Vec::len);
         if vectors.iter().any(|v| v.len() != dimensions) {
             return Err(Error::backend(
-                self.name.clone(),
+                self.0.name.clone(),
                 std::io::Error::other("returned vectors of different lengths"),
             ));
         }
@@ -135,7 +107,7 @@ impl EmbeddingProvider for OpenAiEmbeddings {
     }
 
     async fn health(&self) -> Result<()> {
-        crate::reachable(&self.name, &self.base_url, Duration::from_secs(5))
+        crate::reachable(&self.0.name, &self.0.base_url, Duration::from_secs(5))
             .await
             .map(|_| ())
     }
