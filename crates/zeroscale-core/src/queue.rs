@@ -275,15 +275,21 @@ pub struct QueueStats {
 impl QueueStats {
     /// Adds one job in `state`.
     pub fn count(&mut self, state: JobState) {
-        match state {
-            JobState::Queued => self.queued += 1,
-            JobState::Scheduled => self.scheduled += 1,
-            JobState::Running => self.running += 1,
-            JobState::Failed => self.failed += 1,
-            JobState::Dead => self.dead += 1,
-            JobState::Succeeded => self.succeeded += 1,
-            JobState::Cancelled => self.cancelled += 1,
-        }
+        self.add(state, 1);
+    }
+
+    /// Adds `n` jobs in `state`.
+    pub fn add(&mut self, state: JobState, n: u64) {
+        let slot = match state {
+            JobState::Queued => &mut self.queued,
+            JobState::Scheduled => &mut self.scheduled,
+            JobState::Running => &mut self.running,
+            JobState::Failed => &mut self.failed,
+            JobState::Dead => &mut self.dead,
+            JobState::Succeeded => &mut self.succeeded,
+            JobState::Cancelled => &mut self.cancelled,
+        };
+        *slot += n;
     }
 }
 

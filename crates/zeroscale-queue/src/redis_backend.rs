@@ -718,10 +718,7 @@ impl Queue for RedisQueue {
         let mut stats = QueueStats::default();
         for pair in pairs.chunks(2) {
             if let [state, n] = pair {
-                let n: u64 = n.parse().unwrap_or(0);
-                for _ in 0..n {
-                    stats.count(parse_state(state)?);
-                }
+                stats.add(parse_state(state)?, n.parse().unwrap_or(0));
             }
         }
         Ok(stats)

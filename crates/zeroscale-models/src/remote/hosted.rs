@@ -14,7 +14,7 @@ use zeroscale_core::models::{
 };
 use zeroscale_core::{Error, Result};
 
-use super::ApiClient;
+use super::{ApiClient, with_request_options};
 
 /// How often asynchronous jobs are polled.
 const POLL: Duration = Duration::from_millis(500);
@@ -98,9 +98,7 @@ impl EmbeddingProvider for HuggingFaceEmbeddings {
     }
 
     async fn health(&self) -> Result<()> {
-        crate::reachable(&self.0.name, &self.0.base_url, Duration::from_secs(5))
-            .await
-            .map(|_| ())
+        self.0.health().await
     }
 }
 
@@ -125,21 +123,15 @@ impl ImageProvider for ReplicateImages {
 
     async fn generate(&self, request: ImageRequest) -> Result<ImageResponse> {
         let http = &self.0;
-        let mut input = json!({
-            "prompt": request.prompt,
-            "width": request.width,
-            "height": request.height,
-            "num_outputs": request.count,
-        });
-        if let Some(neg) = &request.negative_prompt {
-            input["negative_prompt"] = json!(neg);
-        }
-        if let Some(seed) = request.seed {
-            input["seed"] = json!(seed);
-        }
-        for (k, v) in &request.extra {
-            input[k] = v.clone();
-        }
+        let input = with_request_options(
+            json!({
+                "prompt": request.prompt,
+                "width": request.width,
+                "height": request.height,
+                "num_outputs": request.count,
+            }),
+            &request,
+        );
         let started = Instant::now();
         let mut prediction = http
             .json(
@@ -203,9 +195,7 @@ impl ImageProvider for ReplicateImages {
     }
 
     async fn health(&self) -> Result<()> {
-        crate::reachable(&self.0.name, &self.0.base_url, Duration::from_secs(5))
-            .await
-            .map(|_| ())
+        self.0.health().await
     }
 }
 
@@ -231,20 +221,14 @@ impl ImageProvider for FalImages {
 
     async fn generate(&self, request: ImageRequest) -> Result<ImageResponse> {
         let http = &self.0;
-        let mut input = json!({
-            "prompt": request.prompt,
-            "image_size": {"width": request.width, "height": request.height},
-            "num_images": request.count,
-        });
-        if let Some(seed) = request.seed {
-            input["seed"] = json!(seed);
-        }
-        if let Some(neg) = &request.negative_prompt {
-            input["negative_prompt"] = json!(neg);
-        }
-        for (k, v) in &request.extra {
-            input[k] = v.clone();
-        }
+        let input = with_request_options(
+            json!({
+                "prompt": request.prompt,
+                "image_size": {"width": request.width, "height": request.height},
+                "num_images": request.count,
+            }),
+            &request,
+        );
         let started = Instant::now();
         let submitted = http
             .json(
@@ -310,9 +294,7 @@ impl ImageProvider for FalImages {
     }
 
     async fn health(&self) -> Result<()> {
-        crate::reachable(&self.0.name, &self.0.base_url, Duration::from_secs(5))
-            .await
-            .map(|_| ())
+        self.0.health().await
     }
 }
 

@@ -1,8 +1,6 @@
 //! Image clients for an OpenAI-compatible `/images/generations` API and a self-hosted
 //! Automatic1111 server (`/sdapi/v1/txt2img`); both return images as base64, decoded here.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -169,8 +167,6 @@ impl ImageProvider for HttpImages {
     }
 
     async fn health(&self) -> Result<()> {
-        crate::reachable(&self.http.name, &self.http.base_url, Duration::from_secs(5))
-            .await
-            .map(|_| ())
+        self.http.health().await
     }
 }

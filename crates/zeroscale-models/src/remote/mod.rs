@@ -172,6 +172,33 @@ impl ApiClient {
     }
 }
 
+impl ApiClient {
+    /// The provider's host answers on its port (APIs rarely have a free health route).
+    pub(crate) async fn health(&self) -> Result<()> {
+        crate::reachable(&self.name, &self.base_url, Duration::from_secs(5))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Adds the request's optional seed and negative prompt, then its provider-specific
+/// options (as given, overriding), to a JSON request body.
+pub(crate) fn with_request_options(
+    mut input: Value,
+    request: &zeroscale_core::models::ImageRequest,
+) -> Value {
+    if let Some(seed) = request.seed {
+        input["seed"] = serde_json::json!(seed);
+    }
+    if let Some(neg) = &request.negative_prompt {
+        input["negative_prompt"] = serde_json::json!(neg);
+    }
+    for (k, v) in &request.extra {
+        input[k] = v.clone();
+    }
+    input
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,6 @@
 //! answered by `{"data": [{"index", "embedding"}], "usage": {"prompt_tokens",
 //! "total_tokens"}}`.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use zeroscale_core::config::RemoteProviderConfig;
@@ -107,8 +105,6 @@ impl EmbeddingProvider for OpenAiEmbeddings {
     }
 
     async fn health(&self) -> Result<()> {
-        crate::reachable(&self.0.name, &self.0.base_url, Duration::from_secs(5))
-            .await
-            .map(|_| ())
+        self.0.health().await
     }
 }
