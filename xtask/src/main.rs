@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         ["services", "status"] => services::status(),
         ["test", rest @ ..] => ci::test(rest),
         ["ci"] => ci::ci(),
-        ["models", "fetch"] => models::fetch(),
+        ["models", "fetch"] => models::fetch().map(|_| ()),
         ["help" | "--help" | "-h"] | [] => {
             print!("{USAGE}");
             Ok(())

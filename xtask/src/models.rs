@@ -86,11 +86,12 @@ fn target_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-pub(crate) fn fetch() -> Result<()> {
+/// Installs the model unless it is there already; returns its folder.
+pub(crate) fn fetch() -> Result<PathBuf> {
     let dest = target_dir()?;
     if installed(&dest) {
         eprintln!("{MODEL} is already installed in {}", dest.display());
-        return Ok(());
+        return Ok(dest);
     }
     let work = crate::util::services_dir()
         .parent()
@@ -144,5 +145,5 @@ pub(crate) fn fetch() -> Result<()> {
         FILES.len(),
         dest.display()
     );
-    Ok(())
+    Ok(dest)
 }

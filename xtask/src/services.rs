@@ -4,7 +4,8 @@
 //! port; `up` installs what is missing (Debian packages, or moto in a virtualenv), starts
 //! it on a free port, waits until it answers and writes every address to
 //! `target/zeroscale-services/services.env`, which the tests read. `down` stops only what
-//! `up` started, by pid file.
+//! `up` started, by pid file. `up` also installs the local embedding model (`models
+//! fetch`) and writes its folder as `ZEROSCALE_TEST_MODEL_DIR`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -37,6 +38,12 @@ pub(crate) fn up() -> Result<Vec<(String, String)>> {
     vars.extend(postgres_up(&dir, PGVECTOR_PG).context("PostgreSQL with pgvector did not start")?);
     vars.extend(redis_up(&dir).context("Redis did not start")?);
     vars.extend(s3_up(&dir).context("the S3 server did not start")?);
+    // Not an engine, but the model tests need it the same way: installed, or a failure.
+    let model = crate::models::fetch().context("the local embedding model is not installed")?;
+    vars.push((
+        "ZEROSCALE_TEST_MODEL_DIR".to_owned(),
+        model.display().to_string(),
+    ));
     let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     std::fs::write(env_file(), text)?;
     eprintln!("services are up; addresses in {}:", env_file().display());

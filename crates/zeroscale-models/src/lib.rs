@@ -12,7 +12,8 @@
 //!   Automatic1111, Hugging Face, Replicate and Fal, with one mapping of HTTP failures to
 //!   error kinds.
 //!
-//! The local MiniLM provider (candle) is not built yet.
+//! - [`local::LocalEmbeddings`] (feature `local-models`): all-MiniLM-L6-v2 (or another
+//!   sentence-transformers BERT model) run with candle on the CPU.
 //!
 //! # Feature flags
 //!
@@ -24,6 +25,8 @@
 //! The placeholder image provider is always compiled.
 
 pub mod cache;
+#[cfg(feature = "local-models")]
+pub mod local;
 pub mod placeholder;
 #[cfg(feature = "remote-models")]
 pub mod remote;
@@ -37,7 +40,12 @@ use zeroscale_core::config::{ModelsConfig, ProviderConfig};
 use zeroscale_core::{Error, Result};
 
 /// The files a local sentence-transformers model folder must hold.
-pub const LOCAL_MODEL_FILES: &[&str] = &["config.json", "tokenizer.json", "model.safetensors"];
+pub const LOCAL_MODEL_FILES: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "model.safetensors",
+    "modules.json",
+];
 
 /// Whether this build contains provider kind `kind`.
 pub fn is_compiled_in(kind: &str) -> bool {

@@ -93,12 +93,17 @@ impl Router {
 
     /// A router with a provider for every entry of `config.providers` whose kind this
     /// build can run: placeholder always; with `remote-models` the HTTP clients
-    /// (`openai` serves both embeddings and images). Returns the router and, per provider
-    /// that could not be set up, why. The local MiniLM provider is not built yet and is
-    /// reported so.
+    /// (`openai` serves both embeddings and images); with `local-models` the local
+    /// embedding model (loaded on first use). Returns the router and, per provider that
+    /// this build cannot run, why.
     pub fn from_config(config: &ModelsConfig) -> Result<(Router, Vec<(String, Error)>)> {
         use zeroscale_core::config::ProviderConfig;
         let mut router = Router::new(config);
+        // With every feature on, every kind can be built and nothing is pushed.
+        #[cfg_attr(
+            all(feature = "local-models", feature = "remote-models"),
+            allow(unused_mut)
+        )]
         let mut missing = Vec::new();
         for (name, provider) in &config.providers {
             match provider {
@@ -108,11 +113,26 @@ impl Router {
                         Arc::new(crate::placeholder::PlaceholderImages::new(name)),
                     );
                 }
+                #[cfg(feature = "local-models")]
+                ProviderConfig::Local(c) => {
+                    let dir = crate::local_model_dir(config, &c.model, c.path.as_deref());
+                    router.add_embedding_provider(
+                        name,
+                        Arc::new(crate::local::LocalEmbeddings::new(
+                            name,
+                            &c.model,
+                            dir,
+                            c.max_batch,
+                        )),
+                    );
+                }
+                #[cfg(not(feature = "local-models"))]
                 ProviderConfig::Local(_) => missing.push((
                     name.clone(),
-                    Error::not_supported(
-                        "local embeddings (all-MiniLM-L6-v2 with candle)",
-                        "zeroscale-models",
+                    Error::not_compiled_in(
+                        &format!("models.providers.{name}.kind"),
+                        "local",
+                        "local-models",
                     ),
                 )),
                 #[cfg(feature = "remote-models")]

@@ -1,0 +1,170 @@
+//! The local MiniLM provider against the reference implementation: vectors for the
+//! fixture sentences (computed with sentence-transformers by
+//! `fixtures/make_minilm_reference.py`) must match with cosine ≥ 0.9999.
+#![cfg(feature = "local-models")]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use zeroscale_core::models::{EmbeddingProvider, EmbeddingRequest};
+use zeroscale_core::testing::require_service;
+use zeroscale_models::local::LocalEmbeddings;
+
+#[derive(Deserialize)]
+struct Fixture {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    tokens: u64,
+    vector: Vec<f32>,
+}
+
+fn fixture() -> Fixture {
+    let text = include_str!("fixtures/minilm_reference.json");
+    serde_json::from_str(text).expect("fixture parses")
+}
+
+fn model_dir() -> Option<PathBuf> {
+    require_service(
+        "ZEROSCALE_TEST_MODEL_DIR",
+        "the local model (`cargo xtask models fetch`)",
+    )
+    .map(PathBuf::from)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[tokio::test]
+async fn matches_sentence_transformers_on_the_fixture() {
+    let Some(dir) = model_dir() else { return };
+    let fixture = fixture();
+    assert!(fixture.cases.len() >= 20);
+    // A small batch size, so the fixture spans several batches of mixed lengths.
+    let provider = LocalEmbeddings::new("local", "all-MiniLM-L6-v2", dir, 7);
+    let inputs: Vec<String> = fixture.cases.iter().map(|c| c.text.clone()).collect();
+    let response = provider
+        .embed(EmbeddingRequest {
+            model: "all-MiniLM-L6-v2".into(),
+            inputs,
+        })
+        .await
+        .expect("embeds");
+    assert_eq!(response.dimensions, 384);
+    assert_eq!(response.vectors.len(), fixture.cases.len());
+    let mut worst = (1.0_f64, "");
+    for (case, vector) in fixture.cases.iter().zip(&response.vectors) {
+        assert_eq!(vector.len(), case.vector.len(), "{:?}", case.text);
+        let similarity = cosine(vector, &case.vector);
+        if similarity < worst.0 {
+            worst = (similarity, &case.text);
+        }
+        assert!(
+            similarity >= 0.9999,
+            "cosine {similarity} for {:?} is below 0.9999",
+            case.text
+        );
+        let norm: f64 = vector
+            .iter()
+            .map(|x| f64::from(*x).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "L2-normalised, got {norm}");
+    }
+    let tokens: u64 = fixture.cases.iter().map(|c| c.tokens).sum();
+    assert_eq!(response.usage.prompt_tokens, tokens, "real tokens counted");
+    eprintln!("lowest cosine {:.7} for {:?}", worst.0, worst.1);
+}
+
+#[tokio::test]
+async fn one_at_a_time_equals_batched_and_the_model_loads_once() {
+    let Some(dir) = model_dir() else { return };
+    let fixture = fixture();
+    let provider = Arc::new(LocalEmbeddings::new("local", "all-MiniLM-L6-v2", dir, 32));
+    let texts: Vec<String> = fixture
+        .cases
+        .iter()
+        .take(6)
+        .map(|c| c.text.clone())
+        .collect();
+    let batched = provider
+        .embed(EmbeddingRequest {
+            model: String::new(),
+            inputs: texts.clone(),
+        })
+        .await
+        .unwrap();
+    // Concurrent callers share the loaded model.
+    let singles = futures::future::join_all(texts.iter().map(|text| {
+        let provider = Arc::clone(&provider);
+        let text = text.clone();
+        async move {
+            provider
+                .embed(EmbeddingRequest {
+                    model: String::new(),
+                    inputs: vec![text],
+                })
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    for (single, batched) in singles.iter().zip(&batched.vectors) {
+        assert!(cosine(&single.vectors[0], batched) > 0.99999);
+    }
+    let empty = provider
+        .embed(EmbeddingRequest {
+            model: String::new(),
+            inputs: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert!(empty.vectors.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_model_is_unavailable_with_the_fix_and_found_once_installed() {
+    let Some(installed) = model_dir() else { return };
+    let dir = std::env::temp_dir().join(format!("zs-local-model-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let provider = LocalEmbeddings::new("local", "all-MiniLM-L6-v2", &dir, 8);
+    let request = EmbeddingRequest {
+        model: String::new(),
+        inputs: vec!["hello".into()],
+    };
+    let err = provider.embed(request.clone()).await.expect_err("no model");
+    assert_eq!(err.kind(), zeroscale_core::ErrorKind::Unavailable);
+    let text = err.to_string();
+    assert!(text.contains("cargo xtask models fetch"), "{text}");
+    assert!(text.contains(&dir.display().to_string()), "{text}");
+    assert!(provider.health().await.is_err());
+
+    // Installed while running: the next call finds it.
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+    ] {
+        std::fs::copy(installed.join(file), dir.join(file)).unwrap();
+    }
+    provider.health().await.expect("installed now");
+    let response = provider.embed(request).await.expect("embeds");
+    assert_eq!(response.dimensions, 384);
+    std::fs::remove_dir_all(&dir).ok();
+}
