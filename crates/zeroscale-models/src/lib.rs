@@ -83,6 +83,25 @@ pub fn local_model_dir(config: &ModelsConfig, model: &str, path: Option<&Path>) 
     }
 }
 
+/// Checks that the folder `dir` of local provider `name` holds [`LOCAL_MODEL_FILES`]; if
+/// not, the error names what is missing and the command that installs it.
+pub fn check_local_model(name: &str, model: &str, dir: &Path) -> Result<()> {
+    let missing: Vec<&str> = LOCAL_MODEL_FILES
+        .iter()
+        .copied()
+        .filter(|file| !dir.join(file).is_file())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::unavailable(format!(
+        "local model {model} is not installed in {} (missing {}): run `cargo xtask models \
+         fetch`, or point `models.providers.{name}.path` at a folder that has it",
+        dir.display(),
+        missing.join(", ")
+    )))
+}
+
 /// Checks that provider `name` can serve; returns a one-line description of it.
 pub async fn probe(config: &ModelsConfig, name: &str) -> Result<String> {
     let provider = config.providers.get(name).ok_or_else(|| {
@@ -106,23 +125,8 @@ pub async fn probe(config: &ModelsConfig, name: &str) -> Result<String> {
         }
         ProviderConfig::Local(local) => {
             let dir = local_model_dir(config, &local.model, local.path.as_deref());
-            let missing: Vec<&str> = LOCAL_MODEL_FILES
-                .iter()
-                .copied()
-                .filter(|file| !dir.join(file).is_file())
-                .collect();
-            if missing.is_empty() {
-                Ok(format!("local model {} in {}", local.model, dir.display()))
-            } else {
-                Err(Error::unavailable(format!(
-                    "local model {} is not installed in {} (missing {}): run `cargo xtask \
-                     models fetch`, or point `models.providers.{name}.path` at a folder that \
-                     has it",
-                    local.model,
-                    dir.display(),
-                    missing.join(", ")
-                )))
-            }
+            check_local_model(name, &local.model, &dir)?;
+            Ok(format!("local model {} in {}", local.model, dir.display()))
         }
         #[cfg(feature = "remote-models")]
         ProviderConfig::Openai(remote)

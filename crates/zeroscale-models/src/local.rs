@@ -22,8 +22,6 @@ use tokio::sync::OnceCell;
 use zeroscale_core::models::{EmbeddingProvider, EmbeddingRequest, EmbeddingResponse, Usage};
 use zeroscale_core::{Error, Result};
 
-use crate::LOCAL_MODEL_FILES;
-
 const BACKEND: &str = "local model (candle)";
 
 /// How token vectors become one sentence vector (`1_Pooling/config.json`).
@@ -119,22 +117,7 @@ impl LocalEmbeddings {
     }
 
     fn check_files(&self) -> Result<()> {
-        let missing: Vec<&str> = LOCAL_MODEL_FILES
-            .iter()
-            .copied()
-            .filter(|file| !self.dir.join(file).is_file())
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        Err(Error::unavailable(format!(
-            "local model {} is not installed in {} (missing {}): run `cargo xtask models \
-             fetch`, or point `models.providers.{}.path` at a folder that has it",
-            self.model_name,
-            self.dir.display(),
-            missing.join(", "),
-            self.name
-        )))
+        crate::check_local_model(&self.name, &self.model_name, &self.dir)
     }
 }
 
