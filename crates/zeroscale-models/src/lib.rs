@@ -5,6 +5,8 @@
 //!   `Retry-After`, failover, cooldown, the embedding cache, costs, health.
 //! - [`placeholder::PlaceholderImages`]: deterministic placeholder PNGs (not generated art).
 //! - [`cache::MemoryEmbeddingCache`]: an in-memory embedding cache.
+//! - [`image_cache::StorageImageCache`]: generated images (explicit seed only) cached in
+//!   storage.
 //! - [`probe`]: whether configured providers can serve (local model files present, remote
 //!   endpoints reachable), behind `/readyz` and `zeroscale doctor`.
 //!
@@ -25,6 +27,7 @@
 //! The placeholder image provider is always compiled.
 
 pub mod cache;
+pub mod image_cache;
 #[cfg(feature = "local-models")]
 pub mod local;
 pub mod placeholder;

@@ -3,7 +3,8 @@
 //! `Retry-After`, up to `router.max_retries`; then the fallbacks are tried in order. A
 //! provider that fails `allowed_fails` times within `fail_window_secs` cools down for
 //! `cooldown_secs` and is skipped meanwhile. Embeddings go through the cache, so repeated
-//! inputs never reach a provider. Every call is logged with model, provider, latency,
+//! inputs never reach a provider; images of requests with an explicit seed go through
+//! the storage image cache. Every call is logged with model, provider, latency,
 //! cost and outcome.
 
 use std::collections::{HashMap, VecDeque};
@@ -18,6 +19,8 @@ use zeroscale_core::models::{
     ImageProvider, ImageRequest, ImageResponse, Usage,
 };
 use zeroscale_core::{Error, Result};
+
+use crate::image_cache::StorageImageCache;
 
 /// A result and how it was obtained.
 #[derive(Debug, Clone)]
@@ -57,6 +60,7 @@ pub struct Router {
     embedders: HashMap<String, Arc<dyn EmbeddingProvider>>,
     imagers: HashMap<String, Arc<dyn ImageProvider>>,
     cache: Option<Arc<dyn EmbeddingCache>>,
+    image_cache: Option<StorageImageCache>,
     states: Mutex<HashMap<String, State>>,
 }
 
@@ -87,6 +91,7 @@ impl Router {
             embedders: HashMap::new(),
             imagers: HashMap::new(),
             cache: None,
+            image_cache: None,
             states: Mutex::default(),
         }
     }
@@ -201,6 +206,11 @@ impl Router {
     /// Adds an image provider under its config name.
     pub fn add_image_provider(&mut self, name: &str, provider: Arc<dyn ImageProvider>) {
         self.imagers.insert(name.to_owned(), provider);
+    }
+
+    /// Caches images of requests with an explicit seed in `cache`.
+    pub fn set_image_cache(&mut self, cache: StorageImageCache) {
+        self.image_cache = Some(cache);
     }
 
     /// Caches embeddings in `cache`.
@@ -480,6 +490,22 @@ impl Router {
         request: ImageRequest,
     ) -> Result<Routed<ImageResponse>> {
         let entry = self.entry(model, ModelKind::Image)?;
+        if let Some(cache) = &self.image_cache
+            && let Some(hit) = cache.get(model, &request).await
+        {
+            tracing::info!(
+                model,
+                provider = "cache",
+                generated_by = %hit.provider,
+                images = hit.response.images.len(),
+                "model call served from the image cache"
+            );
+            return Ok(Routed {
+                value: hit.response,
+                provider: "cache".to_owned(),
+                cost: 0.0,
+            });
+        }
         let (response, provider) = self
             .route(model, Self::chain(entry), |provider| {
                 let imager = self.imagers.get(&provider).cloned();
@@ -496,6 +522,9 @@ impl Router {
                 }
             })
             .await?;
+        if let Some(cache) = &self.image_cache {
+            cache.put(model, &request, &provider, &response).await;
+        }
         let price = Self::cost(entry, &provider);
         let cost = price.per_call + price.per_image * response.images.len() as f64;
         Ok(Routed {

@@ -378,3 +378,120 @@ async fn router_from_config_checks_remote_urls() {
         "{err}"
     );
 }
+
+/// Counts the calls that reach the placeholder provider.
+#[derive(Debug)]
+struct CountingImages {
+    inner: PlaceholderImages,
+    calls: Mutex<usize>,
+}
+
+#[async_trait]
+impl zeroscale_core::ImageProvider for CountingImages {
+    fn name(&self) -> &str {
+        "placeholder"
+    }
+    async fn generate(
+        &self,
+        request: ImageRequest,
+    ) -> Result<zeroscale_core::models::ImageResponse> {
+        *self.calls.lock().unwrap() += 1;
+        self.inner.generate(request).await
+    }
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn images_with_an_explicit_seed_are_cached_in_storage() {
+    use zeroscale_core::{Storage, StorageExt};
+    use zeroscale_models::image_cache::StorageImageCache;
+    let dir = std::env::temp_dir().join(format!("zs-image-cache-{}", std::process::id()));
+    let storage = zeroscale_storage::connect(
+        &zeroscale_core::config::StorageConfig::Memory(Default::default()),
+        &zeroscale_storage::StorageContext {
+            data_dir: dir,
+            public_url: "http://127.0.0.1:1".into(),
+        },
+    )
+    .unwrap();
+    let provider = Arc::new(CountingImages {
+        inner: PlaceholderImages::new("placeholder"),
+        calls: Mutex::new(0),
+    });
+    let mut router = Router::new(&config(&[]));
+    router.add_image_provider("placeholder", provider.clone());
+    router.set_image_cache(StorageImageCache::new(storage.clone()));
+    let request = |prompt: &str, seed: Option<u64>| ImageRequest {
+        model: String::new(),
+        prompt: prompt.into(),
+        negative_prompt: None,
+        width: 16,
+        height: 8,
+        count: 2,
+        seed,
+        extra: Default::default(),
+    };
+
+    let first = router
+        .generate("art", request("a cat", Some(7)))
+        .await
+        .unwrap();
+    assert_eq!(first.provider, "placeholder");
+    let again = router
+        .generate("art", request("a cat", Some(7)))
+        .await
+        .unwrap();
+    assert_eq!((again.provider.as_str(), again.cost), ("cache", 0.0));
+    assert_eq!(again.value.images, first.value.images, "the same bytes");
+    assert_eq!(again.value.metadata, first.value.metadata);
+    assert_eq!(*provider.calls.lock().unwrap(), 1);
+
+    // Another seed, prompt, option or no seed at all: a provider call each.
+    router
+        .generate("art", request("a cat", Some(8)))
+        .await
+        .unwrap();
+    router
+        .generate("art", request("a dog", Some(7)))
+        .await
+        .unwrap();
+    let mut with_option = request("a cat", Some(7));
+    with_option.extra.insert("steps".into(), 20.into());
+    router.generate("art", with_option).await.unwrap();
+    router
+        .generate("art", request("a cat", None))
+        .await
+        .unwrap();
+    let unseeded = router
+        .generate("art", request("a cat", None))
+        .await
+        .unwrap();
+    assert_eq!(unseeded.provider, "placeholder", "no seed, never cached");
+    assert_eq!(*provider.calls.lock().unwrap(), 6);
+
+    // Two entries (images + manifest) per seeded request; an image removed behind the
+    // manifest's back is a miss, regenerated and stored again.
+    let stored = storage.list_all(Some("model-cache/images/")).await.unwrap();
+    assert_eq!(stored.len(), 4 * 3, "{stored:?}");
+    let image = stored
+        .iter()
+        .find(|m| m.key.as_str().ends_with("/0"))
+        .unwrap();
+    storage.delete(&image.key).await.unwrap();
+    let calls_before = *provider.calls.lock().unwrap();
+    let _ = router
+        .generate("art", request("a cat", Some(7)))
+        .await
+        .unwrap();
+    let _ = router
+        .generate("art", request("a dog", Some(7)))
+        .await
+        .unwrap();
+    let _ = router
+        .generate("art", request("a cat", Some(8)))
+        .await
+        .unwrap();
+    assert_eq!(*provider.calls.lock().unwrap(), calls_before + 1);
+}
