@@ -114,6 +114,25 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: MigrateCommand,
     },
+    /// Manage users.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+/// `zeroscale users …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsersCommand {
+    /// Create an admin user (the password is read from standard input).
+    CreateAdmin {
+        /// The admin's username.
+        #[arg(long)]
+        username: String,
+        /// Starting credits.
+        #[arg(long, default_value_t = 0)]
+        credits: i64,
+    },
 }
 
 /// `zeroscale jobs …`.

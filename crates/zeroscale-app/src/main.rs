@@ -15,6 +15,7 @@
 //! | `local-models` | local embedding model | yes |
 //! | `remote-models` | remote model APIs | yes |
 
+mod api;
 mod checks;
 mod cli;
 mod doctor;
@@ -23,6 +24,8 @@ mod logging;
 mod migrate;
 mod serve;
 mod storage_cmd;
+mod users;
+mod wiring;
 mod worker;
 
 use std::process::ExitCode;
@@ -90,6 +93,7 @@ fn run_async(
             Command::Jobs { queue, command } => jobs::run(&loaded, &queue, command).await,
             Command::Migrate { command } => migrate::run(&loaded, command).await,
             Command::Storage { command } => storage_cmd::run(command).await,
+            Command::Users { command } => users::run(&loaded, command).await,
             Command::Config { .. } => unreachable!("handled before the runtime starts"),
         }
     });

@@ -1,4 +1,5 @@
-//! `zeroscale serve`: the HTTP server with `/healthz` and `/readyz`, and graceful shutdown.
+//! `zeroscale serve`: the HTTP server (`/healthz`, `/readyz`, `/openapi.json`, the API
+//! under `/v1`, the `/files/…` route), in-process workers, and graceful shutdown.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,11 +24,21 @@ pub(crate) struct AppState {
 }
 
 /// The router, separate from the listener so tests can drive it.
-pub(crate) fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState, api: crate::api::ApiState) -> Router {
+    let (api, openapi) = crate::api::routes(api);
+    let openapi = Arc::new(openapi);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = Arc::clone(&openapi);
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .merge(api)
 }
 
 /// The process is up.
@@ -109,15 +120,10 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "listening on http://{local}");
 
-    let storage = zeroscale_storage::connect(
-        &config.storage,
-        &zeroscale_storage::StorageContext {
-            data_dir: data_dir.clone(),
-            public_url: config.server.public_url(),
-        },
-    )
-    .map_err(|e| anyhow::anyhow!(e.chain()))
-    .context("cannot set up storage")?;
+    let storage = crate::wiring::storage(&config)?;
+    let domain = crate::wiring::domain(&config).await?;
+    crate::wiring::bootstrap_admin(&config, &domain).await?;
+    let models = crate::wiring::models(&config, &domain, storage.clone())?;
     let (stop_workers, stop_workers_rx) = tokio::sync::watch::channel(false);
     let workers = if config.workers.mode == zeroscale_core::config::WorkersMode::InProcess {
         tracing::info!(
@@ -132,10 +138,15 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         tracing::info!("workers.mode = separate: run `zeroscale worker` for background jobs");
         None
     };
+    let api = crate::api::ApiState {
+        config: Arc::new(config.clone()),
+        domain,
+        models,
+    };
     let state = AppState {
         checker: Arc::new(Checker::new(config)),
     };
-    let mut app = router(state);
+    let mut app = router(state, api);
     // Storage that cannot presign hands out URLs to this server's `/files/…` route.
     #[allow(
         irrefutable_let_patterns,
@@ -212,7 +223,7 @@ async fn in_process_workers(
 }
 
 /// Applies pending migrations at start-up when the config asks for it.
-async fn auto_migrate(config: &Config) -> anyhow::Result<()> {
+pub(crate) async fn auto_migrate(config: &Config) -> anyhow::Result<()> {
     let wanted = match &config.database {
         zeroscale_core::config::DatabaseConfig::Sqlite(s) => s.auto_migrate,
         zeroscale_core::config::DatabaseConfig::Postgres(p) => p.auto_migrate,

@@ -4,29 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-use serde_json::Value;
+use common::{Server, TempDir, free_port};
 use zeroscale_core::testing::require_service;
-
-/// A private temp folder per test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("zs-app-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The binary with a clean environment: only what the test sets reaches its config.
 fn zeroscale(data_dir: &Path) -> Command {
@@ -39,84 +20,10 @@ fn zeroscale(data_dir: &Path) -> Command {
 fn model_dir(root: &Path) -> PathBuf {
     let dir = root.join("model");
     std::fs::create_dir_all(&dir).unwrap();
-    for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+    for file in zeroscale_models::LOCAL_MODEL_FILES {
         std::fs::write(dir.join(file), b"{}").unwrap();
     }
     dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    async fn start(mut cmd: Command) -> Server {
-        let port = free_port();
-        cmd.env("ZEROSCALE_SERVER__ADDR", format!("127.0.0.1:{port}"))
-            .env("ZEROSCALE_SERVER__SHUTDOWN_GRACE_SECS", "5")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().expect("start zeroscale");
-        let server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if reqwest::get(format!("{}/healthz", server.base))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("zeroscale did not serve /healthz within 30s");
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let response = reqwest::get(format!("{}{path}", self.base))
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("JSON body"))
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "zeroscale exited with {status} after SIGTERM"
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "zeroscale did not stop within 10s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
 }
 
 #[tokio::test]

@@ -36,3 +36,193 @@ pub fn worker(dir: &Path, url: &str, prefix: &str, concurrency: usize) -> Child 
         .spawn()
         .expect("start zeroscale worker")
 }
+
+/// A private temp folder per test, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("zs-app-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `zeroscale serve` process on a free port; killed on drop. Its log goes to
+/// `server-<port>.log` in its folder, printed when a start fails.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub log: std::path::PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts `cmd` (from [`zeroscale`]) and waits until `/healthz` answers.
+    pub async fn start(mut cmd: Command) -> Server {
+        let port = free_port();
+        let dir = cmd
+            .get_current_dir()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
+        let log = dir.join(format!("server-{port}.log"));
+        let file = std::fs::File::create(&log).expect("create the server log");
+        cmd.env("ZEROSCALE_SERVER__ADDR", format!("127.0.0.1:{port}"))
+            .env("ZEROSCALE_SERVER__SHUTDOWN_GRACE_SECS", "5")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file));
+        let child = cmd.spawn().expect("start zeroscale");
+        let mut server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            http: reqwest::Client::new(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if server
+                .http
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "zeroscale exited with {status} before serving:\n{}",
+                    server.log_text()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "zeroscale did not serve /healthz within 60s:\n{}",
+            server.log_text()
+        );
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET `path` without credentials: status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, None, None).await
+    }
+
+    /// A JSON request with an optional bearer token: status and JSON body (`null` when
+    /// the body is empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        let value = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            })
+        };
+        (status, value)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "zeroscale exited with {status} after SIGTERM:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "zeroscale did not stop within 10s of SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates an admin with `zeroscale users create-admin` in the instance run by `cmd`'s
+/// environment (same data dir and database), then logs in; returns the session token.
+pub async fn admin_token(server: &Server, mut create: Command, username: &str) -> String {
+    let password = "admin-password-1";
+    let mut child = create
+        .args(["users", "create-admin", "--username", username])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run users create-admin");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{password}").unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "create-admin failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    login(server, username, password).await
+}
+
+/// Logs in; returns the session token.
+pub async fn login(server: &Server, username: &str, password: &str) -> String {
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(serde_json::json!({ "username": username, "password": password })),
+        )
+        .await;
+    assert_eq!(status, 200, "login: {body}");
+    body["token"].as_str().expect("token").to_owned()
+}

@@ -130,6 +130,13 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Seconds to let in-flight requests finish after Ctrl-C or SIGTERM. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Largest JSON request body, in bytes. Default 2 MiB.
+    pub max_body_bytes: u64,
+    /// Largest file upload, in bytes. Default 100 MiB.
+    pub max_upload_bytes: u64,
+    /// Seconds a request may take before it is answered 408 (uploads and downloads
+    /// excepted). Default 60.
+    pub request_timeout_secs: u64,
 }
 
 impl ServerConfig {
@@ -149,6 +156,9 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             shutdown_grace_secs: 30,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_upload_bytes: 100 * 1024 * 1024,
+            request_timeout_secs: 60,
         }
     }
 }
@@ -165,6 +175,15 @@ pub struct AuthConfig {
     pub argon2_memory_kib: u32,
     /// argon2id passes. Default 2.
     pub argon2_iterations: u32,
+    /// Whether `POST /v1/auth/register` is open to anyone. Default true.
+    pub allow_registration: bool,
+    /// Credits a newly registered user starts with. Default 0.
+    pub signup_credits: i64,
+    /// `username:password` of an admin to create at start-up when the database has no
+    /// users at all; ignored otherwise. Meant for a one-time env var
+    /// (`ZEROSCALE_AUTH__BOOTSTRAP_ADMIN`) on a fresh deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_admin: Option<Secret<String>>,
 }
 
 impl Default for AuthConfig {
@@ -174,6 +193,9 @@ impl Default for AuthConfig {
             min_password_length: 8,
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
+            allow_registration: true,
+            signup_credits: 0,
+            bootstrap_admin: None,
         }
     }
 }

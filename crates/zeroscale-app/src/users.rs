@@ -1,0 +1,59 @@
+//! `zeroscale users create-admin`: the first admin (or another), from the command line.
+
+use std::io::Read as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use zeroscale_core::config::LoadedConfig;
+use zeroscale_core::domain::Role;
+use zeroscale_db::domain::NewUser;
+
+use crate::cli::UsersCommand;
+
+/// The password: the first line of standard input (so it stays out of the process list
+/// and the shell history).
+fn read_password() -> anyhow::Result<String> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("cannot read the password from standard input")?;
+    let password = input.lines().next().unwrap_or_default().to_owned();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "no password: pipe it on standard input (e.g. `zeroscale users create-admin --username admin < password.txt`)"
+    );
+    Ok(password)
+}
+
+pub(crate) async fn run(loaded: &LoadedConfig, command: UsersCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        UsersCommand::CreateAdmin { username, credits } => {
+            let password = read_password()?;
+            crate::serve::auto_migrate(&loaded.config).await?;
+            let domain = crate::wiring::domain(&loaded.config).await?;
+            if domain
+                .db()
+                .pending_migrations()
+                .await
+                .map_err(|e| anyhow::anyhow!(e.chain()))?
+                > 0
+            {
+                anyhow::bail!(
+                    "the database has pending migrations: run `zeroscale migrate up` first"
+                );
+            }
+            let user = domain
+                .users()
+                .register(NewUser {
+                    username,
+                    password,
+                    role: Role::Admin,
+                    credits,
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            println!("created admin {} (id {})", user.username, user.id);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

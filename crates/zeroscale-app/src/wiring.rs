@@ -1,0 +1,90 @@
+//! Building the services from config, shared by `serve` and `worker`: the database and
+//! its domain services, storage, and the model router with its caches.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use zeroscale_core::Storage;
+use zeroscale_core::config::Config;
+use zeroscale_core::domain::Role;
+use zeroscale_db::Db;
+use zeroscale_db::domain::Domain;
+use zeroscale_models::image_cache::StorageImageCache;
+use zeroscale_models::router::Router;
+use zeroscale_storage::ObjectStoreStorage;
+
+/// Opens the database and wraps it in the domain services.
+pub(crate) async fn domain(config: &Config) -> anyhow::Result<Domain> {
+    let db = Db::connect(&config.database)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .context("cannot open the database")?;
+    Ok(Domain::new(db, config.auth.clone(), config.chat.clone()))
+}
+
+/// Connects the configured storage.
+pub(crate) fn storage(config: &Config) -> anyhow::Result<Arc<ObjectStoreStorage>> {
+    let data_dir = config.data_dir()?;
+    zeroscale_storage::connect(
+        &config.storage,
+        &zeroscale_storage::StorageContext {
+            data_dir,
+            public_url: config.server.public_url(),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!(e.chain()))
+    .context("cannot set up storage")
+}
+
+/// The model router for `config.models`, with the embedding cache in the database and
+/// the image cache in storage when `models.cache` asks for them. Providers this build
+/// cannot run are logged (and reported by `/readyz`); the rest serve.
+pub(crate) fn models(
+    config: &Config,
+    domain: &Domain,
+    storage: Arc<dyn Storage>,
+) -> anyhow::Result<Arc<Router>> {
+    let (mut router, _missing) = Router::from_config(&config.models)
+        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .context("cannot set up the model providers")?;
+    if config.models.cache.embeddings {
+        router.set_embedding_cache(Arc::new(domain.embedding_cache()));
+    }
+    if config.models.cache.images {
+        router.set_image_cache(StorageImageCache::new(storage));
+    }
+    Ok(Arc::new(router))
+}
+
+/// Creates the admin named by `auth.bootstrap_admin` (`username:password`) when the
+/// database has no users; does nothing otherwise.
+pub(crate) async fn bootstrap_admin(config: &Config, domain: &Domain) -> anyhow::Result<()> {
+    let Some(secret) = &config.auth.bootstrap_admin else {
+        return Ok(());
+    };
+    let (username, password) = secret.expose().split_once(':').context(
+        "auth.bootstrap_admin must be `username:password` (e.g. ZEROSCALE_AUTH__BOOTSTRAP_ADMIN=admin:long-password)",
+    )?;
+    let users = domain.users();
+    if users
+        .count()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))?
+        > 0
+    {
+        tracing::info!("auth.bootstrap_admin ignored: the database already has users");
+        return Ok(());
+    }
+    let user = users
+        .register(zeroscale_db::domain::NewUser {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            role: Role::Admin,
+            credits: 0,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .context("auth.bootstrap_admin: cannot create the admin")?;
+    tracing::info!(username = %user.username, "created the first admin from auth.bootstrap_admin");
+    Ok(())
+}
