@@ -8,6 +8,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_domain;
+mod m20261123_000001_user_jobs;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -16,6 +17,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_domain::Migration)]
+        vec![
+            Box::new(m20261122_000001_domain::Migration),
+            Box::new(m20261123_000001_user_jobs::Migration),
+        ]
     }
 }

@@ -120,10 +120,9 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "listening on http://{local}");
 
-    let storage = crate::wiring::storage(&config)?;
-    let domain = crate::wiring::domain(&config).await?;
-    crate::wiring::bootstrap_admin(&config, &domain).await?;
-    let models = crate::wiring::models(&config, &domain, storage.clone())?;
+    let services = crate::wiring::Services::connect(&config).await?;
+    crate::wiring::bootstrap_admin(&config, &services.domain).await?;
+    let storage = services.storage.clone();
     let (stop_workers, stop_workers_rx) = tokio::sync::watch::channel(false);
     let workers = if config.workers.mode == zeroscale_core::config::WorkersMode::InProcess {
         tracing::info!(
@@ -131,18 +130,14 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
             "running workers in this process"
         );
         Some(tokio::spawn(in_process_workers(
-            config.clone(),
+            services.clone(),
             stop_workers_rx,
         )))
     } else {
         tracing::info!("workers.mode = separate: run `zeroscale worker` for background jobs");
         None
     };
-    let api = crate::api::ApiState {
-        config: Arc::new(config.clone()),
-        domain,
-        models,
-    };
+    let api = services;
     let state = AppState {
         checker: Arc::new(Checker::new(config)),
     };
@@ -205,12 +200,12 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
 /// Connects to the queue (retrying while it is unreachable: `/readyz` reports it
 /// meanwhile) and runs the workers until `stop`.
 async fn in_process_workers(
-    config: Config,
+    services: crate::wiring::Services,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> zeroscale_queue::worker::WorkerReport {
     loop {
-        match zeroscale_queue::connect(&config.queue, &config.jobs).await {
-            Ok(queue) => return crate::worker::build(queue, &config).run(stop).await,
+        match services.queue.get().await {
+            Ok(queue) => return crate::worker::build(queue, &services).run(stop).await,
             Err(e) => {
                 tracing::warn!(error = %e.chain(), "workers cannot reach the queue; retrying in 5s");
                 tokio::select! {

@@ -88,3 +88,56 @@ pub(crate) async fn bootstrap_admin(config: &Config, domain: &Domain) -> anyhow:
     tracing::info!(username = %user.username, "created the first admin from auth.bootstrap_admin");
     Ok(())
 }
+
+/// The queue, connected on first use and shared by the API and the in-process workers
+/// (with the memory queue they must be the same instance). A Redis that is down is
+/// retried on the next use; meanwhile callers get "unavailable".
+#[derive(Debug, Clone)]
+pub(crate) struct QueueHandle {
+    config: Arc<Config>,
+    cell: Arc<tokio::sync::OnceCell<Arc<dyn zeroscale_core::Queue>>>,
+}
+
+impl QueueHandle {
+    pub(crate) fn new(config: Arc<Config>) -> Self {
+        QueueHandle {
+            config,
+            cell: Arc::default(),
+        }
+    }
+
+    /// The connected queue.
+    pub(crate) async fn get(&self) -> zeroscale_core::Result<Arc<dyn zeroscale_core::Queue>> {
+        self.cell
+            .get_or_try_init(|| zeroscale_queue::connect(&self.config.queue, &self.config.jobs))
+            .await
+            .cloned()
+    }
+}
+
+/// Everything the API handlers and the task handlers use.
+#[derive(Debug, Clone)]
+pub(crate) struct Services {
+    pub(crate) config: Arc<Config>,
+    pub(crate) domain: Domain,
+    pub(crate) storage: Arc<ObjectStoreStorage>,
+    pub(crate) models: Arc<Router>,
+    pub(crate) queue: QueueHandle,
+}
+
+impl Services {
+    /// Connects everything `config` names (the queue lazily).
+    pub(crate) async fn connect(config: &Config) -> anyhow::Result<Services> {
+        let config = Arc::new(config.clone());
+        let storage = storage(&config)?;
+        let domain = domain(&config).await?;
+        let models = models(&config, &domain, storage.clone())?;
+        Ok(Services {
+            queue: QueueHandle::new(Arc::clone(&config)),
+            config,
+            domain,
+            storage,
+            models,
+        })
+    }
+}

@@ -11,6 +11,8 @@ use zeroscale_core::Queue;
 use zeroscale_core::config::{Config, LoadedConfig};
 use zeroscale_queue::worker::{Worker, WorkerOptions, WorkerReport};
 
+use crate::wiring::Services;
+
 /// The worker options of the config.
 pub(crate) fn options(config: &Config) -> WorkerOptions {
     WorkerOptions {
@@ -29,8 +31,8 @@ struct SleepPayload {
 }
 
 /// A worker with every task the app handles.
-pub(crate) fn build(queue: Arc<dyn Queue>, config: &Config) -> Worker {
-    let mut worker = Worker::new(queue, options(config));
+pub(crate) fn build(queue: Arc<dyn Queue>, services: &Services) -> Worker {
+    let mut worker = Worker::new(queue, options(&services.config));
     // Diagnostics: check the job pipeline end to end (`zeroscale.echo` returns its payload,
     // `zeroscale.sleep` waits `ms` milliseconds). Both are idempotent.
     worker
@@ -47,7 +49,11 @@ pub(crate) fn build(queue: Arc<dyn Queue>, config: &Config) -> Worker {
 /// Runs a worker until SIGINT/SIGTERM.
 pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
     let config = &loaded.config;
-    let queue = zeroscale_queue::connect(&config.queue, &config.jobs)
+    crate::serve::auto_migrate(config).await?;
+    let services = Services::connect(config).await?;
+    let queue = services
+        .queue
+        .get()
         .await
         .map_err(|e| anyhow::anyhow!(e.chain()))
         .context("cannot connect to the queue")?;
@@ -57,7 +63,7 @@ pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
              `queue.kind = \"redis\"` to share jobs between processes"
         );
     }
-    let worker = build(queue, config);
+    let worker = build(queue, &services);
     tracing::info!(
         queues = ?config.workers.queues,
         concurrency = config.workers.concurrency,

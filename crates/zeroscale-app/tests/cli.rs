@@ -256,10 +256,14 @@ fn migrate_commands_on_sqlite() {
 
     let (out, stdout, stderr) = run(&["up"]);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("applied 1 migration(s)"), "{stdout}");
+    assert!(stdout.contains("applied 2 migration(s)"), "{stdout}");
     let (_, stdout, _) = run(&["status"]);
     assert!(
         stdout.contains("applied  m20261122_000001_domain"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("applied  m20261123_000001_user_jobs"),
         "{stdout}"
     );
 
@@ -274,7 +278,11 @@ fn migrate_commands_on_sqlite() {
     assert!(stdout.contains("rolled back 1"), "{stdout}");
     let (_, stdout, _) = run(&["status"]);
     assert!(
-        stdout.contains("pending  m20261122_000001_domain"),
+        stdout.contains("applied  m20261122_000001_domain"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pending  m20261123_000001_user_jobs"),
         "{stdout}"
     );
 }

@@ -590,6 +590,42 @@ async fn embedding_cache(d: &Domain) {
     );
 }
 
+async fn job_owners(d: &Domain) {
+    let alice = user(d, "job-alice", 0).await;
+    let bob = user(d, "job-bob", 0).await;
+    let jobs = d.jobs();
+    let ids: Vec<String> = (0..3)
+        .map(|_| zeroscale_core::queue::JobId::new().to_string())
+        .collect();
+    for id in &ids {
+        jobs.record(id, &alice.id, "default", "zeroscale.echo")
+            .await
+            .unwrap();
+    }
+    let other = zeroscale_core::queue::JobId::new().to_string();
+    jobs.record(&other, &bob.id, "default", "zeroscale.echo")
+        .await
+        .unwrap();
+    // Recording again keeps the first owner (idempotent enqueue returns the same id).
+    let again = jobs.record(&ids[0], &bob.id, "x", "y").await.unwrap();
+    assert_eq!(
+        (again.user_id.as_str(), again.queue.as_str()),
+        (alice.id.as_str(), "default")
+    );
+    let listed = jobs.list(&alice.id, None, None).await.unwrap();
+    let listed: Vec<&str> = listed.iter().map(|j| j.job_id.as_str()).collect();
+    assert_eq!(
+        listed,
+        [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()],
+        "newest first"
+    );
+    let page = jobs.list(&alice.id, Some(&ids[2]), Some(1)).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].job_id, ids[1]);
+    assert_eq!(jobs.find(&other).await.unwrap().unwrap().user_id, bob.id);
+    assert_eq!(jobs.find("nosuch").await.unwrap(), None);
+}
+
 async fn suite(d: &Domain) {
     users(d).await;
     sessions(d).await;
@@ -599,6 +635,7 @@ async fn suite(d: &Domain) {
     concurrent_reservations(d).await;
     documents(d).await;
     embedding_cache(d).await;
+    job_owners(d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

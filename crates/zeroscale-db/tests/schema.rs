@@ -171,16 +171,28 @@ async fn migrations_round_trip(db: &Db) {
     assert!(status.iter().all(|m| m.applied), "{status:?}");
     assert_eq!(db.migrate_up().await.unwrap(), 0, "nothing pending");
 
+    // One step down undoes the newest migration only.
     db.migrate_down(1).await.expect("down");
     let status = db.migrate_status().await.unwrap();
     assert!(!status.last().unwrap().applied, "{status:?}");
+    assert!(status[0].applied, "{status:?}");
+    let tables = introspect(db).await.unwrap();
+    assert!(
+        !tables.tables.contains_key("user_jobs"),
+        "down dropped user_jobs"
+    );
+    assert!(tables.tables.contains_key("users"), "and left the rest");
+
+    // All the way down drops every table.
+    let count = status.len() as u32;
+    db.migrate_down(count).await.expect("down all");
     let tables = introspect(db).await.unwrap();
     assert!(
         !tables.tables.contains_key("users"),
         "down dropped the tables"
     );
 
-    assert_eq!(db.migrate_up().await.unwrap(), 1);
+    assert_eq!(db.migrate_up().await.unwrap(), status.len());
     db.migrate_fresh().await.expect("fresh");
     assert!(db.migrate_status().await.unwrap().iter().all(|m| m.applied));
 }

@@ -534,6 +534,19 @@ impl Router {
         })
     }
 
+    /// The most `count` images of model id `model` can cost, over every provider it may
+    /// fall back to: what to reserve before generating.
+    pub fn image_cost_estimate(&self, model: &str, count: u32) -> Result<f64> {
+        let entry = self.entry(model, ModelKind::Image)?;
+        Ok(Self::chain(entry)
+            .iter()
+            .map(|provider| {
+                let price = Self::cost(entry, provider);
+                price.per_call + price.per_image * f64::from(count)
+            })
+            .fold(0.0, f64::max))
+    }
+
     /// Every provider's health, by name.
     pub fn health(&self) -> Vec<(String, ProviderHealth)> {
         let names: Vec<String> = self

@@ -495,3 +495,38 @@ async fn images_with_an_explicit_seed_are_cached_in_storage() {
         .unwrap();
     assert_eq!(*provider.calls.lock().unwrap(), calls_before + 1);
 }
+
+#[test]
+fn image_cost_estimate_is_the_dearest_provider_in_the_chain() {
+    let mut config = config(&[]);
+    let art = config.registry.get_mut("art").unwrap();
+    art.fallbacks = vec!["cheap".into(), "free".into()];
+    art.routes.insert(
+        "placeholder".into(),
+        ModelRoute {
+            cost: ModelCost {
+                per_call: 1.0,
+                per_image: 2.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    art.routes.insert(
+        "cheap".into(),
+        ModelRoute {
+            cost: ModelCost {
+                per_image: 4.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    let router = Router::new(&config);
+    assert_eq!(router.image_cost_estimate("art", 1).unwrap(), 4.0);
+    assert_eq!(router.image_cost_estimate("art", 3).unwrap(), 12.0);
+    assert!(
+        router.image_cost_estimate("minilm", 1).is_err(),
+        "not an image model"
+    );
+}

@@ -1,5 +1,7 @@
 //! The `/files/{key}` route serving app-signed URLs (memory and local storage): GET
-//! streams the object, PUT stores the request body. Requests need the `method`, `expires`
+//! streams the object (whole, or one byte range), PUT stores the request body.
+//! [`object_response`] is the streaming download with `Range` support, shared with the
+//! app's own file routes. Requests need the `method`, `expires`
 //! and `sig` query parameters that [`UrlSigner::sign`](crate::UrlSigner::sign) produces;
 //! anything expired or tampered with is refused with 403.
 
@@ -82,27 +84,118 @@ async fn get_file(
     State(state): State<FilesState>,
     Path(key): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     let key = match authorize(&state, SignedMethod::Get, &key, query.as_deref()) {
         Ok(key) => key,
         Err(e) => return error_response(&e),
     };
-    match state.storage.get_opts(&key, Default::default()).await {
-        Ok(object) => {
-            let mut headers = HeaderMap::new();
-            let content_type = object
-                .meta
-                .content_type
-                .clone()
-                .unwrap_or_else(|| "application/octet-stream".to_owned());
-            if let Ok(v) = HeaderValue::from_str(&content_type) {
-                headers.insert(header::CONTENT_TYPE, v);
-            }
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.meta.size));
-            (headers, Body::from_stream(object.body)).into_response()
-        }
+    match object_response(state.storage.as_ref(), &key, &headers, false).await {
+        Ok(response) => response,
         Err(e) => error_response(&e),
     }
+}
+
+/// The bytes of a `Range` header this server honours: one range, in bytes. Anything else
+/// (several ranges, other units, garbage) is ignored and the whole object is sent, as
+/// RFC 9110 allows.
+fn requested_range(headers: &HeaderMap) -> Option<(Option<u64>, Option<u64>)> {
+    let value = headers.get(header::RANGE)?.to_str().ok()?;
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let parse = |s: &str| -> Option<Option<u64>> {
+        let s = s.trim();
+        if s.is_empty() {
+            Some(None)
+        } else {
+            s.parse().ok().map(Some)
+        }
+    };
+    let (start, end) = (parse(start)?, parse(end)?);
+    if start.is_none() && end.is_none() {
+        return None;
+    }
+    Some((start, end))
+}
+
+/// Streams `key` as an HTTP response: the whole object (200), or one byte range (206
+/// with `Content-Range`) when the request has a satisfiable `Range` header, or 416 when
+/// it is not satisfiable. With `head_only` only the headers are sent. The content type
+/// given at upload, the size, `ETag`, `Last-Modified` and `Accept-Ranges: bytes` are set.
+pub async fn object_response(
+    storage: &dyn Storage,
+    key: &ObjectKey,
+    request: &HeaderMap,
+    head_only: bool,
+) -> Result<Response, Error> {
+    let meta = storage.head(key).await?;
+    let size = meta.size;
+    let mut headers = HeaderMap::new();
+    let content_type = meta
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(etag) = &meta.etag {
+        let quoted = if etag.starts_with('"') || etag.starts_with("W/") {
+            etag.clone()
+        } else {
+            format!("\"{etag}\"")
+        };
+        if let Ok(v) = HeaderValue::from_str(&quoted) {
+            headers.insert(header::ETAG, v);
+        }
+    }
+    let modified = meta
+        .last_modified
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(v) = HeaderValue::from_str(&modified) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    let range = match requested_range(request) {
+        None => None,
+        Some((Some(start), end)) if start < size => {
+            let end = end.map_or(size, |e| e.saturating_add(1).min(size));
+            (end > start).then_some(start..end)
+        }
+        Some((None, Some(suffix))) if suffix > 0 && size > 0 => {
+            Some(size.saturating_sub(suffix)..size)
+        }
+        Some(_) => {
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("ASCII"),
+            );
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, headers).into_response());
+        }
+    };
+    let (status, length) = match &range {
+        Some(r) => {
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1))
+                    .expect("ASCII"),
+            );
+            (StatusCode::PARTIAL_CONTENT, r.end - r.start)
+        }
+        None => (StatusCode::OK, size),
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if head_only {
+        return Ok((status, headers).into_response());
+    }
+    let opts = zeroscale_core::storage::GetOptions {
+        range: range.map(zeroscale_core::storage::ByteRange::Bounded),
+    };
+    let object = storage.get_opts(key, opts).await?;
+    Ok((status, headers, Body::from_stream(object.body)).into_response())
 }
 
 async fn put_file(

@@ -11,23 +11,14 @@ pub(crate) mod embeddings;
 pub(crate) mod error;
 pub(crate) mod keys;
 
-use std::sync::Arc;
-
 use axum::Router;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use zeroscale_core::config::Config;
-use zeroscale_db::domain::Domain;
 
-/// What every API handler shares.
-#[derive(Debug, Clone)]
-pub(crate) struct ApiState {
-    pub(crate) config: Arc<Config>,
-    pub(crate) domain: Domain,
-    pub(crate) models: Arc<zeroscale_models::router::Router>,
-}
+/// What every API handler shares: the connected services.
+pub(crate) type ApiState = crate::wiring::Services;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -230,3 +230,24 @@ pub(crate) mod embedding_cache {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `user_jobs`.
+pub(crate) mod user_jobs {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "user_jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub job_id: String,
+        pub user_id: String,
+        pub queue: String,
+        pub task: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

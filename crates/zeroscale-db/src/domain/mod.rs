@@ -1,6 +1,6 @@
 //! The domain services, the same on every engine: users, sessions, API keys, system
 //! prompts, chat history, credits and generations, documents with vector search, and the
-//! embedding cache.
+//! embedding cache, and who submitted which background job.
 //!
 //! Reach them through [`Domain`]: `domain.users().register(…)`. Every write that spans
 //! more than one statement runs in a write transaction ([`Db::begin_write`]), which on
@@ -12,6 +12,7 @@ mod chat;
 mod credits;
 mod documents;
 pub(crate) mod entity;
+mod jobs;
 mod prompts;
 mod sessions;
 mod users;
@@ -25,6 +26,7 @@ pub use cache::DbEmbeddingCache;
 pub use chat::{Chat, ChatPage, NewMessage};
 pub use credits::{Credits, NewGeneration};
 pub use documents::{Documents, MAX_TOP_K, NewDocument, decode_vector, encode_vector};
+pub use jobs::{OwnedJob, UserJobs};
 pub use prompts::Prompts;
 pub use sessions::{NewSession, SESSION_TOKEN_PREFIX, Sessions};
 pub use users::{NewUser, Users};
@@ -43,6 +45,11 @@ impl Domain {
     /// Services over `db` with the given settings.
     pub fn new(db: Db, auth: AuthConfig, chat: ChatConfig) -> Self {
         Domain { db, auth, chat }
+    }
+
+    /// Who submitted which background job.
+    pub fn jobs(&self) -> UserJobs<'_> {
+        UserJobs::new(&self.db)
     }
 
     /// The database.

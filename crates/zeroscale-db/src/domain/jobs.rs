@@ -1,0 +1,106 @@
+//! Job ownership: which user submitted which background job through the API. The queue
+//! holds the job itself; this table only says whose it is, so a user sees only theirs.
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use zeroscale_core::domain::now;
+use zeroscale_core::{Error, Result};
+
+use super::entity::user_jobs;
+use super::page_limit;
+use crate::Db;
+
+/// A job and its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedJob {
+    /// The queue's job id.
+    pub job_id: String,
+    /// Who submitted it.
+    pub user_id: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its task name.
+    pub task: String,
+    /// When it was submitted.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn to_owned_job(m: user_jobs::Model) -> OwnedJob {
+    OwnedJob {
+        job_id: m.job_id,
+        user_id: m.user_id,
+        queue: m.queue,
+        task: m.task,
+        created_at: m.created_at,
+    }
+}
+
+/// Job ownership service; see [`super::Domain::jobs`].
+#[derive(Debug)]
+pub struct UserJobs<'a> {
+    db: &'a Db,
+}
+
+impl<'a> UserJobs<'a> {
+    pub(crate) fn new(db: &'a Db) -> Self {
+        UserJobs { db }
+    }
+
+    /// Records that `user_id` submitted job `job_id`. Recording the same job twice (an
+    /// idempotent enqueue) keeps the first record.
+    pub async fn record(
+        &self,
+        job_id: &str,
+        user_id: &str,
+        queue: &str,
+        task: &str,
+    ) -> Result<OwnedJob> {
+        if let Some(existing) = self.find(job_id).await? {
+            return Ok(existing);
+        }
+        let model = user_jobs::ActiveModel {
+            job_id: Set(job_id.to_owned()),
+            user_id: Set(user_id.to_owned()),
+            queue: Set(queue.to_owned()),
+            task: Set(task.to_owned()),
+            created_at: Set(now()),
+        };
+        user_jobs::Entity::insert(model)
+            .exec(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        self.find(job_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("job {job_id}")))
+    }
+
+    /// The record of `job_id`, if any user submitted it.
+    pub async fn find(&self, job_id: &str) -> Result<Option<OwnedJob>> {
+        Ok(user_jobs::Entity::find_by_id(job_id.to_owned())
+            .one(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .map(to_owned_job))
+    }
+
+    /// `user_id`'s jobs, newest first, `limit` at most (capped), before job `before`.
+    pub async fn list(
+        &self,
+        user_id: &str,
+        before: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<Vec<OwnedJob>> {
+        let mut query = user_jobs::Entity::find().filter(user_jobs::Column::UserId.eq(user_id));
+        if let Some(before) = before {
+            query = query.filter(user_jobs::Column::JobId.lt(before));
+        }
+        Ok(query
+            .order_by_desc(user_jobs::Column::JobId)
+            .limit(page_limit(limit, 50, 200))
+            .all(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .into_iter()
+            .map(to_owned_job)
+            .collect())
+    }
+}
