@@ -24,6 +24,7 @@ mod logging;
 mod migrate;
 mod serve;
 mod storage_cmd;
+mod tasks;
 mod users;
 mod wiring;
 mod worker;

@@ -43,6 +43,38 @@ pub(crate) fn build(queue: Arc<dyn Queue>, services: &Services) -> Worker {
             tokio::time::sleep(Duration::from_millis(p.ms.min(60_000))).await;
             Ok(Some(serde_json::json!({"slept_ms": p.ms})))
         });
+    // The background halves of `POST /v1/documents` and `POST /v1/images`.
+    let documents = services.clone();
+    worker.register(
+        crate::tasks::EMBED_DOCUMENTS,
+        move |ctx, job: crate::tasks::EmbedDocuments| {
+            let services = documents.clone();
+            async move {
+                ctx.progress(0, format!("embedding {} documents", job.documents.len()));
+                let stored = crate::tasks::embed_documents(&services, &job)
+                    .await
+                    .map_err(|e| e.chain())?;
+                let ids: Vec<String> = stored.into_iter().map(|d| d.id).collect();
+                Ok(Some(serde_json::json!({ "document_ids": ids })))
+            }
+        },
+    );
+    let images = services.clone();
+    worker.register(
+        crate::tasks::GENERATE_IMAGE,
+        move |_, job: crate::tasks::GenerateImage| {
+            let services = images.clone();
+            async move {
+                let generation = crate::tasks::generate_image(&services, &job.generation_id)
+                    .await
+                    .map_err(|e| e.chain())?;
+                Ok(Some(serde_json::json!({
+                    "generation_id": generation.id,
+                    "status": generation.status.as_str(),
+                })))
+            }
+        },
+    );
     worker
 }
 

@@ -4,12 +4,25 @@
 //! - [`error`]: the error body and JSON/query extractors that report bad fields as 400.
 //! - [`auth`]: who is calling (session token or API key), register/login/logout/me.
 //! - [`keys`]: API keys (admin).
+//! - [`prompts`], [`chat`]: system prompts and chat history.
+//! - [`files`]: uploads, downloads with ranges, signed URLs.
+//! - [`jobs`]: background jobs.
 //! - [`embeddings`]: the OpenAI-compatible `POST /v1/embeddings`.
+//! - [`documents`]: collections of texts and semantic search.
+//! - [`images`]: image generation with credits.
+//! - [`admin`]: provider health, job stats and dead letters, users.
 
+pub(crate) mod admin;
 pub(crate) mod auth;
+pub(crate) mod chat;
+pub(crate) mod documents;
 pub(crate) mod embeddings;
 pub(crate) mod error;
+pub(crate) mod files;
+pub(crate) mod images;
+pub(crate) mod jobs;
 pub(crate) mod keys;
+pub(crate) mod prompts;
 
 use axum::Router;
 use utoipa::OpenApi;
@@ -62,8 +75,42 @@ pub(crate) fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::me))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(prompts::create_prompt, prompts::list_prompts))
+        .routes(routes!(
+            prompts::get_prompt,
+            prompts::update_prompt,
+            prompts::delete_prompt
+        ))
+        .routes(routes!(chat::append_message, chat::list_messages))
+        .routes(routes!(chat::delete_session))
+        .routes(routes!(jobs::enqueue_job, jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
         .routes(routes!(embeddings::create_embeddings))
+        .routes(routes!(documents::add_documents))
+        .routes(routes!(documents::search_documents))
+        .routes(routes!(images::create_image))
+        .routes(routes!(images::get_image))
+        .routes(routes!(admin::list_providers))
+        .routes(routes!(admin::check_provider))
+        .routes(routes!(admin::job_stats))
+        .routes(routes!(admin::dead_jobs))
+        .routes(routes!(admin::list_users))
+        .routes(routes!(admin::update_user))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        // Uploads stream to storage under their own limit (`server.max_upload_bytes`).
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(files::upload_file, files::list_files))
+                .routes(routes!(
+                    files::download_file,
+                    files::head_file,
+                    files::delete_file
+                ))
+                .routes(routes!(files::signed_url))
+                .routes(routes!(files::upload_url))
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .with_state(state)
         .split_for_parts();
     (router, openapi)

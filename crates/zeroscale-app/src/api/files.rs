@@ -1,0 +1,470 @@
+//! Files: upload (streamed, size-limited, content type kept), download (streamed, with
+//! range requests), head, delete, list, and signed URLs. A file is stored at
+//! `files/<owner id>/<file id>`, where the file id is 128 random bits: every route builds
+//! the key from the caller's own id, so no request can reach another user's file, and no
+//! key can be guessed from anyone's ids.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use zeroscale_core::storage::{
+    ListOptions, ObjectKey, ObjectMeta, PutOptions, SignedMethod, SignedUrlOptions,
+};
+use zeroscale_core::{Error, Storage};
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody, Json, Query};
+
+/// Metadata key of the original file name (percent-encoded: storage metadata is ASCII).
+const FILENAME: &str = "filename";
+/// Longest signed URL lifetime.
+const MAX_SIGNED_SECS: u64 = 7 * 24 * 3600;
+
+/// A new random file id: 32 hex characters.
+pub(crate) fn new_file_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    zeroscale_core::hex(&bytes)
+}
+
+fn owner_prefix(user_id: &str) -> String {
+    format!("files/{user_id}/")
+}
+
+/// The storage key of the caller's file `id`.
+pub(crate) fn file_key(user_id: &str, id: &str) -> ApiResult<ObjectKey> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::from(Error::not_found(format!("file {id}"))));
+    }
+    Ok(ObjectKey::parse(format!("{}{id}", owner_prefix(user_id)))?)
+}
+
+fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b" ._-()[]+,".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn decode_name(encoded: &str) -> String {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = encoded.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A stored file.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FileView {
+    /// Use it in `/v1/files/{id}`.
+    id: String,
+    /// The name given at upload, if any.
+    filename: Option<String>,
+    content_type: Option<String>,
+    size: u64,
+    updated_at: DateTime<Utc>,
+}
+
+fn file_view(meta: &ObjectMeta) -> FileView {
+    let id = meta
+        .key
+        .as_str()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    FileView {
+        id,
+        filename: meta.metadata.get(FILENAME).map(|n| decode_name(n)),
+        content_type: meta.content_type.clone(),
+        size: meta.size,
+        updated_at: meta.last_modified,
+    }
+}
+
+/// Upload options.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadQuery {
+    /// The file's name, kept with it (at most 255 bytes).
+    filename: Option<String>,
+}
+
+/// Uploads a file: the request body is the file, streamed to storage; its `Content-Type`
+/// is kept. At most `server.max_upload_bytes`.
+#[utoipa::path(
+    post, path = "/v1/files", tag = "files",
+    security(("bearer" = []), ("api_key" = [])),
+    params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file's bytes"),
+    responses(
+        (status = 201, description = "stored", body = FileView),
+        (status = 400, description = "bad file name or interrupted upload", body = ErrorBody),
+        (status = 401, description = "not authenticated", body = ErrorBody),
+        (status = 413, description = "larger than `server.max_upload_bytes`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn upload_file(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let limit = state.config.server.max_upload_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the file is larger than the {limit} bytes `server.max_upload_bytes` allows"),
+        )
+    };
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && length > limit
+    {
+        return Err(too_large());
+    }
+    let mut metadata = std::collections::BTreeMap::new();
+    if let Some(name) = &query.filename {
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "filename: 1 to 255 bytes without control characters",
+            ));
+        }
+        metadata.insert(FILENAME.to_owned(), encode_name(name));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let id = new_file_id();
+    let key = file_key(&caller.user.id, &id)?;
+    let seen = Arc::new(AtomicU64::new(0));
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let stream = {
+        let (seen, exceeded) = (Arc::clone(&seen), Arc::clone(&exceeded));
+        body.into_data_stream()
+            .map_err(|e| Error::invalid_input(format!("upload interrupted: {e}")))
+            .and_then(move |chunk| {
+                let total =
+                    seen.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+                let over = total > limit;
+                if over {
+                    exceeded.store(true, Ordering::Relaxed);
+                }
+                async move {
+                    if over {
+                        Err(Error::invalid_input("upload too large"))
+                    } else {
+                        Ok(chunk)
+                    }
+                }
+            })
+    };
+    let opts = PutOptions {
+        content_type,
+        metadata,
+        ..Default::default()
+    };
+    match state.storage.put_stream(&key, Box::pin(stream), opts).await {
+        Ok(_) => {}
+        Err(_) if exceeded.load(Ordering::Relaxed) => {
+            let _ = state.storage.delete(&key).await;
+            return Err(too_large());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let meta = state.storage.head(&key).await?;
+    Ok((StatusCode::CREATED, Json(file_view(&meta))).into_response())
+}
+
+/// Paging through files.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Files per page: default 50, at most 100.
+    limit: Option<usize>,
+}
+
+/// A page of the caller's files.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FileList {
+    data: Vec<FileView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Lists the caller's files.
+#[utoipa::path(
+    get, path = "/v1/files", tag = "files",
+    security(("bearer" = []), ("api_key" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "a page of files", body = FileList),
+        (status = 401, description = "not authenticated", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_files(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<FileList>> {
+    let page = state
+        .storage
+        .list(ListOptions {
+            prefix: Some(owner_prefix(&caller.user.id)),
+            page_size: Some(query.limit.unwrap_or(50).clamp(1, 100)),
+            page_token: query.cursor,
+        })
+        .await?;
+    let mut data = Vec::with_capacity(page.objects.len());
+    for object in &page.objects {
+        // Listings do not carry metadata on every backend: ask for it.
+        match state.storage.head(&object.key).await {
+            Ok(meta) => data.push(file_view(&meta)),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Json(FileList {
+        data,
+        next_cursor: page.next_page_token,
+    }))
+}
+
+/// Downloads a file, streamed; honours one `Range: bytes=…` (206, or 416 when it is
+/// outside the file).
+#[utoipa::path(
+    get, path = "/v1/files/{id}", tag = "files",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "the file's id")),
+    responses(
+        (status = 200, description = "the file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "the requested range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, description = "not authenticated", body = ErrorBody),
+        (status = 404, description = "no such file of the caller's", body = ErrorBody),
+        (status = 416, description = "the range is outside the file"),
+    )
+)]
+pub(crate) async fn download_file(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = file_key(&caller.user.id, &id)?;
+    Ok(
+        zeroscale_storage::http::object_response(state.storage.as_ref(), &key, &headers, false)
+            .await?,
+    )
+}
+
+/// A file's headers (size, type, ETag) without its bytes.
+#[utoipa::path(
+    head, path = "/v1/files/{id}", tag = "files",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "the file's id")),
+    responses(
+        (status = 200, description = "the file exists"),
+        (status = 401, description = "not authenticated"),
+        (status = 404, description = "no such file of the caller's"),
+    )
+)]
+pub(crate) async fn head_file(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = file_key(&caller.user.id, &id)?;
+    Ok(
+        zeroscale_storage::http::object_response(state.storage.as_ref(), &key, &headers, true)
+            .await?,
+    )
+}
+
+/// Deletes a file.
+#[utoipa::path(
+    delete, path = "/v1/files/{id}", tag = "files",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "the file's id")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "not authenticated", body = ErrorBody),
+        (status = 404, description = "no such file of the caller's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_file(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let key = file_key(&caller.user.id, &id)?;
+    if !state.storage.delete(&key).await? {
+        return Err(Error::not_found(format!("file {id}")).into());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a signed URL should allow.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignRequest {
+    /// `GET` (download) or `PUT` (replace the file's bytes). Default `GET`.
+    #[serde(default = "default_method")]
+    #[schema(value_type = String)]
+    method: SignedMethod,
+    /// Seconds the URL works: default 3600, at most 604800 (7 days).
+    #[serde(default)]
+    expires_in_secs: Option<u64>,
+}
+
+fn default_method() -> SignedMethod {
+    SignedMethod::Get
+}
+
+/// A signed URL: no credentials needed to use it, until it expires.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SignedView {
+    /// The file it is for.
+    id: String,
+    url: String,
+    /// `GET` or `PUT`.
+    method: String,
+    expires_at: DateTime<Utc>,
+}
+
+pub(crate) async fn sign(
+    storage: &dyn Storage,
+    key: &ObjectKey,
+    id: &str,
+    method: SignedMethod,
+    expires_in_secs: Option<u64>,
+) -> ApiResult<SignedView> {
+    let secs = expires_in_secs.unwrap_or(3600);
+    if secs == 0 || secs > MAX_SIGNED_SECS {
+        return Err(ApiError::bad_request(format!(
+            "expires_in_secs must be 1 to {MAX_SIGNED_SECS}"
+        )));
+    }
+    let signed = storage
+        .signed_url(
+            key,
+            SignedUrlOptions {
+                method,
+                expires_in: Duration::from_secs(secs),
+            },
+        )
+        .await?;
+    Ok(SignedView {
+        id: id.to_owned(),
+        url: signed.url,
+        method: signed.method.as_str().to_owned(),
+        expires_at: signed.expires_at,
+    })
+}
+
+/// A signed URL for one of the caller's files (GET to download, PUT to replace).
+#[utoipa::path(
+    post, path = "/v1/files/{id}/signed-url", tag = "files",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "the file's id")),
+    request_body = SignRequest,
+    responses(
+        (status = 200, description = "the URL", body = SignedView),
+        (status = 400, description = "bad method or expiry", body = ErrorBody),
+        (status = 401, description = "not authenticated", body = ErrorBody),
+        (status = 404, description = "no such file of the caller's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn signed_url(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<SignRequest>,
+) -> ApiResult<Json<SignedView>> {
+    let key = file_key(&caller.user.id, &id)?;
+    state.storage.head(&key).await?;
+    Ok(Json(
+        sign(
+            state.storage.as_ref(),
+            &key,
+            &id,
+            body.method,
+            body.expires_in_secs,
+        )
+        .await?,
+    ))
+}
+
+/// Options for a direct upload.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadUrlRequest {
+    /// Seconds the URL works: default 3600, at most 604800.
+    #[serde(default)]
+    expires_in_secs: Option<u64>,
+}
+
+/// A signed PUT URL for a new file: upload to it directly (no credentials), then use the
+/// returned id like any other file's.
+#[utoipa::path(
+    post, path = "/v1/files/upload-url", tag = "files",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = UploadUrlRequest,
+    responses(
+        (status = 200, description = "the new file's id and PUT URL", body = SignedView),
+        (status = 400, description = "bad expiry", body = ErrorBody),
+        (status = 401, description = "not authenticated", body = ErrorBody),
+    )
+)]
+pub(crate) async fn upload_url(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Json(body): Json<UploadUrlRequest>,
+) -> ApiResult<Json<SignedView>> {
+    let id = new_file_id();
+    let key = file_key(&caller.user.id, &id)?;
+    Ok(Json(
+        sign(
+            state.storage.as_ref(),
+            &key,
+            &id,
+            SignedMethod::Put,
+            body.expires_in_secs,
+        )
+        .await?,
+    ))
+}

@@ -1,0 +1,179 @@
+//! The work behind the document and image routes, run inline by the API or as
+//! background jobs by the workers (`internal.embed_documents`,
+//! `internal.generate_image`): the same functions either way.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use zeroscale_core::domain::{Document, Generation, GenerationStatus};
+use zeroscale_core::models::{ImageData, ImageRequest};
+use zeroscale_core::storage::PutOptions;
+use zeroscale_core::{Error, Result, Storage as _};
+use zeroscale_db::domain::NewDocument;
+
+use crate::wiring::Services;
+
+/// Task name: embed and store documents.
+pub(crate) const EMBED_DOCUMENTS: &str = "internal.embed_documents";
+/// Task name: generate the images of a pending generation.
+pub(crate) const GENERATE_IMAGE: &str = "internal.generate_image";
+
+/// The stored collection name of a user's collection: users never share collections.
+pub(crate) fn scoped_collection(user_id: &str, collection: &str) -> String {
+    format!("{user_id}:{collection}")
+}
+
+/// One text to store.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DocumentInput {
+    /// The text, embedded for search.
+    pub(crate) text: String,
+    /// A JSON object, returned with search hits and filterable by equality.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub(crate) metadata: Value,
+}
+
+/// The payload of [`EMBED_DOCUMENTS`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct EmbedDocuments {
+    pub(crate) user_id: String,
+    /// The user's collection name (not yet scoped).
+    pub(crate) collection: String,
+    pub(crate) model: String,
+    pub(crate) documents: Vec<DocumentInput>,
+}
+
+/// Embeds `job.documents` with the router and stores them; returns the stored documents
+/// in input order. Embedding happens first, for every text, so a provider failure stores
+/// nothing.
+pub(crate) async fn embed_documents(
+    services: &Services,
+    job: &EmbedDocuments,
+) -> Result<Vec<Document>> {
+    let texts: Vec<String> = job.documents.iter().map(|d| d.text.clone()).collect();
+    let routed = services.models.embed(&job.model, texts).await?;
+    let collection = scoped_collection(&job.user_id, &job.collection);
+    let mut stored = Vec::with_capacity(job.documents.len());
+    for (input, vector) in job.documents.iter().zip(routed.value.vectors) {
+        stored.push(
+            services
+                .domain
+                .documents()
+                .insert(NewDocument {
+                    collection: collection.clone(),
+                    content: input.text.clone(),
+                    metadata: input.metadata.clone(),
+                    embedding_model: job.model.clone(),
+                    vector,
+                })
+                .await?,
+        );
+    }
+    Ok(stored)
+}
+
+/// The request parameters kept with a generation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ImageParams {
+    pub(crate) negative_prompt: Option<String>,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) count: u32,
+    pub(crate) seed: Option<u64>,
+}
+
+/// The payload of [`GENERATE_IMAGE`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct GenerateImage {
+    pub(crate) generation_id: String,
+}
+
+/// Runs a pending generation through the router, stores the images as the user's files
+/// and settles the credits: charged what the provider cost (rounded up), or refunded in
+/// full when every provider failed. A generation that is already finished (a job run
+/// twice) is left alone.
+pub(crate) async fn generate_image(services: &Services, generation_id: &str) -> Result<Generation> {
+    let credits = services.domain.credits();
+    let generation = credits.get(generation_id).await?;
+    if generation.status != GenerationStatus::Pending {
+        return Ok(generation);
+    }
+    let params: ImageParams = serde_json::from_value(generation.params.clone()).map_err(|e| {
+        Error::invalid_input(format!("generation {generation_id} has bad params: {e}"))
+    })?;
+    let request = ImageRequest {
+        model: String::new(),
+        prompt: generation.prompt.clone(),
+        negative_prompt: params.negative_prompt,
+        width: params.width,
+        height: params.height,
+        count: params.count,
+        seed: params.seed,
+        extra: Default::default(),
+    };
+    // The router has already retried and failed over: an error here means no provider
+    // could make the images, so the generation fails and the credits come back. Storage
+    // and database errors below fail the job instead, which retries it.
+    let routed = match services.models.generate(&generation.model, request).await {
+        Ok(routed) => routed,
+        Err(e) => {
+            tracing::warn!(generation = generation_id, error = %e.chain(), "image generation failed; refunding");
+            return credits.fail(generation_id, &e.to_string()).await;
+        }
+    };
+    let mut files = Vec::with_capacity(routed.value.images.len());
+    for image in &routed.value.images {
+        let (data, mime_type) = match &image.data {
+            ImageData::Bytes { data, mime_type } => (data.clone(), mime_type.clone()),
+            ImageData::Url(url) => fetch(url).await?,
+        };
+        let id = crate::api::files::new_file_id();
+        let key = crate::api::files::file_key(&generation.user_id, &id)
+            .map_err(|_| Error::invalid_input("bad file key"))?;
+        services
+            .storage
+            .put_opts(&key, data, PutOptions::with_content_type(mime_type.clone()))
+            .await?;
+        files.push(json!({ "file_id": id, "content_type": mime_type, "seed": image.seed }));
+    }
+    let actual = routed.cost.ceil().max(0.0) as i64;
+    let result = json!({
+        "files": files,
+        "provider": routed.provider,
+        "metadata": routed.value.metadata,
+    });
+    match credits
+        .complete(generation_id, &routed.provider, actual, result)
+        .await
+    {
+        Ok(done) => Ok(done),
+        // Finished meanwhile by another run of the same job.
+        Err(Error::Conflict { .. }) => credits.get(generation_id).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Downloads an image a provider returned as a URL.
+async fn fetch(url: &str) -> Result<(Bytes, String)> {
+    let response = reqwest::get(url)
+        .await
+        .map_err(|e| Error::unavailable_from(format!("cannot download the image at {url}"), e))?;
+    if !response.status().is_success() {
+        return Err(Error::unavailable(format!(
+            "downloading the image at {url} answered {}",
+            response.status()
+        )));
+    }
+    let mime = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let bytes = response.bytes().await.map_err(|e| {
+        Error::unavailable_from(format!("downloading the image at {url} failed"), e)
+    })?;
+    Ok((bytes, mime))
+}
