@@ -26,6 +26,10 @@ pub(crate) struct Check {
     pub(crate) ok: bool,
     /// Where it is when ok; what went wrong and what to do when not.
     pub(crate) detail: String,
+    /// Whether readiness depends on it. Every model id needs one working provider
+    /// (`model.<id>`); a provider that is down while every model id using it has another
+    /// that works is not required, so it does not take the server out of rotation.
+    pub(crate) required: bool,
 }
 
 /// Runs checks, keeping the database pool between calls so `/readyz` does not reconnect
@@ -79,6 +83,46 @@ impl Checker {
                 zeroscale_models::is_compiled_in(kind),
                 timed(zeroscale_models::probe(&config.models, &name)).await,
             ));
+            if let Some(check) = checks.last_mut() {
+                check.required = false;
+            }
+        }
+        for (id, entry) in &config.models.registry {
+            let chain: Vec<&String> = std::iter::once(&entry.provider)
+                .chain(entry.fallbacks.iter())
+                .collect();
+            let serving: Vec<&str> = chain
+                .iter()
+                .filter(|name| {
+                    checks
+                        .iter()
+                        .any(|c| c.ok && c.concern == format!("models.{name}"))
+                })
+                .map(|name| name.as_str())
+                .collect();
+            let result = match serving.first() {
+                Some(first) => Ok(format!("served by {first}")),
+                None => Err(Error::unavailable(format!(
+                    "no provider can serve it ({}): see the models.<provider> checks",
+                    chain
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            };
+            if result.is_err() {
+                // Every provider of this model id failed: each of them matters now.
+                for check in checks.iter_mut() {
+                    if chain
+                        .iter()
+                        .any(|name| check.concern == format!("models.{name}"))
+                    {
+                        check.required = true;
+                    }
+                }
+            }
+            checks.push(finish(&format!("model.{id}"), "router", true, result));
         }
         checks
     }
@@ -148,5 +192,6 @@ fn finish(concern: &str, backend: &str, compiled_in: bool, result: Result<String
         compiled_in,
         ok,
         detail,
+        required: true,
     }
 }

@@ -9,6 +9,7 @@ use crate::checks::Checker;
 pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
     let config = &loaded.config;
     let mut healthy = true;
+    let mut warned = false;
     println!(
         "zeroscale doctor (profile: {})",
         loaded.profile.as_deref().unwrap_or("none")
@@ -22,7 +23,12 @@ pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
         }
     }
     for check in Checker::new(config.clone()).run().await {
-        let status = if check.ok { "ok  " } else { "FAIL" };
+        let status = match (check.ok, check.required) {
+            (true, _) => "ok  ",
+            (false, true) => "FAIL",
+            // A provider that is down while every model id still has one that works.
+            (false, false) => "WARN",
+        };
         let compiled = if check.compiled_in {
             "compiled in"
         } else {
@@ -32,7 +38,13 @@ pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
             "  {status}  {:<20} {:<13} {compiled:<16} {}",
             check.concern, check.backend, check.detail
         );
-        healthy &= check.ok;
+        healthy &= check.ok || !check.required;
+        warned |= !check.ok && !check.required;
+    }
+    if warned {
+        println!(
+            "WARN: a model provider is down, but every model id using it has another that works"
+        );
     }
     if healthy {
         println!("everything is ready");

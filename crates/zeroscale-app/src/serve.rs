@@ -46,16 +46,22 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// Every configured backend is reachable: 200, else 503; JSON per backend either way.
+/// Every required check passes (database, storage, queue, and at least one provider per
+/// model id): 200, else 503; JSON per check either way.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let checks = state.checker.run().await;
-    let ready = checks.iter().all(|c| c.ok);
+    let ready = checks.iter().all(|c| c.ok || !c.required);
     let body: serde_json::Map<String, serde_json::Value> = checks
         .iter()
         .map(|c| {
             (
                 c.concern.clone(),
-                json!({ "backend": c.backend, "ok": c.ok, "detail": c.detail }),
+                json!({
+                    "backend": c.backend,
+                    "ok": c.ok,
+                    "required": c.required,
+                    "detail": c.detail,
+                }),
             )
         })
         .collect();

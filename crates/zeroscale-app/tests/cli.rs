@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Server, TempDir, free_port};
+use common::{Server, TempDir, free_port, fresh_postgres};
 use zeroscale_core::testing::require_service;
 
 /// The binary with a clean environment: only what the test sets reaches its config.
@@ -74,34 +74,6 @@ async fn serves_health_and_readiness_on_the_embedded_defaults() {
 }
 
 /// A fresh database on the test PostgreSQL server; returns its URL.
-async fn fresh_postgres(label: &str) -> Option<String> {
-    use zeroscale_db::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
-    let admin_url = require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL")?;
-    let name = format!("zs_app_{label}_{}", std::process::id());
-    let admin = zeroscale_db::Db::connect(&zeroscale_core::config::DatabaseConfig::Postgres(
-        zeroscale_core::config::PostgresConfig {
-            url: admin_url.clone().into(),
-            max_connections: 1,
-            min_connections: 0,
-            ..Default::default()
-        },
-    ))
-    .await
-    .expect("connect to PostgreSQL");
-    for sql in [
-        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-        format!("CREATE DATABASE \"{name}\""),
-    ] {
-        admin
-            .conn()
-            .execute_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
-            .await
-            .expect("create test database");
-    }
-    let (base, _) = admin_url.rsplit_once('/').expect("URL names a database");
-    Some(format!("{base}/{name}"))
-}
-
 #[tokio::test]
 async fn readiness_against_postgres_s3_and_redis() {
     let Some(pg) = fresh_postgres("ready").await else {
@@ -330,5 +302,46 @@ async fn readiness_reports_pending_migrations() {
     assert_eq!(status, 503, "{body:#}");
     let detail = body["checks"]["database"]["detail"].as_str().unwrap();
     assert!(detail.contains("zeroscale migrate up"), "{detail}");
+    server.terminate();
+}
+
+#[tokio::test]
+async fn a_provider_down_with_a_working_fallback_keeps_the_server_ready() {
+    let tmp = TempDir::new("fallback-ready");
+    let overlay = tmp.0.join("overlay.toml");
+    std::fs::write(
+        &overlay,
+        format!(
+            r#"
+[models.providers.down]
+kind = "automatic1111"
+base_url = "http://127.0.0.1:{}"
+
+[models.registry.flaky]
+kind = "image"
+provider = "down"
+fallbacks = ["placeholder"]
+"#,
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut cmd = zeroscale(&tmp.0);
+    cmd.arg("--config").arg(&overlay).env(
+        "ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH",
+        model_dir(&tmp.0),
+    );
+    let server = Server::start(cmd).await;
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{body:#}");
+    let down = &body["checks"]["models.down"];
+    assert_eq!(
+        (down["ok"].as_bool(), down["required"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert_eq!(
+        body["checks"]["model.flaky"]["detail"],
+        "served by placeholder"
+    );
     server.terminate();
 }

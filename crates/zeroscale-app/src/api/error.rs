@@ -22,7 +22,7 @@ pub(crate) struct ErrorBody {
 pub(crate) struct ErrorDetail {
     /// Stable machine-readable code: `not_found`, `already_exists`, `invalid_input`,
     /// `unauthenticated`, `permission_denied`, `conflict`, `rate_limited`, `unavailable`,
-    /// `not_supported`, `payload_too_large`, `internal`.
+    /// `not_supported`, `payload_too_large`, `timeout`, `internal`.
     pub(crate) code: String,
     /// For people: what went wrong and, where possible, how to fix it.
     pub(crate) message: String,
@@ -108,6 +108,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is not read: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response

@@ -98,6 +98,10 @@ pub(crate) fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::list_users))
         .routes(routes!(admin::update_user))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            std::time::Duration::from_secs(state.config.server.request_timeout_secs.max(1)),
+            timeout,
+        ))
         // Uploads stream to storage under their own limit (`server.max_upload_bytes`).
         .merge(
             OpenApiRouter::new()
@@ -114,4 +118,26 @@ pub(crate) fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .with_state(state)
         .split_for_parts();
     (router, openapi)
+}
+
+/// Answers 503 when a request takes longer than `server.request_timeout_secs` (file
+/// transfers are not timed: they take as long as the network needs).
+async fn timeout(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {}s (`server.request_timeout_secs`)",
+                limit.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }

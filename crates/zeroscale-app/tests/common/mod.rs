@@ -226,3 +226,33 @@ pub async fn login(server: &Server, username: &str, password: &str) -> String {
     assert_eq!(status, 200, "login: {body}");
     body["token"].as_str().expect("token").to_owned()
 }
+
+/// A new, empty PostgreSQL database on the test server; its URL.
+pub async fn fresh_postgres(label: &str) -> Option<String> {
+    use zeroscale_db::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    let admin_url =
+        zeroscale_core::testing::require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL")?;
+    let name = format!("zs_app_{label}_{}", std::process::id());
+    let admin = zeroscale_db::Db::connect(&zeroscale_core::config::DatabaseConfig::Postgres(
+        zeroscale_core::config::PostgresConfig {
+            url: admin_url.clone().into(),
+            max_connections: 1,
+            min_connections: 0,
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("connect to PostgreSQL");
+    for sql in [
+        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        format!("CREATE DATABASE \"{name}\""),
+    ] {
+        admin
+            .conn()
+            .execute_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
+            .await
+            .expect("create test database");
+    }
+    let (base, _) = admin_url.rsplit_once('/').expect("URL names a database");
+    Some(format!("{base}/{name}"))
+}
