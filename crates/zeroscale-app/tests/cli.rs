@@ -345,3 +345,47 @@ fallbacks = ["placeholder"]
     );
     server.terminate();
 }
+
+#[tokio::test]
+async fn bootstrap_admin_is_created_once_on_an_empty_database() {
+    let tmp = TempDir::new("bootstrap");
+    let start = |bootstrap: &str| {
+        let mut cmd = zeroscale(&tmp.0);
+        cmd.env("ZEROSCALE_AUTH__BOOTSTRAP_ADMIN", bootstrap).env(
+            "ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH",
+            model_dir(&tmp.0),
+        );
+        cmd
+    };
+    let server = Server::start(start("root:first-password")).await;
+    let token = common::login(&server, "root", "first-password").await;
+    let (status, me) = server
+        .call(reqwest::Method::GET, "/v1/me", Some(&token), None)
+        .await;
+    assert_eq!((status, me["user"]["role"].as_str()), (200, Some("admin")));
+    // The value is a secret: `config show` never prints it.
+    let (out, shown, stderr) = output(
+        zeroscale(&tmp.0)
+            .args(["config", "show"])
+            .env("ZEROSCALE_AUTH__BOOTSTRAP_ADMIN", "root:first-password"),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(shown.contains("bootstrap_admin"), "{shown}");
+    assert!(!shown.contains("first-password"), "{shown}");
+    server.terminate();
+
+    // Users exist now: a different bootstrap value changes nothing.
+    let server = Server::start(start("other:second-password")).await;
+    let (status, _) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(serde_json::json!({"username": "other", "password": "second-password"})),
+        )
+        .await;
+    assert_eq!(status, 401, "no second bootstrap admin");
+    common::login(&server, "root", "first-password").await;
+    assert!(server.log_text().contains("bootstrap_admin ignored"));
+    server.terminate();
+}
