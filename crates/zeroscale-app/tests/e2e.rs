@@ -1390,60 +1390,43 @@ async fn bad_requests(d: &Deployment, alice: &str) {
 // ---------------------------------------------------------------------------------------
 // The five configurations.
 
+/// Deploys one configuration and runs the suite against it (skips when an engine is
+/// missing outside CI).
+async fn run_stage(
+    name: &'static str,
+    profile: Option<&'static str>,
+    db: Db,
+    store: Store,
+    jobs: Jobs,
+    workers: usize,
+) {
+    if let Some(d) = deploy(name, profile, db, store, jobs, workers).await {
+        suite(&d).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stage1_embedded() {
-    let Some(d) = deploy(
-        "stage1",
-        Some("stage1-embedded"),
-        Db::Sqlite,
-        Store::Local,
-        Jobs::Memory,
-        0,
-    )
-    .await
-    else {
-        return;
-    };
-    suite(&d).await;
+    let stage = Some("stage1-embedded");
+    run_stage("stage1", stage, Db::Sqlite, Store::Local, Jobs::Memory, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stage2_mvp() {
-    let Some(d) = deploy(
-        "stage2",
-        Some("stage2-mvp"),
-        Db::Sqlite,
-        Store::S3,
-        Jobs::Memory,
-        0,
-    )
-    .await
-    else {
-        return;
-    };
-    suite(&d).await;
+    let stage = Some("stage2-mvp");
+    run_stage("stage2", stage, Db::Sqlite, Store::S3, Jobs::Memory, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stage3_growth() {
-    let Some(d) = deploy(
-        "stage3",
-        Some("stage3-growth"),
-        Db::Postgres,
-        Store::S3,
-        Jobs::Redis,
-        1,
-    )
-    .await
-    else {
-        return;
-    };
-    suite(&d).await;
+    // One separate worker process: stage 3 runs `workers.mode = "separate"`.
+    let stage = Some("stage3-growth");
+    run_stage("stage3", stage, Db::Postgres, Store::S3, Jobs::Redis, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_postgres_local_memory() {
-    let Some(d) = deploy(
+    run_stage(
         "pg-local-mem",
         None,
         Db::Postgres,
@@ -1451,16 +1434,12 @@ async fn mixed_postgres_local_memory() {
         Jobs::Memory,
         0,
     )
-    .await
-    else {
-        return;
-    };
-    suite(&d).await;
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_sqlite_local_redis() {
-    let Some(d) = deploy(
+    run_stage(
         "sqlite-local-redis",
         None,
         Db::Sqlite,
@@ -1468,11 +1447,7 @@ async fn mixed_sqlite_local_redis() {
         Jobs::Redis,
         0,
     )
-    .await
-    else {
-        return;
-    };
-    suite(&d).await;
+    .await;
 }
 
 /// Stage 3 scaled out: two API servers and two worker processes on one PostgreSQL,

@@ -7,7 +7,7 @@ mod common;
 use common::{Server, TempDir, admin_token, zeroscale};
 use reqwest::Method;
 use serde_json::{Value, json};
-use zeroscale_core::testing::require_service;
+use zeroscale_core::testing::{cosine, require_service};
 
 #[derive(serde::Deserialize)]
 struct Fixture {
@@ -18,17 +18,6 @@ struct Fixture {
 struct Case {
     text: String,
     vector: Vec<f32>,
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 fn vectors(body: &Value) -> Vec<Vec<f32>> {

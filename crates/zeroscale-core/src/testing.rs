@@ -63,3 +63,15 @@ pub fn require_service(name: &str, engine: &str) -> Option<String> {
     eprintln!("skipping: {reason}");
     None
 }
+
+/// Cosine similarity of two vectors, computed in `f64` (1.0 for the same direction).
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use zeroscale_core::models::{EmbeddingProvider, EmbeddingRequest};
-use zeroscale_core::testing::require_service;
+use zeroscale_core::testing::{cosine, require_service};
 use zeroscale_models::local::LocalEmbeddings;
 
 #[derive(Deserialize)]
@@ -34,17 +34,6 @@ fn model_dir() -> Option<PathBuf> {
         "the local model (`cargo xtask models fetch`)",
     )
     .map(PathBuf::from)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 #[tokio::test]

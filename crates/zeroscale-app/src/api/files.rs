@@ -264,6 +264,19 @@ pub(crate) async fn list_files(
     }))
 }
 
+/// The caller's file `id` as a response: bytes (or one range), or only headers.
+async fn serve_file(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+    headers: &HeaderMap,
+    head_only: bool,
+) -> ApiResult<Response> {
+    let key = file_key(&caller.user.id, id)?;
+    let storage = state.storage.as_ref();
+    Ok(zeroscale_storage::http::object_response(storage, &key, headers, head_only).await?)
+}
+
 /// Downloads a file, streamed; honours one `Range: bytes=…` (206, or 416 when it is
 /// outside the file).
 #[utoipa::path(
@@ -284,11 +297,7 @@ pub(crate) async fn download_file(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let key = file_key(&caller.user.id, &id)?;
-    Ok(
-        zeroscale_storage::http::object_response(state.storage.as_ref(), &key, &headers, false)
-            .await?,
-    )
+    serve_file(&state, &caller, &id, &headers, false).await
 }
 
 /// A file's headers (size, type, ETag) without its bytes.
@@ -308,11 +317,7 @@ pub(crate) async fn head_file(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let key = file_key(&caller.user.id, &id)?;
-    Ok(
-        zeroscale_storage::http::object_response(state.storage.as_ref(), &key, &headers, true)
-            .await?,
-    )
+    serve_file(&state, &caller, &id, &headers, true).await
 }
 
 /// Deletes a file.
