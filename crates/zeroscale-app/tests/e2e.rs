@@ -1385,6 +1385,23 @@ async fn bad_requests(d: &Deployment, alice: &str) {
     )
     .await;
     assert_eq!(status, 400, "{body}");
+    // Page sizes outside the documented cap are refused, not silently changed.
+    let (status, body) = call(
+        d,
+        Method::GET,
+        "/v1/chat/s/messages?limit=5000",
+        Some(alice),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 to 1000"),
+        "{body}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

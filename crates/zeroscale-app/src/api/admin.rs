@@ -110,16 +110,25 @@ pub(crate) async fn check_provider(
     }
 }
 
-/// Which queue.
+/// Which queue's dead letters.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct QueueQuery {
     /// Default `default`.
     queue: Option<String>,
     /// Dead jobs per page: default 50, at most 200.
-    limit: Option<usize>,
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<u64>,
     /// Only dead jobs after this job id (the last id of the previous page).
     after: Option<String>,
+}
+
+/// Which queue's counts.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatsQuery {
+    /// Default `default`.
+    queue: Option<String>,
 }
 
 /// Jobs per state.
@@ -134,7 +143,7 @@ pub(crate) struct StatsView {
 #[utoipa::path(
     get, path = "/v1/admin/jobs/stats", tag = "admin",
     security(("bearer" = []), ("api_key" = [])),
-    params(QueueQuery),
+    params(StatsQuery),
     responses(
         (status = 200, description = "counts", body = StatsView),
         (status = 401, description = "not authenticated", body = ErrorBody),
@@ -144,7 +153,7 @@ pub(crate) struct StatsView {
 pub(crate) async fn job_stats(
     State(state): State<ApiState>,
     _admin: Admin,
-    Query(query): Query<QueueQuery>,
+    Query(query): Query<StatsQuery>,
 ) -> ApiResult<Json<StatsView>> {
     let queue_name = query.queue.unwrap_or_else(|| "default".to_owned());
     let queue = state.queue.get().await?;
@@ -183,7 +192,7 @@ pub(crate) async fn dead_jobs(
         .list_dead(
             &queue_name,
             PageOptions {
-                limit: Some(query.limit.unwrap_or(50).clamp(1, 200)),
+                limit: Some(super::page_limit(query.limit, 50, 200)? as usize),
                 after: match query.after.as_deref() {
                     Some(id) => Some(
                         id.parse()
@@ -206,6 +215,7 @@ pub(crate) struct UsersQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Users per page: default 50, at most 500.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
 }
 
@@ -232,7 +242,7 @@ pub(crate) async fn list_users(
     _admin: Admin,
     Query(query): Query<UsersQuery>,
 ) -> ApiResult<Json<UserList>> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = super::page_limit(query.limit, 50, 500)?;
     let users = state
         .domain
         .users()
@@ -255,6 +265,7 @@ pub(crate) async fn list_users(
 pub(crate) struct UpdateUser {
     /// The new credit balance (not negative).
     #[serde(default)]
+    #[schema(minimum = 0)]
     credits: Option<i64>,
     /// `false` deactivates: no logins, sessions and keys stop working.
     #[serde(default)]

@@ -135,8 +135,10 @@ impl From<User> for UserView {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Credentials {
     /// 3 to 64 characters: letters, digits, `_`, `-`, `.`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{3,64}$")]
     username: String,
-    /// At least `auth.min_password_length` characters.
+    /// At least `auth.min_password_length` characters (default 8).
+    #[schema(min_length = 8)]
     password: String,
 }
 

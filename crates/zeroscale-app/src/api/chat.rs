@@ -76,7 +76,7 @@ pub(crate) struct AppendMessage {
 #[utoipa::path(
     post, path = "/v1/chat/{session_id}/messages", tag = "chat",
     security(("bearer" = []), ("api_key" = [])),
-    params(("session_id" = String, Path, description = "the caller's session id")),
+    params(("session_id" = String, Path, description = "the caller's session id", pattern = r"^[A-Za-z0-9._-]{1,90}$")),
     request_body = AppendMessage,
     responses(
         (status = 201, description = "appended", body = MessageView),
@@ -118,6 +118,7 @@ pub(crate) struct PageQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Messages per page: default 100, at most 1000.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -134,7 +135,7 @@ pub(crate) struct MessagePage {
 #[utoipa::path(
     get, path = "/v1/chat/{session_id}/messages", tag = "chat",
     security(("bearer" = []), ("api_key" = [])),
-    params(("session_id" = String, Path, description = "the caller's session id"), PageQuery),
+    params(("session_id" = String, Path, description = "the caller's session id", pattern = r"^[A-Za-z0-9._-]{1,90}$"), PageQuery),
     responses(
         (status = 200, description = "a page (empty for an unknown session)", body = MessagePage),
         (status = 400, description = "invalid session id or paging", body = ErrorBody),
@@ -151,7 +152,11 @@ pub(crate) async fn list_messages(
     let page = state
         .domain
         .chat()
-        .list(&stored, page.cursor.as_deref(), page.limit)
+        .list(
+            &stored,
+            page.cursor.as_deref(),
+            Some(super::page_limit(page.limit, 100, 1000)?),
+        )
         .await?;
     Ok(Json(MessagePage {
         data: page
@@ -167,7 +172,7 @@ pub(crate) async fn list_messages(
 #[utoipa::path(
     delete, path = "/v1/chat/{session_id}", tag = "chat",
     security(("bearer" = []), ("api_key" = [])),
-    params(("session_id" = String, Path, description = "the caller's session id")),
+    params(("session_id" = String, Path, description = "the caller's session id", pattern = r"^[A-Za-z0-9._-]{1,90}$")),
     responses(
         (status = 204, description = "deleted"),
         (status = 401, description = "not authenticated", body = ErrorBody),

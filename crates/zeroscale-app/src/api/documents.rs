@@ -68,8 +68,10 @@ fn view(document: Document, collection: &str) -> DocumentView {
 #[serde(deny_unknown_fields)]
 pub(crate) struct AddDocuments {
     /// One of the caller's collections (created on first use).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,90}$")]
     collection: String,
     /// 1 to 1000 texts.
+    #[schema(min_items = 1, max_items = 1000)]
     documents: Vec<DocumentInput>,
     /// The embedding model id; default `models.default_embedding_model`.
     #[serde(default)]
@@ -170,11 +172,13 @@ pub(crate) async fn add_documents(
 #[serde(deny_unknown_fields)]
 pub(crate) struct SearchRequest {
     /// One of the caller's collections.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,90}$")]
     collection: String,
     /// What to look for, in words.
     query: String,
     /// How many hits: default 5, at most 100.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     top_k: Option<usize>,
     /// Only documents whose metadata has each of these keys with an equal value.
     #[serde(default)]
@@ -210,6 +214,7 @@ pub(crate) struct SearchResults {
         (status = 200, description = "hits, best first", body = SearchResults),
         (status = 400, description = "invalid fields", body = ErrorBody),
         (status = 401, description = "not authenticated", body = ErrorBody),
+        (status = 404, description = "unknown model id", body = ErrorBody),
         (status = 503, description = "no embedding provider could serve", body = ErrorBody),
     )
 )]

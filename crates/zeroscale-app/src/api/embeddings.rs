@@ -92,7 +92,6 @@ pub(crate) struct EmbeddingItem {
     /// Position in the request's input.
     index: usize,
     /// Numbers, or base64 with `encoding_format = base64`.
-    #[schema(value_type = Object)]
     embedding: serde_json::Value,
 }
 

@@ -114,6 +114,7 @@ fn file_view(meta: &ObjectMeta) -> FileView {
 #[serde(deny_unknown_fields)]
 pub(crate) struct UploadQuery {
     /// The file's name, kept with it (at most 255 bytes).
+    #[param(min_length = 1, max_length = 255)]
     filename: Option<String>,
 }
 
@@ -215,7 +216,8 @@ pub(crate) struct ListQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Files per page: default 50, at most 100.
-    limit: Option<usize>,
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u64>,
 }
 
 /// A page of the caller's files.
@@ -245,7 +247,7 @@ pub(crate) async fn list_files(
         .storage
         .list(ListOptions {
             prefix: Some(owner_prefix(&caller.user.id)),
-            page_size: Some(query.limit.unwrap_or(50).clamp(1, 100)),
+            page_size: Some(super::page_limit(query.limit, 50, 100)? as usize),
             page_token: query.cursor,
         })
         .await?;
@@ -282,10 +284,10 @@ async fn serve_file(
 #[utoipa::path(
     get, path = "/v1/files/{id}", tag = "files",
     security(("bearer" = []), ("api_key" = [])),
-    params(("id" = String, Path, description = "the file's id")),
+    params(("id" = String, Path, description = "the file's id", pattern = r"^[0-9a-f]{32}$")),
     responses(
-        (status = 200, description = "the file", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "the requested range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "the file, with the content type given at upload", content_type = "*/*", body = Vec<u8>),
+        (status = 206, description = "the requested range (`Content-Range` says which)", content_type = "*/*", body = Vec<u8>),
         (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 404, description = "no such file of the caller's", body = ErrorBody),
         (status = 416, description = "the range is outside the file"),
@@ -304,7 +306,7 @@ pub(crate) async fn download_file(
 #[utoipa::path(
     head, path = "/v1/files/{id}", tag = "files",
     security(("bearer" = []), ("api_key" = [])),
-    params(("id" = String, Path, description = "the file's id")),
+    params(("id" = String, Path, description = "the file's id", pattern = r"^[0-9a-f]{32}$")),
     responses(
         (status = 200, description = "the file exists"),
         (status = 401, description = "not authenticated"),
@@ -324,7 +326,7 @@ pub(crate) async fn head_file(
 #[utoipa::path(
     delete, path = "/v1/files/{id}", tag = "files",
     security(("bearer" = []), ("api_key" = [])),
-    params(("id" = String, Path, description = "the file's id")),
+    params(("id" = String, Path, description = "the file's id", pattern = r"^[0-9a-f]{32}$")),
     responses(
         (status = 204, description = "deleted"),
         (status = 401, description = "not authenticated", body = ErrorBody),
@@ -353,6 +355,7 @@ pub(crate) struct SignRequest {
     method: SignedMethod,
     /// Seconds the URL works: default 3600, at most 604800 (7 days).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     expires_in_secs: Option<u64>,
 }
 
@@ -405,7 +408,7 @@ pub(crate) async fn sign(
 #[utoipa::path(
     post, path = "/v1/files/{id}/signed-url", tag = "files",
     security(("bearer" = []), ("api_key" = [])),
-    params(("id" = String, Path, description = "the file's id")),
+    params(("id" = String, Path, description = "the file's id", pattern = r"^[0-9a-f]{32}$")),
     request_body = SignRequest,
     responses(
         (status = 200, description = "the URL", body = SignedView),
@@ -440,6 +443,7 @@ pub(crate) async fn signed_url(
 pub(crate) struct UploadUrlRequest {
     /// Seconds the URL works: default 3600, at most 604800.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     expires_in_secs: Option<u64>,
 }
 

@@ -26,6 +26,7 @@ use crate::tasks::{self, GenerateImage, ImageParams};
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateImage {
     /// What to draw.
+    #[schema(pattern = r"\S")]
     prompt: String,
     /// An image model id; default `models.default_image_model`.
     #[serde(default)]
@@ -35,12 +36,15 @@ pub(crate) struct CreateImage {
     negative_prompt: Option<String>,
     /// Pixels, 1 to 2048. Default 512.
     #[serde(default = "default_side")]
+    #[schema(minimum = 1, maximum = 2048)]
     width: u32,
     /// Pixels, 1 to 2048. Default 512.
     #[serde(default = "default_side")]
+    #[schema(minimum = 1, maximum = 2048)]
     height: u32,
     /// Images, 1 to 8. Default 1.
     #[serde(default = "default_count")]
+    #[schema(minimum = 1, maximum = 8)]
     count: u32,
     /// A seed, for reproducible output (and the image cache).
     #[serde(default)]
@@ -228,7 +232,7 @@ pub(crate) async fn create_image(
 #[utoipa::path(
     get, path = "/v1/images/{id}", tag = "images",
     security(("bearer" = []), ("api_key" = [])),
-    params(("id" = String, Path, description = "the generation's id")),
+    params(("id" = String, Path, description = "the generation's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "the generation", body = GenerationView),
         (status = 401, description = "not authenticated", body = ErrorBody),

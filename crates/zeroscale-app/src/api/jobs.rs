@@ -43,7 +43,6 @@ pub(crate) struct JobView {
     max_attempts: u32,
     progress: Option<ProgressView>,
     /// What the task returned.
-    #[schema(value_type = Object)]
     result: Option<serde_json::Value>,
     last_error: Option<String>,
     created_at: DateTime<Utc>,
@@ -77,11 +76,12 @@ impl From<JobStatus> for JobView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EnqueueRequest {
-    /// The task name a worker handles (e.g. `zeroscale.echo`, `zeroscale.sleep`).
+    /// The task name a worker handles (e.g. `zeroscale.echo`, `zeroscale.sleep`); not
+    /// `internal.*`.
+    #[schema(pattern = r"^(?!internal\.).{1,128}$")]
     task: String,
     /// The task's input.
     #[serde(default)]
-    #[schema(value_type = Object)]
     payload: serde_json::Value,
     /// One of `workers.queues`; default `default`.
     #[serde(default)]
@@ -180,7 +180,7 @@ async fn owned(state: &ApiState, caller: &Caller, id: &str) -> ApiResult<JobId> 
 #[utoipa::path(
     get, path = "/v1/jobs/{id}", tag = "jobs",
     security(("bearer" = []), ("api_key" = [])),
-    params(("id" = String, Path, description = "the job's id")),
+    params(("id" = String, Path, description = "the job's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "the job", body = JobView),
         (status = 401, description = "not authenticated", body = ErrorBody),
@@ -201,7 +201,7 @@ pub(crate) async fn get_job(
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
     security(("bearer" = []), ("api_key" = [])),
-    params(("id" = String, Path, description = "the job's id")),
+    params(("id" = String, Path, description = "the job's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "the job after cancelling", body = JobView),
         (status = 401, description = "not authenticated", body = ErrorBody),
@@ -227,6 +227,7 @@ pub(crate) struct JobsQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Jobs per page: default 50, at most 200.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u64>,
 }
 
@@ -252,7 +253,7 @@ pub(crate) async fn list_jobs(
     caller: Caller,
     Query(query): Query<JobsQuery>,
 ) -> ApiResult<Json<JobList>> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    let limit = super::page_limit(query.limit, 50, 200)?;
     let records = state
         .domain
         .jobs()

@@ -50,6 +50,7 @@ impl From<ApiKey> for KeyView {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateKey {
     /// Who uses the key (1 to 128 characters).
+    #[schema(pattern = r"\S", max_length = 128)]
     client_name: String,
     /// The owner; default the calling admin.
     #[serde(default)]

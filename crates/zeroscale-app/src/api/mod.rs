@@ -46,6 +46,60 @@ struct ApiDoc;
 
 struct Security;
 
+/// Adds the responses every operation can give to every operation that does not list
+/// them: 400 (malformed JSON, a wrong type, an unknown field or a bad value: the message
+/// names it), 401 where credentials are needed, 500 (with a log reference) and 503 (an
+/// engine is down, or `server.request_timeout_secs` passed).
+pub(crate) fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+    let error = || {
+        ContentBuilder::new()
+            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+            .build()
+    };
+    for item in openapi.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.head,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let responses = &mut operation.responses.responses;
+            let mut add = |code: &str, description: &str| {
+                responses.entry(code.to_owned()).or_insert_with(|| {
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content("application/json", error())
+                            .build(),
+                    )
+                });
+            };
+            add(
+                "400",
+                "invalid input: malformed JSON, a wrong type, an unknown field or a bad value (the message names it)",
+            );
+            if secured {
+                add("401", "not authenticated");
+            }
+            add(
+                "500",
+                "internal error (the message carries a reference to the server log)",
+            );
+            add(
+                "503",
+                "an engine is unreachable, or the request took longer than `server.request_timeout_secs`",
+            );
+        }
+    }
+}
+
 impl utoipa::Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
@@ -117,6 +171,8 @@ pub(crate) fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         )
         .with_state(state)
         .split_for_parts();
+    let mut openapi = openapi;
+    add_common_responses(&mut openapi);
     (router, openapi)
 }
 
@@ -139,5 +195,17 @@ async fn timeout(
             ),
         )
         .into_response(),
+    }
+}
+
+/// The page size a request asked for: `default` when it gave none, 400 outside
+/// `1..=max` (the cap is documented on every paged route).
+pub(crate) fn page_limit(limit: Option<u64>, default: u64, max: u64) -> error::ApiResult<u64> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(error::ApiError::bad_request(format!(
+            "limit: {n} is outside 1 to {max}"
+        ))),
     }
 }

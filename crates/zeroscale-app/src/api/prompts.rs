@@ -42,6 +42,8 @@ impl From<SystemPrompt> for PromptView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreatePrompt {
+    /// Unique, 1 to 128 characters.
+    #[schema(pattern = r"\S", max_length = 128)]
     name: String,
     content: String,
 }
@@ -50,7 +52,9 @@ pub(crate) struct CreatePrompt {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdatePrompt {
+    /// Unique, 1 to 128 characters.
     #[serde(default)]
+    #[schema(pattern = r"\S", max_length = 128)]
     name: Option<String>,
     #[serde(default)]
     content: Option<String>,
