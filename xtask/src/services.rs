@@ -491,24 +491,31 @@ fn moto_server(services: &Path) -> Result<PathBuf> {
     if let Some(bin) = which("moto_server") {
         return Ok(bin);
     }
-    let venv = services.join("venv");
-    let bin = venv.join("bin").join("moto_server");
+    pip_tool(&services.join("venv"), "moto[server]", "moto_server")
+}
+
+/// The command `bin` from the PyPI package `package`, installed (once) into the
+/// virtualenv `venv`.
+pub(crate) fn pip_tool(venv: &Path, package: &str, bin: &str) -> Result<PathBuf> {
+    let bin = venv.join("bin").join(bin);
     if bin.is_file() {
         return Ok(bin);
     }
     if which("python3").is_none() {
         apt_install(&["python3", "python3-venv", "python3-pip"])?;
     }
-    let made = run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-    if made.is_err() {
-        // Debian's python3 needs python3-venv for `-m venv`.
-        apt_install(&["python3-venv"])?;
-        let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    if !venv.join("bin").join("pip").is_file() {
+        let made = run(Command::new("python3").arg("-m").arg("venv").arg(venv));
+        if made.is_err() {
+            // Debian's python3 needs python3-venv for `-m venv`.
+            apt_install(&["python3-venv"])?;
+            let _ = std::fs::remove_dir_all(venv);
+            run(Command::new("python3").arg("-m").arg("venv").arg(venv))?;
+        }
     }
-    run(Command::new(venv.join("bin").join("pip")).args(["install", "-q", "moto[server]"]))?;
+    run(Command::new(venv.join("bin").join("pip")).args(["install", "-q", package]))?;
     if !bin.is_file() {
-        bail!("moto was installed but {} is missing", bin.display());
+        bail!("{package} was installed but {} is missing", bin.display());
     }
     Ok(bin)
 }

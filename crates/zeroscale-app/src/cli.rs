@@ -133,6 +133,15 @@ pub(crate) enum UsersCommand {
         #[arg(long, default_value_t = 0)]
         credits: i64,
     },
+    /// Create an API key for a user and print it (the only time it is shown).
+    CreateKey {
+        /// Whose key: requests with it act as this user.
+        #[arg(long)]
+        username: String,
+        /// Who uses the key.
+        #[arg(long)]
+        client_name: String,
+    },
 }
 
 /// `zeroscale jobs …`.

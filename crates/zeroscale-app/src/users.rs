@@ -1,4 +1,5 @@
-//! `zeroscale users create-admin`: the first admin (or another), from the command line.
+//! `zeroscale users create-admin` (the first admin, or another) and `zeroscale users
+//! create-key` (an API key for a user, printed once), from the command line.
 
 use std::io::Read as _;
 use std::process::ExitCode;
@@ -53,6 +54,34 @@ pub(crate) async fn run(loaded: &LoadedConfig, command: UsersCommand) -> anyhow:
                 .await
                 .map_err(|e| anyhow::anyhow!(e.chain()))?;
             println!("created admin {} (id {})", user.username, user.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        UsersCommand::CreateKey {
+            username,
+            client_name,
+        } => {
+            crate::serve::auto_migrate(&loaded.config).await?;
+            let domain = crate::wiring::domain(&loaded.config).await?;
+            let user = domain
+                .users()
+                .by_username(&username)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let created = domain
+                .api_keys()
+                .create(zeroscale_db::domain::NewApiKey {
+                    user_id: user.id,
+                    client_name,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            // The key alone on stdout, so scripts can capture it.
+            println!("{}", created.plaintext);
+            eprintln!(
+                "created API key {} ({}) for {username}; it is not shown again",
+                created.key.id, created.key.prefix
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
