@@ -129,6 +129,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     let services = crate::wiring::Services::connect(&config).await?;
     crate::wiring::bootstrap_admin(&config, &services.domain).await?;
     let storage = services.storage.clone();
+    let config_upload_limit = config.server.max_upload_bytes;
     let (stop_workers, stop_workers_rx) = tokio::sync::watch::channel(false);
     let workers = if config.workers.mode == zeroscale_core::config::WorkersMode::InProcess {
         tracing::info!(
@@ -157,6 +158,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         app = app.merge(zeroscale_storage::http::files_router(
             storage.clone() as Arc<dyn zeroscale_core::Storage>,
             signer.clone(),
+            Some(config_upload_limit),
         ));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

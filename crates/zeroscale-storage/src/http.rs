@@ -23,13 +23,67 @@ use crate::UrlSigner;
 struct FilesState {
     storage: Arc<dyn Storage>,
     signer: Arc<UrlSigner>,
+    max_put_bytes: Option<u64>,
 }
 
-/// The router for `/files/{*key}`; mount it at the app's root.
-pub fn files_router(storage: Arc<dyn Storage>, signer: Arc<UrlSigner>) -> Router {
+/// The router for `/files/{*key}`; mount it at the app's root. A signed PUT larger than
+/// `max_put_bytes` is refused with 413 and writes nothing (the object, if any, is left as
+/// it was).
+pub fn files_router(
+    storage: Arc<dyn Storage>,
+    signer: Arc<UrlSigner>,
+    max_put_bytes: Option<u64>,
+) -> Router {
     Router::new()
         .route("/files/{*key}", get(get_file).put(put_file))
-        .with_state(FilesState { storage, signer })
+        .with_state(FilesState {
+            storage,
+            signer,
+            max_put_bytes,
+        })
+}
+
+/// A request body as a [`ByteStream`](zeroscale_core::storage::ByteStream) that fails once
+/// more than `max` bytes have arrived; the flag says whether that is why it failed. A
+/// `Content-Length` over `max` is caught before reading: check [`declared_too_large`].
+pub fn limited_body(
+    body: Body,
+    max: Option<u64>,
+) -> (
+    zeroscale_core::storage::ByteStream,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let seen = Arc::new(AtomicU64::new(0));
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&exceeded);
+    let stream = body
+        .into_data_stream()
+        .map_err(|e| Error::invalid_input(format!("upload interrupted: {e}")))
+        .and_then(move |chunk| {
+            let total = seen.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+            let over = max.is_some_and(|max| total > max);
+            if over {
+                flag.store(true, Ordering::Relaxed);
+            }
+            async move {
+                if over {
+                    Err(Error::invalid_input("the upload is larger than allowed"))
+                } else {
+                    Ok(chunk)
+                }
+            }
+        });
+    (Box::pin(stream), exceeded)
+}
+
+/// Whether the request's `Content-Length` is over `max`.
+pub fn declared_too_large(headers: &HeaderMap, max: Option<u64>) -> bool {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    matches!((declared, max), (Some(length), Some(max)) if length > max)
 }
 
 fn error_response(e: &Error) -> Response {
@@ -213,14 +267,33 @@ async fn put_file(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let stream = body
-        .into_data_stream()
-        .map_err(|e| Error::invalid_input(format!("upload interrupted: {e}")));
+    let too_large = || {
+        let body = serde_json::json!({"error": {
+            "code": "payload_too_large",
+            "message": format!("the upload is larger than the {} bytes allowed", state.max_put_bytes.unwrap_or_default()),
+        }});
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONNECTION, "close")],
+            axum::Json(body),
+        )
+            .into_response()
+    };
+    if declared_too_large(&headers, state.max_put_bytes) {
+        return too_large();
+    }
+    let (stream, exceeded) = limited_body(body, state.max_put_bytes);
     let opts = PutOptions {
         content_type,
         ..Default::default()
     };
-    match state.storage.put_stream(&key, Box::pin(stream), opts).await {
+    let put = state.storage.put_stream(&key, stream, opts).await;
+    // A failed put writes nothing (a multipart upload is aborted): the object as it was
+    // stays.
+    if put.is_err() && exceeded.load(std::sync::atomic::Ordering::Relaxed) {
+        return too_large();
+    }
+    match put {
         Ok(put) => (
             StatusCode::OK,
             axum::Json(

@@ -44,7 +44,8 @@ async fn serve_files(
     let Signing::App(signer) = store.signing().clone() else {
         panic!("memory and local storage sign for the app");
     };
-    let router = zeroscale_storage::http::files_router(store.clone() as Arc<dyn Storage>, signer);
+    let router =
+        zeroscale_storage::http::files_router(store.clone() as Arc<dyn Storage>, signer, None);
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     store
 }
@@ -147,4 +148,67 @@ async fn s3() {
         },
     )
     .await;
+}
+
+/// A signed PUT to the app's `/files` route over the configured size is refused with 413,
+/// whether the length is declared up front or only seen while streaming, and the object
+/// stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_put_respects_the_size_limit() {
+    use zeroscale_core::storage::{ObjectKey, SignedMethod, SignedUrlOptions};
+    let dir = temp("put-limit");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let ctx = StorageContext {
+        data_dir: dir.clone(),
+        public_url: base,
+    };
+    let store =
+        zeroscale_storage::connect(&StorageConfig::Memory(MemoryStorageConfig::default()), &ctx)
+            .unwrap();
+    let Signing::App(signer) = store.signing().clone() else {
+        panic!("memory storage signs for the app");
+    };
+    let router = zeroscale_storage::http::files_router(
+        store.clone() as Arc<dyn Storage>,
+        signer,
+        Some(1000),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let key = ObjectKey::parse("limits/upload.bin").unwrap();
+    let url = store
+        .signed_url(
+            &key,
+            SignedUrlOptions {
+                method: SignedMethod::Put,
+                expires_in: std::time::Duration::from_secs(60),
+            },
+        )
+        .await
+        .unwrap()
+        .url;
+    let client = reqwest::Client::new();
+    let ok = client.put(&url).body(vec![1u8; 1000]).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let declared = client.put(&url).body(vec![1u8; 1001]).send().await.unwrap();
+    assert_eq!(declared.status(), 413);
+    // No Content-Length: a chunked body, caught while streaming.
+    let chunks = futures::stream::iter(
+        (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![2u8; 400]))),
+    );
+    let streamed = client
+        .put(&url)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 413);
+    use zeroscale_core::StorageExt as _;
+    let kept = store.get_bytes(&key).await.unwrap();
+    assert_eq!(
+        kept.as_ref(),
+        &[1u8; 1000][..],
+        "the refused uploads changed nothing"
+    );
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -4,8 +4,7 @@
 //! the key from the caller's own id, so no request can reach another user's file, and no
 //! key can be guessed from anyone's ids.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,7 +12,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use zeroscale_core::storage::{
@@ -147,12 +145,7 @@ pub(crate) async fn upload_file(
             format!("the file is larger than the {limit} bytes `server.max_upload_bytes` allows"),
         )
     };
-    if let Some(length) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && length > limit
-    {
+    if zeroscale_storage::http::declared_too_large(&headers, Some(limit)) {
         return Err(too_large());
     }
     let mut metadata = std::collections::BTreeMap::new();
@@ -170,39 +163,16 @@ pub(crate) async fn upload_file(
         .map(str::to_owned);
     let id = new_file_id();
     let key = file_key(&caller.user.id, &id)?;
-    let seen = Arc::new(AtomicU64::new(0));
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let stream = {
-        let (seen, exceeded) = (Arc::clone(&seen), Arc::clone(&exceeded));
-        body.into_data_stream()
-            .map_err(|e| Error::invalid_input(format!("upload interrupted: {e}")))
-            .and_then(move |chunk| {
-                let total =
-                    seen.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
-                let over = total > limit;
-                if over {
-                    exceeded.store(true, Ordering::Relaxed);
-                }
-                async move {
-                    if over {
-                        Err(Error::invalid_input("upload too large"))
-                    } else {
-                        Ok(chunk)
-                    }
-                }
-            })
-    };
+    let (stream, exceeded) = zeroscale_storage::http::limited_body(body, Some(limit));
     let opts = PutOptions {
         content_type,
         metadata,
         ..Default::default()
     };
-    match state.storage.put_stream(&key, Box::pin(stream), opts).await {
+    match state.storage.put_stream(&key, stream, opts).await {
         Ok(_) => {}
-        Err(_) if exceeded.load(Ordering::Relaxed) => {
-            let _ = state.storage.delete(&key).await;
-            return Err(too_large());
-        }
+        // The put wrote nothing (a failed multipart upload is aborted).
+        Err(_) if exceeded.load(Ordering::Relaxed) => return Err(too_large()),
         Err(e) => return Err(e.into()),
     }
     let meta = state.storage.head(&key).await?;
