@@ -62,12 +62,26 @@ pub(crate) fn build(queue: Arc<dyn Queue>, services: &Services) -> Worker {
     let images = services.clone();
     worker.register(
         crate::tasks::GENERATE_IMAGE,
-        move |_, job: crate::tasks::GenerateImage| {
+        move |ctx, job: crate::tasks::GenerateImage| {
             let services = images.clone();
             async move {
-                let generation = crate::tasks::generate_image(&services, &job.generation_id)
+                let generation = match crate::tasks::generate_image(&services, &job.generation_id)
                     .await
-                    .map_err(|e| e.chain())?;
+                {
+                    Ok(generation) => generation,
+                    // The job is about to go to dead letters: settle the generation now, so
+                    // its credits do not stay reserved.
+                    Err(e) if ctx.is_last_attempt() => {
+                        let why = format!("gave up after {} attempts: {}", ctx.attempt, e.chain());
+                        let _ = services
+                            .domain
+                            .credits()
+                            .fail(&job.generation_id, &why)
+                            .await;
+                        return Err(why);
+                    }
+                    Err(e) => return Err(e.chain()),
+                };
                 Ok(Some(serde_json::json!({
                     "generation_id": generation.id,
                     "status": generation.status.as_str(),

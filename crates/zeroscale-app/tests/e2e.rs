@@ -1148,6 +1148,21 @@ async fn images(d: &Deployment, admin: &str, alice: &str, bob: &str) {
     let reserved = created["generation"]["reserved_credits"].as_i64().unwrap();
     assert_eq!(credits(d, alice).await, 10 - reserved, "reserved up front");
     let id = created["generation"]["id"].as_str().unwrap().to_owned();
+    // Its job belongs to alice, but cancelling it would strand the reserved credits.
+    let job = created["job"]["id"].as_str().unwrap();
+    let (status, body) = call(
+        d,
+        Method::POST,
+        &format!("/v1/jobs/{job}/cancel"),
+        Some(alice),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "permission_denied"),
+        "{body}"
+    );
     let done = wait_image(d, alice, &id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     eprintln!(

@@ -31,6 +31,9 @@ pub struct JobContext {
     pub id: JobId,
     /// Which attempt this is, from 1.
     pub attempt: u32,
+    /// Attempts allowed: when `attempt == max_attempts`, a failure sends the job to dead
+    /// letters.
+    pub max_attempts: u32,
     /// The job's queue.
     pub queue: String,
     cancelled: watch::Receiver<bool>,
@@ -38,6 +41,11 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// Whether this is the job's last attempt.
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+
     /// Whether the job was cancelled (seen at the last heartbeat).
     pub fn is_cancelled(&self) -> bool {
         *self.cancelled.borrow()
@@ -268,6 +276,7 @@ async fn run_job(
     let ctx = JobContext {
         id: job.id,
         attempt: job.attempt,
+        max_attempts: job.max_attempts,
         queue: job.queue.clone(),
         cancelled: cancel_rx,
         progress: progress_tx,

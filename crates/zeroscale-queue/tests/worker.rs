@@ -276,3 +276,33 @@ async fn shutdown_hands_unfinished_jobs_back() {
         .expect("handed back");
     assert_eq!(job.id, id);
 }
+
+/// A handler knows which attempt is its last, so it can settle before the job goes to
+/// dead letters.
+#[tokio::test]
+async fn handlers_see_their_last_attempt() {
+    let q = queue();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut worker = Worker::new(q.clone(), options());
+    let record = Arc::clone(&seen);
+    worker.register("fails", move |ctx, _: serde_json::Value| {
+        let record = Arc::clone(&record);
+        async move {
+            record
+                .lock()
+                .unwrap()
+                .push((ctx.attempt, ctx.max_attempts, ctx.is_last_attempt()));
+            Err("always".to_owned())
+        }
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let running = tokio::spawn(worker.run(stop_rx));
+    let id = q
+        .enqueue(NewJob::new("default", "fails", json!({})))
+        .await
+        .unwrap();
+    wait_for(&q, id, JobState::Dead).await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [(1, 2, false), (2, 2, true)]);
+}

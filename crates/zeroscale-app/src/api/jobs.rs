@@ -205,6 +205,7 @@ pub(crate) async fn get_job(
     responses(
         (status = 200, description = "the job after cancelling", body = JobView),
         (status = 401, description = "not authenticated", body = ErrorBody),
+        (status = 403, description = "an internal job (documents, images)", body = ErrorBody),
         (status = 404, description = "no such job of the caller's", body = ErrorBody),
         (status = 409, description = "the job already finished", body = ErrorBody),
     )
@@ -216,6 +217,15 @@ pub(crate) async fn cancel_job(
 ) -> ApiResult<Json<JobView>> {
     let job_id = owned(&state, &caller, &id).await?;
     let queue = state.queue.get().await?;
+    let status = queue.status(job_id).await?;
+    if status.task.starts_with(INTERNAL_PREFIX) {
+        // Cancelling it would leave its resource (a generation and its reserved credits)
+        // half done.
+        return Err(ApiError::forbidden(format!(
+            "job {id} runs `{}` for another route and cannot be cancelled here",
+            status.task
+        )));
+    }
     queue.cancel(job_id).await?;
     Ok(Json(queue.status(job_id).await?.into()))
 }
