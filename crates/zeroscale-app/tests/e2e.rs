@@ -7,7 +7,8 @@
 //! - stage 3: `config/stage3-growth.toml` (PostgreSQL, S3, Redis, separate worker
 //!   processes, embeddings from a second zeroscale instance, images from an
 //!   Automatic1111-protocol server);
-//! - two mixed stages: PostgreSQL + local FS + memory queue; SQLite + local FS + Redis.
+//! - two mixed stages: PostgreSQL + local FS + memory queue; SQLite + local FS + Redis;
+//! - stage 3 with pgvector doing the vector search (stage 4's database).
 //!
 //! Every stage gets the same test overlay (`overlay.toml`): two image model ids whose
 //! default provider is down (`flaky` falls back to the placeholder, `broken` has nothing
@@ -123,6 +124,8 @@ impl Drop for Deployment {
 enum Db {
     Sqlite,
     Postgres,
+    /// PostgreSQL with the pgvector extension, searching with it.
+    Pgvector,
 }
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Store {
@@ -148,8 +151,17 @@ async fn engines(name: &str, db: Db, store: Store, jobs: Jobs) -> Option<Engines
         "ZEROSCALE_TEST_MODEL_DIR",
         "the local model (`cargo xtask models fetch`)",
     )?;
+    let label = format!("e2e_{}", name.replace('-', "_"));
     let postgres = match db {
-        Db::Postgres => Some(fresh_postgres(&format!("e2e_{name}")).await?),
+        Db::Postgres => Some(fresh_postgres(&label).await?),
+        Db::Pgvector => Some(
+            common::fresh_database(
+                "ZEROSCALE_TEST_PGVECTOR_URL",
+                "PostgreSQL with pgvector",
+                &label,
+            )
+            .await?,
+        ),
         Db::Sqlite => None,
     };
     let redis = match jobs {
@@ -203,6 +215,13 @@ async fn deploy(
     if let Some(url) = &engines.postgres {
         env.push(("DATABASE_URL".into(), url.clone()));
         env.push(("ZEROSCALE_DATABASE__KIND".into(), "postgres".into()));
+    }
+    if db == Db::Pgvector {
+        // Stage 4's vector search: fail, rather than fall back, if pgvector is missing.
+        env.push((
+            "ZEROSCALE_DATABASE__VECTOR_SEARCH".into(),
+            "pgvector".into(),
+        ));
     }
     if let Some(url) = &engines.redis {
         env.push(("REDIS_URL".into(), url.clone()));
@@ -1454,6 +1473,13 @@ async fn stage3_growth() {
     // One separate worker process: stage 3 runs `workers.mode = "separate"`.
     let stage = Some("stage3-growth");
     run_stage("stage3", stage, Db::Postgres, Store::S3, Jobs::Redis, 1).await;
+}
+
+/// Stage 4's database: stage 3 with vector search inside PostgreSQL (pgvector, HNSW).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage3_with_pgvector() {
+    let stage = Some("stage3-growth");
+    run_stage("pgvector", stage, Db::Pgvector, Store::S3, Jobs::Redis, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

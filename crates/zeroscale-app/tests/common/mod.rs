@@ -229,9 +229,13 @@ pub async fn login(server: &Server, username: &str, password: &str) -> String {
 
 /// A new, empty PostgreSQL database on the test server; its URL.
 pub async fn fresh_postgres(label: &str) -> Option<String> {
+    fresh_database("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL", label).await
+}
+
+/// A new, empty database on the PostgreSQL server named by `var` (e.g. the pgvector one).
+pub async fn fresh_database(var: &str, engine: &str, label: &str) -> Option<String> {
     use zeroscale_db::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
-    let admin_url =
-        zeroscale_core::testing::require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL")?;
+    let admin_url = zeroscale_core::testing::require_service(var, engine)?;
     let name = format!("zs_app_{label}_{}", std::process::id());
     let admin = zeroscale_db::Db::connect(&zeroscale_core::config::DatabaseConfig::Postgres(
         zeroscale_core::config::PostgresConfig {
