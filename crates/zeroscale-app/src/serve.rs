@@ -131,6 +131,10 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     let storage = services.storage.clone();
     let config_upload_limit = config.server.max_upload_bytes;
     let (stop_workers, stop_workers_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::tasks::stale_generation_sweeper(
+        services.clone(),
+        stop_workers_rx.clone(),
+    ));
     let workers = if config.workers.mode == zeroscale_core::config::WorkersMode::InProcess {
         tracing::info!(
             concurrency = config.workers.concurrency,

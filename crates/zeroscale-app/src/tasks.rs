@@ -177,3 +177,51 @@ async fn fetch(url: &str) -> Result<(Bytes, String)> {
     })?;
     Ok((bytes, mime))
 }
+
+/// Fails and refunds every generation still pending after
+/// `workers.generation_timeout_secs` (its job was lost, or timed out on its last attempt);
+/// returns how many. Safe to run from many servers at once: settling is conditional.
+pub(crate) async fn sweep_stale_generations(services: &Services) -> Result<usize> {
+    let timeout = services.config.workers.generation_timeout_secs;
+    let cutoff = zeroscale_core::domain::now()
+        - chrono::Duration::seconds(i64::try_from(timeout).unwrap_or(i64::MAX));
+    let credits = services.domain.credits();
+    let mut settled = 0;
+    for generation in credits.stale_pending(cutoff, 100).await? {
+        let why = format!("not finished within {timeout}s (workers.generation_timeout_secs)");
+        match credits.fail(&generation.id, &why).await {
+            Ok(_) => settled += 1,
+            // Finished meanwhile.
+            Err(Error::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if settled > 0 {
+        tracing::warn!(
+            settled,
+            timeout_secs = timeout,
+            "refunded image generations that never finished"
+        );
+    }
+    Ok(settled)
+}
+
+/// Runs [`sweep_stale_generations`] every quarter of the timeout (at most every minute)
+/// until `stop`.
+pub(crate) async fn stale_generation_sweeper(
+    services: Services,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = std::time::Duration::from_secs(
+        (services.config.workers.generation_timeout_secs / 4).clamp(1, 60),
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = sweep_stale_generations(&services).await {
+            tracing::warn!(error = %e.chain(), "sweeping stale generations failed; trying again later");
+        }
+    }
+}

@@ -389,3 +389,85 @@ async fn bootstrap_admin_is_created_once_on_an_empty_database() {
     assert!(server.log_text().contains("bootstrap_admin ignored"));
     server.terminate();
 }
+
+/// A generation whose job never runs (separate workers, none started) is failed and
+/// refunded after `workers.generation_timeout_secs`.
+#[tokio::test]
+async fn a_generation_that_never_runs_is_refunded() {
+    let tmp = TempDir::new("stale-generation");
+    let overlay = tmp.0.join("overlay.toml");
+    std::fs::write(
+        &overlay,
+        r#"
+[workers]
+mode = "separate"
+generation_timeout_secs = 1
+
+[models.registry.placeholder.routes.placeholder]
+cost = { per_image = 2.0 }
+"#,
+    )
+    .unwrap();
+    let cmd = || {
+        let mut cmd = zeroscale(&tmp.0);
+        cmd.arg("--config").arg(&overlay).env(
+            "ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH",
+            model_dir(&tmp.0),
+        );
+        cmd
+    };
+    let server = Server::start(cmd()).await;
+    let admin = common::admin_token(&server, cmd(), "admin").await;
+    let (_, me) = server
+        .call(reqwest::Method::GET, "/v1/me", Some(&admin), None)
+        .await;
+    let id = me["user"]["id"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/users/{id}"),
+            Some(&admin),
+            Some(serde_json::json!({"credits": 5})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, created) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/images",
+            Some(&admin),
+            Some(serde_json::json!({"prompt": "never drawn", "width": 8, "height": 8})),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["generation"]["reserved_credits"], 2);
+    let generation = created["generation"]["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, g) = server
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/images/{generation}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        if g["status"] == "failed" {
+            assert!(
+                g["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("generation_timeout_secs"),
+                "{g}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {g}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, me) = server
+        .call(reqwest::Method::GET, "/v1/me", Some(&admin), None)
+        .await;
+    assert_eq!(me["user"]["credits"], 5, "refunded");
+    server.terminate();
+}

@@ -392,6 +392,35 @@ async fn credits(d: &Domain) {
         .expect_err("twice");
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
 
+    // Only pending generations older than the cutoff are stale.
+    let other = user(d, "stale-payer", 10).await;
+    let pending = d
+        .credits()
+        .reserve(NewGeneration {
+            user_id: other.id.clone(),
+            ..new(5)
+        })
+        .await
+        .unwrap();
+    let cutoff = zeroscale_core::domain::now();
+    let stale = d.credits().stale_pending(cutoff, 100).await.unwrap();
+    let stale: Vec<&str> = stale.iter().map(|g| g.id.as_str()).collect();
+    assert!(stale.contains(&pending.id.as_str()), "{stale:?}");
+    assert!(
+        !stale.contains(&g.id.as_str()),
+        "a finished one is not stale"
+    );
+    let earlier = pending.created_at - chrono::Duration::seconds(1);
+    assert!(
+        d.credits()
+            .stale_pending(earlier, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|g| g.id != pending.id)
+    );
+    d.credits().fail(&pending.id, "stale").await.unwrap();
+
     let g2 = d.credits().reserve(new(50)).await.unwrap();
     assert_eq!(d.users().get(&u.id).await.unwrap().credits, 30);
     let failed = d

@@ -644,6 +644,10 @@ pub struct WorkersConfig {
     pub job_timeout_secs: u64,
     /// Seconds to wait for in-flight jobs on shutdown. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Seconds after which an image generation still pending (its job lost, timed out on
+    /// its last attempt, or never run) is failed and its credits refunded. Every
+    /// `zeroscale serve` checks. Default 3600.
+    pub generation_timeout_secs: u64,
 }
 
 impl Default for WorkersConfig {
@@ -654,6 +658,7 @@ impl Default for WorkersConfig {
             queues: vec!["default".to_owned()],
             job_timeout_secs: 300,
             shutdown_grace_secs: 30,
+            generation_timeout_secs: 3600,
         }
     }
 }

@@ -250,6 +250,26 @@ impl<'a> Credits<'a> {
         to_generation(generation)
     }
 
+    /// Pending generations created before `before`, oldest first, at most `limit`: the
+    /// ones whose job was lost, for [`Credits::fail`] to refund.
+    pub async fn stale_pending(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: u64,
+    ) -> Result<Vec<Generation>> {
+        generations::Entity::find()
+            .filter(generations::Column::Status.eq(GenerationStatus::Pending.as_str()))
+            .filter(generations::Column::CreatedAt.lt(before))
+            .order_by_asc(generations::Column::Id)
+            .limit(limit)
+            .all(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .into_iter()
+            .map(to_generation)
+            .collect()
+    }
+
     /// A generation by id.
     pub async fn get(&self, id: &str) -> Result<Generation> {
         let model = generations::Entity::find_by_id(id.to_owned())
