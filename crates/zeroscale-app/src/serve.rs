@@ -116,7 +116,6 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         env!("CARGO_PKG_VERSION")
     );
     log_backends(&config);
-    auto_migrate(&config).await?;
 
     let addr = config.server.addr;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -126,7 +125,33 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "listening on http://{local}");
 
-    let services = crate::wiring::Services::connect(&config).await?;
+    // The database may be starting too (a deploy, a failover): wait for it rather than
+    // exit, logging why, until it answers or a signal stops the wait. Errors that waiting
+    // cannot fix (a bad URL, a compiled-out engine) exit at once.
+    let db = {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match zeroscale_db::Db::connect(&config.database).await {
+                Ok(db) => break db,
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(error = %e.chain(), retry_in_secs = delay.as_secs(), "the database is not reachable yet; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        signal = shutdown_signal() => {
+                            tracing::info!(signal, "stopped while waiting for the database");
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(e.chain()).context("cannot open the database"));
+                }
+            }
+        }
+    };
+    auto_migrate(&config).await?;
+    let services = crate::wiring::Services::with_db(&config, db)?;
     crate::wiring::bootstrap_admin(&config, &services.domain).await?;
     let storage = services.storage.clone();
     let config_upload_limit = config.server.max_upload_bytes;

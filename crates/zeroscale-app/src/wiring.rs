@@ -128,9 +128,18 @@ pub(crate) struct Services {
 impl Services {
     /// Connects everything `config` names (the queue lazily).
     pub(crate) async fn connect(config: &Config) -> anyhow::Result<Services> {
+        let db = Db::connect(&config.database)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.chain()))
+            .context("cannot open the database")?;
+        Self::with_db(config, db)
+    }
+
+    /// Everything `config` names, over an open database.
+    pub(crate) fn with_db(config: &Config, db: Db) -> anyhow::Result<Services> {
         let config = Arc::new(config.clone());
         let storage = storage(&config)?;
-        let domain = domain(&config).await?;
+        let domain = Domain::new(db, config.auth.clone(), config.chat.clone());
         let models = models(&config, &domain, storage.clone())?;
         Ok(Services {
             queue: QueueHandle::new(Arc::clone(&config)),

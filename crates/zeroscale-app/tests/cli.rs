@@ -471,3 +471,47 @@ cost = { per_image = 2.0 }
     assert_eq!(me["user"]["credits"], 5, "refunded");
     server.terminate();
 }
+
+/// With the database down at start-up, `serve` waits for it (retrying with a message)
+/// instead of exiting, and still stops cleanly on SIGTERM.
+#[test]
+fn serve_waits_for_a_database_that_is_down() {
+    let tmp = TempDir::new("db-down");
+    let log = tmp.0.join("serve.log");
+    let mut child = zeroscale(&tmp.0)
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{}/none", free_port()),
+        )
+        .env("ZEROSCALE_DATABASE__CONNECT_TIMEOUT_SECS", "1")
+        .env(
+            "ZEROSCALE_SERVER__ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("the database is not reachable yet; retrying") {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "serve exited instead of waiting:\n{text}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retry logged:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
