@@ -45,9 +45,9 @@ pub(crate) struct EmbedDocuments {
     pub(crate) documents: Vec<DocumentInput>,
 }
 
-/// Embeds `job.documents` with the router and stores them; returns the stored documents
-/// in input order. Embedding happens first, for every text, so a provider failure stores
-/// nothing.
+/// Embeds `job.documents` with the router and stores them, all or none, in one
+/// transaction; returns the stored documents in input order. A failure stores nothing, so
+/// a retried job never stores a document twice.
 pub(crate) async fn embed_documents(
     services: &Services,
     job: &EmbedDocuments,
@@ -55,23 +55,19 @@ pub(crate) async fn embed_documents(
     let texts: Vec<String> = job.documents.iter().map(|d| d.text.clone()).collect();
     let routed = services.models.embed(&job.model, texts).await?;
     let collection = scoped_collection(&job.user_id, &job.collection);
-    let mut stored = Vec::with_capacity(job.documents.len());
-    for (input, vector) in job.documents.iter().zip(routed.value.vectors) {
-        stored.push(
-            services
-                .domain
-                .documents()
-                .insert(NewDocument {
-                    collection: collection.clone(),
-                    content: input.text.clone(),
-                    metadata: input.metadata.clone(),
-                    embedding_model: job.model.clone(),
-                    vector,
-                })
-                .await?,
-        );
-    }
-    Ok(stored)
+    let news = job
+        .documents
+        .iter()
+        .zip(routed.value.vectors)
+        .map(|(input, vector)| NewDocument {
+            collection: collection.clone(),
+            content: input.text.clone(),
+            metadata: input.metadata.clone(),
+            embedding_model: job.model.clone(),
+            vector,
+        })
+        .collect();
+    services.domain.documents().insert_many(news).await
 }
 
 /// The request parameters kept with a generation.

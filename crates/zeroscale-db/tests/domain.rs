@@ -519,6 +519,34 @@ async fn concurrent_reservations(d: &Domain) {
 }
 
 async fn documents(d: &Domain) {
+    // A batch is all or nothing: one bad document (a non-object metadata) stores none.
+    let doc = |content: &str, metadata: serde_json::Value| NewDocument {
+        collection: "batch".into(),
+        content: content.into(),
+        metadata,
+        embedding_model: "test-3d".into(),
+        vector: vec![1.0, 0.0, 0.0],
+    };
+    let err = d
+        .documents()
+        .insert_many(vec![doc("fine", json!({})), doc("bad", json!([1, 2]))])
+        .await
+        .expect_err("metadata must be an object");
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    assert_eq!(
+        d.documents().count("batch").await.unwrap(),
+        0,
+        "nothing stored"
+    );
+    let stored = d
+        .documents()
+        .insert_many(vec![doc("one", json!({})), doc("two", json!(null))])
+        .await
+        .unwrap();
+    let contents: Vec<&str> = stored.iter().map(|x| x.content.as_str()).collect();
+    assert_eq!(contents, ["one", "two"], "in order");
+    assert_eq!(d.documents().count("batch").await.unwrap(), 2);
+
     let docs = [
         ("north", [1.0, 0.0, 0.0], json!({"lang": "en", "tag": "a"})),
         (

@@ -137,16 +137,26 @@ impl<'a> Documents<'a> {
 
     /// Stores a document with its embedding.
     pub async fn insert(&self, new: NewDocument) -> Result<Document> {
-        if new.collection.is_empty() || new.collection.len() > 128 {
-            return Err(Error::invalid_input(
-                "collection must be 1 to 128 characters",
-            ));
+        let mut stored = self.insert_many(vec![new]).await?;
+        Ok(stored.pop().expect("one document in, one out"))
+    }
+
+    /// Stores documents with their embeddings, all or none (one write transaction), in
+    /// order. Every document is checked before anything is written.
+    pub async fn insert_many(&self, news: Vec<NewDocument>) -> Result<Vec<Document>> {
+        let mut dimensions = Vec::with_capacity(news.len());
+        for new in &news {
+            if new.collection.is_empty() || new.collection.len() > 128 {
+                return Err(Error::invalid_input(
+                    "collection must be 1 to 128 characters",
+                ));
+            }
+            validate_vector(&new.vector)?;
+            dimensions.push(
+                i32::try_from(new.vector.len())
+                    .map_err(|_| Error::invalid_input("vector is too long"))?,
+            );
         }
-        validate_vector(&new.vector)?;
-        let dimensions = i32::try_from(new.vector.len())
-            .map_err(|_| Error::invalid_input("vector is too long"))?;
-        #[cfg(feature = "pgvector")]
-        let vector = new.vector.clone();
         // Set pgvector up before our transaction: its DDL takes locks on `documents` that an
         // open insert would hold against it.
         #[cfg(feature = "pgvector")]
@@ -154,25 +164,31 @@ impl<'a> Documents<'a> {
             crate::pgvector::ensure_setup(self.db).await?;
         }
         let txn = self.db.begin_write().await?;
-        let model = documents::ActiveModel {
-            id: Set(new_id()),
-            collection: Set(new.collection),
-            content: Set(new.content),
-            metadata: Set(metadata_object(new.metadata)?),
-            embedding_model: Set(new.embedding_model),
-            dimensions: Set(dimensions),
-            vector: Set(encode_vector(&new.vector)),
-            created_at: Set(now()),
-        }
-        .insert(&txn)
-        .await
-        .map_err(|e| self.db.map_err(e))?;
-        #[cfg(feature = "pgvector")]
-        if self.db.vector_backend() == crate::VectorBackend::Pgvector {
-            crate::pgvector::insert(self.db, &txn, &model.id, &vector).await?;
+        let mut stored = Vec::with_capacity(news.len());
+        for (new, dimensions) in news.into_iter().zip(dimensions) {
+            #[cfg(feature = "pgvector")]
+            let vector = new.vector.clone();
+            let model = documents::ActiveModel {
+                id: Set(new_id()),
+                collection: Set(new.collection),
+                content: Set(new.content),
+                metadata: Set(metadata_object(new.metadata)?),
+                embedding_model: Set(new.embedding_model),
+                dimensions: Set(dimensions),
+                vector: Set(encode_vector(&new.vector)),
+                created_at: Set(now()),
+            }
+            .insert(&txn)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+            #[cfg(feature = "pgvector")]
+            if self.db.vector_backend() == crate::VectorBackend::Pgvector {
+                crate::pgvector::insert(self.db, &txn, &model.id, &vector).await?;
+            }
+            stored.push(to_document(model));
         }
         txn.commit().await.map_err(|e| self.db.map_err(e))?;
-        Ok(to_document(model))
+        Ok(stored)
     }
 
     /// A document by id.
