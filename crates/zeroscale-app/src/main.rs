@@ -22,6 +22,7 @@ mod doctor;
 mod jobs;
 mod logging;
 mod migrate;
+mod owned;
 mod serve;
 mod storage_cmd;
 mod tasks;

@@ -18,11 +18,6 @@ pub(crate) const EMBED_DOCUMENTS: &str = "internal.embed_documents";
 /// Task name: generate the images of a pending generation.
 pub(crate) const GENERATE_IMAGE: &str = "internal.generate_image";
 
-/// The stored collection name of a user's collection: users never share collections.
-pub(crate) fn scoped_collection(user_id: &str, collection: &str) -> String {
-    format!("{user_id}:{collection}")
-}
-
 /// One text to store.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,7 +49,7 @@ pub(crate) async fn embed_documents(
 ) -> Result<Vec<Document>> {
     let texts: Vec<String> = job.documents.iter().map(|d| d.text.clone()).collect();
     let routed = services.models.embed(&job.model, texts).await?;
-    let collection = scoped_collection(&job.user_id, &job.collection);
+    let collection = crate::owned::scoped(&job.user_id, &job.collection);
     let news = job
         .documents
         .iter()
@@ -125,9 +120,8 @@ pub(crate) async fn generate_image(services: &Services, generation_id: &str) -> 
             ImageData::Bytes { data, mime_type } => (data.clone(), mime_type.clone()),
             ImageData::Url(url) => fetch(url).await?,
         };
-        let id = crate::api::files::new_file_id();
-        let key = crate::api::files::file_key(&generation.user_id, &id)
-            .map_err(|_| Error::invalid_input("bad file key"))?;
+        let id = crate::owned::new_file_id();
+        let key = crate::owned::file_key(&generation.user_id, &id)?;
         services
             .storage
             .put_opts(&key, data, PutOptions::with_content_type(mime_type.clone()))

@@ -13,12 +13,17 @@ use zeroscale_models::image_cache::StorageImageCache;
 use zeroscale_models::router::Router;
 use zeroscale_storage::ObjectStoreStorage;
 
-/// Opens the database and wraps it in the domain services.
-pub(crate) async fn domain(config: &Config) -> anyhow::Result<Domain> {
-    let db = Db::connect(&config.database)
+/// Opens the configured database.
+async fn connect_db(config: &Config) -> anyhow::Result<Db> {
+    Db::connect(&config.database)
         .await
         .map_err(|e| anyhow::anyhow!(e.chain()))
-        .context("cannot open the database")?;
+        .context("cannot open the database")
+}
+
+/// Opens the database and wraps it in the domain services.
+pub(crate) async fn domain(config: &Config) -> anyhow::Result<Domain> {
+    let db = connect_db(config).await?;
     Ok(Domain::new(db, config.auth.clone(), config.chat.clone()))
 }
 
@@ -128,11 +133,7 @@ pub(crate) struct Services {
 impl Services {
     /// Connects everything `config` names (the queue lazily).
     pub(crate) async fn connect(config: &Config) -> anyhow::Result<Services> {
-        let db = Db::connect(&config.database)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))
-            .context("cannot open the database")?;
-        Self::with_db(config, db)
+        Self::with_db(config, connect_db(config).await?)
     }
 
     /// Everything `config` names, over an open database.

@@ -348,19 +348,18 @@ async fn call(
     d.server.call(method, path, token, body).await
 }
 
-/// Polls a job until it finishes; returns its final status.
-async fn wait_job(d: &Deployment, token: &str, id: &str) -> Value {
+/// GETs `path` every 100 ms until `done` says the answer is final (60 s at most).
+async fn poll(d: &Deployment, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, job) =
-            call(d, Method::GET, &format!("/v1/jobs/{id}"), Some(token), None).await;
-        assert_eq!(status, 200, "{job}");
-        if ["succeeded", "dead", "cancelled"].contains(&job["state"].as_str().unwrap()) {
-            return job;
+        let (status, body) = call(d, Method::GET, path, Some(token), None).await;
+        assert_eq!(status, 200, "{body}");
+        if done(&body) {
+            return body;
         }
         assert!(
             Instant::now() < deadline,
-            "[{}] job {id} did not finish: {job}\n{}",
+            "[{}] {path} did not finish: {body}\n{}",
             d.name,
             d.server.log_text()
         );
@@ -368,30 +367,20 @@ async fn wait_job(d: &Deployment, token: &str, id: &str) -> Value {
     }
 }
 
+/// Polls a job until it finishes; returns its final status.
+async fn wait_job(d: &Deployment, token: &str, id: &str) -> Value {
+    poll(d, token, &format!("/v1/jobs/{id}"), |job| {
+        ["succeeded", "dead", "cancelled"].contains(&job["state"].as_str().unwrap())
+    })
+    .await
+}
+
 /// Polls a generation until it is no longer pending.
 async fn wait_image(d: &Deployment, token: &str, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, g) = call(
-            d,
-            Method::GET,
-            &format!("/v1/images/{id}"),
-            Some(token),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{g}");
-        if g["status"] != "pending" {
-            return g;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "[{}] generation {id} is still pending: {g}\n{}",
-            d.name,
-            d.server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(d, token, &format!("/v1/images/{id}"), |g| {
+        g["status"] != "pending"
+    })
+    .await
 }
 
 async fn credits(d: &Deployment, token: &str) -> i64 {

@@ -56,7 +56,6 @@ fn providers(state: &ApiState) -> ProviderList {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "every provider", body = ProviderList),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
     )
 )]
@@ -83,7 +82,6 @@ pub(crate) struct CheckResult {
     params(("name" = String, Path, description = "the provider's name in config")),
     responses(
         (status = 200, description = "checked", body = CheckResult),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such provider", body = ErrorBody),
     )
@@ -146,7 +144,6 @@ pub(crate) struct StatsView {
     params(StatsQuery),
     responses(
         (status = 200, description = "counts", body = StatsView),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
     )
 )]
@@ -177,7 +174,6 @@ pub(crate) struct DeadList {
     params(QueueQuery),
     responses(
         (status = 200, description = "dead jobs", body = DeadList),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
     )
 )]
@@ -233,7 +229,6 @@ pub(crate) struct UserList {
     params(UsersQuery),
     responses(
         (status = 200, description = "a page of users", body = UserList),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
     )
 )]
@@ -281,7 +276,6 @@ pub(crate) struct UpdateUser {
     responses(
         (status = 200, description = "the user after the change", body = UserView),
         (status = 400, description = "invalid fields", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody),
     )

@@ -217,7 +217,6 @@ pub(crate) async fn login(
     responses(
         (status = 204, description = "logged out"),
         (status = 400, description = "called with an API key, which has no session", body = super::error::ErrorBody),
-        (status = 401, description = "not authenticated", body = super::error::ErrorBody),
     )
 )]
 pub(crate) async fn logout(State(state): State<ApiState>, caller: Caller) -> ApiResult<StatusCode> {
@@ -238,7 +237,6 @@ pub(crate) async fn logout(State(state): State<ApiState>, caller: Caller) -> Api
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "the caller", body = MeView),
-        (status = 401, description = "not authenticated", body = super::error::ErrorBody),
     )
 )]
 pub(crate) async fn me(caller: Caller) -> Json<MeView> {

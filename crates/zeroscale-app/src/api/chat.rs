@@ -15,21 +15,9 @@ use super::ApiState;
 use super::auth::{Caller, Credential};
 use super::error::{ApiError, ApiResult, ErrorBody, Json, Query};
 
-/// Longest client session id (the stored id also carries the user id).
-const MAX_SESSION_ID: usize = 90;
-
 fn scoped(caller: &Caller, session_id: &str) -> ApiResult<String> {
-    let ok = !session_id.is_empty()
-        && session_id.len() <= MAX_SESSION_ID
-        && session_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !ok {
-        return Err(ApiError::bad_request(format!(
-            "session id must be 1 to {MAX_SESSION_ID} characters of letters, digits, `-`, `_` and `.`"
-        )));
-    }
-    Ok(format!("{}:{session_id}", caller.user.id))
+    crate::owned::check_name("session id", session_id)?;
+    Ok(crate::owned::scoped(&caller.user.id, session_id))
 }
 
 /// A chat message.
@@ -81,7 +69,6 @@ pub(crate) struct AppendMessage {
     responses(
         (status = 201, description = "appended", body = MessageView),
         (status = 400, description = "invalid fields", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 409, description = "the session is full (`chat.max_messages_per_session`)", body = ErrorBody),
     )
 )]
@@ -139,7 +126,6 @@ pub(crate) struct MessagePage {
     responses(
         (status = 200, description = "a page (empty for an unknown session)", body = MessagePage),
         (status = 400, description = "invalid session id or paging", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
     )
 )]
 pub(crate) async fn list_messages(
@@ -175,7 +161,6 @@ pub(crate) async fn list_messages(
     params(("session_id" = String, Path, description = "the caller's session id", pattern = r"^[A-Za-z0-9._-]{1,90}$")),
     responses(
         (status = 204, description = "deleted"),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 404, description = "no such session", body = ErrorBody),
     )
 )]

@@ -21,22 +21,8 @@ use crate::tasks::{self, DocumentInput, EmbedDocuments};
 pub(crate) const INLINE_MAX: usize = 16;
 /// Most documents in one request.
 pub(crate) const MAX_DOCUMENTS: usize = 1000;
-/// Longest collection name.
-const MAX_COLLECTION: usize = 90;
-
 fn check_collection(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_COLLECTION
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "collection must be 1 to {MAX_COLLECTION} characters of letters, digits, `-`, `_` and `.`"
-        )))
-    }
+    Ok(crate::owned::check_name("collection", name)?)
 }
 
 /// A stored document.
@@ -100,7 +86,6 @@ pub(crate) struct AddedDocuments {
         (status = 201, description = "embedded and stored", body = AddedDocuments),
         (status = 202, description = "a job is embedding them", body = AddedDocuments),
         (status = 400, description = "invalid fields", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 404, description = "unknown model id", body = ErrorBody),
         (status = 503, description = "no embedding provider could serve", body = ErrorBody),
     )
@@ -213,7 +198,6 @@ pub(crate) struct SearchResults {
     responses(
         (status = 200, description = "hits, best first", body = SearchResults),
         (status = 400, description = "invalid fields", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 404, description = "unknown model id", body = ErrorBody),
         (status = 503, description = "no embedding provider could serve", body = ErrorBody),
     )
@@ -233,7 +217,7 @@ pub(crate) async fn search_documents(
         .unwrap_or_else(|| state.config.models.default_embedding_model.clone());
     let routed = state.models.embed(&model, vec![body.query]).await?;
     let vector = routed.value.vectors.into_iter().next().unwrap_or_default();
-    let collection = tasks::scoped_collection(&caller.user.id, &body.collection);
+    let collection = crate::owned::scoped(&caller.user.id, &body.collection);
     let hits = state
         .domain
         .documents()

@@ -123,7 +123,6 @@ pub(crate) struct EmbeddingsResponse {
     responses(
         (status = 200, description = "one vector per input, in order", body = EmbeddingsResponse),
         (status = 400, description = "bad input", body = super::error::ErrorBody),
-        (status = 401, description = "not authenticated", body = super::error::ErrorBody),
         (status = 404, description = "unknown model id", body = super::error::ErrorBody),
         (status = 503, description = "no provider could serve", body = super::error::ErrorBody),
     )

@@ -1,8 +1,6 @@
 //! Files: upload (streamed, size-limited, content type kept), download (streamed, with
-//! range requests), head, delete, list, and signed URLs. A file is stored at
-//! `files/<owner id>/<file id>`, where the file id is 128 random bits: every route builds
-//! the key from the caller's own id, so no request can reach another user's file, and no
-//! key can be guessed from anyone's ids.
+//! range requests), head, delete, list, and signed URLs. Keys follow
+//! [`crate::owned`]: every route builds them from the caller's own id.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,31 +19,18 @@ use zeroscale_core::{Error, Storage};
 
 use super::ApiState;
 use super::auth::Caller;
+use crate::owned::{new_file_id, owner_prefix};
+
+/// The storage key of the caller's file `id` (an id that cannot be a file is not found).
+pub(crate) fn file_key(user_id: &str, id: &str) -> ApiResult<ObjectKey> {
+    Ok(crate::owned::file_key(user_id, id)?)
+}
 use super::error::{ApiError, ApiResult, ErrorBody, Json, Query};
 
 /// Metadata key of the original file name (percent-encoded: storage metadata is ASCII).
 const FILENAME: &str = "filename";
 /// Longest signed URL lifetime.
 const MAX_SIGNED_SECS: u64 = 7 * 24 * 3600;
-
-/// A new random file id: 32 hex characters.
-pub(crate) fn new_file_id() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    zeroscale_core::hex(&bytes)
-}
-
-fn owner_prefix(user_id: &str) -> String {
-    format!("files/{user_id}/")
-}
-
-/// The storage key of the caller's file `id`.
-pub(crate) fn file_key(user_id: &str, id: &str) -> ApiResult<ObjectKey> {
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::from(Error::not_found(format!("file {id}"))));
-    }
-    Ok(ObjectKey::parse(format!("{}{id}", owner_prefix(user_id)))?)
-}
 
 fn encode_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -126,7 +111,6 @@ pub(crate) struct UploadQuery {
     responses(
         (status = 201, description = "stored", body = FileView),
         (status = 400, description = "bad file name or interrupted upload", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 413, description = "larger than `server.max_upload_bytes`", body = ErrorBody),
     )
 )]
@@ -205,7 +189,6 @@ pub(crate) struct FileList {
     params(ListQuery),
     responses(
         (status = 200, description = "a page of files", body = FileList),
-        (status = 401, description = "not authenticated", body = ErrorBody),
     )
 )]
 pub(crate) async fn list_files(
@@ -258,7 +241,6 @@ async fn serve_file(
     responses(
         (status = 200, description = "the file, with the content type given at upload", content_type = "*/*", body = Vec<u8>),
         (status = 206, description = "the requested range (`Content-Range` says which)", content_type = "*/*", body = Vec<u8>),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 404, description = "no such file of the caller's", body = ErrorBody),
         (status = 416, description = "the range is outside the file"),
     )
@@ -299,7 +281,6 @@ pub(crate) async fn head_file(
     params(("id" = String, Path, description = "the file's id", pattern = r"^[0-9a-f]{32}$")),
     responses(
         (status = 204, description = "deleted"),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 404, description = "no such file of the caller's", body = ErrorBody),
     )
 )]
@@ -383,7 +364,6 @@ pub(crate) async fn sign(
     responses(
         (status = 200, description = "the URL", body = SignedView),
         (status = 400, description = "bad method or expiry", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 404, description = "no such file of the caller's", body = ErrorBody),
     )
 )]
@@ -426,7 +406,6 @@ pub(crate) struct UploadUrlRequest {
     responses(
         (status = 200, description = "the new file's id and PUT URL", body = SignedView),
         (status = 400, description = "bad expiry", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
     )
 )]
 pub(crate) async fn upload_url(

@@ -156,7 +156,6 @@ pub(crate) struct CreatedImage {
     responses(
         (status = 202, description = "credits reserved; a job is generating", body = CreatedImage),
         (status = 400, description = "invalid fields", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 404, description = "unknown image model id", body = ErrorBody),
         (status = 409, description = "not enough credits", body = ErrorBody),
     )
@@ -235,7 +234,6 @@ pub(crate) async fn create_image(
     params(("id" = String, Path, description = "the generation's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "the generation", body = GenerationView),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 404, description = "no such generation of the caller's", body = ErrorBody),
     )
 )]

@@ -108,7 +108,6 @@ pub(crate) struct EnqueueRequest {
     responses(
         (status = 202, description = "enqueued", body = JobView),
         (status = 400, description = "invalid fields or unknown queue", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 403, description = "an internal task", body = ErrorBody),
         (status = 503, description = "the queue is unreachable", body = ErrorBody),
     )
@@ -183,7 +182,6 @@ async fn owned(state: &ApiState, caller: &Caller, id: &str) -> ApiResult<JobId> 
     params(("id" = String, Path, description = "the job's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "the job", body = JobView),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 404, description = "no such job of the caller's", body = ErrorBody),
     )
 )]
@@ -204,7 +202,6 @@ pub(crate) async fn get_job(
     params(("id" = String, Path, description = "the job's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "the job after cancelling", body = JobView),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 403, description = "an internal job (documents, images)", body = ErrorBody),
         (status = 404, description = "no such job of the caller's", body = ErrorBody),
         (status = 409, description = "the job already finished", body = ErrorBody),
@@ -255,7 +252,6 @@ pub(crate) struct JobList {
     params(JobsQuery),
     responses(
         (status = 200, description = "a page of jobs", body = JobList),
-        (status = 401, description = "not authenticated", body = ErrorBody),
     )
 )]
 pub(crate) async fn list_jobs(

@@ -79,7 +79,6 @@ pub(crate) struct CreatedKey {
     responses(
         (status = 201, description = "created; the plaintext is shown only now", body = CreatedKey),
         (status = 400, description = "invalid fields", body = super::error::ErrorBody),
-        (status = 401, description = "not authenticated", body = super::error::ErrorBody),
         (status = 403, description = "not an admin", body = super::error::ErrorBody),
         (status = 404, description = "no such user", body = super::error::ErrorBody),
     )
@@ -133,7 +132,6 @@ pub(crate) struct KeyList {
     params(KeyFilter),
     responses(
         (status = 200, description = "the keys", body = KeyList),
-        (status = 401, description = "not authenticated", body = super::error::ErrorBody),
         (status = 403, description = "not an admin", body = super::error::ErrorBody),
     )
 )]
@@ -159,7 +157,6 @@ pub(crate) async fn list_keys(
     params(("id" = String, Path, description = "the key's id")),
     responses(
         (status = 200, description = "revoked", body = KeyView),
-        (status = 401, description = "not authenticated", body = super::error::ErrorBody),
         (status = 403, description = "not an admin", body = super::error::ErrorBody),
         (status = 404, description = "no such key", body = super::error::ErrorBody),
     )

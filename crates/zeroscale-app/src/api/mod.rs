@@ -47,7 +47,7 @@ struct ApiDoc;
 struct Security;
 
 /// Adds the responses every operation can give to every operation that does not list
-/// them: 400 (malformed JSON, a wrong type, an unknown field or a bad value: the message
+/// them (so handlers list only their own): 400 (malformed JSON, a wrong type, an unknown field or a bad value: the message
 /// names it), 401 where credentials are needed, 500 (with a log reference) and 503 (an
 /// engine is down, or `server.request_timeout_secs` passed).
 pub(crate) fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {

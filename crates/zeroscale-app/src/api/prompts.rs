@@ -74,7 +74,6 @@ pub(crate) struct PromptList {
     responses(
         (status = 201, description = "created", body = PromptView),
         (status = 400, description = "invalid fields", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 409, description = "the name is taken", body = ErrorBody),
     )
@@ -98,7 +97,6 @@ pub(crate) async fn create_prompt(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "every prompt", body = PromptList),
-        (status = 401, description = "not authenticated", body = ErrorBody),
     )
 )]
 pub(crate) async fn list_prompts(
@@ -118,7 +116,6 @@ pub(crate) async fn list_prompts(
     params(("id" = String, Path, description = "the prompt's id")),
     responses(
         (status = 200, description = "the prompt", body = PromptView),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 404, description = "no such prompt", body = ErrorBody),
     )
 )]
@@ -139,7 +136,6 @@ pub(crate) async fn get_prompt(
     responses(
         (status = 200, description = "updated", body = PromptView),
         (status = 400, description = "invalid fields", body = ErrorBody),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such prompt", body = ErrorBody),
         (status = 409, description = "the name is taken", body = ErrorBody),
@@ -171,7 +167,6 @@ pub(crate) async fn update_prompt(
     params(("id" = String, Path, description = "the prompt's id")),
     responses(
         (status = 204, description = "deleted"),
-        (status = 401, description = "not authenticated", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such prompt", body = ErrorBody),
         (status = 409, description = "an API key links it", body = ErrorBody),
