@@ -8,6 +8,15 @@ use crate::Dialect;
 /// Maps a sea-orm error from `dialect` to the core error kind a caller can act on.
 pub fn map_db_err(dialect: Dialect, err: DbErr) -> Error {
     let backend = dialect.name();
+    if connection_lost(&err) {
+        return Error::unavailable_from(
+            format!(
+                "the connection to the {backend} database was lost (the server restarted, \
+                 failed over or ended the session); retry"
+            ),
+            err,
+        );
+    }
     if let Some(sql_err) = err.sql_err() {
         return match sql_err {
             SqlErr::UniqueConstraintViolation(detail) => {
@@ -32,6 +41,43 @@ pub fn map_db_err(dialect: Dialect, err: DbErr) -> Error {
     }
 }
 
+/// Whether the error says the connection went away under the statement rather than that
+/// the statement was wrong: an I/O error, a closed or exhausted pool, a crashed driver
+/// worker, or PostgreSQL's own words for it (SQLSTATE class 08, connection exception;
+/// 57P01–57P03, the server shutting down or not yet accepting connections, which is how
+/// `pg_terminate_backend` and a restart arrive).
+fn connection_lost(err: &DbErr) -> bool {
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    {
+        use sea_orm::RuntimeErr;
+        use sea_orm::sqlx::Error as SqlxError;
+        let (DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))) = err
+        else {
+            return false;
+        };
+        match e.as_ref() {
+            SqlxError::Io(_)
+            | SqlxError::PoolClosed
+            | SqlxError::PoolTimedOut
+            | SqlxError::WorkerCrashed => true,
+            SqlxError::Database(db) => db.code().is_some_and(|code| is_connection_sqlstate(&code)),
+            _ => false,
+        }
+    }
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+    {
+        let _ = err;
+        false
+    }
+}
+
+/// SQLSTATEs that mean the connection, not the statement, failed.
+fn is_connection_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
 fn is_busy(message: &str) -> bool {
     message.contains("database is locked") || message.contains("database is busy")
 }
@@ -53,6 +99,52 @@ pub(crate) fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_sqlstates() {
+        for code in ["08000", "08003", "08006", "57P01", "57P02", "57P03"] {
+            assert!(is_connection_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "42P01", "57014", "40001"] {
+            assert!(!is_connection_sqlstate(code), "{code}");
+        }
+    }
+
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[test]
+    fn io_and_closed_pools_are_unavailable() {
+        use sea_orm::RuntimeErr;
+        use sea_orm::sqlx::Error as SqlxError;
+        use std::sync::Arc;
+        let io = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof");
+        for (err, what) in [
+            (
+                DbErr::Query(RuntimeErr::SqlxError(Arc::new(SqlxError::Io(io)))),
+                "io",
+            ),
+            (
+                DbErr::Exec(RuntimeErr::SqlxError(Arc::new(SqlxError::PoolClosed))),
+                "closed",
+            ),
+            (
+                DbErr::Conn(RuntimeErr::SqlxError(Arc::new(SqlxError::PoolTimedOut))),
+                "timeout",
+            ),
+        ] {
+            let mapped = map_db_err(Dialect::Postgres, err);
+            assert_eq!(
+                mapped.kind(),
+                zeroscale_core::ErrorKind::Unavailable,
+                "{what}"
+            );
+            assert!(mapped.is_retriable(), "{what}");
+        }
+        let other = DbErr::Query(RuntimeErr::Internal("syntax".into()));
+        assert_eq!(
+            map_db_err(Dialect::Postgres, other).kind(),
+            zeroscale_core::ErrorKind::Backend
+        );
+    }
 
     #[test]
     fn redacts_credentials() {

@@ -74,7 +74,16 @@ pub struct Db {
     vectors: VectorBackend,
     /// One-time pgvector setup (extension, side table, backfill), shared by clones.
     #[cfg_attr(not(feature = "pgvector"), allow(dead_code))]
-    vector_setup: std::sync::Arc<tokio::sync::OnceCell<()>>,
+    vector_setup: std::sync::Arc<tokio::sync::OnceCell<VectorSetup>>,
+}
+
+/// What the one-time pgvector setup found out about the server's extension.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "pgvector"), allow(dead_code))]
+pub(crate) struct VectorSetup {
+    /// pgvector ≥ 0.8: `hnsw.iterative_scan` keeps scanning until enough rows pass the
+    /// filters. Older versions return at most `hnsw.ef_search` candidates before filtering.
+    pub(crate) iterative_scan: bool,
 }
 
 impl fmt::Debug for Db {

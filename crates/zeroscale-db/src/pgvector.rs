@@ -6,6 +6,12 @@
 //! `embedding::vector(N)`), created on first use; documents stored before pgvector was
 //! enabled are backfilled then. The side table is an engine-specific accelerator, like an
 //! index: it is outside the schema-parity check.
+//!
+//! Filters (the collection, metadata) apply after the index scan. pgvector ≥ 0.8 scans
+//! on until `k` rows pass them (`hnsw.iterative_scan = strict_order`). Older versions (0.6,
+//! 0.7) have no iterative scan: the search asks the index for the most candidates it can
+//! give (`hnsw.ef_search = 1000`), and when fewer than `k` of them pass the filters it
+//! answers with an exact scan instead, so a filtered search never comes back short.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -17,9 +23,9 @@ use sea_orm::{
 use serde_json::{Map, Value};
 use zeroscale_core::{Error, Result};
 
-use crate::Db;
 use crate::domain::decode_vector;
 use crate::domain::entity::documents;
+use crate::{Db, VectorSetup};
 
 /// Whether the server can `CREATE EXTENSION vector`.
 pub(crate) async fn available(db: &Db) -> Result<bool> {
@@ -60,14 +66,39 @@ async fn exec(db: &Db, conn: &impl ConnectionTrait, sql: &str) -> Result<()> {
     Ok(())
 }
 
+/// The version of the `vector` extension installed in the database, e.g. `(0, 6, 2)`.
+async fn extension_version(db: &Db, conn: &impl ConnectionTrait) -> Result<(u32, u32, u32)> {
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            DatabaseBackend::Postgres,
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'",
+        ))
+        .await
+        .map_err(|e| db.map_err(e))?
+        .ok_or_else(|| Error::unavailable("the `vector` extension is not installed"))?;
+    let text: String = row.try_get("", "extversion").map_err(|e| db.map_err(e))?;
+    parse_version(&text)
+        .ok_or_else(|| Error::unavailable(format!("cannot read the pgvector version `{text}`")))
+}
+
+/// `0.6.2` → `(0, 6, 2)`; a missing patch number is 0.
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text.trim().split('.').map(|p| p.parse::<u32>().ok());
+    let major = parts.next()??;
+    let minor = parts.next()??;
+    let patch = parts.next().unwrap_or(Some(0))?;
+    Some((major, minor, patch))
+}
+
 /// The extension, the side table and the backfill, once per pool.
-pub(crate) async fn ensure_setup(db: &Db) -> Result<()> {
+pub(crate) async fn ensure_setup(db: &Db) -> Result<VectorSetup> {
     db.vector_setup
         .get_or_try_init(|| async {
             let txn = db.conn().begin().await.map_err(|e| db.map_err(e))?;
             // One process at a time sets up (replicas may start together).
             exec(db, &txn, "SELECT pg_advisory_xact_lock(7661626)").await?;
             exec(db, &txn, "CREATE EXTENSION IF NOT EXISTS vector").await?;
+            let version = extension_version(db, &txn).await?;
             exec(
                 db,
                 &txn,
@@ -79,10 +110,14 @@ pub(crate) async fn ensure_setup(db: &Db) -> Result<()> {
             .await?;
             backfill(db, &txn).await?;
             txn.commit().await.map_err(|e| db.map_err(e))?;
-            Ok(())
+            let setup = VectorSetup {
+                iterative_scan: version >= (0, 8, 0),
+            };
+            tracing::debug!(?version, ?setup, "pgvector ready");
+            Ok(setup)
         })
         .await
-        .map(|_| ())
+        .copied()
 }
 
 /// Adds side-table rows for documents that have none.
@@ -169,7 +204,7 @@ pub(crate) async fn search(
     k: usize,
     filter: Option<&Map<String, Value>>,
 ) -> Result<Vec<(documents::Model, f32)>> {
-    ensure_setup(db).await?;
+    let setup = ensure_setup(db).await?;
     let dims = query.len();
     ensure_index(db, dims).await?;
     let mut values: Vec<sea_orm::Value> = vec![literal(query).into(), collection.into()];
@@ -191,17 +226,24 @@ pub(crate) async fn search(
          ORDER BY v.embedding::vector({dims}) <=> $1::vector({dims}) \
          LIMIT {k}"
     );
+    let query = Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values);
     let txn = db.conn().begin().await.map_err(|e| db.map_err(e))?;
-    // Keep scanning the index until `k` rows pass the filters, in exact distance order.
-    exec(db, &txn, "SET LOCAL hnsw.iterative_scan = strict_order").await?;
-    let rows = txn
-        .query_all_raw(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            sql,
-            values,
-        ))
+    if setup.iterative_scan {
+        // Keep scanning the index until `k` rows pass the filters, in exact distance order.
+        exec(db, &txn, "SET LOCAL hnsw.iterative_scan = strict_order").await?;
+    } else {
+        // No iterative scan: take as many candidates as the index gives (1000 at most)...
+        exec(db, &txn, "SET LOCAL hnsw.ef_search = 1000").await?;
+    }
+    let mut rows = txn
+        .query_all_raw(query.clone())
         .await
         .map_err(|e| db.map_err(e))?;
+    if rows.len() < k && !setup.iterative_scan {
+        // ...and when the filters left fewer than `k`, rank every candidate exactly.
+        exec(db, &txn, "SET LOCAL enable_indexscan = off").await?;
+        rows = txn.query_all_raw(query).await.map_err(|e| db.map_err(e))?;
+    }
     txn.commit().await.map_err(|e| db.map_err(e))?;
     rows.iter()
         .map(|row| {
@@ -214,6 +256,14 @@ pub(crate) async fn search(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn versions() {
+        assert_eq!(super::parse_version("0.6.2"), Some((0, 6, 2)));
+        assert_eq!(super::parse_version("0.8"), Some((0, 8, 0)));
+        assert_eq!(super::parse_version("x"), None);
+        assert!(super::parse_version("0.7.4").unwrap() < (0, 8, 0));
+    }
+
     #[test]
     fn literal_format() {
         assert_eq!(super::literal(&[1.0, -2.5, 0.125]), "[1,-2.5,0.125]");
