@@ -824,7 +824,7 @@ async fn pgvector_selective_filters_match_exact_search() {
     let doc = |collection: &str, i: usize, vector: Vec<f32>| NewDocument {
         collection: collection.into(),
         content: format!("{collection} {i}"),
-        metadata: json!({"rare": i % 150 == 0}),
+        metadata: json!({"rare": i.is_multiple_of(150)}),
         embedding_model: "random-16".into(),
         vector,
     };

@@ -291,12 +291,11 @@ pub(super) fn postgres_up(services: &Path, svc: PgService) -> Result<Vec<(String
             port
         }
         None => {
-            let bin = if pgvector {
-                ensure_pgvector_bin(services)?
+            if pgvector {
+                start(&ensure_pgvector_bin(services)?, &pg, svc)?
             } else {
-                debian.clone()
-            };
-            start(&bin, &pg, svc)?
+                start(&debian, &pg, svc)?
+            }
         }
     };
     let mut vars = pg_vars(svc, port);
