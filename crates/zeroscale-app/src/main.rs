@@ -22,6 +22,7 @@ mod doctor;
 mod jobs;
 mod logging;
 mod migrate;
+mod models_cmd;
 mod owned;
 mod serve;
 mod storage_cmd;
@@ -96,6 +97,7 @@ fn run_async(
             Command::Migrate { command } => migrate::run(&loaded, command).await,
             Command::Storage { command } => storage_cmd::run(command).await,
             Command::Users { command } => users::run(&loaded, command).await,
+            Command::Models { command } => models_cmd::run(&loaded, command).await,
             Command::Config { .. } => unreachable!("handled before the runtime starts"),
         }
     });

