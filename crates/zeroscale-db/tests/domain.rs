@@ -693,6 +693,87 @@ async fn suite(d: &Domain) {
     documents(d).await;
     embedding_cache(d).await;
     job_owners(d).await;
+    login_costs(d).await;
+}
+
+/// Every login path costs exactly one argon2 verification, so login time does not tell
+/// whether an account exists: known and unknown users, right and wrong passwords,
+/// deactivated users, and hashes made with older parameters (which a successful login
+/// replaces with the current ones).
+async fn login_costs(d: &Domain) {
+    user(d, "timing-known", 0).await;
+    let off = user(d, "timing-off", 0).await;
+    d.users().set_active(&off.id, false).await.unwrap();
+    // A hash from before the parameters changed.
+    let old_auth = zeroscale_core::config::AuthConfig {
+        argon2_memory_kib: 2048,
+        argon2_iterations: 2,
+        ..common::test_auth()
+    };
+    let old = Domain::new(d.db().clone(), old_auth, chat_config());
+    user(&old, "timing-old", 0).await;
+
+    // (username, password, logs in, argon2 runs): one verification on every path; a
+    // successful login with an old hash also rehashes it.
+    let cases = [
+        ("timing-known", "correct horse", true, 1),
+        ("timing-known", "wrong horse", false, 1),
+        ("timing-nobody", "correct horse", false, 1),
+        ("timing-off", "correct horse", false, 1),
+        ("timing-off", "wrong horse", false, 1),
+        ("timing-old", "wrong horse", false, 1),
+        ("timing-old", "correct horse", true, 2),
+    ];
+    for (username, password, succeeds, runs) in cases {
+        let before = d.password_hash_runs();
+        let result = d.users().authenticate(username, password).await;
+        assert_eq!(
+            result.is_ok(),
+            succeeds,
+            "{username}/{password}: {result:?}"
+        );
+        assert_eq!(
+            d.password_hash_runs() - before,
+            runs,
+            "{username}/{password}: argon2 runs"
+        );
+        if let Err(e) = result {
+            assert_eq!(e.kind(), zeroscale_core::ErrorKind::Unauthenticated);
+        }
+    }
+    // Unknown and wrong answer alike.
+    let unknown = d
+        .users()
+        .authenticate("timing-nobody", "x")
+        .await
+        .unwrap_err();
+    let wrong = d
+        .users()
+        .authenticate("timing-known", "x")
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.to_string(), wrong.to_string());
+
+    // The old hash was replaced at the successful login, and the user still logs in.
+    use zeroscale_db::sea_orm::{ConnectionTrait, Statement};
+    let conn = d.db().conn();
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT password_hash FROM users WHERE username = 'timing-old'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let hash: String = row.try_get("", "password_hash").unwrap();
+    assert!(
+        hash.contains("m=1024,t=1,"),
+        "rehashed with the current parameters: {hash}"
+    );
+    d.users()
+        .authenticate("timing-old", "correct horse")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

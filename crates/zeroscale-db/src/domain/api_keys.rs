@@ -11,6 +11,10 @@ use super::users::to_user;
 use super::{constant_time_eq, random_hex, sha256_hex};
 use crate::Db;
 
+/// Compared with when no key has the presented prefix: 64 hex digits, like a real hash,
+/// that SHA-256 of a key will not produce.
+const NO_KEY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
 /// A key to create.
 #[derive(Debug, Clone, Default)]
 pub struct NewApiKey {
@@ -120,16 +124,20 @@ impl<'a> ApiKeys<'a> {
     pub async fn validate(&self, plaintext: &str) -> Result<(ApiKey, User)> {
         let invalid = || Error::unauthenticated("invalid API key");
         let prefix = prefix_of(plaintext).ok_or_else(invalid)?;
-        let (key, user) = api_keys::Entity::find()
+        let found = api_keys::Entity::find()
             .filter(api_keys::Column::Prefix.eq(prefix))
             .find_also_related(users::Entity)
             .one(self.db.conn())
             .await
-            .map_err(|e| self.db.map_err(e))?
-            .ok_or_else(invalid)?;
-        if !constant_time_eq(&key.key_hash, &sha256_hex(plaintext)) {
-            return Err(invalid());
-        }
+            .map_err(|e| self.db.map_err(e))?;
+        // The same work whether or not the prefix exists: hash and compare against the
+        // stored hash, or against one no key can have.
+        let presented = sha256_hex(plaintext);
+        let stored = found
+            .as_ref()
+            .map_or(NO_KEY_HASH, |(key, _)| key.key_hash.as_str());
+        let matches = constant_time_eq(stored, &presented);
+        let (key, user) = found.filter(|_| matches).ok_or_else(invalid)?;
         if key.revoked_at.is_some() || !key.active {
             return Err(Error::unauthenticated("API key was revoked"));
         }

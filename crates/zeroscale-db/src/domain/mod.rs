@@ -13,6 +13,7 @@ mod credits;
 mod documents;
 pub(crate) mod entity;
 mod jobs;
+mod passwords;
 mod prompts;
 mod sessions;
 mod users;
@@ -39,12 +40,29 @@ pub struct Domain {
     db: Db,
     auth: AuthConfig,
     chat: ChatConfig,
+    passwords: std::sync::Arc<passwords::Passwords>,
 }
 
 impl Domain {
-    /// Services over `db` with the given settings.
+    /// Services over `db` with the given settings. Inside a Tokio runtime this starts
+    /// computing the dummy password hash that logins for unknown users are checked
+    /// against.
     pub fn new(db: Db, auth: AuthConfig, chat: ChatConfig) -> Self {
-        Domain { db, auth, chat }
+        let passwords = passwords::Passwords::new(&auth);
+        Domain {
+            db,
+            auth,
+            chat,
+            passwords,
+        }
+    }
+
+    /// How many argon2 computations (password hashes and verifications) this domain and
+    /// its clones have run for callers; the dummy hash made once at start-up is not
+    /// counted. A failed login costs exactly one, whether or not the user exists, so the
+    /// count is how tests check that login time tells nothing about accounts.
+    pub fn password_hash_runs(&self) -> u64 {
+        self.passwords.runs()
     }
 
     /// Who submitted which background job.
@@ -59,7 +77,7 @@ impl Domain {
 
     /// Users: register, authenticate, roles, activation, credits.
     pub fn users(&self) -> Users<'_> {
-        Users::new(&self.db, &self.auth)
+        Users::new(&self.db, &self.auth, &self.passwords)
     }
 
     /// Login sessions.

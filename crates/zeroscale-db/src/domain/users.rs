@@ -1,8 +1,6 @@
 //! Users: registration with argon2id password hashes, authentication, roles,
 //! activation and credit balances.
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -14,6 +12,7 @@ use zeroscale_core::{Error, Result};
 
 use super::entity::users;
 use super::page_limit;
+use super::passwords::Passwords;
 use crate::Db;
 
 /// A user to register.
@@ -34,6 +33,7 @@ pub struct NewUser {
 pub struct Users<'a> {
     db: &'a Db,
     auth: &'a AuthConfig,
+    passwords: &'a Passwords,
 }
 
 pub(crate) fn to_user(m: users::Model) -> Result<User> {
@@ -62,47 +62,12 @@ fn validate_username(username: &str) -> Result<()> {
 }
 
 impl<'a> Users<'a> {
-    pub(crate) fn new(db: &'a Db, auth: &'a AuthConfig) -> Self {
-        Users { db, auth }
-    }
-
-    fn hasher(&self) -> Result<Argon2<'static>> {
-        let params = Params::new(
-            self.auth.argon2_memory_kib,
-            self.auth.argon2_iterations,
-            1,
-            None,
-        )
-        .map_err(|e| {
-            Error::config(
-                "auth.argon2_memory_kib",
-                format!("invalid argon2 parameters: {e}"),
-            )
-        })?;
-        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
-    }
-
-    async fn hash_password(&self, password: String) -> Result<String> {
-        let hasher = self.hasher()?;
-        tokio::task::spawn_blocking(move || {
-            hasher
-                .hash_password(password.as_bytes())
-                .map(|hash| hash.to_string())
-                .map_err(|e| Error::backend("argon2", std::io::Error::other(e.to_string())))
-        })
-        .await
-        .map_err(|e| Error::backend("argon2", e))?
-    }
-
-    /// Whether `password` matches the stored PHC `hash` (argon2id parameters come from it).
-    async fn verify_password(password: String, hash: String) -> bool {
-        tokio::task::spawn_blocking(move || {
-            Argon2::default()
-                .verify_password(password.as_bytes(), hash.as_str())
-                .is_ok()
-        })
-        .await
-        .unwrap_or(false)
+    pub(crate) fn new(db: &'a Db, auth: &'a AuthConfig, passwords: &'a Passwords) -> Self {
+        Users {
+            db,
+            auth,
+            passwords,
+        }
     }
 
     /// Registers a user. A taken username is [`Error::AlreadyExists`].
@@ -119,7 +84,7 @@ impl<'a> Users<'a> {
                 "starting credits must not be negative",
             ));
         }
-        let hash = self.hash_password(new.password).await?;
+        let hash = self.passwords.hash(new.password).await?;
         let at = now();
         let model = users::ActiveModel {
             id: Set(new_id()),
@@ -144,32 +109,34 @@ impl<'a> Users<'a> {
     }
 
     /// Checks a username and password; records the login. Wrong username and wrong
-    /// password give the same [`Error::Unauthenticated`].
+    /// password give the same [`Error::Unauthenticated`], after the same work: exactly one
+    /// argon2 verification whether or not the user exists or is active. A hash made with
+    /// older `auth.argon2_*` parameters is replaced on a successful login.
     pub async fn authenticate(&self, username: &str, password: &str) -> Result<User> {
         let found = users::Entity::find()
             .filter(users::Column::Username.eq(username))
             .one(self.db.conn())
             .await
             .map_err(|e| self.db.map_err(e))?;
-        let wrong = || Error::unauthenticated("wrong username or password");
-        let Some(model) = found else {
-            // Spend the same time as a real check so timing does not reveal usernames.
-            let dummy = self.hash_password("not-a-real-password".to_owned()).await?;
-            let _ = Self::verify_password(password.to_owned(), dummy).await;
-            return Err(wrong());
+        let stored = found.as_ref().map(|m| m.password_hash.as_str());
+        let verdict = self.passwords.verify(password, stored).await?;
+        let Some(model) = found.filter(|_| verdict.ok) else {
+            return Err(Error::unauthenticated("wrong username or password"));
         };
-        if !Self::verify_password(password.to_owned(), model.password_hash.clone()).await {
-            return Err(wrong());
-        }
         if !model.active {
             return Err(Error::unauthenticated(format!(
                 "user `{username}` is deactivated; ask an admin to reactivate it"
             )));
         }
         let at = now();
-        users::Entity::update_many()
+        let mut update = users::Entity::update_many()
             .col_expr(users::Column::LastLoginAt, Expr::value(at))
-            .filter(users::Column::Id.eq(&model.id))
+            .filter(users::Column::Id.eq(&model.id));
+        if verdict.needs_rehash {
+            let rehashed = self.passwords.hash(password.to_owned()).await?;
+            update = update.col_expr(users::Column::PasswordHash, Expr::value(rehashed));
+        }
+        update
             .exec(self.db.conn())
             .await
             .map_err(|e| self.db.map_err(e))?;
