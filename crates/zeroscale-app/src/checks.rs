@@ -130,7 +130,7 @@ impl Checker {
     async fn storage_probe(&self) -> Result<String> {
         let ctx = zeroscale_storage::StorageContext {
             data_dir: self.config.data_dir()?,
-            public_url: self.config.server.public_url(),
+            public_url: self.config.storage_public_url(),
         };
         zeroscale_storage::probe(&self.config.storage, &ctx).await
     }

@@ -19,6 +19,7 @@ mod api;
 mod checks;
 mod cli;
 mod doctor;
+mod headers;
 mod jobs;
 mod logging;
 mod migrate;

@@ -156,6 +156,8 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     crate::wiring::bootstrap_admin(&config, &services.domain).await?;
     let storage = services.storage.clone();
     let config_upload_limit = config.server.max_upload_bytes;
+    let download_policy = config.server.download_policy();
+    let server_config = config.server.clone();
     let (stop_workers, stop_workers_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::tasks::stale_generation_sweeper(
         services.clone(),
@@ -189,8 +191,10 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
             storage.clone() as Arc<dyn zeroscale_core::Storage>,
             signer.clone(),
             Some(config_upload_limit),
+            download_policy.clone(),
         ));
     }
+    let app = crate::headers::secure(app, &server_config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let mut rx = stop_rx;

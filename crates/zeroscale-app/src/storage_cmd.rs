@@ -32,7 +32,7 @@ fn open(which: &str) -> anyhow::Result<(Arc<dyn Storage>, String)> {
     let config = loaded.config;
     let ctx = StorageContext {
         data_dir: config.data_dir().map_err(|e| anyhow::anyhow!(e.chain()))?,
-        public_url: config.server.public_url(),
+        public_url: config.storage_public_url(),
     };
     let storage = zeroscale_storage::connect(&config.storage, &ctx)
         .map_err(|e| anyhow::anyhow!(e.chain()))?;

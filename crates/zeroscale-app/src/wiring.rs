@@ -34,7 +34,7 @@ pub(crate) fn storage(config: &Config) -> anyhow::Result<Arc<ObjectStoreStorage>
         &config.storage,
         &zeroscale_storage::StorageContext {
             data_dir,
-            public_url: config.server.public_url(),
+            public_url: config.storage_public_url(),
         },
     )
     .map_err(|e| anyhow::anyhow!(e.chain()))

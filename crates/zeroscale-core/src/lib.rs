@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod download;
 pub mod error;
 pub mod models;
 pub mod queue;

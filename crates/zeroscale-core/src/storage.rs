@@ -132,6 +132,8 @@ pub struct ObjectMeta {
     pub last_modified: DateTime<Utc>,
     /// The content type given at upload, if any.
     pub content_type: Option<String>,
+    /// The content disposition given at upload, if any.
+    pub content_disposition: Option<String>,
     /// User metadata given at upload.
     pub metadata: BTreeMap<String, String>,
 }
@@ -151,6 +153,10 @@ pub enum PutMode {
 pub struct PutOptions {
     /// Stored with the object and returned by head and get.
     pub content_type: Option<String>,
+    /// The `Content-Disposition` to answer downloads with (see
+    /// [`crate::download::DownloadPolicy`]); S3 and R2 keep it as the object's attribute,
+    /// so presigned URLs get it from the bucket.
+    pub content_disposition: Option<String>,
     /// User metadata stored with the object.
     pub metadata: BTreeMap<String, String>,
     /// Overwrite or create-only.

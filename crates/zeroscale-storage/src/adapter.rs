@@ -202,6 +202,8 @@ struct Sidecar {
     etag: Option<String>,
     size: u64,
     content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_disposition: Option<String>,
     metadata: std::collections::BTreeMap<String, String>,
 }
 
@@ -272,6 +274,12 @@ impl ObjectStoreStorage {
         if let Some(ct) = &opts.content_type {
             attributes.insert(Attribute::ContentType, AttributeValue::from(ct.clone()));
         }
+        if let Some(cd) = &opts.content_disposition {
+            attributes.insert(
+                Attribute::ContentDisposition,
+                AttributeValue::from(cd.clone()),
+            );
+        }
         for (k, v) in &opts.metadata {
             attributes.insert(
                 Attribute::Metadata(k.clone().into()),
@@ -292,7 +300,10 @@ impl ObjectStoreStorage {
             return Ok(());
         }
         let side = self.sidecar_path(key)?;
-        if opts.content_type.is_none() && opts.metadata.is_empty() {
+        if opts.content_type.is_none()
+            && opts.content_disposition.is_none()
+            && opts.metadata.is_empty()
+        {
             match self.store.delete(&side).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => return Ok(()),
                 Err(e) => return Err(self.map_err(key, e)),
@@ -302,6 +313,7 @@ impl ObjectStoreStorage {
             etag,
             size,
             content_type: opts.content_type.clone(),
+            content_disposition: opts.content_disposition.clone(),
             metadata: opts.metadata.clone(),
         })
         .map_err(|e| Error::backend(self.backend, e))?;
@@ -346,12 +358,16 @@ impl ObjectStoreStorage {
             etag: meta.e_tag.clone(),
             last_modified: meta.last_modified,
             content_type: None,
+            content_disposition: None,
             metadata: Default::default(),
         };
         if self.native_attributes {
             for (attribute, value) in attributes {
                 match attribute {
                     Attribute::ContentType => out.content_type = Some(value.as_ref().to_owned()),
+                    Attribute::ContentDisposition => {
+                        out.content_disposition = Some(value.as_ref().to_owned());
+                    }
                     Attribute::Metadata(name) => {
                         out.metadata
                             .insert(name.to_string(), value.as_ref().to_owned());
@@ -361,6 +377,7 @@ impl ObjectStoreStorage {
             }
         } else if let Some(side) = self.read_sidecar(key, meta).await? {
             out.content_type = side.content_type;
+            out.content_disposition = side.content_disposition;
             out.metadata = side.metadata;
         }
         Ok(out)
@@ -619,6 +636,7 @@ impl Storage for ObjectStoreStorage {
                     etag: m.e_tag.clone(),
                     last_modified: m.last_modified,
                     content_type: None,
+                    content_disposition: None,
                     metadata: Default::default(),
                 })
             })
@@ -655,6 +673,7 @@ impl Storage for ObjectStoreStorage {
                 .map_err(|e| self.map_err(to, e))?;
             let opts = PutOptions {
                 content_type: meta.content_type,
+                content_disposition: meta.content_disposition,
                 metadata: meta.metadata,
                 mode: PutMode::Overwrite,
             };

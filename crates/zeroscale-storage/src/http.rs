@@ -1,19 +1,20 @@
-//! The `/files/{key}` route serving app-signed URLs (memory and local storage): GET
-//! streams the object (whole, or one byte range), PUT stores the request body.
-//! [`object_response`] is the streaming download with `Range` support, shared with the
-//! app's own file routes. Requests need the `method`, `expires`
-//! and `sig` query parameters that [`UrlSigner::sign`](crate::UrlSigner::sign) produces;
-//! anything expired or tampered with is refused with 403.
+//! The `/files/{token}` route serving app-signed URLs (memory and local storage): GET
+//! streams the object (whole, or one byte range), PUT stores the request body. The token
+//! is what [`UrlSigner::sign`](crate::UrlSigner::sign) made; anything expired, tampered
+//! with or for another method is refused with 403. [`object_response`] is the streaming
+//! download with `Range` support and the safe download headers, shared with the app's own
+//! file routes.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
+use zeroscale_core::download::{DOWNLOAD_CSP, DownloadPolicy};
 use zeroscale_core::storage::{ObjectKey, PutOptions, SignedMethod};
 use zeroscale_core::{Error, ErrorKind, Storage};
 
@@ -24,22 +25,25 @@ struct FilesState {
     storage: Arc<dyn Storage>,
     signer: Arc<UrlSigner>,
     max_put_bytes: Option<u64>,
+    policy: Arc<DownloadPolicy>,
 }
 
-/// The router for `/files/{*key}`; mount it at the app's root. A signed PUT larger than
-/// `max_put_bytes` is refused with 413 and writes nothing (the object, if any, is left as
-/// it was).
+/// The router for `/files/{token}`; mount it at the app's root. Downloads follow `policy`
+/// (see [`object_response`]). A signed PUT larger than `max_put_bytes` is refused with
+/// 413 and writes nothing (the object, if any, is left as it was).
 pub fn files_router(
     storage: Arc<dyn Storage>,
     signer: Arc<UrlSigner>,
     max_put_bytes: Option<u64>,
+    policy: DownloadPolicy,
 ) -> Router {
     Router::new()
-        .route("/files/{*key}", get(get_file).put(put_file))
+        .route("/files/{token}", get(get_file).put(put_file))
         .with_state(FilesState {
             storage,
             signer,
             max_put_bytes,
+            policy: Arc::new(policy),
         })
 }
 
@@ -99,52 +103,23 @@ fn error_response(e: &Error) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Checks the query's signature for `method` on `key`; returns the validated key.
-fn authorize(
-    state: &FilesState,
-    method: SignedMethod,
-    key: &str,
-    query: Option<&str>,
-) -> Result<ObjectKey, Error> {
-    let mut wanted_method = None;
-    let mut expires = None;
-    let mut sig = None;
-    for pair in query.unwrap_or_default().split('&') {
-        match pair.split_once('=') {
-            Some(("method", v)) => wanted_method = Some(v.to_owned()),
-            Some(("expires", v)) => expires = v.parse::<i64>().ok(),
-            Some(("sig", v)) => sig = Some(v.to_owned()),
-            _ => {}
-        }
-    }
-    let (Some(wanted), Some(expires), Some(sig)) = (wanted_method, expires, sig) else {
-        return Err(Error::permission_denied(
-            "this URL is not signed: ask the API for a signed URL",
-        ));
-    };
-    if wanted != method.as_str() {
-        return Err(Error::permission_denied(format!(
-            "this URL allows {wanted}, not {}",
-            method.as_str()
-        )));
-    }
+/// The object key the URL's token allows `method` on.
+fn authorize(state: &FilesState, method: SignedMethod, token: &str) -> Result<ObjectKey, Error> {
     state
         .signer
-        .verify(method, key, expires, &sig, chrono::Utc::now().timestamp())?;
-    ObjectKey::parse(key)
+        .open(method, token, chrono::Utc::now().timestamp())
 }
 
 async fn get_file(
     State(state): State<FilesState>,
-    Path(key): Path<String>,
-    RawQuery(query): RawQuery,
+    Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let key = match authorize(&state, SignedMethod::Get, &key, query.as_deref()) {
+    let key = match authorize(&state, SignedMethod::Get, &token) {
         Ok(key) => key,
         Err(e) => return error_response(&e),
     };
-    match object_response(state.storage.as_ref(), &key, &headers, false).await {
+    match object_response(state.storage.as_ref(), &key, &headers, false, &state.policy).await {
         Ok(response) => response,
         Err(e) => error_response(&e),
     }
@@ -178,12 +153,17 @@ fn requested_range(headers: &HeaderMap) -> Option<(Option<u64>, Option<u64>)> {
 /// Streams `key` as an HTTP response: the whole object (200), or one byte range (206
 /// with `Content-Range`) when the request has a satisfiable `Range` header, or 416 when
 /// it is not satisfiable. With `head_only` only the headers are sent. The content type
-/// given at upload, the size, `ETag`, `Last-Modified` and `Accept-Ranges: bytes` are set.
+/// given at upload, the size, `ETag`, `Last-Modified` and `Accept-Ranges: bytes` are set,
+/// and so are the headers that keep user content from running on our origin:
+/// `X-Content-Type-Options: nosniff`, `Content-Security-Policy: sandbox; …`
+/// ([`DOWNLOAD_CSP`]) and a `Content-Disposition` that `policy` allows (`attachment` for
+/// every type that may not be inline, whatever was stored).
 pub async fn object_response(
     storage: &dyn Storage,
     key: &ObjectKey,
     request: &HeaderMap,
     head_only: bool,
+    policy: &DownloadPolicy,
 ) -> Result<Response, Error> {
     let meta = storage.head(key).await?;
     let size = meta.size;
@@ -195,6 +175,21 @@ pub async fn object_response(
     if let Ok(v) = HeaderValue::from_str(&content_type) {
         headers.insert(header::CONTENT_TYPE, v);
     }
+    let disposition = policy.enforce(
+        meta.content_type.as_deref(),
+        meta.content_disposition.as_deref(),
+    );
+    let disposition = HeaderValue::from_str(&disposition)
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    headers.insert(header::CONTENT_DISPOSITION, disposition);
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOWNLOAD_CSP),
+    );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Some(etag) = &meta.etag {
         let quoted = if etag.starts_with('"') || etag.starts_with("W/") {
@@ -254,12 +249,11 @@ pub async fn object_response(
 
 async fn put_file(
     State(state): State<FilesState>,
-    Path(key): Path<String>,
-    RawQuery(query): RawQuery,
+    Path(token): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let key = match authorize(&state, SignedMethod::Put, &key, query.as_deref()) {
+    let key = match authorize(&state, SignedMethod::Put, &token) {
         Ok(key) => key,
         Err(e) => return error_response(&e),
     };
@@ -284,6 +278,7 @@ async fn put_file(
     }
     let (stream, exceeded) = limited_body(body, state.max_put_bytes);
     let opts = PutOptions {
+        content_disposition: Some(state.policy.disposition(content_type.as_deref(), None)),
         content_type,
         ..Default::default()
     };
@@ -296,9 +291,7 @@ async fn put_file(
     match put {
         Ok(put) => (
             StatusCode::OK,
-            axum::Json(
-                serde_json::json!({"key": key.as_str(), "size": put.size, "etag": put.etag}),
-            ),
+            axum::Json(serde_json::json!({"size": put.size, "etag": put.etag})),
         )
             .into_response(),
         Err(e) => error_response(&e),

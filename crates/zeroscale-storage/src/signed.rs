@@ -1,9 +1,16 @@
 //! App-served signed URLs for storage that cannot presign (memory, local files):
-//! `<base>/files/<key>?method=GET&expires=<unix seconds>&sig=<hex HMAC-SHA256>`, the MAC
-//! taken over method, key and expiry with a secret from config or kept in the data dir.
+//! `<base>/files/<token>`, where the token is the method, the expiry and the object key
+//! encrypted and authenticated with XChaCha20-Poly1305 under a key derived from the
+//! storage signing secret (from config, or kept in the data dir). Without the secret a
+//! token cannot be read (it does not show the key, so not the owner's id) nor made or
+//! changed.
 
 use std::path::Path;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use zeroscale_core::storage::{ObjectKey, SignedMethod};
 use zeroscale_core::{Error, Result};
@@ -11,9 +18,14 @@ use zeroscale_core::{Error, Result};
 /// The secret's file in the data dir when config sets none.
 pub const SECRET_FILE: &str = "storage-signing.key";
 
+/// Bound into every token, so a token made for another purpose with the same secret is
+/// refused.
+const CONTEXT: &[u8] = b"zeroscale signed file URL v1";
+const NONCE_BYTES: usize = 24;
+
 /// Signs and verifies app-served URLs.
 pub struct UrlSigner {
-    secret: Vec<u8>,
+    cipher: XChaCha20Poly1305,
     base_url: String,
 }
 
@@ -44,70 +56,97 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     outer.finalize().into()
 }
 
-/// Percent-encodes a key for a URL path, keeping `/` and RFC 3986's unreserved characters.
-pub fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+fn denied(message: &str) -> Error {
+    Error::permission_denied(message.to_owned())
 }
 
 impl UrlSigner {
-    /// A signer for URLs under `base_url` (e.g. `http://127.0.0.1:8080`).
+    /// A signer for URLs under `base_url` (e.g. `http://127.0.0.1:8080`), with the
+    /// storage signing `secret`.
     pub fn new(secret: Vec<u8>, base_url: impl Into<String>) -> Self {
+        let key = hmac_sha256(&secret, CONTEXT);
         UrlSigner {
-            secret,
+            cipher: XChaCha20Poly1305::new(&Key::from(key)),
             base_url: base_url.into().trim_end_matches('/').to_owned(),
         }
     }
 
-    fn mac(&self, method: SignedMethod, key: &str, expires: i64) -> String {
-        let message = format!("{}\n{key}\n{expires}", method.as_str());
-        zeroscale_core::hex(&hmac_sha256(&self.secret, message.as_bytes()))
+    /// The token allowing `method` on `key` until `expires` (unix seconds).
+    pub fn token(&self, method: SignedMethod, key: &ObjectKey, expires: i64) -> String {
+        let mut nonce = [0u8; NONCE_BYTES];
+        if getrandom::fill(&mut nonce).is_err() {
+            // No OS randomness: a nonce from the clock and the key still never repeats
+            // for one (key, method, expiry) in practice; tokens stay authenticated.
+            let seed = format!(
+                "{:?}{}{expires}",
+                std::time::SystemTime::now(),
+                key.as_str()
+            );
+            nonce.copy_from_slice(&Sha256::digest(seed.as_bytes())[..NONCE_BYTES]);
+        }
+        let plaintext = format!("{}\n{expires}\n{}", method.as_str(), key.as_str());
+        let sealed = self
+            .cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: CONTEXT,
+                },
+            )
+            .expect("encrypting a short message cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
     }
 
     /// The URL allowing `method` on `key` until `expires` (unix seconds).
     pub fn sign(&self, method: SignedMethod, key: &ObjectKey, expires: i64) -> String {
         format!(
-            "{}/files/{}?method={}&expires={expires}&sig={}",
+            "{}/files/{}",
             self.base_url,
-            encode_key(key.as_str()),
-            method.as_str(),
-            self.mac(method, key.as_str(), expires)
+            self.token(method, key, expires)
         )
     }
 
-    /// Checks a request's signature and expiry; [`Error::PermissionDenied`] says which
-    /// failed.
-    pub fn verify(
-        &self,
-        method: SignedMethod,
-        key: &str,
-        expires: i64,
-        sig: &str,
-        now: i64,
-    ) -> Result<()> {
-        let want = self.mac(method, key, expires);
-        let same = want.len() == sig.len()
-            && want
-                .bytes()
-                .zip(sig.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if !same {
-            return Err(Error::permission_denied(
-                "the URL's signature does not match its method, key and expiry",
-            ));
+    /// The object key a token allows `method` on, if it was made with this secret, is
+    /// for `method` and has not expired at `now`; else [`Error::PermissionDenied`] says
+    /// which.
+    pub fn open(&self, method: SignedMethod, token: &str, now: i64) -> Result<ObjectKey> {
+        let forged = || denied("the URL's token is not valid: ask the API for a signed URL");
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| forged())?;
+        if bytes.len() <= NONCE_BYTES {
+            return Err(forged());
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_BYTES);
+        let nonce = XNonce::try_from(nonce).map_err(|_| forged())?;
+        let plaintext = self
+            .cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: sealed,
+                    aad: CONTEXT,
+                },
+            )
+            .map_err(|_| forged())?;
+        let text = String::from_utf8(plaintext).map_err(|_| forged())?;
+        let mut parts = text.splitn(3, '\n');
+        let (Some(allowed), Some(expires), Some(key)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(forged());
+        };
+        let expires: i64 = expires.parse().map_err(|_| forged())?;
+        if allowed != method.as_str() {
+            return Err(Error::permission_denied(format!(
+                "this URL allows {allowed}, not {}",
+                method.as_str()
+            )));
         }
         if now >= expires {
-            return Err(Error::permission_denied("the signed URL has expired"));
+            return Err(denied("the signed URL has expired"));
         }
-        Ok(())
+        ObjectKey::parse(key)
     }
 }
 
@@ -176,37 +215,35 @@ mod tests {
     }
 
     #[test]
-    fn sign_and_verify() {
+    fn tokens_hide_the_key_and_cannot_be_changed() {
         let s = UrlSigner::new(b"secret".to_vec(), "http://127.0.0.1:1/");
-        let key = ObjectKey::parse("a b/ü.txt").unwrap();
+        let key = ObjectKey::parse("files/0190aaaa-owner/ü.txt").unwrap();
         let url = s.sign(SignedMethod::Get, &key, 2_000);
+        let token = url.strip_prefix("http://127.0.0.1:1/files/").unwrap();
         assert!(
-            url.starts_with(
-                "http://127.0.0.1:1/files/a%20b/%C3%BC.txt?method=GET&expires=2000&sig="
-            ),
+            !url.contains("owner") && !url.contains("files/files"),
             "{url}"
         );
-        let sig = url.rsplit_once("sig=").unwrap().1;
-        s.verify(SignedMethod::Get, "a b/ü.txt", 2_000, sig, 1_999)
-            .unwrap();
-        assert!(
-            s.verify(SignedMethod::Get, "a b/ü.txt", 2_000, sig, 2_000)
-                .unwrap_err()
-                .to_string()
-                .contains("expired")
-        );
-        assert!(
-            s.verify(SignedMethod::Put, "a b/ü.txt", 2_000, sig, 1)
-                .is_err()
-        );
-        assert!(
-            s.verify(SignedMethod::Get, "a b/u.txt", 2_000, sig, 1)
-                .is_err()
-        );
-        assert!(
-            s.verify(SignedMethod::Get, "a b/ü.txt", 2_001, sig, 1)
-                .is_err()
-        );
+        // Nothing of the key shows in any decoding of the token.
+        let raw = URL_SAFE_NO_PAD.decode(token).unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("owner"));
+        assert_eq!(s.open(SignedMethod::Get, token, 1_999).unwrap(), key);
+        // Two tokens for the same thing differ (random nonce).
+        assert_ne!(s.token(SignedMethod::Get, &key, 2_000), token);
+        let err = s.open(SignedMethod::Get, token, 2_000).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        let err = s.open(SignedMethod::Put, token, 1).unwrap_err();
+        assert!(err.to_string().contains("allows GET, not PUT"), "{err}");
+        // Another secret, or one flipped bit, and it is refused.
+        let other = UrlSigner::new(b"other".to_vec(), "http://x");
+        assert!(other.open(SignedMethod::Get, token, 1).is_err());
+        let mut tampered = raw.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        let tampered = URL_SAFE_NO_PAD.encode(tampered);
+        assert!(s.open(SignedMethod::Get, &tampered, 1).is_err());
+        assert!(s.open(SignedMethod::Get, "not-base64!", 1).is_err());
+        assert!(s.open(SignedMethod::Get, "", 1).is_err());
     }
 
     #[test]

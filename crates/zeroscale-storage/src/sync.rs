@@ -106,6 +106,7 @@ async fn copy_one(from: &dyn Storage, to: &dyn Storage, meta: &ObjectMeta) -> Re
     let source = from.get_opts(&meta.key, GetOptions::default()).await?;
     let opts = PutOptions {
         content_type: source.meta.content_type.clone(),
+        content_disposition: source.meta.content_disposition.clone(),
         metadata: source.meta.metadata.clone(),
         ..Default::default()
     };

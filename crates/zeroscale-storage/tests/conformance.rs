@@ -44,8 +44,12 @@ async fn serve_files(
     let Signing::App(signer) = store.signing().clone() else {
         panic!("memory and local storage sign for the app");
     };
-    let router =
-        zeroscale_storage::http::files_router(store.clone() as Arc<dyn Storage>, signer, None);
+    let router = zeroscale_storage::http::files_router(
+        store.clone() as Arc<dyn Storage>,
+        signer,
+        None,
+        zeroscale_core::download::DownloadPolicy::default(),
+    );
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     store
 }
@@ -65,6 +69,7 @@ async fn suite(store: Arc<ObjectStoreStorage>, prefix: &str, checks: SignedUrlCh
 const APP_CHECKS: SignedUrlChecks = SignedUrlChecks {
     tamper: true,
     expiry: true,
+    hides_key: true,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,6 +150,8 @@ async fn s3() {
         SignedUrlChecks {
             tamper: false,
             expiry: false,
+            // Presigned URLs name the key (documented in docs/storage.md).
+            hides_key: false,
         },
     )
     .await;
@@ -173,6 +180,7 @@ async fn signed_put_respects_the_size_limit() {
         store.clone() as Arc<dyn Storage>,
         signer,
         Some(1000),
+        zeroscale_core::download::DownloadPolicy::default(),
     );
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let key = ObjectKey::parse("limits/upload.bin").unwrap();

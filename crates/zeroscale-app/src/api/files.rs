@@ -148,8 +148,15 @@ pub(crate) async fn upload_file(
     let id = new_file_id();
     let key = file_key(&caller.user.id, &id)?;
     let (stream, exceeded) = zeroscale_storage::http::limited_body(body, Some(limit));
+    // Stored with the object: S3 and R2 answer presigned downloads with it too.
+    let content_disposition = state
+        .config
+        .server
+        .download_policy()
+        .disposition(content_type.as_deref(), query.filename.as_deref());
     let opts = PutOptions {
         content_type,
+        content_disposition: Some(content_disposition),
         metadata,
         ..Default::default()
     };
@@ -229,7 +236,11 @@ async fn serve_file(
 ) -> ApiResult<Response> {
     let key = file_key(&caller.user.id, id)?;
     let storage = state.storage.as_ref();
-    Ok(zeroscale_storage::http::object_response(storage, &key, headers, head_only).await?)
+    let policy = state.config.server.download_policy();
+    Ok(
+        zeroscale_storage::http::object_response(storage, &key, headers, head_only, &policy)
+            .await?,
+    )
 }
 
 /// Downloads a file, streamed; honours one `Range: bytes=…` (206, or 416 when it is

@@ -263,6 +263,7 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig> {
         .map_err(|e| from_figment_error(&figment, &e))?;
     check_unknown_keys(&figment, &config)?;
     config.models.validate()?;
+    config.server.cors.validate()?;
     config.resolve_paths()?;
     Ok(LoadedConfig {
         config,

@@ -51,6 +51,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// The base URL of app-served signed file URLs: `storage.public_url` (memory and
+    /// local storage), else `server.public_url`.
+    pub fn storage_public_url(&self) -> String {
+        let configured = match &self.storage {
+            StorageConfig::Memory(m) => m.public_url.as_deref(),
+            StorageConfig::Local(l) => l.public_url.as_deref(),
+            _ => None,
+        };
+        configured
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| self.server.public_url())
+    }
+
     /// The data dir: the configured one, or the platform's per-user data dir for `zeroscale`.
     pub fn data_dir(&self) -> Result<PathBuf> {
         if let Some(dir) = &self.data_dir {
@@ -137,9 +150,94 @@ pub struct ServerConfig {
     /// Seconds a request may take before it is answered 408 (uploads and downloads
     /// excepted). Default 60.
     pub request_timeout_secs: u64,
+    /// Users' files of these media types are shown inline by browsers; every other type
+    /// is a download (`Content-Disposition: attachment`). HTML, SVG, XML and JavaScript
+    /// are always downloads. Default: PNG, JPEG, GIF, WebP, AVIF, PDF, plain text.
+    pub inline_content_types: Vec<String>,
+    /// The server is reached over HTTPS (TLS ends at it or at a proxy in front): answers
+    /// carry `Strict-Transport-Security`. Default false.
+    pub behind_tls: bool,
+    /// Cross-origin requests from browser apps on other origins; off by default.
+    pub cors: CorsConfig,
+}
+
+/// CORS for the API (`/v1`, except `/v1/admin`): which other origins' browser apps may
+/// call it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CorsConfig {
+    /// Origins allowed, e.g. `https://app.example.com`, or `["*"]` for any. Empty (the
+    /// default): CORS is off and browsers on other origins cannot call the API.
+    pub allowed_origins: Vec<String>,
+    /// Methods allowed. Default GET, HEAD, POST, PUT, PATCH, DELETE.
+    pub allowed_methods: Vec<String>,
+    /// Request headers allowed. Default `authorization`, `content-type`, `x-api-key`,
+    /// `range`.
+    pub allowed_headers: Vec<String>,
+    /// Seconds a browser may cache a preflight answer. Default 600.
+    pub max_age_secs: u64,
+    /// Whether browsers may send credentials (cookies, HTTP auth) cross-origin. Default
+    /// false; not allowed with `*` origins.
+    pub allow_credentials: bool,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: Vec::new(),
+            allowed_methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+                .map(str::to_owned)
+                .to_vec(),
+            allowed_headers: ["authorization", "content-type", "x-api-key", "range"]
+                .map(str::to_owned)
+                .to_vec(),
+            max_age_secs: 600,
+            allow_credentials: false,
+        }
+    }
+}
+
+impl CorsConfig {
+    /// Refuses `*` together with credentials, and origins that are not `scheme://host[:port]`.
+    pub fn validate(&self) -> Result<()> {
+        let any = self.allowed_origins.iter().any(|o| o == "*");
+        if any && self.allow_credentials {
+            return Err(Error::config(
+                "server.cors.allow_credentials",
+                "`*` origins cannot be combined with credentials (browsers refuse it, and it \
+                 would let any site act as the user): list the allowed origins, or set \
+                 `allow_credentials = false`",
+            ));
+        }
+        for origin in self.allowed_origins.iter().filter(|o| *o != "*") {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin
+                    .trim_end_matches('/')
+                    .contains(|c: char| c.is_whitespace())
+                && origin
+                    .split("://")
+                    .nth(1)
+                    .is_some_and(|rest| !rest.contains('/') && !rest.is_empty());
+            if !ok {
+                return Err(Error::config(
+                    "server.cors.allowed_origins",
+                    format!(
+                        "`{origin}` is not an origin: use `scheme://host[:port]` with no path, \
+                         e.g. `https://app.example.com`"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ServerConfig {
+    /// Which downloads may be inline (`inline_content_types`).
+    pub fn download_policy(&self) -> crate::download::DownloadPolicy {
+        crate::download::DownloadPolicy::new(self.inline_content_types.iter().cloned())
+    }
+
     /// `public_url`, or `http://<addr>`.
     pub fn public_url(&self) -> String {
         self.public_url
@@ -159,6 +257,12 @@ impl Default for ServerConfig {
             max_body_bytes: 2 * 1024 * 1024,
             max_upload_bytes: 100 * 1024 * 1024,
             request_timeout_secs: 60,
+            inline_content_types: crate::download::DEFAULT_INLINE_TYPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            behind_tls: false,
+            cors: CorsConfig::default(),
         }
     }
 }
@@ -401,9 +505,14 @@ pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 8 * 1024 * 1024;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MemoryStorageConfig {
-    /// HMAC key for the app-served signed URLs. Default: generated and kept in the data dir.
+    /// Key for the app-served signed URLs. Default: generated and kept in the data dir.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<Secret<String>>,
+    /// The base URL of signed file URLs, e.g. a separate origin for user content
+    /// (`https://usercontent.example.com`) routed to this server. Default
+    /// `server.public_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 /// Local disk storage settings.
@@ -413,9 +522,14 @@ pub struct LocalStorageConfig {
     /// The root folder. Default `<data dir>/blobs`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
-    /// HMAC key for the app-served signed URLs. Default: generated and kept in the data dir.
+    /// Key for the app-served signed URLs. Default: generated and kept in the data dir.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<Secret<String>>,
+    /// The base URL of signed file URLs, e.g. a separate origin for user content
+    /// (`https://usercontent.example.com`) routed to this server. Default
+    /// `server.public_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
     /// Uploads above this many bytes are written in parts. Default 8 MiB.
     pub multipart_threshold_bytes: u64,
 }
@@ -425,6 +539,7 @@ impl Default for LocalStorageConfig {
         LocalStorageConfig {
             root: None,
             signing_secret: None,
+            public_url: None,
             multipart_threshold_bytes: DEFAULT_MULTIPART_THRESHOLD,
         }
     }

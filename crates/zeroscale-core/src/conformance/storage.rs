@@ -34,6 +34,9 @@ pub struct SignedUrlChecks {
     pub tamper: bool,
     /// Whether an expired URL is refused with 403.
     pub expiry: bool,
+    /// Whether the URL hides the object key (an opaque token, as the app-served URLs
+    /// are); presigned S3 URLs carry the key.
+    pub hides_key: bool,
 }
 
 fn key(s: &str) -> ObjectKey {
@@ -174,11 +177,14 @@ pub async fn delete_is_idempotent(store: &dyn Storage, prefix: &str) {
     );
 }
 
-/// Content type and user metadata are stored and returned by head and get.
+/// Content type, content disposition and user metadata are stored and returned by head
+/// and get.
 pub async fn metadata_round_trip(store: &dyn Storage, prefix: &str) {
     let backend = store.backend().to_owned();
     let k = key(&format!("{prefix}/metadata/report.json"));
     let mut opts = PutOptions::with_content_type("application/json");
+    let disposition = "attachment; filename=\"r.json\"; filename*=UTF-8''r.json";
+    opts.content_disposition = Some(disposition.to_owned());
     opts.metadata.insert("owner".into(), "user-42".into());
     opts.metadata.insert("source".into(), "upload".into());
     store
@@ -192,6 +198,11 @@ pub async fn metadata_round_trip(store: &dyn Storage, prefix: &str) {
         "{backend}: head"
     );
     assert_eq!(meta.metadata, opts.metadata, "{backend}: head metadata");
+    assert_eq!(
+        meta.content_disposition.as_deref(),
+        Some(disposition),
+        "{backend}: head content disposition"
+    );
     let got = store
         .get_opts(&k, GetOptions::default())
         .await
@@ -202,6 +213,11 @@ pub async fn metadata_round_trip(store: &dyn Storage, prefix: &str) {
         "{backend}: get"
     );
     assert_eq!(got.meta.metadata, opts.metadata, "{backend}: get metadata");
+    assert_eq!(
+        got.meta.content_disposition.as_deref(),
+        Some(disposition),
+        "{backend}: get content disposition"
+    );
     store.delete(&k).await.expect("delete");
 }
 
@@ -526,6 +542,15 @@ pub async fn signed_urls(
         .await
         .unwrap_or_else(|e| panic!("{backend}: signed GET URL: {e}"));
     assert_eq!(get.method, SignedMethod::Get);
+    if checks.hides_key {
+        for part in ["signed/file.txt", "signed%2Ffile.txt", prefix] {
+            assert!(
+                !get.url.contains(part),
+                "{backend}: the signed URL shows the key: {}",
+                get.url
+            );
+        }
+    }
     let (status, body) = http.fetch(SignedMethod::Get, &get.url, None).await;
     assert_eq!(
         status,
@@ -579,8 +604,12 @@ pub async fn signed_urls(
             "{backend}"
         );
 
-        // Change one character of the key, then one of the signature.
-        let key_at = get.url.find("signed/file.txt").expect("key in URL") + "signed/".len();
+        // Change one character of the key (or, where the URL hides it, of the middle of
+        // the URL), then one of the signature.
+        let key_at = match get.url.find("signed/file.txt") {
+            Some(at) => at + "signed/".len(),
+            None => get.url.len() / 2,
+        };
         let (status, _) = http
             .fetch(SignedMethod::Get, &tamper(&get.url, key_at), None)
             .await;
