@@ -109,27 +109,34 @@ fn is_preflight(request: &Request) -> bool {
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-/// Around the CORS layer: outside its scope the answer loses every CORS header; a
-/// preflight the layer answered gets 204 No Content.
+/// Around the CORS layer: outside its scope, or for an origin it does not allow, the
+/// answer loses every CORS header (a refused preflight is 403); a preflight it allowed
+/// gets 204 No Content.
 async fn cors_scope(request: Request, next: Next) -> Response {
     let in_scope = in_cors_scope(request.uri().path());
     let preflight = is_preflight(&request);
     let mut response = next.run(request).await;
-    if !in_scope {
-        let names: Vec<HeaderName> = response
+    let allowed = in_scope
+        && response
             .headers()
-            .keys()
-            .filter(|name| name.as_str().starts_with("access-control-"))
-            .cloned()
-            .collect();
-        for name in names {
-            response.headers_mut().remove(name);
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+    if allowed {
+        if preflight && response.status() == StatusCode::OK {
+            *response.status_mut() = StatusCode::NO_CONTENT;
         }
-        if preflight {
-            *response.status_mut() = StatusCode::FORBIDDEN;
-        }
-    } else if preflight && response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::NO_CONTENT;
+        return response;
+    }
+    let names: Vec<HeaderName> = response
+        .headers()
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in names {
+        response.headers_mut().remove(name);
+    }
+    if preflight {
+        *response.status_mut() = StatusCode::FORBIDDEN;
     }
     response
 }

@@ -11,6 +11,7 @@
 //! an engine that dies there fails `up` with a message naming the engine, the signal and
 //! the likely cause (see [`crash`]), instead of leaving the tests to fail on a closed socket.
 
+mod browser;
 mod crash;
 mod postgres;
 mod redis;
@@ -43,6 +44,7 @@ pub(crate) fn up() -> Result<Vec<(String, String)>> {
     vars.extend(postgres_up(&dir, PGVECTOR_PG).context("PostgreSQL with pgvector did not start")?);
     vars.extend(redis::redis_up(&dir).context("Redis did not start")?);
     vars.extend(s3::s3_up(&dir).context("the S3 server did not start")?);
+    vars.extend(browser::chromium().context("Chromium (for the browser tests) is missing")?);
     // Not an engine, but the model tests need it the same way: installed, or a failure.
     let model = crate::models::fetch().context("the local embedding model is not installed")?;
     vars.push((
