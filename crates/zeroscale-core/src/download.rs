@@ -73,7 +73,7 @@ impl DownloadPolicy {
             return false;
         };
         let essence = essence(content_type);
-        !always_attachment(&essence) && self.inline_types.iter().any(|t| *t == essence)
+        !always_attachment(&essence) && self.inline_types.contains(&essence)
     }
 
     /// The `Content-Disposition` for a file of `content_type` named `filename`:

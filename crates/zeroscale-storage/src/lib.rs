@@ -55,7 +55,7 @@ pub fn is_compiled_in(kind: &str) -> bool {
 fn app_signing(secret: Option<&str>, ctx: &StorageContext) -> Result<Signing> {
     let secret = signed::load_or_create_secret(secret, &ctx.data_dir)?;
     Ok(Signing::App(Arc::new(UrlSigner::new(
-        secret,
+        &secret,
         ctx.public_url.clone(),
     ))))
 }

@@ -63,8 +63,8 @@ fn denied(message: &str) -> Error {
 impl UrlSigner {
     /// A signer for URLs under `base_url` (e.g. `http://127.0.0.1:8080`), with the
     /// storage signing `secret`.
-    pub fn new(secret: Vec<u8>, base_url: impl Into<String>) -> Self {
-        let key = hmac_sha256(&secret, CONTEXT);
+    pub fn new(secret: &[u8], base_url: impl Into<String>) -> Self {
+        let key = hmac_sha256(secret, CONTEXT);
         UrlSigner {
             cipher: XChaCha20Poly1305::new(&Key::from(key)),
             base_url: base_url.into().trim_end_matches('/').to_owned(),
@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn tokens_hide_the_key_and_cannot_be_changed() {
-        let s = UrlSigner::new(b"secret".to_vec(), "http://127.0.0.1:1/");
+        let s = UrlSigner::new(b"secret", "http://127.0.0.1:1/");
         let key = ObjectKey::parse("files/0190aaaa-owner/ü.txt").unwrap();
         let url = s.sign(SignedMethod::Get, &key, 2_000);
         let token = url.strip_prefix("http://127.0.0.1:1/files/").unwrap();
@@ -235,9 +235,9 @@ mod tests {
         let err = s.open(SignedMethod::Put, token, 1).unwrap_err();
         assert!(err.to_string().contains("allows GET, not PUT"), "{err}");
         // Another secret, or one flipped bit, and it is refused.
-        let other = UrlSigner::new(b"other".to_vec(), "http://x");
+        let other = UrlSigner::new(b"other", "http://x");
         assert!(other.open(SignedMethod::Get, token, 1).is_err());
-        let mut tampered = raw.clone();
+        let mut tampered = raw;
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         let tampered = URL_SAFE_NO_PAD.encode(tampered);
