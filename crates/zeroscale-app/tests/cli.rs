@@ -120,16 +120,7 @@ async fn serve_installs_a_missing_model_on_first_start() {
     assert!(log.contains("is installed"), "{log}");
 
     // The provider picks the model up without a restart.
-    let (status, _) = server
-        .call(
-            reqwest::Method::POST,
-            "/v1/auth/register",
-            None,
-            Some(serde_json::json!({"username": "newbie", "password": "long enough password"})),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let token = common::login(&server, "newbie", "long enough password").await;
+    let token = common::register(&server, "newbie").await;
     let (status, body) = server
         .call(
             reqwest::Method::POST,

@@ -33,16 +33,7 @@ async fn lost_connection_answers_503(var: &str, engine: &str, label: &str) {
         .env("ZEROSCALE_DATABASE__AUTO_MIGRATE", "true")
         .env("RUST_LOG", "info");
     let server = Server::start(cmd).await;
-    let (status, body) = server
-        .call(
-            reqwest::Method::POST,
-            "/v1/auth/register",
-            None,
-            Some(serde_json::json!({"username": "lost", "password": "long enough password"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let token = common::login(&server, "lost", "long enough password").await;
+    let token = common::register(&server, "lost").await;
 
     // Hold every request that authenticates on a lock on `sessions`.
     let locker = connect(&url).await;

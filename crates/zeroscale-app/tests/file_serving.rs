@@ -33,19 +33,6 @@ const FILES: &[(&str, &str, &[u8], bool)] = &[
     ("x.txt", "text/plain", TEXT, true),
 ];
 
-async fn user(server: &Server, name: &str) -> String {
-    let (status, body) = server
-        .call(
-            reqwest::Method::POST,
-            "/v1/auth/register",
-            None,
-            Some(serde_json::json!({"username": name, "password": "long enough password"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    common::login(server, name, "long enough password").await
-}
-
 async fn upload(
     server: &Server,
     token: &str,
@@ -133,7 +120,7 @@ async fn downloads_are_safe(label: &str, storage_env: &[(&str, String)], app_sig
         cmd.env(k, v);
     }
     let server = Server::start(cmd).await;
-    let token = user(&server, "uploader").await;
+    let token = common::register(&server, "uploader").await;
     let plain = reqwest::Client::new();
     for (name, content_type, bytes, inline) in FILES {
         let id = upload(&server, &token, name, content_type, bytes).await;
@@ -241,7 +228,7 @@ async fn cors_allows_only_the_configured_origins() {
     )
     .env("ZEROSCALE_SERVER__BEHIND_TLS", "true");
     let server = Server::start(cmd).await;
-    let token = user(&server, "corsy").await;
+    let token = common::register(&server, "corsy").await;
     let preflight = |origin: &'static str, path: &'static str| {
         server
             .http
@@ -386,7 +373,7 @@ async fn a_browser_never_runs_an_uploaded_page() {
     };
     let tmp = TempDir::new("browser");
     let server = Server::start(common::zeroscale(&tmp.0)).await;
-    let token = user(&server, "attacker").await;
+    let token = common::register(&server, "attacker").await;
     let (port, hits) = callback_listener().await;
     let page = format!(
         "<html><body><script>fetch('http://127.0.0.1:{port}/ran');\

@@ -215,6 +215,21 @@ pub async fn admin_token(server: &Server, mut create: Command, username: &str) -
     login(server, username, password).await
 }
 
+/// Registers `username` (password `long enough password`) and logs in; returns the
+/// session token.
+pub async fn register(server: &Server, username: &str) -> String {
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/auth/register",
+            None,
+            Some(serde_json::json!({"username": username, "password": "long enough password"})),
+        )
+        .await;
+    assert_eq!(status, 201, "register {username}: {body}");
+    login(server, username, "long enough password").await
+}
+
 /// Logs in; returns the session token.
 pub async fn login(server: &Server, username: &str, password: &str) -> String {
     let (status, body) = server
