@@ -25,7 +25,7 @@ async fn migrated_schemas_agree_on_both_engines() {
     parity_with(pg).await;
 }
 
-/// The same check against PostgreSQL 18 with pgvector set up (its side table is outside
+/// The same check against the pgvector PostgreSQL (16, with pgvector 0.6) set up (its side table is outside
 /// the comparison, as documented).
 #[tokio::test]
 async fn migrated_schemas_agree_with_pgvector_postgres() {
