@@ -74,6 +74,10 @@ fn connection_lost(err: &DbErr) -> bool {
 }
 
 /// SQLSTATEs that mean the connection, not the statement, failed.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "no engine compiled in")
+)]
 fn is_connection_sqlstate(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }

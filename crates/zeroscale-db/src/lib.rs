@@ -13,6 +13,7 @@
 //! | `postgres` | the PostgreSQL engine (`database.kind = "postgres"`) | no |
 //! | `pgvector` | vector search through pgvector on PostgreSQL servers that have it (implies `postgres`) | no |
 
+pub mod backup;
 pub mod domain;
 mod error;
 pub mod migrate;

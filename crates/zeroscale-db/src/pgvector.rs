@@ -120,6 +120,16 @@ pub(crate) async fn ensure_setup(db: &Db) -> Result<VectorSetup> {
         .copied()
 }
 
+/// Sets pgvector up if this pool has not, then adds side-table rows for every document
+/// that has none (after a restore loaded documents behind its back).
+pub(crate) async fn rebuild(db: &Db) -> Result<()> {
+    ensure_setup(db).await?;
+    let txn = db.conn().begin().await.map_err(|e| db.map_err(e))?;
+    exec(db, &txn, "SELECT pg_advisory_xact_lock(7661626)").await?;
+    backfill(db, &txn).await?;
+    txn.commit().await.map_err(|e| db.map_err(e))
+}
+
 /// Adds side-table rows for documents that have none.
 async fn backfill(db: &Db, txn: &sea_orm::DatabaseTransaction) -> Result<()> {
     let missing: Vec<documents::Model> = documents::Entity::find()
