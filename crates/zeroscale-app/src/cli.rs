@@ -124,6 +124,54 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Write every table to one portable archive (docs/backup.md), from one snapshot.
+    Backup {
+        /// The archive to write; `-` for standard output. Default: a timestamped file in
+        /// `<data dir>/backups/`.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Print a machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load an archive into the configured database: verified first, then loaded in one
+    /// transaction; nothing is written if anything is wrong.
+    Restore {
+        /// The archive.
+        file: PathBuf,
+        /// Replace the contents of a database that has rows (refused without it).
+        #[arg(long)]
+        replace: bool,
+        /// Print a machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Database tools.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+/// `zeroscale db …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DbCommand {
+    /// Stream one database into another (SQLite or PostgreSQL, either way) with no file in
+    /// between, with the checks of `restore`.
+    Copy {
+        /// The source: a profile name (`config/<NAME>.toml`) or a config file path.
+        #[arg(long, value_name = "PROFILE|FILE")]
+        from: String,
+        /// The target: a profile name or a config file path.
+        #[arg(long, value_name = "PROFILE|FILE")]
+        to: String,
+        /// Replace the contents of a target that has rows (refused without it).
+        #[arg(long)]
+        replace: bool,
+        /// Print a machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `zeroscale models …`.

@@ -16,6 +16,7 @@
 //! | `remote-models` | remote model APIs | yes |
 
 mod api;
+mod backup_cmd;
 mod checks;
 mod cli;
 mod doctor;
@@ -99,6 +100,13 @@ fn run_async(
             Command::Storage { command } => storage_cmd::run(command).await,
             Command::Users { command } => users::run(&loaded, command).await,
             Command::Models { command } => models_cmd::run(&loaded, command).await,
+            Command::Backup { output, json } => backup_cmd::backup(&loaded, output, json).await,
+            Command::Restore {
+                file,
+                replace,
+                json,
+            } => backup_cmd::restore(&loaded, file, replace, json).await,
+            Command::Db { command } => backup_cmd::db(command).await,
             Command::Config { .. } => unreachable!("handled before the runtime starts"),
         }
     });

@@ -1,14 +1,12 @@
 //! `zeroscale storage sync`: copy every object between two configured backends, with a
 //! progress bar.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use zeroscale_core::Storage;
-use zeroscale_core::config::{ConfigSources, load};
 use zeroscale_storage::StorageContext;
 use zeroscale_storage::sync::{Outcome, SyncEvent, SyncOptions, sync};
 
@@ -16,20 +14,7 @@ use crate::cli::StorageCommand;
 
 /// Loads the storage that a profile name or config file describes.
 fn open(which: &str) -> anyhow::Result<(Arc<dyn Storage>, String)> {
-    let path = PathBuf::from(which);
-    let sources = if which.ends_with(".toml") || path.is_file() {
-        ConfigSources {
-            files: vec![path],
-            ..Default::default()
-        }
-    } else {
-        ConfigSources {
-            profile: Some(which.to_owned()),
-            ..Default::default()
-        }
-    };
-    let loaded = load(&sources).map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let config = loaded.config;
+    let config = crate::wiring::load_named(which)?;
     let ctx = StorageContext {
         data_dir: config.data_dir().map_err(|e| anyhow::anyhow!(e.chain()))?,
         public_url: config.storage_public_url(),

@@ -21,6 +21,30 @@ async fn connect_db(config: &Config) -> anyhow::Result<Db> {
         .context("cannot open the database")
 }
 
+/// The config that a profile name (`config/<NAME>.toml`) or a config file path describes,
+/// with the environment on top as usual (for `--from`/`--to` of the copy commands).
+pub(crate) fn load_named(which: &str) -> anyhow::Result<Config> {
+    let path = std::path::PathBuf::from(which);
+    let sources = if which.ends_with(".toml") || path.is_file() {
+        zeroscale_core::config::ConfigSources {
+            files: vec![path],
+            ..Default::default()
+        }
+    } else {
+        zeroscale_core::config::ConfigSources {
+            profile: Some(which.to_owned()),
+            ..Default::default()
+        }
+    };
+    let loaded = zeroscale_core::config::load(&sources).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    Ok(loaded.config)
+}
+
+/// Opens the database `config` names (for the backup commands).
+pub(crate) async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    connect_db(config).await
+}
+
 /// Opens the database and wraps it in the domain services.
 pub(crate) async fn domain(config: &Config) -> anyhow::Result<Domain> {
     let db = connect_db(config).await?;

@@ -660,3 +660,83 @@ fn serve_waits_for_a_database_that_is_down() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// `zeroscale backup` of a stage-1 database, `restore` into PostgreSQL (refused a second
+/// time without `--replace`), the user logs in there; `db copy` between two configs.
+#[tokio::test]
+async fn backup_restore_and_copy_through_the_binary() {
+    let tmp = TempDir::new("backupcli");
+    let server = Server::start(zeroscale(&tmp.0)).await;
+    common::register(&server, "mover").await;
+    server.terminate();
+
+    let archive = tmp.0.join("app.zsbackup");
+    let (out, stdout, stderr) = output(
+        zeroscale(&tmp.0)
+            .args(["backup", "--json", "--output"])
+            .arg(&archive),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let users = summary["manifest"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "users")
+        .unwrap()["rows"]
+        .clone();
+    assert_eq!(users, 1, "{stdout}");
+    assert_eq!(summary["manifest"]["engine"], "sqlite");
+
+    // A config file naming the stage-1 database, for `db copy`.
+    let source_config = tmp.0.join("source.toml");
+    std::fs::write(
+        &source_config,
+        format!(
+            "[database]\nkind = \"sqlite\"\npath = \"{}\"\n",
+            tmp.0.join("data").join("zeroscale.db").display()
+        ),
+    )
+    .unwrap();
+    let copy_config = tmp.0.join("copy.toml");
+    std::fs::write(
+        &copy_config,
+        format!(
+            "[database]\nkind = \"sqlite\"\npath = \"{}\"\n",
+            tmp.0.join("copy.db").display()
+        ),
+    )
+    .unwrap();
+    let (out, stdout, stderr) = output(
+        zeroscale(&tmp.0)
+            .args(["db", "copy", "--from"])
+            .arg(&source_config)
+            .arg("--to")
+            .arg(&copy_config),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("copy: "), "{stdout}");
+
+    let Some(pg) = fresh_postgres("restorecli").await else {
+        return;
+    };
+    let restore = || {
+        let mut cmd = zeroscale(&tmp.0);
+        cmd.arg("restore").arg(&archive).env("DATABASE_URL", &pg);
+        cmd
+    };
+    let (out, stdout, stderr) = output(&mut restore());
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("restore: "), "{stdout}");
+    let (out, _, stderr) = output(&mut restore());
+    assert!(!out.status.success());
+    assert!(stderr.contains("--replace"), "{stderr}");
+    let (out, _, stderr) = output(restore().arg("--replace"));
+    assert!(out.status.success(), "{stderr}");
+
+    let mut cmd = zeroscale(&tmp.0);
+    cmd.env("DATABASE_URL", &pg);
+    let server = Server::start(cmd).await;
+    common::login(&server, "mover", "long enough password").await;
+    server.terminate();
+}
