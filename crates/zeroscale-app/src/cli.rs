@@ -151,6 +151,36 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Move a whole app between stages.
+    Stage {
+        #[command(subcommand)]
+        command: StageCommand,
+    },
+}
+
+/// `zeroscale stage …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum StageCommand {
+    /// Move the app's database and files from one stage's config to another's: checks the
+    /// source is stopped and its queue drained, copies the database, syncs the files,
+    /// checks the counts, and says what to deploy next.
+    Move {
+        /// The current stage: a profile name (`config/<NAME>.toml`) or a config file path.
+        #[arg(long, value_name = "PROFILE|FILE")]
+        from: String,
+        /// The next stage: a profile name or a config file path.
+        #[arg(long, value_name = "PROFILE|FILE")]
+        to: String,
+        /// Show the plan (rows per table, files to copy); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace the contents of a target database that has rows.
+        #[arg(long)]
+        replace: bool,
+        /// Print a machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `zeroscale db …`.

@@ -27,6 +27,7 @@ mod migrate;
 mod models_cmd;
 mod owned;
 mod serve;
+mod stage_cmd;
 mod storage_cmd;
 mod tasks;
 mod users;
@@ -107,6 +108,7 @@ fn run_async(
                 json,
             } => backup_cmd::restore(&loaded, file, replace, json).await,
             Command::Db { command } => backup_cmd::db(command).await,
+            Command::Stage { command } => stage_cmd::run(command).await,
             Command::Config { .. } => unreachable!("handled before the runtime starts"),
         }
     });

@@ -14,7 +14,13 @@ use crate::cli::StorageCommand;
 
 /// Loads the storage that a profile name or config file describes.
 fn open(which: &str) -> anyhow::Result<(Arc<dyn Storage>, String)> {
-    let config = crate::wiring::load_named(which)?;
+    open_config(&crate::wiring::load_named(which)?)
+}
+
+/// The storage `config` describes, and a name for it.
+pub(crate) fn open_config(
+    config: &zeroscale_core::config::Config,
+) -> anyhow::Result<(Arc<dyn Storage>, String)> {
     let ctx = StorageContext {
         data_dir: config.data_dir().map_err(|e| anyhow::anyhow!(e.chain()))?,
         public_url: config.storage_public_url(),

@@ -740,3 +740,124 @@ async fn backup_restore_and_copy_through_the_binary() {
     common::login(&server, "mover", "long enough password").await;
     server.terminate();
 }
+
+/// `zeroscale stage move` from stage 1 (SQLite + local files) to stage 3's engines
+/// (PostgreSQL + S3): refused while the source server runs; after it stops, the move
+/// copies rows and files, and a server on the target config serves the moved data
+/// through the API (login, file download, document search).
+#[tokio::test]
+async fn stage_move_from_stage_1_to_stage_3() {
+    let (Some(s3), Some(model)) = (
+        require_service("ZEROSCALE_TEST_S3_ENDPOINT", "the S3 server"),
+        require_service("ZEROSCALE_TEST_MODEL_DIR", "the local model"),
+    ) else {
+        return;
+    };
+    let bucket = require_service("ZEROSCALE_TEST_S3_BUCKET", "the S3 server").unwrap();
+    let Some(pg) = fresh_postgres("stagemove").await else {
+        return;
+    };
+    let tmp = TempDir::new("stagemove");
+    let with_model = |mut cmd: Command| {
+        cmd.env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH", &model);
+        cmd
+    };
+    let server = Server::start(with_model(zeroscale(&tmp.0))).await;
+    let token = common::register(&server, "grower").await;
+    let upload = server
+        .http
+        .post(format!("{}/v1/files?filename=plan.txt", server.base))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("stage 3 plan")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 201);
+    let file: serde_json::Value = upload.json().await.unwrap();
+    let file_id = file["id"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/documents",
+            Some(&token),
+            Some(serde_json::json!({"collection": "faq", "documents": [
+                {"text": "Reset your password from the login page."},
+                {"text": "Invoices are emailed on the first of the month."}]})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{body}");
+
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+    let from = tmp.0.join("stage1.toml");
+    std::fs::write(&from, format!("[server]\naddr = \"127.0.0.1:{port}\"\n")).unwrap();
+    let to = tmp.0.join("stage3.toml");
+    std::fs::write(
+        &to,
+        format!(
+            "[database]\nkind = \"postgres\"\nurl = \"{pg}\"\n\n[storage]\nkind = \"s3\"\n\
+             bucket = \"{bucket}\"\nendpoint = \"{s3}\"\nallow_http = true\n\
+             access_key_id = \"test\"\nsecret_access_key = \"test\"\n"
+        ),
+    )
+    .unwrap();
+    let move_cmd = |extra: &[&str]| {
+        let mut cmd = zeroscale(&tmp.0);
+        cmd.args(["stage", "move", "--from"])
+            .arg(&from)
+            .arg("--to")
+            .arg(&to)
+            .args(extra);
+        cmd
+    };
+    let (out, _, stderr) = output(&mut move_cmd(&[]));
+    assert!(!out.status.success(), "moved while the source server runs");
+    assert!(stderr.contains("stop every source server"), "{stderr}");
+    server.terminate();
+
+    let (out, stdout, stderr) = output(&mut move_cmd(&["--dry-run"]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("dry run: nothing was changed"), "{stdout}");
+    assert!(stderr.contains("in-memory queue"), "{stderr}");
+    let (out, stdout, stderr) = output(&mut move_cmd(&["--json"]));
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["objects"], 1, "{summary}");
+    assert!(summary["next"].as_str().unwrap().contains("stage3.toml"));
+
+    // Stage 3 serves what stage 1 had.
+    let server = Server::start(with_model({
+        let mut cmd = zeroscale(&tmp.0);
+        cmd.arg("--config").arg(&to);
+        cmd
+    }))
+    .await;
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(body["checks"]["database"]["backend"], "postgres", "{body}");
+    assert_eq!(body["checks"]["storage"]["backend"], "s3", "{body}");
+    assert_eq!(status, 200, "{body}");
+    let token = common::login(&server, "grower", "long enough password").await;
+    let download = server
+        .http
+        .get(format!("{}/v1/files/{file_id}", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.text().await.unwrap(), "stage 3 plan");
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/documents/search",
+            Some(&token),
+            Some(serde_json::json!({"collection": "faq", "query": "I forgot my password", "top_k": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"][0]["document"]["text"],
+        "Reset your password from the login page."
+    );
+    server.terminate();
+}

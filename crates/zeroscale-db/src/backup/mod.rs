@@ -343,6 +343,28 @@ async fn write_archive(
     Ok(manifest)
 }
 
+/// Rows per table that a backup of `db` would hold, in load order.
+pub async fn table_counts(db: &Db) -> Result<Vec<(String, u64)>> {
+    let mut counts = Vec::new();
+    for table in plan(&schema::introspect(db).await?)? {
+        let row = db
+            .conn()
+            .query_one_raw(Statement::from_string(
+                db.conn().get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM {}", quote(&table.name)),
+            ))
+            .await
+            .map_err(|e| db.map_err(e))?;
+        let n: i64 = row
+            .map(|r| r.try_get("", "n"))
+            .transpose()
+            .map_err(|e| db.map_err(e))?
+            .unwrap_or(0);
+        counts.push((table.name, u64::try_from(n).unwrap_or(0)));
+    }
+    Ok(counts)
+}
+
 // ------------------------------------------------------------------------- reading
 
 /// One line of an archive.
