@@ -14,20 +14,20 @@ use zeroscale_db::backup::{self, Manifest, Progress, RestoreOptions};
 use crate::cli::DbCommand;
 
 /// Shows progress: a bar per table on a terminal, a log line per table elsewhere.
-struct Reporter {
+pub(crate) struct Reporter {
     bar: Option<ProgressBar>,
     terminal: bool,
 }
 
 impl Reporter {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Reporter {
             bar: None,
             terminal: std::io::stderr().is_terminal(),
         }
     }
 
-    fn event(&mut self, event: Progress) {
+    pub(crate) fn event(&mut self, event: Progress) {
         match event {
             Progress::Table { name, rows } => {
                 if self.terminal {

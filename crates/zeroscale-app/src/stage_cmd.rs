@@ -159,16 +159,23 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    eprintln!("copying the database ...");
+    let mut reporter = crate::backup_cmd::Reporter::new();
     let report = backup::copy(
         &source_db,
         &target_db,
         RestoreOptions { replace },
-        &mut |_| {},
+        &mut |e| reporter.event(e),
     )
     .await
     .map_err(|e| anyhow::anyhow!(e.chain()))
     .context("the database copy failed; the target database is unchanged")?;
-    let files = sync(source_files, target_files, &sync_options, &|_| {})
+    eprintln!("copying the files ...");
+    let files = sync(source_files, target_files, &sync_options, &|event| {
+        if let zeroscale_storage::sync::SyncEvent::Planned { objects, bytes } = event {
+            tracing::info!(objects, bytes, "files to consider");
+        }
+    })
         .await
         .map_err(|e| anyhow::anyhow!(e.chain()))
         .context("the files did not all copy (the database was copied): run the move's `storage sync` again, it resumes")?;
