@@ -426,3 +426,34 @@ async fn a_browser_never_runs_an_uploaded_page() {
     );
     server.terminate();
 }
+
+/// `storage.public_url` moves signed file URLs to another origin (one routed to the same
+/// servers); by default they use `server.public_url`.
+#[tokio::test]
+async fn signed_urls_can_use_a_separate_origin() {
+    let tmp = TempDir::new("usercontent");
+    let mut cmd = common::zeroscale(&tmp.0);
+    cmd.env(
+        "ZEROSCALE_STORAGE__PUBLIC_URL",
+        "https://usercontent.example.com/",
+    );
+    let server = Server::start(cmd).await;
+    let token = common::register(&server, "separate").await;
+    let id = upload(&server, &token, "x.txt", "text/plain", TEXT).await;
+    let url = signed_url(&server, &token, &id).await;
+    assert!(
+        url.starts_with("https://usercontent.example.com/files/"),
+        "{url}"
+    );
+    // The same server answers the path, whichever host the request names.
+    let path = url.strip_prefix("https://usercontent.example.com").unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", server.base))
+        .header("host", "usercontent.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(&response.bytes().await.unwrap()[..], TEXT);
+    server.terminate();
+}
