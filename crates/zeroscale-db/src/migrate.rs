@@ -27,6 +27,27 @@ impl Db {
     /// advisory lock, so one process migrates and the others then find nothing pending; on
     /// SQLite the write lock does the same.
     pub async fn migrate_up(&self) -> Result<usize> {
+        self.apply_migrations(None).await
+    }
+
+    /// Applies the pending migrations up to and including `name` (none when it is applied
+    /// already); returns how many were applied. A restore uses it to load an archive at the
+    /// schema it was written with before the newer migrations run.
+    pub async fn migrate_up_to(&self, name: &str) -> Result<usize> {
+        self.apply_migrations(Some(name)).await
+    }
+
+    async fn apply_migrations(&self, until: Option<&str>) -> Result<usize> {
+        // How many of the pending migrations to apply.
+        let steps = |pending: Vec<sea_orm_migration::Migration>| -> usize {
+            match until {
+                None => pending.len(),
+                Some(name) => pending
+                    .iter()
+                    .position(|m| m.name() == name)
+                    .map_or(0, |at| at + 1),
+            }
+        };
         match self.dialect() {
             Dialect::Postgres => {
                 let txn = self.conn().begin().await.map_err(|e| self.map_err(e))?;
@@ -36,25 +57,31 @@ impl Db {
                 ))
                 .await
                 .map_err(|e| self.map_err(e))?;
-                let pending = Migrator::get_pending_migrations(&txn)
-                    .await
-                    .map_err(|e| self.map_err(e))?
-                    .len();
-                Migrator::up(&txn, None)
-                    .await
-                    .map_err(|e| self.map_err(e))?;
+                let n = steps(
+                    Migrator::get_pending_migrations(&txn)
+                        .await
+                        .map_err(|e| self.map_err(e))?,
+                );
+                if n > 0 {
+                    Migrator::up(&txn, Some(n as u32))
+                        .await
+                        .map_err(|e| self.map_err(e))?;
+                }
                 txn.commit().await.map_err(|e| self.map_err(e))?;
-                Ok(pending)
+                Ok(n)
             }
             Dialect::Sqlite => {
-                let pending = Migrator::get_pending_migrations(self.conn())
-                    .await
-                    .map_err(|e| self.map_err(e))?
-                    .len();
-                Migrator::up(self.conn(), None)
-                    .await
-                    .map_err(|e| self.map_err(e))?;
-                Ok(pending)
+                let n = steps(
+                    Migrator::get_pending_migrations(self.conn())
+                        .await
+                        .map_err(|e| self.map_err(e))?,
+                );
+                if n > 0 {
+                    Migrator::up(self.conn(), Some(n as u32))
+                        .await
+                        .map_err(|e| self.map_err(e))?;
+                }
+                Ok(n)
             }
         }
     }

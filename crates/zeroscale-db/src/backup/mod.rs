@@ -568,8 +568,9 @@ fn known_migrations() -> Vec<String> {
         .collect()
 }
 
-/// Migrates `db` and checks that it can take an archive of schema `schema`; returns the
-/// target's tables.
+/// Migrates `db` up to the archive's schema `schema_name` (a target already past it stays
+/// where it is, and the archive's columns load into its newer tables) and checks that it
+/// can take the archive; returns the target's tables.
 async fn prepare_target(
     db: &Db,
     schema_name: &str,
@@ -581,7 +582,7 @@ async fn prepare_target(
              it with the zeroscale version that wrote it, or a newer one"
         )));
     }
-    db.migrate_up().await?;
+    db.migrate_up_to(schema_name).await?;
     let tables = plan(&schema::introspect(db).await?)?;
     if !options.replace {
         for table in &tables {
@@ -795,6 +796,9 @@ async fn load<R: BufRead>(
         ));
     }
     txn.commit().await.map_err(|e| db.map_err(e))?;
+    // The migrations newer than the archive run on its rows.
+    db.migrate_up().await?;
+    let targets = plan(&schema::introspect(db).await?)?;
     fix_engine_state(db, &targets).await?;
     Ok(RestoreReport {
         manifest,
