@@ -43,7 +43,10 @@ use crate::cli::{Cli, Command, ConfigCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = match config::load(&cli.sources()) {
+    let loaded = match config::load(&cli.sources()).and_then(|loaded| {
+        zeroscale_models::registry::validate(&loaded.config.models)?;
+        Ok(loaded)
+    }) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("zeroscale: {}", e.chain());

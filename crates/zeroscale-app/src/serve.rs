@@ -155,6 +155,9 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     let services = crate::wiring::Services::with_db(&config, db)?;
     crate::wiring::bootstrap_admin(&config, &services.domain).await?;
     let storage = services.storage.clone();
+    let files_signer =
+        zeroscale_storage::app_signer(&config.storage, &crate::wiring::storage_context(&config)?)
+            .map_err(|e| anyhow::anyhow!(e.chain()))?;
     let config_upload_limit = config.server.max_upload_bytes;
     let download_policy = config.server.download_policy();
     let server_config = config.server.clone();
@@ -182,14 +185,10 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     };
     let mut app = router(state, api);
     // Storage that cannot presign hands out URLs to this server's `/files/…` route.
-    #[allow(
-        irrefutable_let_patterns,
-        reason = "without the `s3` feature every storage signs for the app"
-    )]
-    if let zeroscale_storage::Signing::App(signer) = storage.signing() {
+    if let Some(signer) = files_signer {
         app = app.merge(zeroscale_storage::http::files_router(
-            storage.clone() as Arc<dyn zeroscale_core::Storage>,
-            signer.clone(),
+            storage.clone(),
+            signer,
             Some(config_upload_limit),
             download_policy.clone(),
         ));

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use zeroscale_core::Storage;
-use zeroscale_storage::StorageContext;
 use zeroscale_storage::sync::{Outcome, SyncEvent, SyncOptions, sync};
 
 use crate::cli::StorageCommand;
@@ -21,12 +20,7 @@ fn open(which: &str) -> anyhow::Result<(Arc<dyn Storage>, String)> {
 pub(crate) fn open_config(
     config: &zeroscale_core::config::Config,
 ) -> anyhow::Result<(Arc<dyn Storage>, String)> {
-    let ctx = StorageContext {
-        data_dir: config.data_dir().map_err(|e| anyhow::anyhow!(e.chain()))?,
-        public_url: config.storage_public_url(),
-    };
-    let storage = zeroscale_storage::connect(&config.storage, &ctx)
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let storage = crate::wiring::storage(config)?;
     let name = format!("{} storage at {}", storage.backend(), storage.location());
     Ok((storage, name))
 }

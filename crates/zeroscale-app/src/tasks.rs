@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use zeroscale_core::domain::{Document, Generation, GenerationStatus};
 use zeroscale_core::models::{ImageData, ImageRequest};
 use zeroscale_core::storage::PutOptions;
-use zeroscale_core::{Error, Result, Storage as _};
+use zeroscale_core::{Error, Result};
 use zeroscale_db::domain::NewDocument;
 
 use crate::wiring::Services;

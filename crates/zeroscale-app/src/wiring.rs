@@ -11,7 +11,6 @@ use zeroscale_db::Db;
 use zeroscale_db::domain::Domain;
 use zeroscale_models::image_cache::StorageImageCache;
 use zeroscale_models::router::Router;
-use zeroscale_storage::ObjectStoreStorage;
 
 /// Opens the configured database.
 async fn connect_db(config: &Config) -> anyhow::Result<Db> {
@@ -51,18 +50,21 @@ pub(crate) async fn domain(config: &Config) -> anyhow::Result<Domain> {
     Ok(Domain::new(db, config.auth.clone(), config.chat.clone()))
 }
 
+/// What the storage crate needs from the app's config.
+pub(crate) fn storage_context(
+    config: &Config,
+) -> anyhow::Result<zeroscale_storage::StorageContext> {
+    Ok(zeroscale_storage::StorageContext {
+        data_dir: config.data_dir()?,
+        public_url: config.storage_public_url(),
+    })
+}
+
 /// Connects the configured storage.
-pub(crate) fn storage(config: &Config) -> anyhow::Result<Arc<ObjectStoreStorage>> {
-    let data_dir = config.data_dir()?;
-    zeroscale_storage::connect(
-        &config.storage,
-        &zeroscale_storage::StorageContext {
-            data_dir,
-            public_url: config.storage_public_url(),
-        },
-    )
-    .map_err(|e| anyhow::anyhow!(e.chain()))
-    .context("cannot set up storage")
+pub(crate) fn storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    zeroscale_storage::connect(&config.storage, &storage_context(config)?)
+        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .context("cannot set up storage")
 }
 
 /// The model router for `config.models`, with the embedding cache in the database and
@@ -149,7 +151,7 @@ impl QueueHandle {
 pub(crate) struct Services {
     pub(crate) config: Arc<Config>,
     pub(crate) domain: Domain,
-    pub(crate) storage: Arc<ObjectStoreStorage>,
+    pub(crate) storage: Arc<dyn Storage>,
     pub(crate) models: Arc<Router>,
     pub(crate) queue: QueueHandle,
 }

@@ -6,7 +6,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use zeroscale_core::Storage;
 use zeroscale_core::config::{LocalStorageConfig, StorageConfig};
 use zeroscale_core::storage::{ObjectKey, PutOptions, StorageExt};
 use zeroscale_core::testing::require_service;
@@ -30,7 +29,7 @@ fn sync(dir: &Path, from: &Path, to: &Path, extra: &[&str]) -> String {
     stdout
 }
 
-fn local(dir: &Path, root: &Path) -> std::sync::Arc<zeroscale_storage::ObjectStoreStorage> {
+fn local(dir: &Path, root: &Path) -> std::sync::Arc<dyn zeroscale_core::Storage> {
     let config = StorageConfig::Local(LocalStorageConfig {
         root: Some(root.to_path_buf()),
         ..Default::default()

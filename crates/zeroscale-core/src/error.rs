@@ -161,6 +161,67 @@ impl ErrorKind {
     }
 }
 
+impl ErrorKind {
+    /// The HTTP status an API answers with for this kind: the one mapping every HTTP
+    /// surface of zeroscale uses (the API, the `/files/…` route).
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::NotFound => 404,
+            ErrorKind::AlreadyExists | ErrorKind::Conflict => 409,
+            ErrorKind::InvalidInput => 400,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::PermissionDenied => 403,
+            ErrorKind::RateLimited => 429,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::NotSupported => 501,
+            ErrorKind::Config | ErrorKind::Backend => 500,
+        }
+    }
+}
+
+/// What an HTTP client is told about an [`Error`]: its status, code and message, except
+/// that a 500's details (SQL, paths, backend errors) are replaced by a reference that the
+/// caller logs next to the details ([`PublicError::reference`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicError {
+    /// The HTTP status.
+    pub status: u16,
+    /// The stable code (`not_found`, …, `internal`).
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// Seconds to wait, for a `Retry-After` header.
+    pub retry_after: Option<u64>,
+    /// For a 500: the id to log with the details, also in the message.
+    pub reference: Option<String>,
+}
+
+impl From<&Error> for PublicError {
+    fn from(error: &Error) -> Self {
+        let kind = error.kind();
+        let status = kind.http_status();
+        if status == 500 {
+            let reference = uuid::Uuid::now_v7().to_string();
+            return PublicError {
+                status,
+                code: "internal",
+                message: format!(
+                    "internal error (reference {reference}; the server log has details)"
+                ),
+                retry_after: None,
+                reference: Some(reference),
+            };
+        }
+        PublicError {
+            status,
+            code: kind.code(),
+            message: error.to_string(),
+            retry_after: error.retry_after().map(|d| d.as_secs().max(1)),
+            reference: None,
+        }
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())
@@ -286,14 +347,15 @@ impl Error {
 
     /// The error for a backend that the config names but this build does not contain.
     ///
-    /// `key` is the config key (e.g. `queue.kind`), `backend` the configured kind and
-    /// `feature` the Cargo feature that compiles it in.
-    pub fn not_compiled_in(key: &str, backend: &str, feature: &str) -> Self {
+    /// `key` is the config key (e.g. `queue.kind`), `backend` the configured kind, `krate`
+    /// the concern crate and `feature` its Cargo feature that compiles the backend in.
+    pub fn not_compiled_in(key: &str, backend: &str, krate: &str, feature: &str) -> Self {
         Error::config(
             key,
             format!(
-                "backend `{backend}` is not compiled in: rebuild with `--features {feature}` \
-                 (the default `zeroscale` build includes every backend)"
+                "backend `{backend}` is not compiled in: enable the feature `{krate}/{feature}` \
+                 (the `zeroscale` binary: `cargo build -p zeroscale-app --features \
+                 {krate}/{feature}`; its default build includes every backend)"
             ),
         )
     }
@@ -340,10 +402,11 @@ mod tests {
 
     #[test]
     fn not_compiled_in_names_the_feature() {
-        let e = Error::not_compiled_in("queue.kind", "redis", "redis");
+        let e = Error::not_compiled_in("queue.kind", "redis", "zeroscale-queue", "redis");
+        assert!(e.to_string().contains("zeroscale-queue/redis"), "{e}");
         let text = e.to_string();
         assert!(text.contains("`queue.kind`"), "{text}");
-        assert!(text.contains("--features redis"), "{text}");
+        assert!(text.contains("--features zeroscale-queue/redis"), "{text}");
         assert_eq!(e.kind(), ErrorKind::Config);
     }
 

@@ -9,6 +9,7 @@
 //!   [`EmbeddingProvider`], [`ImageProvider`], [`EmbeddingCache`]) and their `Ext` traits.
 //! - [`config`]: config types for every concern and the layered loader.
 //! - [`domain`]: users, sessions, keys, prompts, chat, generations, documents.
+//! - [`registry`]: the table of backends each concern crate declares ([`backend!`]).
 //! - [`secret`]: [`Secret`], a value that never prints.
 //!
 //! # Feature flags
@@ -23,6 +24,7 @@ pub mod download;
 pub mod error;
 pub mod models;
 pub mod queue;
+pub mod registry;
 pub mod secret;
 pub mod storage;
 

@@ -294,6 +294,18 @@ pub struct SignedUrl {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Who answers a storage's signed URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UrlSigning {
+    /// The backend itself (S3 and R2 presigned URLs): clients talk to it directly.
+    Backend,
+    /// The app's `/files/<token>` route, which must be served for the URLs to work
+    /// (memory, local files, Azure): the token is encrypted and authenticated by the app,
+    /// so it neither shows the key nor can be changed.
+    App,
+}
+
 /// The object storage driver interface: what a backend implements.
 ///
 /// Keep this small; conveniences belong in [`StorageExt`]. Keys arrive validated.
@@ -301,6 +313,14 @@ pub struct SignedUrl {
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// The backend's name (`memory`, `local`, `s3`, `r2`), for logs and errors.
     fn backend(&self) -> &str;
+
+    /// Where the storage is, for reports and logs (a folder, `endpoint/bucket`; never a
+    /// credential).
+    fn location(&self) -> &str;
+
+    /// Who answers this storage's signed URLs: when it is [`UrlSigning::App`], the app
+    /// must serve the `/files/…` route.
+    fn url_signing(&self) -> UrlSigning;
 
     /// Stores `payload` at `key`.
     async fn put_opts(

@@ -21,6 +21,7 @@ pub mod migrate;
 mod pgvector;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod registry;
 pub mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -100,28 +101,12 @@ impl fmt::Debug for Db {
 impl Db {
     /// Connects to the database `config` describes.
     pub async fn connect(config: &DatabaseConfig) -> Result<Db> {
-        match config {
-            #[cfg(feature = "sqlite")]
-            DatabaseConfig::Sqlite(c) => sqlite::connect(c).await,
-            #[cfg(not(feature = "sqlite"))]
-            DatabaseConfig::Sqlite(_) => {
-                Err(Error::not_compiled_in("database.kind", "sqlite", "sqlite"))
-            }
-            #[cfg(feature = "postgres")]
-            DatabaseConfig::Postgres(c) => postgres::connect(c).await,
-            #[cfg(not(feature = "postgres"))]
-            DatabaseConfig::Postgres(_) => Err(Error::not_compiled_in(
-                "database.kind",
-                "postgres",
-                "postgres",
-            )),
-        }
+        (registry::ENGINES.entry(config.kind())?.connect)(config).await
     }
 
     /// Whether this build can connect to `kind` (`sqlite`, `postgres`).
     pub fn is_compiled_in(kind: &str) -> bool {
-        (kind == "sqlite" && cfg!(feature = "sqlite"))
-            || (kind == "postgres" && cfg!(feature = "postgres"))
+        registry::ENGINES.is_compiled_in(kind)
     }
 
     /// The dialect.

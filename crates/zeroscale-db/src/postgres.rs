@@ -84,7 +84,23 @@ async fn choose_vector_backend(db: &Db, wanted: VectorSearch) -> Result<VectorBa
         VectorSearch::Pgvector => Err(Error::not_compiled_in(
             "database.vector_search",
             "pgvector",
+            "zeroscale-db",
             "pgvector",
         )),
     }
+}
+
+/// The registry's connect for `database.kind = "postgres"`.
+pub(crate) fn connect_config(
+    config: &zeroscale_core::config::DatabaseConfig,
+) -> futures::future::BoxFuture<'_, Result<Db>> {
+    Box::pin(async move {
+        let zeroscale_core::config::DatabaseConfig::Postgres(c) = config else {
+            return Err(zeroscale_core::registry::wrong_config(
+                "postgres",
+                config.kind(),
+            ));
+        };
+        connect(c).await
+    })
 }

@@ -68,3 +68,18 @@ pub(crate) async fn connect(config: &SqliteConfig) -> Result<Db> {
     })?;
     Ok(Db::from_parts(conn, location))
 }
+
+/// The registry's connect for `database.kind = "sqlite"`.
+pub(crate) fn connect_config(
+    config: &zeroscale_core::config::DatabaseConfig,
+) -> futures::future::BoxFuture<'_, Result<Db>> {
+    Box::pin(async move {
+        let zeroscale_core::config::DatabaseConfig::Sqlite(c) = config else {
+            return Err(zeroscale_core::registry::wrong_config(
+                "sqlite",
+                config.kind(),
+            ));
+        };
+        connect(c).await
+    })
+}

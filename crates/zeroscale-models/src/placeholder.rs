@@ -189,3 +189,24 @@ mod tests {
         assert_eq!(adler32(b"Wikipedia"), 0x11e6_0398);
     }
 }
+
+/// The registry's builder for `kind = "placeholder"`.
+pub(crate) fn build(
+    name: &str,
+    _: &zeroscale_core::config::ModelsConfig,
+    _: &zeroscale_core::config::ProviderConfig,
+) -> Result<crate::registry::BuiltProvider> {
+    Ok(crate::registry::BuiltProvider {
+        images: Some(std::sync::Arc::new(PlaceholderImages::new(name))),
+        ..Default::default()
+    })
+}
+
+/// The registry's probe for `kind = "placeholder"`: always ready.
+pub(crate) fn probe<'a>(
+    _: &'a str,
+    _: &'a zeroscale_core::config::ModelsConfig,
+    _: &'a zeroscale_core::config::ProviderConfig,
+) -> futures::future::BoxFuture<'a, Result<String>> {
+    Box::pin(async { Ok("placeholder images (development only, not generated art)".to_owned()) })
+}

@@ -102,94 +102,24 @@ impl Router {
     /// embedding model (loaded on first use). Returns the router and, per provider that
     /// this build cannot run, why.
     pub fn from_config(config: &ModelsConfig) -> Result<(Router, Vec<(String, Error)>)> {
-        use zeroscale_core::config::ProviderConfig;
+        crate::registry::validate(config)?;
         let mut router = Router::new(config);
-        // With every feature on, every kind can be built and nothing is pushed.
-        #[cfg_attr(
-            all(feature = "local-models", feature = "remote-models"),
-            allow(unused_mut)
-        )]
         let mut missing = Vec::new();
         for (name, provider) in &config.providers {
-            match provider {
-                ProviderConfig::Placeholder(_) => {
-                    router.add_image_provider(
-                        name,
-                        Arc::new(crate::placeholder::PlaceholderImages::new(name)),
-                    );
+            let key = crate::registry::kind_key(name);
+            let entry = match crate::registry::PROVIDERS.entry_for(&key, provider.kind()) {
+                Ok(entry) => entry,
+                Err(why) => {
+                    missing.push((name.clone(), why));
+                    continue;
                 }
-                #[cfg(feature = "local-models")]
-                ProviderConfig::Local(c) => {
-                    let dir = crate::local_model_dir(config, &c.model, c.path.as_deref());
-                    router.add_embedding_provider(
-                        name,
-                        Arc::new(crate::local::LocalEmbeddings::new(
-                            name,
-                            &c.model,
-                            dir,
-                            c.max_batch,
-                        )),
-                    );
-                }
-                #[cfg(not(feature = "local-models"))]
-                ProviderConfig::Local(_) => missing.push((
-                    name.clone(),
-                    Error::not_compiled_in(
-                        &format!("models.providers.{name}.kind"),
-                        "local",
-                        "local-models",
-                    ),
-                )),
-                #[cfg(feature = "remote-models")]
-                ProviderConfig::Openai(c) => {
-                    use crate::remote::images::{HttpImages, ImageApi};
-                    router.add_embedding_provider(
-                        name,
-                        Arc::new(crate::remote::openai::OpenAiEmbeddings::new(name, c)?),
-                    );
-                    router.add_image_provider(
-                        name,
-                        Arc::new(HttpImages::new(name, ImageApi::OpenAi, c)?),
-                    );
-                }
-                #[cfg(feature = "remote-models")]
-                ProviderConfig::HuggingFace(c) => {
-                    router.add_embedding_provider(
-                        name,
-                        Arc::new(crate::remote::hosted::HuggingFaceEmbeddings::new(name, c)?),
-                    );
-                }
-                #[cfg(feature = "remote-models")]
-                ProviderConfig::Replicate(c) => {
-                    router.add_image_provider(
-                        name,
-                        Arc::new(crate::remote::hosted::ReplicateImages::new(name, c)?),
-                    );
-                }
-                #[cfg(feature = "remote-models")]
-                ProviderConfig::Fal(c) => {
-                    router.add_image_provider(
-                        name,
-                        Arc::new(crate::remote::hosted::FalImages::new(name, c)?),
-                    );
-                }
-                #[cfg(feature = "remote-models")]
-                ProviderConfig::Automatic1111(c) => {
-                    use crate::remote::images::{HttpImages, ImageApi};
-                    router.add_image_provider(
-                        name,
-                        Arc::new(HttpImages::new(name, ImageApi::Automatic1111, c)?),
-                    );
-                }
-                #[cfg(not(feature = "remote-models"))]
-                other => missing.push((
-                    name.clone(),
-                    Error::not_compiled_in(
-                        &format!("models.providers.{name}.kind"),
-                        other.kind(),
-                        "remote-models",
-                    ),
-                )),
+            };
+            let built = (entry.build)(name, config, provider)?;
+            if let Some(embeddings) = built.embeddings {
+                router.add_embedding_provider(name, embeddings);
+            }
+            if let Some(images) = built.images {
+                router.add_image_provider(name, images);
             }
         }
         for (name, why) in &missing {

@@ -405,7 +405,7 @@ impl zeroscale_core::ImageProvider for CountingImages {
 
 #[tokio::test]
 async fn images_with_an_explicit_seed_are_cached_in_storage() {
-    use zeroscale_core::{Storage, StorageExt};
+    use zeroscale_core::StorageExt;
     use zeroscale_models::image_cache::StorageImageCache;
     let dir = std::env::temp_dir().join(format!("zs-image-cache-{}", std::process::id()));
     let storage = zeroscale_storage::connect(

@@ -33,6 +33,7 @@
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis_backend;
+pub mod registry;
 pub mod worker;
 
 use std::sync::Arc;
@@ -43,35 +44,24 @@ use zeroscale_core::queue::{NewJob, Progress, backoff_delay};
 use zeroscale_core::{Error, Queue, Result};
 
 pub use memory::MemoryQueue;
+pub use registry::BACKENDS;
 
 /// Priorities a job may have.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
 
 /// Whether this build contains the queue backend `kind`.
 pub fn is_compiled_in(kind: &str) -> bool {
-    kind == "memory" || (kind == "redis" && cfg!(feature = "redis"))
+    BACKENDS.is_compiled_in(kind)
 }
 
 /// The configured queue.
 pub async fn connect(config: &QueueConfig, jobs: &JobsConfig) -> Result<Arc<dyn Queue>> {
-    match config {
-        QueueConfig::Memory(_) => Ok(Arc::new(MemoryQueue::new(jobs.clone()))),
-        #[cfg(feature = "redis")]
-        QueueConfig::Redis(c) => Ok(Arc::new(redis_backend::RedisQueue::connect(c, jobs).await?)),
-        #[cfg(not(feature = "redis"))]
-        QueueConfig::Redis(_) => Err(Error::not_compiled_in("queue.kind", "redis", "redis")),
-    }
+    (BACKENDS.entry(config.kind())?.connect)(config, jobs).await
 }
 
 /// Proves the configured backend answers; returns where it is (no secrets).
 pub async fn probe(config: &QueueConfig) -> Result<String> {
-    match config {
-        QueueConfig::Memory(_) => Ok("in-process memory (jobs are lost on restart)".to_owned()),
-        #[cfg(feature = "redis")]
-        QueueConfig::Redis(c) => redis_backend::probe(c).await,
-        #[cfg(not(feature = "redis"))]
-        QueueConfig::Redis(_) => Err(Error::not_compiled_in("queue.kind", "redis", "redis")),
-    }
+    (BACKENDS.entry(config.kind())?.probe)(config).await
 }
 
 /// Checks a job before it is stored, the same way for every backend.

@@ -507,3 +507,21 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 }
+
+/// The registry's connect for `queue.kind = "memory"`.
+pub(crate) fn connect<'a>(
+    _: &'a zeroscale_core::config::QueueConfig,
+    jobs: &'a JobsConfig,
+) -> futures::future::BoxFuture<'a, Result<std::sync::Arc<dyn zeroscale_core::Queue>>> {
+    Box::pin(async move {
+        Ok(std::sync::Arc::new(MemoryQueue::new(jobs.clone()))
+            as std::sync::Arc<dyn zeroscale_core::Queue>)
+    })
+}
+
+/// The registry's probe for `queue.kind = "memory"`: always there.
+pub(crate) fn probe(
+    _: &zeroscale_core::config::QueueConfig,
+) -> futures::future::BoxFuture<'_, Result<String>> {
+    Box::pin(async { Ok("in-process memory (jobs are lost on restart)".to_owned()) })
+}

@@ -17,7 +17,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value as RValue};
 use serde_json::Value;
-use zeroscale_core::config::{JobsConfig, RedisQueueConfig};
+use zeroscale_core::config::{JobsConfig, QueueConfig, RedisQueueConfig};
 use zeroscale_core::queue::{
     JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome, NewJob,
     PageOptions, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
@@ -755,4 +755,34 @@ impl Queue for RedisQueue {
         let _: String = self.read_retrying(&redis::cmd("PING")).await?;
         Ok(())
     }
+}
+
+/// The registry's connect for `queue.kind = "redis"`.
+pub(crate) fn connect_queue<'a>(
+    config: &'a QueueConfig,
+    jobs: &'a JobsConfig,
+) -> futures::future::BoxFuture<'a, Result<std::sync::Arc<dyn zeroscale_core::Queue>>> {
+    Box::pin(async move {
+        let QueueConfig::Redis(c) = config else {
+            return Err(zeroscale_core::registry::wrong_config(
+                "redis",
+                config.kind(),
+            ));
+        };
+        Ok(std::sync::Arc::new(RedisQueue::connect(c, jobs).await?)
+            as std::sync::Arc<dyn zeroscale_core::Queue>)
+    })
+}
+
+/// The registry's probe for `queue.kind = "redis"`.
+pub(crate) fn probe_config(config: &QueueConfig) -> futures::future::BoxFuture<'_, Result<String>> {
+    Box::pin(async move {
+        let QueueConfig::Redis(c) = config else {
+            return Err(zeroscale_core::registry::wrong_config(
+                "redis",
+                config.kind(),
+            ));
+        };
+        probe(c).await
+    })
 }

@@ -15,8 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
 use zeroscale_core::download::{DOWNLOAD_CSP, DownloadPolicy};
+use zeroscale_core::error::PublicError;
 use zeroscale_core::storage::{ObjectKey, PutOptions, SignedMethod};
-use zeroscale_core::{Error, ErrorKind, Storage};
+use zeroscale_core::{Error, Storage};
 
 use crate::UrlSigner;
 
@@ -91,16 +92,19 @@ pub fn declared_too_large(headers: &HeaderMap, max: Option<u64>) -> bool {
 }
 
 fn error_response(e: &Error) -> Response {
-    let status = match e.kind() {
-        ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => StatusCode::FORBIDDEN,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-        ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::Unavailable | ErrorKind::RateLimited => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let body = serde_json::json!({"error": {"code": e.kind().code(), "message": e.to_string()}});
-    (status, axum::Json(body)).into_response()
+    let public = PublicError::from(e);
+    if let Some(reference) = &public.reference {
+        tracing::error!(error = %e.chain(), reference, "signed file request failed");
+    }
+    let status = StatusCode::from_u16(public.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::json!({"error": {"code": public.code, "message": public.message}});
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(secs) = public.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 /// The object key the URL's token allows `method` on.

@@ -1,11 +1,13 @@
-//! zeroscale-storage: object storage over object_store: memory, local files, S3 and
-//! Cloudflare R2 (an S3 preset), chosen by `storage.kind`.
+//! zeroscale-storage: object storage over object_store: memory, local files, S3,
+//! Cloudflare R2 (an S3 preset) and Azure Blob Storage, chosen by `storage.kind`; the
+//! backends are listed in [`registry::BACKENDS`].
 //!
 //! [`connect`] builds the configured backend as a [`Storage`]; every backend passes the
 //! conformance suite in `zeroscale_core::conformance::storage`. Keys are validated once, by
 //! [`ObjectKey`](zeroscale_core::ObjectKey). Signed URLs are presigned by S3/R2; memory and
-//! local storage hand out URLs to the app's `/files/…` route ([`http::files_router`]),
-//! signed with HMAC-SHA256.
+//! local and Azure storage hand out URLs to the app's `/files/…` route
+//! ([`http::files_router`], with the signer from [`app_signer`]), encrypted and
+//! authenticated by the app.
 //!
 //! # Feature flags
 //!
@@ -13,17 +15,22 @@
 //! |---|---|---|
 //! | `local` | local-folder storage (`storage.kind = "local"`) | yes |
 //! | `s3` | S3 and R2 storage (`storage.kind = "s3"` / `"r2"`) | no |
+//! | `azure` | Azure Blob Storage (`storage.kind = "azure"`) | no |
 //! | `http` | the axum router serving app-signed `/files/…` URLs | yes |
 //!
 //! In-memory storage is always compiled.
 
-pub mod adapter;
+mod adapter;
+#[cfg(feature = "azure")]
+mod azure;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "local")]
 mod local;
+mod memory;
+pub mod registry;
 #[cfg(feature = "s3")]
-pub mod s3;
+mod s3;
 pub mod signed;
 pub mod sync;
 
@@ -31,9 +38,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use zeroscale_core::config::StorageConfig;
+use zeroscale_core::storage::UrlSigning;
 use zeroscale_core::{Result, Storage};
 
-pub use adapter::{ObjectStoreStorage, Signing};
+pub use registry::BACKENDS;
 pub use signed::UrlSigner;
 
 /// What storage needs from the app besides its own config.
@@ -47,65 +55,43 @@ pub struct StorageContext {
 
 /// Whether this build contains the storage backend `kind`.
 pub fn is_compiled_in(kind: &str) -> bool {
-    kind == "memory"
-        || (kind == "local" && cfg!(feature = "local"))
-        || (matches!(kind, "s3" | "r2") && cfg!(feature = "s3"))
+    BACKENDS.is_compiled_in(kind)
 }
 
-fn app_signing(secret: Option<&str>, ctx: &StorageContext) -> Result<Signing> {
-    let secret = signed::load_or_create_secret(secret, &ctx.data_dir)?;
-    Ok(Signing::App(Arc::new(UrlSigner::new(
+/// The configured backend, ready to use.
+pub fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Arc<dyn Storage>> {
+    (BACKENDS.entry(config.kind())?.connect)(config, ctx)
+}
+
+/// The signer of the configured backend's URLs when the app serves them (memory, local,
+/// Azure): hand it to [`http::files_router`]. `None` when the backend presigns (S3, R2).
+/// It signs with the same key as the storage [`connect`] returns.
+pub fn app_signer(config: &StorageConfig, ctx: &StorageContext) -> Result<Option<Arc<UrlSigner>>> {
+    let app_signed = BACKENDS
+        .get(config.kind())
+        .is_some_and(|b| b.capabilities.signing == UrlSigning::App);
+    if !app_signed {
+        return Ok(None);
+    }
+    let secret = signed::load_or_create_secret(
+        config.signing_secret().map(|s| s.expose().as_str()),
+        &ctx.data_dir,
+    )?;
+    Ok(Some(Arc::new(UrlSigner::new(
         &secret,
         ctx.public_url.clone(),
     ))))
 }
 
-/// The configured backend, ready to use.
-pub fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Arc<ObjectStoreStorage>> {
-    match config {
-        StorageConfig::Memory(c) => Ok(Arc::new(ObjectStoreStorage::new(
-            "memory",
-            "memory".to_owned(),
-            Arc::new(object_store::memory::InMemory::new()),
-            true,
-            zeroscale_core::config::DEFAULT_MULTIPART_THRESHOLD,
-            app_signing(c.signing_secret.as_ref().map(|s| s.expose().as_str()), ctx)?,
-        ))),
-        #[cfg(feature = "local")]
-        StorageConfig::Local(c) => {
-            let (store, location) = local::build(c)?;
-            Ok(Arc::new(ObjectStoreStorage::new(
-                "local",
-                location,
-                store,
-                false,
-                c.multipart_threshold_bytes,
-                app_signing(c.signing_secret.as_ref().map(|s| s.expose().as_str()), ctx)?,
-            )))
-        }
-        #[cfg(not(feature = "local"))]
-        StorageConfig::Local(_) => Err(zeroscale_core::Error::not_compiled_in(
-            "storage.kind",
-            "local",
-            "local",
-        )),
-        #[cfg(feature = "s3")]
-        StorageConfig::S3(c) => s3::connect("s3", c),
-        #[cfg(feature = "s3")]
-        StorageConfig::R2(c) => s3::connect("r2", &c.to_s3()),
-        #[cfg(not(feature = "s3"))]
-        StorageConfig::S3(_) => Err(zeroscale_core::Error::not_compiled_in(
-            "storage.kind",
-            "s3",
-            "s3",
-        )),
-        #[cfg(not(feature = "s3"))]
-        StorageConfig::R2(_) => Err(zeroscale_core::Error::not_compiled_in(
-            "storage.kind",
-            "r2",
-            "s3",
-        )),
-    }
+/// The app signing of a backend whose URLs the app serves.
+pub(crate) fn app_signing(
+    config: &StorageConfig,
+    ctx: &StorageContext,
+) -> Result<adapter::Signing> {
+    let signer = app_signer(config, ctx)?.ok_or_else(|| {
+        zeroscale_core::registry::wrong_config("an app-signed backend", config.kind())
+    })?;
+    Ok(adapter::Signing::App(signer))
 }
 
 /// Connects and proves the backend usable (writes, reads back and deletes a probe

@@ -1,14 +1,21 @@
-//! Local-folder storage: object_store's `LocalFileSystem` rooted at a private folder.
+//! Local-folder storage: object_store's `LocalFileSystem` rooted at a private folder,
+//! keys encoded on disk, attributes in sidecars, app-served signed URLs.
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
-use zeroscale_core::config::{LocalStorageConfig, ensure_private_dir};
-use zeroscale_core::{Error, Result};
+use zeroscale_core::config::{StorageConfig, ensure_private_dir};
+use zeroscale_core::registry::wrong_config;
+use zeroscale_core::{Error, Result, Storage};
 
-pub(crate) fn build(config: &LocalStorageConfig) -> Result<(Arc<dyn ObjectStore>, String)> {
-    let root = config.root.clone().ok_or_else(|| {
+use crate::StorageContext;
+use crate::adapter::{AttributeStore, Layout, ObjectStoreStorage, StoreOptions};
+
+pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Arc<dyn Storage>> {
+    let StorageConfig::Local(c) = config else {
+        return Err(wrong_config("local", config.kind()));
+    };
+    let root = c.root.clone().ok_or_else(|| {
         Error::config(
             "storage.root",
             "no storage folder configured: set `storage.root`",
@@ -21,5 +28,15 @@ pub(crate) fn build(config: &LocalStorageConfig) -> Result<(Arc<dyn ObjectStore>
             format!("cannot use {} as the storage folder: {e}", root.display()),
         )
     })?;
-    Ok((Arc::new(store), root.display().to_string()))
+    Ok(Arc::new(ObjectStoreStorage::new(
+        Arc::new(store),
+        StoreOptions {
+            backend: "local",
+            location: root.display().to_string(),
+            layout: Layout::LocalFiles { root },
+            attributes: AttributeStore::Sidecar,
+            multipart_threshold: c.multipart_threshold_bytes,
+            signing: crate::app_signing(config, ctx)?,
+        },
+    )))
 }

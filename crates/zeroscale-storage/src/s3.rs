@@ -6,14 +6,16 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::prefix::PrefixStore;
-use zeroscale_core::config::S3StorageConfig;
-use zeroscale_core::{Error, Result};
+use zeroscale_core::config::{S3StorageConfig, StorageConfig};
+use zeroscale_core::registry::wrong_config;
+use zeroscale_core::{Error, Result, Storage};
 
-use crate::adapter::{ObjectStoreStorage, Signing};
+use crate::StorageContext;
+use crate::adapter::{AttributeStore, Layout, ObjectStoreStorage, Signing, StoreOptions};
 
 /// Builds the S3 client `config` describes, with `endpoint/bucket[/prefix]` for reports
 /// (never credentials).
-pub fn build(config: &S3StorageConfig) -> Result<(AmazonS3, String)> {
+pub(crate) fn build(config: &S3StorageConfig) -> Result<(AmazonS3, String)> {
     if config.bucket.is_empty() {
         return Err(Error::config(
             "storage.bucket",
@@ -61,11 +63,23 @@ pub fn build(config: &S3StorageConfig) -> Result<(AmazonS3, String)> {
     Ok((s3, location))
 }
 
-/// The storage for an S3 (or R2, named by `backend`) config.
-pub(crate) fn connect(
-    backend: &'static str,
-    config: &S3StorageConfig,
-) -> Result<Arc<ObjectStoreStorage>> {
+/// The storage for `storage.kind = "s3"`.
+pub(crate) fn connect_s3(config: &StorageConfig, _: &StorageContext) -> Result<Arc<dyn Storage>> {
+    match config {
+        StorageConfig::S3(c) => connect("s3", c),
+        other => Err(wrong_config("s3", other.kind())),
+    }
+}
+
+/// The storage for `storage.kind = "r2"` (S3 with R2's endpoint).
+pub(crate) fn connect_r2(config: &StorageConfig, _: &StorageContext) -> Result<Arc<dyn Storage>> {
+    match config {
+        StorageConfig::R2(c) => connect("r2", &c.to_s3()),
+        other => Err(wrong_config("r2", other.kind())),
+    }
+}
+
+fn connect(backend: &'static str, config: &S3StorageConfig) -> Result<Arc<dyn Storage>> {
     let (s3, location) = build(config)?;
     let s3 = Arc::new(s3);
     let prefix = config.prefix.clone().filter(|p| !p.is_empty());
@@ -74,11 +88,14 @@ pub(crate) fn connect(
         None => s3.clone(),
     };
     Ok(Arc::new(ObjectStoreStorage::new(
-        backend,
-        location,
         store,
-        true,
-        config.multipart_threshold_bytes,
-        Signing::Native { signer: s3, prefix },
+        StoreOptions {
+            backend,
+            location,
+            layout: Layout::Keys,
+            attributes: AttributeStore::Native,
+            multipart_threshold: config.multipart_threshold_bytes,
+            signing: Signing::Native { signer: s3, prefix },
+        },
     )))
 }

@@ -1,5 +1,6 @@
-//! The storage conformance suite against every backend: memory, local files, and the S3
-//! server from `cargo xtask services up`; signed URLs fetched with a real HTTP client.
+//! The storage conformance suite against every backend, one test per check
+//! (`cargo test --test conformance <backend>::<check>`): memory, local files, the S3 server
+//! and Azurite from `cargo xtask services up`; signed URLs fetched with a real HTTP client.
 
 use std::sync::Arc;
 
@@ -7,10 +8,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use zeroscale_core::Storage;
 use zeroscale_core::config::{LocalStorageConfig, MemoryStorageConfig, StorageConfig};
-use zeroscale_core::conformance::storage::{self, Fetch, SignedUrlChecks};
+use zeroscale_core::conformance::storage::{Fetch, SignedUrlChecks};
 use zeroscale_core::storage::SignedMethod;
-use zeroscale_storage::{ObjectStoreStorage, Signing, StorageContext};
+use zeroscale_storage::StorageContext;
 
+#[derive(Default)]
 struct Reqwest(reqwest::Client);
 
 #[async_trait]
@@ -33,37 +35,28 @@ fn temp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("zs-conformance-{name}-{}", std::process::id()))
 }
 
-/// Serves the app's `/files` route for `storage` on a free port; returns its base URL
-/// and a storage whose signed URLs point there.
-async fn serve_files(
-    make: impl FnOnce(String) -> Arc<ObjectStoreStorage>,
-) -> Arc<ObjectStoreStorage> {
+/// Connects `config`; when its URLs are app-signed, serves the app's `/files` route for it
+/// on a free port first, so its signed URLs work.
+async fn connect_serving_files(
+    config: &StorageConfig,
+    data_dir: std::path::PathBuf,
+) -> Arc<dyn Storage> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let store = make(base);
-    let Signing::App(signer) = store.signing().clone() else {
-        panic!("memory and local storage sign for the app");
+    let ctx = StorageContext {
+        data_dir,
+        public_url: format!("http://{}", listener.local_addr().unwrap()),
     };
-    let router = zeroscale_storage::http::files_router(
-        store.clone() as Arc<dyn Storage>,
-        signer,
-        None,
-        zeroscale_core::download::DownloadPolicy::default(),
-    );
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let store = zeroscale_storage::connect(config, &ctx).unwrap();
+    if let Some(signer) = zeroscale_storage::app_signer(config, &ctx).unwrap() {
+        let router = zeroscale_storage::http::files_router(
+            store.clone(),
+            signer,
+            None,
+            zeroscale_core::download::DownloadPolicy::default(),
+        );
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    }
     store
-}
-
-async fn suite(store: Arc<ObjectStoreStorage>, prefix: &str, checks: SignedUrlChecks) {
-    storage::run_all(store.as_ref(), prefix).await;
-    storage::signed_urls(
-        store.as_ref(),
-        prefix,
-        &Reqwest(reqwest::Client::new()),
-        checks,
-    )
-    .await;
-    store.health().await.expect("health");
 }
 
 const APP_CHECKS: SignedUrlChecks = SignedUrlChecks {
@@ -72,42 +65,45 @@ const APP_CHECKS: SignedUrlChecks = SignedUrlChecks {
     hides_key: true,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory() {
-    let dir = temp("memory");
-    let store = serve_files(|base| {
-        let ctx = StorageContext {
-            data_dir: dir.clone(),
-            public_url: base,
-        };
-        zeroscale_storage::connect(&StorageConfig::Memory(MemoryStorageConfig::default()), &ctx)
-            .unwrap()
+async fn memory_store(check: &str) -> Option<Arc<dyn Storage>> {
+    let config = StorageConfig::Memory(MemoryStorageConfig::default());
+    Some(connect_serving_files(&config, temp(&format!("memory-{check}"))).await)
+}
+
+zeroscale_core::storage_conformance!(memory, memory_store, Reqwest::default(), APP_CHECKS);
+
+#[cfg(feature = "local")]
+fn local_config(root: std::path::PathBuf) -> StorageConfig {
+    StorageConfig::Local(LocalStorageConfig {
+        root: Some(root),
+        multipart_threshold_bytes: 5 * 1024 * 1024,
+        ..Default::default()
     })
-    .await;
-    suite(store, "conformance", APP_CHECKS).await;
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[cfg(feature = "local")]
+async fn local_store(check: &str) -> Option<Arc<dyn Storage>> {
+    let dir = temp(&format!("local-{check}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(connect_serving_files(&local_config(dir.join("blobs")), dir).await)
+}
+
+#[cfg(feature = "local")]
+zeroscale_core::storage_conformance!(local, local_store, Reqwest::default(), APP_CHECKS);
+
+/// Local storage leaves nothing but the objects and its own folder behind: no temporary
+/// files from streamed or concurrent uploads.
+#[cfg(feature = "local")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local() {
-    let dir = temp("local");
+async fn local_leaves_no_temporary_files() {
+    use zeroscale_core::conformance::storage;
+    let dir = temp("local-leftovers");
+    let _ = std::fs::remove_dir_all(&dir);
     let root = dir.join("blobs");
-    let store = serve_files(|base| {
-        let ctx = StorageContext {
-            data_dir: dir.clone(),
-            public_url: base,
-        };
-        let config = StorageConfig::Local(LocalStorageConfig {
-            root: Some(root.clone()),
-            multipart_threshold_bytes: 5 * 1024 * 1024,
-            ..Default::default()
-        });
-        zeroscale_storage::connect(&config, &ctx).unwrap()
-    })
-    .await;
-    suite(store, "conformance", APP_CHECKS).await;
-    // Nothing but zeroscale's own folder is left behind, and no temporary files.
+    let store = connect_serving_files(&local_config(root.clone()), dir.clone()).await;
+    storage::streamed_multipart_upload(store.as_ref(), "conformance").await;
+    storage::concurrent_puts(store.as_ref(), "conformance").await;
+    storage::metadata_round_trip(store.as_ref(), "conformance").await;
     let leftovers: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .flatten()
@@ -119,43 +115,67 @@ async fn local() {
 }
 
 #[cfg(feature = "s3")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3() {
+async fn s3_store(check: &str) -> Option<Arc<dyn Storage>> {
     use zeroscale_core::config::S3StorageConfig;
     use zeroscale_core::testing::require_service;
-    let Some(endpoint) = require_service("ZEROSCALE_TEST_S3_ENDPOINT", "the S3 server") else {
-        return;
-    };
-    let bucket = require_service("ZEROSCALE_TEST_S3_BUCKET", "the S3 server").unwrap();
+    let endpoint = require_service("ZEROSCALE_TEST_S3_ENDPOINT", "the S3 server")?;
+    let bucket = require_service("ZEROSCALE_TEST_S3_BUCKET", "the S3 server")?;
     let config = StorageConfig::S3(S3StorageConfig {
         bucket,
         endpoint: Some(endpoint),
         allow_http: true,
         access_key_id: Some("test".into()),
         secret_access_key: Some("test".into()),
-        prefix: Some(format!("run-{}", std::process::id())),
+        // A prefix per run and check: runs and checks never see each other's objects.
+        prefix: Some(format!("run-{}-{check}", std::process::id())),
         ..Default::default()
     });
-    let ctx = StorageContext {
-        data_dir: temp("s3"),
-        public_url: "http://127.0.0.1:1".into(),
-    };
-    let store = zeroscale_storage::connect(&config, &ctx).unwrap();
+    let store = connect_serving_files(&config, temp("s3")).await;
     assert_eq!(store.backend(), "s3");
-    // The test S3 server (moto) verifies neither presigned signatures nor their expiry, so
-    // only "works before expiry" is shown here; S3 and R2 enforce both themselves.
-    suite(
-        store,
-        "conformance",
-        SignedUrlChecks {
-            tamper: false,
-            expiry: false,
-            // Presigned URLs name the key (documented in docs/storage.md).
-            hides_key: false,
-        },
-    )
-    .await;
+    Some(store)
 }
+
+// The test S3 server (moto) verifies neither presigned signatures nor their expiry, so
+// only "works before expiry" is shown here; S3 and R2 enforce both themselves. Presigned
+// URLs name the key (documented in docs/storage.md).
+#[cfg(feature = "s3")]
+zeroscale_core::storage_conformance!(
+    s3,
+    s3_store,
+    Reqwest::default(),
+    SignedUrlChecks {
+        tamper: false,
+        expiry: false,
+        hides_key: false,
+    }
+);
+
+#[cfg(feature = "azure")]
+async fn azure_store(check: &str) -> Option<Arc<dyn Storage>> {
+    use zeroscale_core::config::AzureStorageConfig;
+    use zeroscale_core::testing::require_service;
+    let endpoint = require_service("ZEROSCALE_TEST_AZURE_ENDPOINT", "Azurite")?;
+    let account = require_service("ZEROSCALE_TEST_AZURE_ACCOUNT", "Azurite")?;
+    let key = require_service("ZEROSCALE_TEST_AZURE_KEY", "Azurite")?;
+    let container = require_service("ZEROSCALE_TEST_AZURE_CONTAINER", "Azurite")?;
+    let config = StorageConfig::Azure(AzureStorageConfig {
+        account,
+        container,
+        access_key: Some(key.into()),
+        endpoint: Some(endpoint),
+        allow_http: true,
+        prefix: Some(format!("run-{}-{check}", std::process::id())),
+        multipart_threshold_bytes: 5 * 1024 * 1024,
+        ..Default::default()
+    });
+    let store = connect_serving_files(&config, temp("azure")).await;
+    assert_eq!(store.backend(), "azure");
+    Some(store)
+}
+
+// Azure's URLs are app-served, so they meet every signed-URL check.
+#[cfg(feature = "azure")]
+zeroscale_core::storage_conformance!(azure, azure_store, Reqwest::default(), APP_CHECKS);
 
 /// A signed PUT to the app's `/files` route over the configured size is refused with 413,
 /// whether the length is declared up front or only seen while streaming, and the object
@@ -170,14 +190,13 @@ async fn signed_put_respects_the_size_limit() {
         data_dir: dir.clone(),
         public_url: base,
     };
-    let store =
-        zeroscale_storage::connect(&StorageConfig::Memory(MemoryStorageConfig::default()), &ctx)
-            .unwrap();
-    let Signing::App(signer) = store.signing().clone() else {
-        panic!("memory storage signs for the app");
-    };
+    let config = StorageConfig::Memory(MemoryStorageConfig::default());
+    let store = zeroscale_storage::connect(&config, &ctx).unwrap();
+    let signer = zeroscale_storage::app_signer(&config, &ctx)
+        .unwrap()
+        .expect("memory storage signs for the app");
     let router = zeroscale_storage::http::files_router(
-        store.clone() as Arc<dyn Storage>,
+        store.clone(),
         signer,
         Some(1000),
         zeroscale_core::download::DownloadPolicy::default(),

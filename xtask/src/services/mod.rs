@@ -1,7 +1,8 @@
 //! `cargo xtask services up|down|status`: real engines on 127.0.0.1 for the tests.
 //!
 //! Each engine gets a folder under `target/zeroscale-services/` with its data, log, pid and
-//! port; `up` installs what is missing (Debian packages, or moto in a virtualenv), starts
+//! port; `up` installs what is missing (Debian packages, moto in a virtualenv, Azurite
+//! from npm), starts
 //! it on a free port, waits until it answers and writes every address to
 //! `target/zeroscale-services/services.env`, which the tests read. `down` stops only what
 //! `up` started, by pid file. `up` also installs the local embedding model (`models
@@ -11,6 +12,7 @@
 //! an engine that dies there fails `up` with a message naming the engine, the signal and
 //! the likely cause (see [`crash`]), instead of leaving the tests to fail on a closed socket.
 
+mod azurite;
 mod browser;
 mod crash;
 mod postgres;
@@ -44,6 +46,7 @@ pub(crate) fn up() -> Result<Vec<(String, String)>> {
     vars.extend(postgres_up(&dir, PGVECTOR_PG).context("PostgreSQL with pgvector did not start")?);
     vars.extend(redis::redis_up(&dir).context("Redis did not start")?);
     vars.extend(s3::s3_up(&dir).context("the S3 server did not start")?);
+    vars.extend(azurite::azurite_up(&dir).context("Azurite (Azure Blob Storage) did not start")?);
     vars.extend(browser::chromium().context("Chromium (for the browser tests) is missing")?);
     // Not an engine, but the model tests need it the same way: installed, or a failure.
     let model = crate::models::fetch().context("the local embedding model is not installed")?;
@@ -71,6 +74,7 @@ pub(crate) fn down() -> Result<()> {
     }
     stop_by_pid_file("Redis", &dir.join("redis").join("redis.pid"));
     stop_by_pid_file("S3 server", &dir.join("s3").join("moto.pid"));
+    stop_by_pid_file("Azurite", &dir.join("azurite").join("azurite.pid"));
     let _ = std::fs::remove_file(env_file());
     if errors.is_empty() {
         eprintln!("services are down");
@@ -87,6 +91,7 @@ pub(crate) fn status() -> Result<()> {
     let pgv = pg_paths(&dir, PGVECTOR_PG);
     let redis = dir.join("redis");
     let s3 = dir.join("s3");
+    let azurite = dir.join("azurite");
     let lines = [
         (
             "PostgreSQL",
@@ -103,6 +108,10 @@ pub(crate) fn status() -> Result<()> {
         (
             "S3 server",
             running_port(&s3.join("moto.pid"), &s3.join("port")),
+        ),
+        (
+            "Azurite",
+            running_port(&azurite.join("azurite.pid"), &azurite.join("port")),
         ),
     ];
     for (name, port) in lines {

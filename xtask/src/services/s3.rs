@@ -1,16 +1,13 @@
 //! An S3 API for the tests: moto's server (from PyPI, in a virtualenv) on a free port with
 //! one bucket, smoke-tested with a put, a get and a delete.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use super::{READY_TIMEOUT, running_port};
-use crate::util::{apt_install, free_port, run, tail, wait_until, which};
+use crate::util::{apt_install, free_port, http_request, run, tail, wait_until, which};
 
 /// The bucket the harness creates on the S3 server.
 const S3_BUCKET: &str = "zeroscale-test";
@@ -154,52 +151,8 @@ fn s3_vars(port: u16) -> Vec<(String, String)> {
     .collect()
 }
 
-/// Sends an unsigned HTTP/1.1 request to 127.0.0.1:`port` (what is put is public-read, so
-/// moto lets an unsigned GET read it); returns the status code and body.
+/// An unsigned request to the S3 server (what is put is public-read, so moto lets an
+/// unsigned GET read it).
 fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\
-         x-amz-acl: public-read\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(body)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of headers in the answer")?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("not an HTTP answer: {head:?}"))?;
-    let rest = response[split + 4..].to_vec();
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    Ok((status, if chunked { dechunk(&rest) } else { rest }))
-}
-
-/// The body of a chunked HTTP/1.1 answer.
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&data[..end])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
-            .unwrap_or(0);
-        data = &data[end + 2..];
-        if size == 0 || data.len() < size {
-            break;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = data.get(size + 2..).unwrap_or(&[]);
-    }
-    out
+    http_request(port, method, path, &[("x-amz-acl", "public-read")], body)
 }

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
-use zeroscale_core::{Error, ErrorKind};
+use zeroscale_core::Error;
+use zeroscale_core::error::PublicError;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,33 +65,17 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
-        let kind = error.kind();
-        let status = match kind {
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
-            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::NotSupported => StatusCode::NOT_IMPLEMENTED,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
+        let public = PublicError::from(&error);
+        if let Some(reference) = &public.reference {
             // Internal details (SQL, file paths) stay in the log, tagged so they can be found.
-            let reference = zeroscale_core::domain::new_id();
             tracing::error!(error = %error.chain(), reference, "request failed");
-            return ApiError::new(
-                status,
-                "internal",
-                format!("internal error (reference {reference}; the server log has details)"),
-            );
         }
         ApiError {
-            status,
-            code: kind.code(),
-            message: error.to_string(),
-            retry_after: error.retry_after().map(|d| d.as_secs().max(1)),
+            status: StatusCode::from_u16(public.status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: public.code,
+            message: public.message,
+            retry_after: public.retry_after,
         }
     }
 }

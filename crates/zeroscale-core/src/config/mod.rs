@@ -57,7 +57,8 @@ impl Config {
         let configured = match &self.storage {
             StorageConfig::Memory(m) => m.public_url.as_deref(),
             StorageConfig::Local(l) => l.public_url.as_deref(),
-            _ => None,
+            StorageConfig::Azure(a) => a.public_url.as_deref(),
+            StorageConfig::S3(_) | StorageConfig::R2(_) => None,
         };
         configured
             .map(|u| u.trim_end_matches('/').to_owned())
@@ -478,6 +479,8 @@ pub enum StorageConfig {
     S3(S3StorageConfig),
     /// Cloudflare R2 (an S3 preset).
     R2(R2StorageConfig),
+    /// Azure Blob Storage (or the Azurite emulator).
+    Azure(AzureStorageConfig),
 }
 
 impl Default for StorageConfig {
@@ -494,6 +497,18 @@ impl StorageConfig {
             StorageConfig::Local(_) => "local",
             StorageConfig::S3(_) => "s3",
             StorageConfig::R2(_) => "r2",
+            StorageConfig::Azure(_) => "azure",
+        }
+    }
+
+    /// The key of app-signed file URLs, for the kinds whose URLs the app serves (`None`:
+    /// generated and kept in the data dir, or a kind that presigns).
+    pub fn signing_secret(&self) -> Option<&Secret<String>> {
+        match self {
+            StorageConfig::Memory(c) => c.signing_secret.as_ref(),
+            StorageConfig::Local(c) => c.signing_secret.as_ref(),
+            StorageConfig::Azure(c) => c.signing_secret.as_ref(),
+            StorageConfig::S3(_) | StorageConfig::R2(_) => None,
         }
     }
 }
@@ -649,6 +664,56 @@ impl R2StorageConfig {
             session_token: None,
             prefix: self.prefix.clone(),
             multipart_threshold_bytes: self.multipart_threshold_bytes,
+        }
+    }
+}
+
+/// Azure Blob Storage settings. Signed URLs are app-served (`/files/…`), as for local
+/// storage: an Azure SAS cannot set the download's response headers, and uploads through
+/// one need a header (`x-ms-blob-type`) that plain clients do not send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AzureStorageConfig {
+    /// The storage account (required).
+    pub account: String,
+    /// The container (required; it must exist).
+    pub container: String,
+    /// The account's access key. Default: from `AZURE_STORAGE_ACCESS_KEY` (or another
+    /// credential in the standard `AZURE_*` environment variables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<Secret<String>>,
+    /// The account URL, for an emulator or a sovereign cloud, e.g.
+    /// `http://127.0.0.1:10000/devstoreaccount1` for Azurite. Default
+    /// `https://<account>.blob.core.windows.net`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Allow a plain `http://` endpoint. Default off.
+    pub allow_http: bool,
+    /// A prefix inside the container under which every key is stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Key for the app-served signed URLs. Default: generated and kept in the data dir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<Secret<String>>,
+    /// The base URL of signed file URLs. Default `server.public_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Uploads above this many bytes are written in blocks. Default 8 MiB.
+    pub multipart_threshold_bytes: u64,
+}
+
+impl Default for AzureStorageConfig {
+    fn default() -> Self {
+        AzureStorageConfig {
+            account: String::new(),
+            container: String::new(),
+            access_key: None,
+            endpoint: None,
+            allow_http: false,
+            prefix: None,
+            signing_secret: None,
+            public_url: None,
+            multipart_threshold_bytes: DEFAULT_MULTIPART_THRESHOLD,
         }
     }
 }
@@ -848,25 +913,10 @@ impl ProviderConfig {
     }
 }
 
-impl ProviderConfig {
-    /// Whether a provider of this kind can serve models of `kind`.
-    pub fn supports(&self, kind: ModelKind) -> bool {
-        match self {
-            ProviderConfig::Local(_) | ProviderConfig::HuggingFace(_) => {
-                kind == ModelKind::Embedding
-            }
-            ProviderConfig::Openai(_) => true,
-            ProviderConfig::Placeholder(_)
-            | ProviderConfig::Replicate(_)
-            | ProviderConfig::Fal(_)
-            | ProviderConfig::Automatic1111(_) => kind == ModelKind::Image,
-        }
-    }
-}
-
 impl ModelsConfig {
-    /// Checks that every model id names existing providers that can serve its kind, and
-    /// that the default model ids exist with the right kind.
+    /// Checks that every model id names existing providers, and that the default model ids
+    /// exist with the right kind. (Whether a provider's kind serves a model's kind is
+    /// checked by `zeroscale_models::registry::validate`, which knows the kinds.)
     pub fn validate(&self) -> Result<()> {
         for (id, entry) in &self.registry {
             let names = std::iter::once(&entry.provider).chain(entry.fallbacks.iter());
@@ -876,25 +926,20 @@ impl ModelsConfig {
                 } else {
                     format!("models.registry.{id}.fallbacks")
                 };
-                let provider = self.providers.get(name).ok_or_else(|| {
+                self.providers.get(name).ok_or_else(|| {
                     Error::config(
                         &key,
                         format!(
-                            "model `{id}` uses provider `{name}`, which is not defined;                              defined providers: {}",
-                            self.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+                            "model `{id}` uses provider `{name}`, which is not defined; \
+                             defined providers: {}",
+                            self.providers
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     )
                 })?;
-                if !provider.supports(entry.kind) {
-                    return Err(Error::config(
-                        &key,
-                        format!(
-                            "model `{id}` is an {:?} model, but provider `{name}` (kind `{}`)                              does not serve that kind",
-                            entry.kind,
-                            provider.kind()
-                        ),
-                    ));
-                }
             }
         }
         for (key, id, kind) in [

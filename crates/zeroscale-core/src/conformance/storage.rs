@@ -54,7 +54,74 @@ fn pattern(len: usize, seed: u8) -> Bytes {
         .into()
 }
 
-/// Runs every check except the signed-URL ones.
+/// One `#[tokio::test]` per check for one backend, in a module named after it, as Go
+/// CDK's drivertest does with subtests: a failure names its check and the others still
+/// run, and `cargo test <backend>::<check>` runs one alone.
+///
+/// `$make` is an async fn taking the check's name and returning
+/// `Option<Arc<dyn Storage>>` (`None`: the engine is not running and this is not CI, so
+/// the check is skipped, see [`require_service`](crate::testing::require_service)); it
+/// gets a fresh store, or a fresh prefix of a shared one, per check. `$fetch` is the
+/// [`Fetch`] for signed URLs and `$signed` the [`SignedUrlChecks`] the backend meets.
+/// The calling crate needs `tokio` (with `macros` and `rt-multi-thread`).
+///
+/// ```ignore
+/// zeroscale_core::storage_conformance!(memory, make_memory, Reqwest::default(), APP_CHECKS);
+/// ```
+#[macro_export]
+macro_rules! storage_conformance {
+    ($backend:ident, $make:path, $fetch:expr, $signed:expr) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::storage_conformance!(@checks $make;
+                round_trip not_found overwrite delete_is_idempotent metadata_round_trip
+                range_reads copy listing streamed_multipart_upload concurrent_puts
+                empty_object);
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn signed_urls() {
+                let Some(store) = $make("signed_urls").await else {
+                    return;
+                };
+                $crate::conformance::storage::signed_urls(
+                    store.as_ref(),
+                    "conformance/signed_urls",
+                    &$fetch,
+                    $signed,
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn health() {
+                let Some(store) = $make("health").await else {
+                    return;
+                };
+                store.health().await.expect("health");
+            }
+        }
+    };
+    (@checks $make:path; $($check:ident)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let Some(store) = $make(stringify!($check)).await else {
+                    return;
+                };
+                $crate::conformance::storage::$check(
+                    store.as_ref(),
+                    concat!("conformance/", stringify!($check)),
+                )
+                .await;
+            }
+        )*
+    };
+}
+
+/// Runs every check except the signed-URL ones, one after the other (for a quick manual
+/// run; backends' tests use [`storage_conformance!`](crate::storage_conformance), one test
+/// per check).
 pub async fn run_all(store: &dyn Storage, prefix: &str) {
     round_trip(store, prefix).await;
     not_found(store, prefix).await;

@@ -5,15 +5,115 @@ pub mod hosted;
 pub mod images;
 pub mod openai;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::Value;
-use zeroscale_core::config::RemoteProviderConfig;
+use zeroscale_core::config::{ModelsConfig, ProviderConfig, RemoteProviderConfig};
 use zeroscale_core::models::{GeneratedImage, ImageData};
 use zeroscale_core::{Error, Result, Secret};
+
+use crate::registry::BuiltProvider;
+
+/// The remote settings of provider `provider`.
+fn remote_config<'a>(kind: &str, provider: &'a ProviderConfig) -> Result<&'a RemoteProviderConfig> {
+    match provider {
+        ProviderConfig::Openai(c)
+        | ProviderConfig::HuggingFace(c)
+        | ProviderConfig::Replicate(c)
+        | ProviderConfig::Fal(c)
+        | ProviderConfig::Automatic1111(c) => Ok(c),
+        other => Err(zeroscale_core::registry::wrong_config(kind, other.kind())),
+    }
+}
+
+/// The registry's builder for `kind = "openai"`: embeddings and images.
+pub(crate) fn build_openai(
+    name: &str,
+    _: &ModelsConfig,
+    provider: &ProviderConfig,
+) -> Result<BuiltProvider> {
+    let c = remote_config("openai", provider)?;
+    Ok(BuiltProvider {
+        embeddings: Some(Arc::new(openai::OpenAiEmbeddings::new(name, c)?)),
+        images: Some(Arc::new(images::HttpImages::new(
+            name,
+            images::ImageApi::OpenAi,
+            c,
+        )?)),
+    })
+}
+
+/// The registry's builder for `kind = "hugging_face"`: embeddings.
+pub(crate) fn build_hugging_face(
+    name: &str,
+    _: &ModelsConfig,
+    provider: &ProviderConfig,
+) -> Result<BuiltProvider> {
+    let c = remote_config("hugging_face", provider)?;
+    Ok(BuiltProvider {
+        embeddings: Some(Arc::new(hosted::HuggingFaceEmbeddings::new(name, c)?)),
+        ..Default::default()
+    })
+}
+
+/// The registry's builder for `kind = "replicate"`: images.
+pub(crate) fn build_replicate(
+    name: &str,
+    _: &ModelsConfig,
+    provider: &ProviderConfig,
+) -> Result<BuiltProvider> {
+    let c = remote_config("replicate", provider)?;
+    Ok(BuiltProvider {
+        images: Some(Arc::new(hosted::ReplicateImages::new(name, c)?)),
+        ..Default::default()
+    })
+}
+
+/// The registry's builder for `kind = "fal"`: images.
+pub(crate) fn build_fal(
+    name: &str,
+    _: &ModelsConfig,
+    provider: &ProviderConfig,
+) -> Result<BuiltProvider> {
+    let c = remote_config("fal", provider)?;
+    Ok(BuiltProvider {
+        images: Some(Arc::new(hosted::FalImages::new(name, c)?)),
+        ..Default::default()
+    })
+}
+
+/// The registry's builder for `kind = "automatic1111"`: images.
+pub(crate) fn build_automatic1111(
+    name: &str,
+    _: &ModelsConfig,
+    provider: &ProviderConfig,
+) -> Result<BuiltProvider> {
+    let c = remote_config("automatic1111", provider)?;
+    Ok(BuiltProvider {
+        images: Some(Arc::new(images::HttpImages::new(
+            name,
+            images::ImageApi::Automatic1111,
+            c,
+        )?)),
+        ..Default::default()
+    })
+}
+
+/// The registry's probe for every remote kind: its endpoint accepts a connection.
+pub(crate) fn probe<'a>(
+    name: &'a str,
+    _: &'a ModelsConfig,
+    provider: &'a ProviderConfig,
+) -> futures::future::BoxFuture<'a, Result<String>> {
+    Box::pin(async move {
+        let c = remote_config(provider.kind(), provider)?;
+        crate::reachable(name, &c.base_url, Duration::from_secs(5)).await
+    })
+}
 
 /// A `Retry-After` header: seconds, or an HTTP date.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {

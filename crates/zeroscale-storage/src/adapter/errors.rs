@@ -1,0 +1,77 @@
+//! object_store's errors as core's kinds, decided by the error's variant (never its text).
+
+use object_store::{GetRange, ObjectStore, ObjectStoreExt};
+use zeroscale_core::storage::ObjectKey;
+use zeroscale_core::{Error, Result};
+
+/// Maps object_store's errors to core's kinds. `Generic` errors (network, server, anything
+/// object_store does not classify) become [`Error::Backend`]; an unsatisfiable range is
+/// recognised by [`range_error`], which can ask the store for the object's size.
+pub(crate) fn map_os_err(backend: &str, key: &ObjectKey, e: object_store::Error) -> Error {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => Error::not_found(format!("object `{key}`")),
+        E::AlreadyExists { .. } => Error::already_exists(format!("object `{key}`")),
+        E::Precondition { .. } => Error::conflict(format!("object `{key}` changed meanwhile")),
+        E::NotSupported { .. } | E::NotImplemented { .. } => {
+            Error::not_supported(e.to_string(), backend)
+        }
+        E::InvalidPath { .. } => Error::invalid_input(format!("object key `{key}`: {e}")),
+        other => Error::backend(backend.to_owned(), other),
+    }
+}
+
+/// The error for a ranged read that failed with `e`: `InvalidInput` when the range cannot
+/// be satisfied for the object as it is (checked against its size with one `head`, since
+/// each store reports this differently: an HTTP 416, or a private error type), else the
+/// usual mapping.
+pub(crate) async fn range_error(
+    store: &dyn ObjectStore,
+    backend: &str,
+    key: &ObjectKey,
+    path: &object_store::path::Path,
+    range: &GetRange,
+    e: object_store::Error,
+) -> Error {
+    if !matches!(e, object_store::Error::Generic { .. }) {
+        return map_os_err(backend, key, e);
+    }
+    match unsatisfiable(store, path, range).await {
+        Ok(Some(size)) => Error::invalid_input(format!(
+            "object `{key}` is {size} bytes long: the range {} is outside it",
+            describe(range)
+        )),
+        _ => map_os_err(backend, key, e),
+    }
+}
+
+/// `Some(size)` when `range` cannot be read from the object at `path`.
+async fn unsatisfiable(
+    store: &dyn ObjectStore,
+    path: &object_store::path::Path,
+    range: &GetRange,
+) -> Result<Option<u64>, object_store::Error> {
+    let meta = store.head(path).await?;
+    Ok(range.as_range(meta.size).is_err().then_some(meta.size))
+}
+
+fn describe(range: &GetRange) -> String {
+    match range {
+        GetRange::Bounded(r) => format!("{}..{}", r.start, r.end),
+        GetRange::Offset(o) => format!("{o}.."),
+        GetRange::Suffix(n) => format!("(last {n} bytes)"),
+    }
+}
+
+/// Checks a range before any request: an empty or reversed range is the caller's error.
+pub(crate) fn check_range(key: &ObjectKey, range: &GetRange) -> Result<()> {
+    if let GetRange::Bounded(r) = range
+        && r.end <= r.start
+    {
+        return Err(Error::invalid_input(format!(
+            "object `{key}`: the range {}..{} is empty or reversed",
+            r.start, r.end
+        )));
+    }
+    Ok(())
+}

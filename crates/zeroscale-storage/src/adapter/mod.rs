@@ -1,0 +1,420 @@
+//! `ObjectStoreStorage`: core's `Storage` over any object_store client (memory, local
+//! files, S3, R2, Azure). Backends differ only in what [`StoreOptions`] says about them;
+//! the differences live in one submodule each:
+//!
+//! - [`codec`]: how keys become paths (encoded on local disks);
+//! - [`attributes`]: content type and metadata, native or in a sidecar;
+//! - [`listing`]: pages in key order without reading more than a page;
+//! - [`signing`]: presigned by the backend or app-served tokens;
+//! - [`errors`]: object_store's errors as core's kinds.
+
+mod attributes;
+mod codec;
+mod errors;
+mod listing;
+mod signing;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    Attributes, GetRange, ObjectStore, ObjectStoreExt, PutMode as OsPutMode, PutMultipartOptions,
+    PutOptions as OsPutOptions, PutPayload, WriteMultipart,
+};
+use zeroscale_core::storage::{
+    ByteRange, ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta,
+    PutMode, PutOptions, PutResult, RESERVED_PREFIX, SignedUrl, SignedUrlOptions, Storage,
+    UrlSigning,
+};
+use zeroscale_core::{Error, Result};
+
+pub(crate) use attributes::AttributeStore;
+use codec::Codec;
+pub(crate) use signing::Signing;
+
+/// Parts of a multipart upload in flight at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+/// S3's smallest part.
+const MIN_PART: usize = 5 * 1024 * 1024;
+
+/// How a store lays objects out.
+#[cfg_attr(
+    not(feature = "local"),
+    allow(
+        dead_code,
+        reason = "only local storage walks files and keeps sidecars"
+    )
+)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Paths are the keys, and the store lists them in key order (memory, S3, Azure).
+    Keys,
+    /// Encoded files under a local folder ([`codec`]), walked by [`listing`].
+    LocalFiles {
+        /// The folder.
+        root: PathBuf,
+    },
+}
+
+/// What a backend module says about its store.
+#[derive(Debug)]
+pub(crate) struct StoreOptions {
+    /// The backend's name (`memory`, `local`, `s3`, …).
+    pub(crate) backend: &'static str,
+    /// Where it is, for reports (no secrets).
+    pub(crate) location: String,
+    /// How objects are laid out.
+    pub(crate) layout: Layout,
+    /// Where content type and metadata are kept.
+    pub(crate) attributes: AttributeStore,
+    /// Streamed uploads above this go in parts of this size (at least 5 MiB).
+    pub(crate) multipart_threshold: u64,
+    /// How signed URLs are made.
+    pub(crate) signing: Signing,
+}
+
+/// Storage over an object_store client.
+pub(crate) struct ObjectStoreStorage {
+    backend: &'static str,
+    location: String,
+    store: Arc<dyn ObjectStore>,
+    codec: Codec,
+    layout: Layout,
+    attribute_store: AttributeStore,
+    multipart_threshold: usize,
+    signing: Signing,
+}
+
+impl fmt::Debug for ObjectStoreStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectStoreStorage")
+            .field("backend", &self.backend)
+            .field("location", &self.location)
+            .field("layout", &self.layout)
+            .field("attributes", &self.attribute_store)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("signing", &self.signing)
+            .finish()
+    }
+}
+
+impl ObjectStoreStorage {
+    /// Wraps `store` as `options` describe it.
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, options: StoreOptions) -> Self {
+        ObjectStoreStorage {
+            backend: options.backend,
+            location: options.location,
+            store,
+            codec: match options.layout {
+                Layout::Keys => Codec::Raw,
+                Layout::LocalFiles { .. } => Codec::Local,
+            },
+            layout: options.layout,
+            attribute_store: options.attributes,
+            multipart_threshold: usize::try_from(options.multipart_threshold).unwrap_or(usize::MAX),
+            signing: options.signing,
+        }
+    }
+
+    fn path(&self, key: &ObjectKey) -> Result<Path> {
+        Path::parse(self.codec.encode(key.as_str()))
+            .map_err(|e| Error::invalid_input(format!("object key `{key}` is not storable: {e}")))
+    }
+
+    fn key_of(&self, path: &Path) -> Option<ObjectKey> {
+        ObjectKey::parse(self.codec.decode(path)?).ok()
+    }
+
+    fn map_err(&self, key: &ObjectKey, e: object_store::Error) -> Error {
+        errors::map_os_err(self.backend, key, e)
+    }
+
+    fn os_put_options(&self, opts: &PutOptions) -> OsPutOptions {
+        OsPutOptions {
+            mode: match opts.mode {
+                PutMode::Overwrite => OsPutMode::Overwrite,
+                PutMode::Create => OsPutMode::Create,
+            },
+            attributes: self.attributes(opts),
+            ..Default::default()
+        }
+    }
+
+    async fn multipart(
+        &self,
+        key: &ObjectKey,
+        first: Bytes,
+        mut rest: ByteStream,
+        opts: &PutOptions,
+    ) -> Result<PutResult> {
+        let p = self.path(key)?;
+        let upload = self
+            .store
+            .put_multipart_opts(
+                &p,
+                PutMultipartOptions {
+                    attributes: self.attributes(opts),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.map_err(key, e))?;
+        let part = self.multipart_threshold.max(MIN_PART);
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
+        let mut size = first.len() as u64;
+        writer.write(&first);
+        let fed: Result<()> = async {
+            while let Some(chunk) = rest.next().await {
+                let chunk = chunk?;
+                size += chunk.len() as u64;
+                writer
+                    .wait_for_capacity(UPLOAD_CONCURRENCY)
+                    .await
+                    .map_err(|e| self.map_err(key, e))?;
+                writer.write(&chunk);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = fed {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        let done = writer.finish().await.map_err(|e| self.map_err(key, e))?;
+        self.write_sidecar(key, opts, done.e_tag.clone(), size)
+            .await?;
+        Ok(PutResult {
+            etag: done.e_tag,
+            size,
+        })
+    }
+
+    async fn exists_raw(&self, key: &ObjectKey) -> Result<bool> {
+        match self.store.head(&self.path(key)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.map_err(key, e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for ObjectStoreStorage {
+    fn backend(&self) -> &str {
+        self.backend
+    }
+
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn url_signing(&self) -> UrlSigning {
+        self.signing.kind()
+    }
+
+    async fn put_opts(
+        &self,
+        key: &ObjectKey,
+        payload: Bytes,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let size = payload.len() as u64;
+        let result = self
+            .store
+            .put_opts(
+                &self.path(key)?,
+                PutPayload::from(payload),
+                self.os_put_options(&opts),
+            )
+            .await
+            .map_err(|e| self.map_err(key, e))?;
+        self.write_sidecar(key, &opts, result.e_tag.clone(), size)
+            .await?;
+        Ok(PutResult {
+            etag: result.e_tag,
+            size,
+        })
+    }
+
+    async fn put_stream(
+        &self,
+        key: &ObjectKey,
+        mut body: ByteStream,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        // Buffer up to the threshold: small uploads are one request, large ones go in parts.
+        let mut buffer = BytesMut::new();
+        while buffer.len() <= self.multipart_threshold {
+            match body.next().await {
+                Some(chunk) => buffer.extend_from_slice(&chunk?),
+                None => return self.put_opts(key, buffer.freeze(), opts).await,
+            }
+        }
+        if opts.mode == PutMode::Create && self.exists_raw(key).await? {
+            return Err(Error::already_exists(format!("object `{key}`")));
+        }
+        self.multipart(key, buffer.freeze(), body, &opts).await
+    }
+
+    async fn get_opts(&self, key: &ObjectKey, opts: GetOptions) -> Result<GetResult> {
+        let range = opts.range.map(|r| match r {
+            ByteRange::Bounded(r) => GetRange::Bounded(r),
+            ByteRange::From(o) => GetRange::Offset(o),
+            ByteRange::Suffix(n) => GetRange::Suffix(n),
+        });
+        if let Some(range) = &range {
+            errors::check_range(key, range)?;
+        }
+        let path = self.path(key)?;
+        let result = match self
+            .store
+            .get_opts(
+                &path,
+                object_store::GetOptions {
+                    range: range.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => {
+                return Err(match &range {
+                    Some(range) => {
+                        errors::range_error(self.store.as_ref(), self.backend, key, &path, range, e)
+                            .await
+                    }
+                    None => self.map_err(key, e),
+                });
+            }
+        };
+        let meta = self.to_meta(key, &result.meta, &result.attributes).await?;
+        let range = result.range.clone();
+        let backend = self.backend;
+        let k = key.clone();
+        let body = result
+            .into_stream()
+            .map_err(move |e| errors::map_os_err(backend, &k, e))
+            .boxed();
+        Ok(GetResult { meta, range, body })
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
+        let p = self.path(key)?;
+        if self.attribute_store == AttributeStore::Native {
+            let result = self
+                .store
+                .get_opts(
+                    &p,
+                    object_store::GetOptions {
+                        head: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| self.map_err(key, e))?;
+            self.to_meta(key, &result.meta, &result.attributes).await
+        } else {
+            let meta = self
+                .store
+                .head(&p)
+                .await
+                .map_err(|e| self.map_err(key, e))?;
+            self.to_meta(key, &meta, &Attributes::new()).await
+        }
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<bool> {
+        if !self.exists_raw(key).await? {
+            return Ok(false);
+        }
+        match self.store.delete(&self.path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.map_err(key, e)),
+        }
+        self.delete_sidecar(key).await?;
+        Ok(true)
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
+        self.list_page(opts).await
+    }
+
+    async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        let source_meta = if self.attribute_store == AttributeStore::Native {
+            None
+        } else {
+            Some(self.head(from).await?)
+        };
+        self.store
+            .copy(&self.path(from)?, &self.path(to)?)
+            .await
+            .map_err(|e| self.map_err(from, e))?;
+        if let Some(meta) = source_meta {
+            let copied = self
+                .store
+                .head(&self.path(to)?)
+                .await
+                .map_err(|e| self.map_err(to, e))?;
+            let opts = PutOptions {
+                content_type: meta.content_type,
+                content_disposition: meta.content_disposition,
+                metadata: meta.metadata,
+                mode: PutMode::Overwrite,
+            };
+            self.write_sidecar(to, &opts, copied.e_tag, copied.size)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn signed_url(&self, key: &ObjectKey, opts: SignedUrlOptions) -> Result<SignedUrl> {
+        self.signing.sign(self.backend, key, opts).await
+    }
+
+    async fn health(&self) -> Result<()> {
+        let probe = Path::parse(
+            self.codec
+                .encode(&format!("{RESERVED_PREFIX}probe/{}", std::process::id())),
+        )
+        .map_err(|e| Error::backend(self.backend.to_owned(), e))?;
+        let fail = |what: &str, e: object_store::Error| {
+            Error::unavailable_from(
+                format!(
+                    "{} storage at {}: {what} failed; check the `[storage]` settings and that \
+                     the backend is running",
+                    self.backend, self.location
+                ),
+                e,
+            )
+        };
+        self.store
+            .put(&probe, PutPayload::from_static(b"probe"))
+            .await
+            .map_err(|e| fail("writing a probe object", e))?;
+        let body = self
+            .store
+            .get(&probe)
+            .await
+            .map_err(|e| fail("reading the probe object", e))?
+            .bytes()
+            .await
+            .map_err(|e| fail("reading the probe object", e))?;
+        self.store
+            .delete(&probe)
+            .await
+            .map_err(|e| fail("deleting the probe object", e))?;
+        if &body[..] != b"probe" {
+            return Err(Error::unavailable(format!(
+                "{} storage at {} returned other bytes than were written",
+                self.backend, self.location
+            )));
+        }
+        Ok(())
+    }
+}
