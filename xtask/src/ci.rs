@@ -7,14 +7,62 @@ use anyhow::{Context, Result, bail};
 use crate::services;
 use crate::util::{root, run};
 
-/// Each concern crate must build with no default features and with each backend alone.
-const FEATURE_MATRIX: &[(&str, &[&str])] = &[
-    ("zeroscale-db", &["", "sqlite", "postgres", "pgvector"]),
-    ("zeroscale-storage", &["", "local", "s3"]),
-    ("zeroscale-queue", &["", "redis"]),
-    ("zeroscale-models", &["", "local-models", "remote-models"]),
-    ("zeroscale-app", &[""]),
+/// Features that are not backends of a registry but must build alone too.
+const EXTRA_FEATURES: &[(&str, &str)] = &[
+    // Vector search inside PostgreSQL: a capability of the postgres engine.
+    ("zeroscale-db", "pgvector"),
 ];
+
+/// Each concern crate must build with no default features and with each backend's feature
+/// alone. The backends' features are read from the crates' registry tables
+/// (`src/registry.rs`, the `feature: "…"` of each `backend!` line), the same tables
+/// `connect`, `doctor` and `/readyz` read; the app builds with its defaults off.
+pub(crate) fn feature_matrix() -> Result<Vec<(String, Vec<String>)>> {
+    let mut matrix = Vec::new();
+    let crates = root().join("crates");
+    let mut dirs: Vec<_> = std::fs::read_dir(&crates)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let table = dir.join("src").join("registry.rs");
+        let Ok(text) = std::fs::read_to_string(&table) else {
+            continue;
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut features = vec![String::new()];
+        for (_, rest) in text
+            .match_indices("feature: \"")
+            .map(|(i, _)| ((), &text[i + 10..]))
+        {
+            if let Some(end) = rest.find('"') {
+                features.push(rest[..end].to_owned());
+            }
+        }
+        for (krate, feature) in EXTRA_FEATURES {
+            if *krate == name {
+                features.push((*feature).to_owned());
+            }
+        }
+        features.dedup();
+        let mut seen = std::collections::BTreeSet::new();
+        features.retain(|f| seen.insert(f.clone()));
+        matrix.push((name, features));
+    }
+    if matrix.len() < 4 {
+        bail!(
+            "found registry tables in only {} crates under {}",
+            matrix.len(),
+            crates.display()
+        );
+    }
+    matrix.push(("zeroscale-app".to_owned(), vec![String::new()]));
+    Ok(matrix)
+}
 
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
@@ -56,14 +104,14 @@ pub(crate) fn ci() -> Result<()> {
         "warnings",
     ]))?;
     let mut failed = Vec::new();
-    for (krate, features) in FEATURE_MATRIX {
-        for feature in *features {
+    for (krate, features) in feature_matrix()? {
+        for feature in &features {
             let mut cmd = cargo();
             cmd.args([
                 "check",
                 "--quiet",
                 "--package",
-                krate,
+                &krate,
                 "--no-default-features",
             ]);
             if !feature.is_empty() {
@@ -92,4 +140,30 @@ pub(crate) fn ci() -> Result<()> {
     test(&[])?;
     // Generated requests from the server's own OpenAPI document: no 5xx.
     crate::fuzz::fuzz_api()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_feature_matrix_comes_from_the_registries() {
+        let matrix = super::feature_matrix().unwrap();
+        let features = |name: &str| {
+            matrix
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, f)| f.clone())
+                .unwrap_or_else(|| panic!("{name} is not in the matrix: {matrix:?}"))
+        };
+        assert_eq!(features("zeroscale-storage"), ["", "local", "s3", "azure"]);
+        assert_eq!(features("zeroscale-queue"), ["", "redis"]);
+        assert_eq!(
+            features("zeroscale-db"),
+            ["", "sqlite", "postgres", "pgvector"]
+        );
+        assert_eq!(
+            features("zeroscale-models"),
+            ["", "local-models", "remote-models"]
+        );
+        assert_eq!(features("zeroscale-app"), [""]);
+    }
 }

@@ -71,6 +71,7 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
             layout: Layout::Keys,
             attributes: AttributeStore::Native,
             multipart_threshold: c.multipart_threshold_bytes,
+            suffix_ranges: false,
             signing: crate::app_signing(config, ctx)?,
         },
     )))

@@ -36,6 +36,7 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
             layout: Layout::LocalFiles { root },
             attributes: AttributeStore::Sidecar,
             multipart_threshold: c.multipart_threshold_bytes,
+            suffix_ranges: true,
             signing: crate::app_signing(config, ctx)?,
         },
     )))

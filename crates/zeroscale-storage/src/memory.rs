@@ -22,6 +22,7 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
             layout: Layout::Keys,
             attributes: AttributeStore::Native,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            suffix_ranges: true,
             signing: crate::app_signing(config, ctx)?,
         },
     )))

@@ -95,6 +95,7 @@ fn connect(backend: &'static str, config: &S3StorageConfig) -> Result<Arc<dyn St
             layout: Layout::Keys,
             attributes: AttributeStore::Native,
             multipart_threshold: config.multipart_threshold_bytes,
+            suffix_ranges: true,
             signing: Signing::Native { signer: s3, prefix },
         },
     )))

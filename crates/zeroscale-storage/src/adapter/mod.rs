@@ -76,6 +76,9 @@ pub(crate) struct StoreOptions {
     pub(crate) multipart_threshold: u64,
     /// How signed URLs are made.
     pub(crate) signing: Signing,
+    /// Whether the store reads "the last n bytes" itself (Azure cannot: such a read
+    /// becomes a `head` and a bounded read).
+    pub(crate) suffix_ranges: bool,
 }
 
 /// Storage over an object_store client.
@@ -88,6 +91,7 @@ pub(crate) struct ObjectStoreStorage {
     attribute_store: AttributeStore,
     multipart_threshold: usize,
     signing: Signing,
+    suffix_ranges: bool,
 }
 
 impl fmt::Debug for ObjectStoreStorage {
@@ -118,6 +122,7 @@ impl ObjectStoreStorage {
             attribute_store: options.attributes,
             multipart_threshold: usize::try_from(options.multipart_threshold).unwrap_or(usize::MAX),
             signing: options.signing,
+            suffix_ranges: options.suffix_ranges,
         }
     }
 
@@ -271,6 +276,23 @@ impl Storage for ObjectStoreStorage {
             errors::check_range(key, range)?;
         }
         let path = self.path(key)?;
+        let range = match range {
+            Some(GetRange::Suffix(n)) if !self.suffix_ranges => {
+                let size = self
+                    .store
+                    .head(&path)
+                    .await
+                    .map_err(|e| self.map_err(key, e))?
+                    .size;
+                if size == 0 || n == 0 {
+                    return Err(Error::invalid_input(format!(
+                        "object `{key}` is {size} bytes long: it has no last {n} bytes to read"
+                    )));
+                }
+                Some(GetRange::Bounded(size.saturating_sub(n)..size))
+            }
+            other => other,
+        };
         let result = match self
             .store
             .get_opts(
