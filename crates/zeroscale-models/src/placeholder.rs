@@ -179,17 +179,6 @@ impl ImageProvider for PlaceholderImages {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checksums_match_known_values() {
-        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-        assert_eq!(adler32(b"Wikipedia"), 0x11e6_0398);
-    }
-}
-
 /// The registry's builder for `kind = "placeholder"`.
 pub(crate) fn build(
     name: &str,
@@ -209,4 +198,16 @@ pub(crate) fn probe<'a>(
     _: &'a zeroscale_core::config::ProviderConfig,
 ) -> futures::future::BoxFuture<'a, Result<String>> {
     Box::pin(async { Ok("placeholder images (development only, not generated art)".to_owned()) })
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_match_known_values() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(adler32(b"Wikipedia"), 0x11e6_0398);
+    }
 }

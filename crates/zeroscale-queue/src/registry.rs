@@ -9,12 +9,15 @@ use zeroscale_core::config::{JobsConfig, QueueConfig};
 use zeroscale_core::registry::Registry;
 use zeroscale_core::{Queue, Result};
 
+/// Connects a queue from its config and the jobs settings.
+pub type ConnectQueue =
+    for<'a> fn(&'a QueueConfig, &'a JobsConfig) -> BoxFuture<'a, Result<Arc<dyn Queue>>>;
+
 /// A queue backend's entry points.
 #[derive(Debug)]
 pub struct QueueEntry {
     /// Connects the queue its config (of this backend's kind) describes.
-    pub connect:
-        for<'a> fn(&'a QueueConfig, &'a JobsConfig) -> BoxFuture<'a, Result<Arc<dyn Queue>>>,
+    pub connect: ConnectQueue,
     /// Proves it answers; returns where it is (no secrets).
     pub probe: for<'a> fn(&'a QueueConfig) -> BoxFuture<'a, Result<String>>,
 }
