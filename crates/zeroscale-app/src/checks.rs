@@ -10,6 +10,8 @@ use zeroscale_core::config::{Config, DatabaseConfig};
 use zeroscale_core::{Error, Result};
 use zeroscale_db::Db;
 
+use crate::wiring::Services;
+
 /// How long one check may take before it counts as unreachable.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,18 +34,33 @@ pub(crate) struct Check {
     pub(crate) required: bool,
 }
 
-/// Runs checks, keeping the database pool between calls so `/readyz` does not reconnect
-/// every time.
+/// Runs checks: `doctor`'s from config (it connects to each backend itself), or
+/// `/readyz`'s over the services the server runs on (its database pool, its storage, its
+/// queue connection), so a readiness probe opens no connection of its own.
 #[derive(Debug)]
 pub(crate) struct Checker {
     config: Config,
+    /// The server's services, for `/readyz`.
+    live: Option<Services>,
+    /// `doctor`'s database connection.
     db: Mutex<Option<Db>>,
 }
 
 impl Checker {
+    /// Checks from config, for `doctor`.
     pub(crate) fn new(config: Config) -> Self {
         Checker {
             config,
+            live: None,
+            db: Mutex::new(None),
+        }
+    }
+
+    /// Checks of the services a server runs on, for `/readyz`.
+    pub(crate) fn live(services: Services) -> Self {
+        Checker {
+            config: services.config.as_ref().clone(),
+            live: Some(services),
             db: Mutex::new(None),
         }
     }
@@ -62,13 +79,13 @@ impl Checker {
                 "storage",
                 config.storage.kind(),
                 zeroscale_storage::is_compiled_in(config.storage.kind()),
-                timed(self.storage_probe()).await,
+                timed(self.storage()).await,
             ),
             finish(
                 "queue",
                 config.queue.kind(),
                 zeroscale_queue::is_compiled_in(config.queue.kind()),
-                timed(zeroscale_queue::probe(&config.queue)).await,
+                timed(self.queue()).await,
             ),
         ];
         for name in zeroscale_models::providers_in_use(&config.models) {
@@ -127,7 +144,11 @@ impl Checker {
         checks
     }
 
-    async fn storage_probe(&self) -> Result<String> {
+    async fn storage(&self) -> Result<String> {
+        if let Some(live) = &self.live {
+            live.storage.health().await?;
+            return Ok(live.storage.location().to_owned());
+        }
         let ctx = zeroscale_storage::StorageContext {
             data_dir: self.config.data_dir()?,
             public_url: self.config.storage_public_url(),
@@ -135,17 +156,41 @@ impl Checker {
         zeroscale_storage::probe(&self.config.storage, &ctx).await
     }
 
+    async fn queue(&self) -> Result<String> {
+        let Some(live) = &self.live else {
+            return zeroscale_queue::probe(&self.config.queue).await;
+        };
+        let queue = live.queue.get().await?;
+        queue.health().await?;
+        Ok(format!("{} queue answers", queue.backend()))
+    }
+
     async fn database(&self) -> Result<String> {
+        if let Some(live) = &self.live {
+            return timed(self.database_ready(live.domain.db())).await;
+        }
         let mut guard = self.db.lock().await;
         if guard.is_none() {
             *guard = Some(timed(Db::connect(&self.config.database)).await?);
         }
         let db = guard.as_ref().expect("connected above");
+        match timed(self.database_ready(db)).await {
+            Ok(detail) => Ok(detail),
+            Err(e) => {
+                // Reconnect next time: the pool may point at a server that went away.
+                *guard = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// The database answers and its schema is current (or will be made so at start-up).
+    async fn database_ready(&self, db: &Db) -> Result<String> {
         let auto_migrate = match &self.config.database {
             DatabaseConfig::Sqlite(s) => s.auto_migrate,
             DatabaseConfig::Postgres(p) => p.auto_migrate,
         };
-        let ready = async {
+        {
             db.ping().await?;
             match db.pending_migrations().await? {
                 0 => Ok(db.location().to_owned()),
@@ -157,14 +202,6 @@ impl Checker {
                     "{n} migration(s) pending: run `zeroscale migrate up` (or set \
                      `database.auto_migrate = true`)"
                 ))),
-            }
-        };
-        match timed(ready).await {
-            Ok(detail) => Ok(detail),
-            Err(e) => {
-                // Reconnect next time: the pool may point at a server that went away.
-                *guard = None;
-                Err(e)
             }
         }
     }

@@ -41,7 +41,7 @@ pub(crate) async fn run(
     let queue = zeroscale_queue::connect(&config.queue, &config.jobs)
         .await
         .map_err(err)?;
-    if config.queue.kind() == "memory" {
+    if !zeroscale_queue::registry::capabilities(config.queue.kind()).is_some_and(|c| c.shared) {
         eprintln!(
             "note: the in-memory queue lives inside each process; this command sees only its \
              own (empty) queue. Use `queue.kind = \"redis\"` to manage jobs from the CLI."

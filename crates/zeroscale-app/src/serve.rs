@@ -83,10 +83,7 @@ fn log_backends(config: &Config) {
             .as_ref()
             .map_or_else(String::new, |p| p.display().to_string()),
         zeroscale_core::config::DatabaseConfig::Postgres(p) => {
-            // Only the host part: the URL may carry a password.
-            let url = p.url.expose();
-            let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-            rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_owned()
+            zeroscale_core::redacted_url(p.url.expose())
         }
     };
     tracing::info!(backend = config.database.kind(), at = %database_at, "database");
@@ -179,10 +176,10 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         tracing::info!("workers.mode = separate: run `zeroscale worker` for background jobs");
         None
     };
-    let api = services;
     let state = AppState {
-        checker: Arc::new(Checker::new(config)),
+        checker: Arc::new(Checker::live(services.clone())),
     };
+    let api = services;
     let mut app = router(state, api);
     // Storage that cannot presign hands out URLs to this server's `/files/…` route.
     if let Some(signer) = files_signer {

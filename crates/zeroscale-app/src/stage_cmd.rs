@@ -45,7 +45,7 @@ async fn check_source_is_quiet(config: &Config, notes: &mut Vec<String>) -> anyh
             config.server.addr
         );
     }
-    if config.queue.kind() == "memory" {
+    if !zeroscale_queue::registry::capabilities(config.queue.kind()).is_some_and(|c| c.shared) {
         notes.push(
             "the source's in-memory queue lived inside its server process: jobs still queued \
              when it stopped are gone (nothing to move)"

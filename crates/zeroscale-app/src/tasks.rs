@@ -2,7 +2,8 @@
 //! background jobs by the workers (`internal.embed_documents`,
 //! `internal.generate_image`): the same functions either way.
 
-use bytes::Bytes;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zeroscale_core::domain::{Document, Generation, GenerationStatus};
@@ -118,7 +119,14 @@ pub(crate) async fn generate_image(services: &Services, generation_id: &str) -> 
     for image in &routed.value.images {
         let (data, mime_type) = match &image.data {
             ImageData::Bytes { data, mime_type } => (data.clone(), mime_type.clone()),
-            ImageData::Url(url) => fetch(url).await?,
+            ImageData::Url(url) => {
+                zeroscale_models::download_image(
+                    url,
+                    services.config.server.max_upload_bytes,
+                    download_timeout(&services.config, &routed.provider),
+                )
+                .await?
+            }
         };
         let id = crate::owned::new_file_id();
         let key = crate::owned::file_key(&generation.user_id, &id)?;
@@ -145,27 +153,21 @@ pub(crate) async fn generate_image(services: &Services, generation_id: &str) -> 
     }
 }
 
-/// Downloads an image a provider returned as a URL.
-async fn fetch(url: &str) -> Result<(Bytes, String)> {
-    let response = reqwest::get(url)
-        .await
-        .map_err(|e| Error::unavailable_from(format!("cannot download the image at {url}"), e))?;
-    if !response.status().is_success() {
-        return Err(Error::unavailable(format!(
-            "downloading the image at {url} answered {}",
-            response.status()
-        )));
-    }
-    let mime = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_owned();
-    let bytes = response.bytes().await.map_err(|e| {
-        Error::unavailable_from(format!("downloading the image at {url} failed"), e)
-    })?;
-    Ok((bytes, mime))
+/// How long downloading a provider's image may take: the provider's own request timeout,
+/// else the server's.
+fn download_timeout(config: &zeroscale_core::config::Config, provider: &str) -> Duration {
+    use zeroscale_core::config::ProviderConfig;
+    let secs = match config.models.providers.get(provider) {
+        Some(
+            ProviderConfig::Openai(c)
+            | ProviderConfig::HuggingFace(c)
+            | ProviderConfig::Replicate(c)
+            | ProviderConfig::Fal(c)
+            | ProviderConfig::Automatic1111(c),
+        ) => c.timeout_secs,
+        _ => config.server.request_timeout_secs,
+    };
+    Duration::from_secs(secs.max(1))
 }
 
 /// Fails and refunds every generation still pending after

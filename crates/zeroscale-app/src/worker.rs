@@ -104,7 +104,7 @@ pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!(e.chain()))
         .context("cannot connect to the queue")?;
-    if config.queue.kind() == "memory" {
+    if !zeroscale_queue::registry::capabilities(config.queue.kind()).is_some_and(|c| c.shared) {
         tracing::warn!(
             "a separate worker with the in-memory queue sees only its own jobs: use \
              `queue.kind = \"redis\"` to share jobs between processes"

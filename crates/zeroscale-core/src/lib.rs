@@ -36,7 +36,7 @@ pub mod testing;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use models::{EmbeddingCache, EmbeddingProvider, ImageProvider};
 pub use queue::{DynQueue, Queue, QueueExt};
-pub use secret::Secret;
+pub use secret::{Secret, redacted_url};
 pub use storage::{DynStorage, ObjectKey, Storage, StorageExt};
 
 /// Lower-case hex of `bytes`.

@@ -74,6 +74,32 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Secret<T> {
     }
 }
 
+/// The part of a URL that is safe to print: `host:port/path`, without the scheme, the
+/// user and password, or the query (which may carry a password too). For database,
+/// Redis and provider URLs in logs, errors and reports.
+///
+/// ```
+/// use zeroscale_core::redacted_url;
+/// assert_eq!(redacted_url("postgres://user:p@ss@127.0.0.1:5432/db?sslmode=disable"), "127.0.0.1:5432/db");
+/// assert_eq!(redacted_url("redis://:secret@cache:6379/2"), "cache:6379/2");
+/// assert_eq!(redacted_url("127.0.0.1/db"), "127.0.0.1/db");
+/// ```
+pub fn redacted_url(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let without_query = after_scheme
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(after_scheme);
+    // The user part ends at the last `@` before the path.
+    let (authority, path) = without_query
+        .find('/')
+        .map_or((without_query, ""), |i| without_query.split_at(i));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{host}{path}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,20 +86,6 @@ fn is_busy(message: &str) -> bool {
     message.contains("database is locked") || message.contains("database is busy")
 }
 
-/// The part of a database URL that is safe to print: `host:port/db`, no credentials.
-#[cfg(any(feature = "postgres", test))]
-pub(crate) fn redact_url(url: &str) -> String {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let after_user = after_scheme
-        .rsplit_once('@')
-        .map_or(after_scheme, |(_, rest)| rest);
-    after_user
-        .split('?')
-        .next()
-        .unwrap_or(after_user)
-        .to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,14 +134,5 @@ mod tests {
             map_db_err(Dialect::Postgres, other).kind(),
             zeroscale_core::ErrorKind::Backend
         );
-    }
-
-    #[test]
-    fn redacts_credentials() {
-        assert_eq!(
-            redact_url("postgres://user:p@ss@127.0.0.1:5432/db?sslmode=disable"),
-            "127.0.0.1:5432/db"
-        );
-        assert_eq!(redact_url("postgres://127.0.0.1/db"), "127.0.0.1/db");
     }
 }

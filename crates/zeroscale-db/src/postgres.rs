@@ -7,8 +7,8 @@ use sea_orm::{ConnectOptions, Database};
 use zeroscale_core::config::{PostgresConfig, PostgresTls, VectorSearch};
 use zeroscale_core::{Error, Result};
 
-use crate::error::redact_url;
 use crate::{Db, Dialect, VectorBackend, map_db_err};
+use zeroscale_core::redacted_url;
 
 pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
     let url = config.url.expose();
@@ -19,7 +19,7 @@ pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
              postgres://user:password@host:port/database",
         ));
     }
-    let location = redact_url(url);
+    let location = redacted_url(url);
     let mut options = ConnectOptions::new(url.clone());
     options
         .max_connections(config.max_connections)

@@ -61,6 +61,28 @@ pub fn is_compiled_in(kind: &str) -> bool {
     registry::PROVIDERS.is_compiled_in(kind)
 }
 
+/// Downloads an image that a provider returned as a URL: at most `max_bytes`, within
+/// `timeout`; returns its bytes and content type. Only remote providers return URLs, so
+/// without `remote-models` this is `NotSupported`.
+pub async fn download_image(
+    url: &str,
+    max_bytes: u64,
+    timeout: std::time::Duration,
+) -> Result<(bytes::Bytes, String)> {
+    #[cfg(feature = "remote-models")]
+    {
+        remote::download_image(url, max_bytes, timeout).await
+    }
+    #[cfg(not(feature = "remote-models"))]
+    {
+        let _ = (url, max_bytes, timeout);
+        Err(Error::not_supported(
+            "downloading an image from a URL",
+            "models",
+        ))
+    }
+}
+
 /// The providers that some model id in the registry uses, in name order.
 pub fn providers_in_use(config: &ModelsConfig) -> Vec<String> {
     let mut names: Vec<String> = config
@@ -145,10 +167,8 @@ pub(crate) async fn reachable(name: &str, base_url: &str, timeout: Duration) -> 
             ));
         }
     };
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let authority = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
+    let location = zeroscale_core::redacted_url(rest);
+    let authority = location.split('/').next().unwrap_or(&location);
     let address = if authority
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())

@@ -200,7 +200,6 @@ pub(crate) fn probe<'a>(
     Box::pin(async { Ok("placeholder images (development only, not generated art)".to_owned()) })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

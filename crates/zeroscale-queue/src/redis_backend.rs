@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value as RValue};
 use serde_json::Value;
 use zeroscale_core::config::{JobsConfig, QueueConfig, RedisQueueConfig};
 use zeroscale_core::queue::{
@@ -24,20 +24,14 @@ use zeroscale_core::queue::{
 };
 use zeroscale_core::{Error, Result};
 
-use crate::{lease_token, validate_new_job, validate_progress};
+use crate::{Backoff, lease_token, validate_new_job, validate_progress};
 
-/// `host:port/db` of a Redis URL, without the password.
-pub fn redact_url(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    rest.rsplit_once('@')
-        .map_or(rest, |(_, host)| host)
-        .to_owned()
-}
+use zeroscale_core::redacted_url;
 
 /// Opens a reconnecting connection to the configured Redis.
 pub async fn connect(config: &RedisQueueConfig) -> Result<ConnectionManager> {
     let url = config.url.expose();
-    let location = redact_url(url);
+    let location = redacted_url(url);
     let client = redis::Client::open(url.as_str())
         .map_err(|e| Error::config("queue.url", format!("`{location}` is not a Redis URL: {e}")))?;
     let timeout = Duration::from_secs(config.connect_timeout_secs.max(1));
@@ -62,7 +56,7 @@ pub async fn connect(config: &RedisQueueConfig) -> Result<ConnectionManager> {
 
 /// Connects and sends `PING`.
 pub async fn probe(config: &RedisQueueConfig) -> Result<String> {
-    let location = redact_url(config.url.expose());
+    let location = redacted_url(config.url.expose());
     let mut conn = connect(config).await?;
     let pong: String = redis::cmd("PING")
         .query_async(&mut conn)
@@ -78,251 +72,8 @@ pub async fn probe(config: &RedisQueueConfig) -> Result<String> {
     Ok(location)
 }
 
-/// Shared by every script: ARGV[1] is the key prefix, ARGV[2] the retention in ms.
-const PRELUDE: &str = r#"
-local P = ARGV[1]
-local RETENTION = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
-local function job(id) return P .. ':job:' .. id end
-
-local function make_ready(id)
-  local q, pr, seq = unpack(redis.call('HMGET', job(id), 'queue', 'priority', 'seq'))
-  if q then
-    redis.call('HSET', job(id), 'state', 'queued')
-    redis.call('ZADD', P .. ':ready:' .. q, (1000 - tonumber(pr)) * 1e12 + tonumber(seq), id)
-  end
-end
-
-local function finish(id, state)
-  local k = job(id)
-  local q, idem, seq = unpack(redis.call('HMGET', k, 'queue', 'idem', 'seq'))
-  if idem and idem ~= '' then
-    local ik = P .. ':idem:' .. q .. ':' .. idem
-    if redis.call('GET', ik) == id then redis.call('DEL', ik) end
-  end
-  redis.call('ZREM', P .. ':leases', id)
-  redis.call('HSET', k, 'state', state, 'finished', now, 'updated', now)
-  if state == 'dead' then
-    redis.call('ZADD', P .. ':dead:' .. q, tonumber(seq), id)
-  else
-    redis.call('ZADD', P .. ':finished', now, id)
-  end
-end
-
-local function tick()
-  local due = redis.call('ZRANGEBYSCORE', P .. ':waiting', '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', P .. ':waiting', id)
-    make_ready(id)
-  end
-  local expired = redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(expired) do
-    redis.call('ZREM', P .. ':leases', id)
-    local st, att, max = unpack(redis.call('HMGET', job(id), 'state', 'attempts', 'max'))
-    if st == 'running' then
-      redis.call('HSET', job(id), 'token', '', 'lease_exp', '', 'updated', now,
-        'error', 'lease expired: the worker stopped or hung')
-      if tonumber(att) >= tonumber(max) then finish(id, 'dead') else make_ready(id) end
-    end
-  end
-  local old = redis.call('ZRANGEBYSCORE', P .. ':finished', '-inf', now - RETENTION, 'LIMIT', 0, 1000)
-  for _, id in ipairs(old) do
-    redis.call('ZREM', P .. ':finished', id)
-    local q = redis.call('HGET', job(id), 'queue')
-    if q then redis.call('ZREM', P .. ':all:' .. q, id) end
-    redis.call('DEL', job(id))
-  end
-end
-
-local function held(id, token)
-  local st, tok, exp = unpack(redis.call('HMGET', job(id), 'state', 'token', 'lease_exp'))
-  if not st then return 'missing' end
-  if st ~= 'running' or tok ~= token or tonumber(exp) == nil or tonumber(exp) <= now then
-    return 'stale'
-  end
-  return 'ok'
-end
-
-tick()
-"#;
-
-/// ARGV: 3 id, 4 queue, 5 task, 6 payload, 7 max, 8 priority, 9 delay ms, 10 idem key.
-const ENQUEUE: &str = r#"
-local id, q, task, payload = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local max, pr, delay, idem = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
-if idem ~= '' then
-  local existing = redis.call('GET', P .. ':idem:' .. q .. ':' .. idem)
-  if existing then return existing end
-end
-local seq = redis.call('INCR', P .. ':seq')
-local run_at = now + delay
-local state = 'queued'
-if delay > 0 then state = 'scheduled' end
-redis.call('HSET', job(id), 'queue', q, 'task', task, 'payload', payload, 'state', state,
-  'attempts', 0, 'max', max, 'priority', pr, 'progress', '', 'result', '', 'error', '',
-  'created', now, 'updated', now, 'run_at', run_at, 'finished', '', 'token', '',
-  'lease_exp', '', 'idem', idem, 'seq', seq)
-if idem ~= '' then redis.call('SET', P .. ':idem:' .. q .. ':' .. idem, id) end
-redis.call('ZADD', P .. ':all:' .. q, seq, id)
-if delay > 0 then
-  redis.call('ZADD', P .. ':waiting', run_at, id)
-else
-  redis.call('ZADD', P .. ':ready:' .. q, (1000 - pr) * 1e12 + seq, id)
-end
-return id
-"#;
-
-/// ARGV: 3 lease ms, 4 token, 5.. queues.
-const RESERVE: &str = r#"
-local lease, token = tonumber(ARGV[3]), ARGV[4]
-local best, best_score, best_q = nil, nil, nil
-for i = 5, #ARGV do
-  local top = redis.call('ZRANGE', P .. ':ready:' .. ARGV[i], 0, 0, 'WITHSCORES')
-  if top[1] and (best_score == nil or tonumber(top[2]) < best_score) then
-    best, best_score, best_q = top[1], tonumber(top[2]), ARGV[i]
-  end
-end
-if not best then return false end
-redis.call('ZREM', P .. ':ready:' .. best_q, best)
-local att = redis.call('HINCRBY', job(best), 'attempts', 1)
-local exp = now + lease
-redis.call('HSET', job(best), 'state', 'running', 'token', token, 'lease_exp', exp, 'updated', now)
-redis.call('ZADD', P .. ':leases', exp, best)
-local f = redis.call('HMGET', job(best), 'queue', 'task', 'payload', 'max')
-return {best, f[1], f[2], f[3], tostring(att), f[4], tostring(exp)}
-"#;
-
-/// ARGV: 3 id, 4 token, 5 result JSON.
-const ACK: &str = r#"
-local id, token = ARGV[3], ARGV[4]
-local h = held(id, token)
-if h ~= 'ok' then return h end
-redis.call('HSET', job(id), 'result', ARGV[5])
-finish(id, 'succeeded')
-return 'ok'
-"#;
-
-/// ARGV: 3 id, 4 token, 5 error, 6 retry-after ms (-1: backoff), 7 base ms, 8 max ms,
-/// 9 jitter in 0..1.
-const NACK: &str = r#"
-local id, token = ARGV[3], ARGV[4]
-local h = held(id, token)
-if h ~= 'ok' then return {h} end
-redis.call('HSET', job(id), 'error', ARGV[5], 'updated', now)
-local att, max = unpack(redis.call('HMGET', job(id), 'attempts', 'max'))
-att, max = tonumber(att), tonumber(max)
-if att >= max then
-  finish(id, 'dead')
-  return {'dead'}
-end
-local delay = tonumber(ARGV[6])
-if delay < 0 then
-  local base, cap, jitter = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-  local raw = math.min(base * math.pow(2, math.min(att - 1, 30)), cap)
-  delay = math.floor(math.min(raw * (0.75 + 0.5 * jitter), cap))
-end
-local run_at = now + delay
-redis.call('ZREM', P .. ':leases', id)
-redis.call('HSET', job(id), 'state', 'failed', 'run_at', run_at, 'token', '', 'lease_exp', '')
-redis.call('ZADD', P .. ':waiting', run_at, id)
-return {'retry', tostring(run_at)}
-"#;
-
-/// ARGV: 3 id, 4 token, 5 extension ms.
-const EXTEND: &str = r#"
-local id, token = ARGV[3], ARGV[4]
-local st, tok = unpack(redis.call('HMGET', job(id), 'state', 'token'))
-if not st then return {'missing'} end
-if st == 'cancelled' and tok == token then return {'cancelled', tostring(now)} end
-local h = held(id, token)
-if h ~= 'ok' then return {h} end
-local exp = now + tonumber(ARGV[5])
-redis.call('HSET', job(id), 'lease_exp', exp, 'updated', now)
-redis.call('ZADD', P .. ':leases', exp, id)
-return {'ok', tostring(exp)}
-"#;
-
-/// ARGV: 3 id, 4 token, 5 progress JSON.
-const PROGRESS: &str = r#"
-local id, token = ARGV[3], ARGV[4]
-local h = held(id, token)
-if h ~= 'ok' then return h end
-redis.call('HSET', job(id), 'progress', ARGV[5], 'updated', now)
-return 'ok'
-"#;
-
-/// ARGV: 3 id.
-const CANCEL: &str = r#"
-local id = ARGV[3]
-local st, q = unpack(redis.call('HMGET', job(id), 'state', 'queue'))
-if not st then return 'missing' end
-if st == 'succeeded' or st == 'dead' or st == 'cancelled' then return 'finished:' .. st end
-if st == 'queued' then redis.call('ZREM', P .. ':ready:' .. q, id)
-elseif st == 'scheduled' or st == 'failed' then redis.call('ZREM', P .. ':waiting', id) end
-finish(id, 'cancelled')
-return 'cancelled'
-"#;
-
-/// ARGV: 3 id.
-const REQUEUE: &str = r#"
-local id = ARGV[3]
-local st, q, idem = unpack(redis.call('HMGET', job(id), 'state', 'queue', 'idem'))
-if st ~= 'dead' then return 'missing' end
-redis.call('ZREM', P .. ':dead:' .. q, id)
-redis.call('HSET', job(id), 'attempts', 0, 'finished', '', 'updated', now, 'run_at', now,
-  'token', '', 'lease_exp', '')
-if idem and idem ~= '' then redis.call('SET', P .. ':idem:' .. q .. ':' .. idem, id, 'NX') end
-make_ready(id)
-return 'ok'
-"#;
-
-/// ARGV: 3 queue.
-const PURGE: &str = r#"
-local key = P .. ':dead:' .. ARGV[3]
-local ids = redis.call('ZRANGE', key, 0, -1)
-for _, id in ipairs(ids) do
-  redis.call('DEL', job(id))
-  redis.call('ZREM', P .. ':all:' .. ARGV[3], id)
-end
-redis.call('DEL', key)
-return #ids
-"#;
-
-/// ARGV: 3 queue. Returns state, count pairs.
-const STATS: &str = r#"
-local counts = {}
-for _, id in ipairs(redis.call('ZRANGE', P .. ':all:' .. ARGV[3], 0, -1)) do
-  local st = redis.call('HGET', job(id), 'state')
-  if st then counts[st] = (counts[st] or 0) + 1 end
-end
-local out = {}
-for st, n in pairs(counts) do table.insert(out, st); table.insert(out, tostring(n)) end
-return out
-"#;
-
-/// ARGV: 3 queue, 4 state ('' for any), 5 after seq-ordered id ('' for start), 6 limit.
-const LIST: &str = r#"
-local want, after, limit = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local out = {}
-local started = after == ''
-for _, id in ipairs(redis.call('ZRANGE', P .. ':all:' .. ARGV[3], 0, -1)) do
-  if started then
-    if want == '' or redis.call('HGET', job(id), 'state') == want then
-      table.insert(out, id)
-      if #out >= limit then break end
-    end
-  elseif id == after then
-    started = true
-  end
-end
-return out
-"#;
-
-/// Only the prelude: promotes due jobs and reclaims leases before a read.
-const TICK: &str = "return 'ok'";
-
+/// The scripts, one per state change, each with the shared prelude (`lua/prelude.lua`)
+/// in front: every change is one atomic script run on the server's clock.
 struct Scripts {
     enqueue: Script,
     reserve: Script,
@@ -340,22 +91,69 @@ struct Scripts {
 
 impl Scripts {
     fn new() -> Self {
+        const PRELUDE: &str = include_str!("../lua/prelude.lua");
         let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
         Scripts {
-            enqueue: s(ENQUEUE),
-            reserve: s(RESERVE),
-            ack: s(ACK),
-            nack: s(NACK),
-            extend: s(EXTEND),
-            progress: s(PROGRESS),
-            cancel: s(CANCEL),
-            requeue: s(REQUEUE),
-            purge: s(PURGE),
-            tick: s(TICK),
-            stats: s(STATS),
-            list: s(LIST),
+            enqueue: s(include_str!("../lua/enqueue.lua")),
+            reserve: s(include_str!("../lua/reserve.lua")),
+            ack: s(include_str!("../lua/ack.lua")),
+            nack: s(include_str!("../lua/nack.lua")),
+            extend: s(include_str!("../lua/extend.lua")),
+            progress: s(include_str!("../lua/progress.lua")),
+            cancel: s(include_str!("../lua/cancel.lua")),
+            requeue: s(include_str!("../lua/requeue.lua")),
+            purge: s(include_str!("../lua/purge.lua")),
+            tick: s(include_str!("../lua/tick.lua")),
+            stats: s(include_str!("../lua/stats.lua")),
+            list: s(include_str!("../lua/list.lua")),
         }
     }
+}
+
+/// What a script did: its first word (`ok`, `missing`, `stale`, or the script's own) and
+/// the values after it.
+#[derive(Debug)]
+struct Reply {
+    word: String,
+    rest: Vec<String>,
+}
+
+impl Reply {
+    fn parse(mut values: Vec<String>) -> Result<Reply> {
+        if values.is_empty() {
+            return Err(Error::backend(
+                "redis",
+                std::io::Error::other("a queue script answered nothing"),
+            ));
+        }
+        let word = values.remove(0);
+        Ok(Reply { word, rest: values })
+    }
+
+    /// The error for the words every lease-holding script shares: `missing`, `stale`, and
+    /// anything unexpected.
+    fn lease_error(&self, id: JobId) -> Error {
+        match self.word.as_str() {
+            "missing" => Error::not_found(format!("job {id}")),
+            "stale" => crate::lease_lost(id),
+            other => unexpected(other),
+        }
+    }
+
+    /// The `n`th value after the word.
+    fn get(&self, n: usize) -> Result<&str> {
+        self.rest
+            .get(n)
+            .map(String::as_str)
+            .ok_or_else(|| unexpected(&self.word))
+    }
+}
+
+fn unexpected(word: &str) -> Error {
+    Error::backend(
+        "redis",
+        std::io::Error::other(format!("unexpected reply {word:?} from a queue script")),
+    )
 }
 
 /// The Redis queue.
@@ -364,6 +162,7 @@ pub struct RedisQueue {
     prefix: String,
     location: String,
     jobs: JobsConfig,
+    backoff: Backoff,
     scripts: Scripts,
 }
 
@@ -411,8 +210,9 @@ impl RedisQueue {
         Ok(RedisQueue {
             conn,
             prefix: format!("{{{}}}", config.key_prefix),
-            location: redact_url(config.url.expose()),
+            location: redacted_url(config.url.expose()),
             jobs: jobs.clone(),
+            backoff: Backoff::from_config(jobs),
             scripts: Scripts::new(),
         })
     }
@@ -429,7 +229,7 @@ impl RedisQueue {
         }
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, script: &Script, args: &[String]) -> Result<T> {
+    async fn run(&self, script: &Script, args: &[String]) -> Result<Reply> {
         let mut invocation = script.prepare_invoke();
         invocation
             .arg(&self.prefix)
@@ -438,10 +238,11 @@ impl RedisQueue {
             invocation.arg(a);
         }
         let mut conn = self.conn.clone();
-        invocation
+        let values: Vec<String> = invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        Reply::parse(values)
     }
 
     /// Reads and idempotent scripts are retried once when the connection dropped (the
@@ -460,12 +261,9 @@ impl RedisQueue {
     }
 
     async fn tick(&self) -> Result<()> {
-        match self.run::<RValue>(&self.scripts.tick, &[]).await {
+        match self.run(&self.scripts.tick, &[]).await {
             Ok(_) => Ok(()),
-            Err(Error::Unavailable { .. }) => self
-                .run::<RValue>(&self.scripts.tick, &[])
-                .await
-                .map(|_| ()),
+            Err(Error::Unavailable { .. }) => self.run(&self.scripts.tick, &[]).await.map(|_| ()),
             Err(e) => Err(e),
         }
     }
@@ -474,36 +272,62 @@ impl RedisQueue {
         let fields: HashMap<String, String> = self
             .read_retrying(redis::cmd("HGETALL").arg(format!("{}:job:{id}", self.prefix)))
             .await?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
-        let json = |k: &str| -> Option<Value> {
-            let v = get(k);
-            if v.is_empty() {
-                None
-            } else {
-                serde_json::from_str(v).ok()
-            }
-        };
-        let created = time(get("created")).unwrap_or_default();
-        Ok(Some(JobStatus {
-            id,
-            queue: get("queue").to_owned(),
-            task: get("task").to_owned(),
-            state: parse_state(get("state"))?,
-            attempts: get("attempts").parse().unwrap_or(0),
-            max_attempts: get("max").parse().unwrap_or(0),
-            priority: get("priority").parse().unwrap_or(0),
-            progress: json("progress").and_then(|v| serde_json::from_value(v).ok()),
-            result: json("result").filter(|v| !v.is_null()),
-            last_error: Some(get("error").to_owned()).filter(|e| !e.is_empty()),
-            created_at: created,
-            updated_at: time(get("updated")).unwrap_or(created),
-            run_at: time(get("run_at")).unwrap_or(created),
-            finished_at: time(get("finished")),
-        }))
+        status_from(id, &fields)
     }
+
+    /// The jobs `ids` that still exist, in that order, read in one round trip.
+    async fn read_many(&self, ids: &[JobId]) -> Result<Vec<JobStatus>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGETALL").arg(format!("{}:job:{id}", self.prefix));
+        }
+        let mut conn = self.conn.clone();
+        let all: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.iter().zip(&all) {
+            if let Some(status) = status_from(*id, fields)? {
+                out.push(status);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A job's status from its hash; `None` when the hash is gone.
+fn status_from(id: JobId, fields: &HashMap<String, String>) -> Result<Option<JobStatus>> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    let json = |k: &str| -> Option<Value> {
+        let v = get(k);
+        if v.is_empty() {
+            None
+        } else {
+            serde_json::from_str(v).ok()
+        }
+    };
+    let created = time(get("created")).unwrap_or_default();
+    Ok(Some(JobStatus {
+        id,
+        queue: get("queue").to_owned(),
+        task: get("task").to_owned(),
+        state: parse_state(get("state"))?,
+        attempts: get("attempts").parse().unwrap_or(0),
+        max_attempts: get("max").parse().unwrap_or(0),
+        priority: get("priority").parse().unwrap_or(0),
+        progress: json("progress").and_then(|v| serde_json::from_value(v).ok()),
+        result: json("result").filter(|v| !v.is_null()),
+        last_error: Some(get("error").to_owned()).filter(|e| !e.is_empty()),
+        created_at: created,
+        updated_at: time(get("updated")).unwrap_or(created),
+        run_at: time(get("run_at")).unwrap_or(created),
+        finished_at: time(get("finished")),
+    }))
 }
 
 #[async_trait]
@@ -517,7 +341,7 @@ impl Queue for RedisQueue {
         let id = JobId::new();
         let payload = serde_json::to_string(&job.payload)
             .map_err(|e| Error::invalid_input(format!("payload is not JSON: {e}")))?;
-        let returned: String = self
+        let reply = self
             .run(
                 &self.scripts.enqueue,
                 &[
@@ -535,7 +359,10 @@ impl Queue for RedisQueue {
                 ],
             )
             .await?;
-        returned.parse()
+        match reply.word.as_str() {
+            "ok" => reply.get(0)?.parse(),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn reserve(&self, opts: &ReserveOptions) -> Result<Option<ReservedJob>> {
@@ -545,13 +372,12 @@ impl Queue for RedisQueue {
         let token = lease_token();
         let mut args = vec![ms(opts.lease).to_string(), token.clone()];
         args.extend(opts.queues.iter().cloned());
-        let reply: Option<Vec<String>> = self.run(&self.scripts.reserve, &args).await?;
-        let Some(f) = reply else { return Ok(None) };
-        let [id, queue, task, payload, attempt, max, expires] = f.as_slice() else {
-            return Err(Error::backend(
-                "redis",
-                std::io::Error::other("unexpected reply from the reserve script"),
-            ));
+        let reply = self.run(&self.scripts.reserve, &args).await?;
+        if reply.word == "empty" {
+            return Ok(None);
+        }
+        let [id, queue, task, payload, attempt, max, expires] = reply.rest.as_slice() else {
+            return Err(unexpected(&reply.word));
         };
         let id: JobId = id.parse()?;
         Ok(Some(ReservedJob {
@@ -568,52 +394,57 @@ impl Queue for RedisQueue {
 
     async fn ack(&self, lease: &LeaseToken, result: Option<Value>) -> Result<()> {
         let result = result.map(|v| v.to_string()).unwrap_or_default();
-        let reply: String = self
+        let reply = self
             .run(
                 &self.scripts.ack,
                 &[lease.job_id.to_string(), lease.token.clone(), result],
             )
             .await?;
-        match reply.as_str() {
+        match reply.word.as_str() {
             "ok" => Ok(()),
-            "missing" => Err(Error::not_found(format!("job {}", lease.job_id))),
-            _ => Err(crate::lease_lost(lease.job_id)),
+            _ => Err(reply.lease_error(lease.job_id)),
         }
     }
 
     async fn nack(&self, lease: &LeaseToken, opts: NackOptions) -> Result<NackOutcome> {
-        let mut bytes = [0u8; 8];
-        let _ = getrandom::fill(&mut bytes);
-        let jitter = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
-        let retry_after = opts
+        // The attempt this lease is for, to compute its backoff here with core's formula;
+        // the script checks that it is still the job's attempt.
+        let attempt: Option<u32> = self
+            .read_retrying(
+                redis::cmd("HGET")
+                    .arg(format!("{}:job:{}", self.prefix, lease.job_id))
+                    .arg("attempts"),
+            )
+            .await?;
+        let Some(attempt) = attempt else {
+            return Err(Error::not_found(format!("job {}", lease.job_id)));
+        };
+        let delay = opts
             .retry_after
-            .map_or(-1, |d| i64::try_from(ms(d)).unwrap_or(i64::MAX));
-        let reply: Vec<String> = self
+            .unwrap_or_else(|| self.backoff.delay(attempt));
+        let reply = self
             .run(
                 &self.scripts.nack,
                 &[
                     lease.job_id.to_string(),
                     lease.token.clone(),
                     opts.error,
-                    retry_after.to_string(),
-                    self.jobs.backoff_base_ms.to_string(),
-                    self.jobs.backoff_max_secs.saturating_mul(1000).to_string(),
-                    jitter.to_string(),
+                    attempt.to_string(),
+                    ms(delay).to_string(),
                 ],
             )
             .await?;
-        match reply.first().map(String::as_str) {
-            Some("dead") => Ok(NackOutcome::Dead),
-            Some("retry") => Ok(NackOutcome::Retrying {
-                run_at: reply.get(1).and_then(|t| time(t)).unwrap_or_else(Utc::now),
+        match reply.word.as_str() {
+            "dead" => Ok(NackOutcome::Dead),
+            "retry" => Ok(NackOutcome::Retrying {
+                run_at: time(reply.get(0)?).unwrap_or_else(Utc::now),
             }),
-            Some("missing") => Err(Error::not_found(format!("job {}", lease.job_id))),
-            _ => Err(crate::lease_lost(lease.job_id)),
+            _ => Err(reply.lease_error(lease.job_id)),
         }
     }
 
     async fn extend_lease(&self, lease: &LeaseToken, by: Duration) -> Result<LeaseState> {
-        let reply: Vec<String> = self
+        let reply = self
             .run(
                 &self.scripts.extend,
                 &[
@@ -623,34 +454,29 @@ impl Queue for RedisQueue {
                 ],
             )
             .await?;
-        let at = reply.get(1).and_then(|t| time(t)).unwrap_or_else(Utc::now);
-        match reply.first().map(String::as_str) {
-            Some("ok") => Ok(LeaseState {
-                expires_at: at,
-                cancelled: false,
-            }),
-            Some("cancelled") => Ok(LeaseState {
-                expires_at: at,
-                cancelled: true,
-            }),
-            Some("missing") => Err(Error::not_found(format!("job {}", lease.job_id))),
-            _ => Err(crate::lease_lost(lease.job_id)),
-        }
+        let cancelled = match reply.word.as_str() {
+            "ok" => false,
+            "cancelled" => true,
+            _ => return Err(reply.lease_error(lease.job_id)),
+        };
+        Ok(LeaseState {
+            expires_at: time(reply.get(0)?).unwrap_or_else(Utc::now),
+            cancelled,
+        })
     }
 
     async fn update_progress(&self, lease: &LeaseToken, progress: Progress) -> Result<()> {
         validate_progress(&progress)?;
         let json = serde_json::to_string(&progress).map_err(|e| Error::backend("redis", e))?;
-        let reply: String = self
+        let reply = self
             .run(
                 &self.scripts.progress,
                 &[lease.job_id.to_string(), lease.token.clone(), json],
             )
             .await?;
-        match reply.as_str() {
+        match reply.word.as_str() {
             "ok" => Ok(()),
-            "missing" => Err(Error::not_found(format!("job {}", lease.job_id))),
-            _ => Err(crate::lease_lost(lease.job_id)),
+            _ => Err(reply.lease_error(lease.job_id)),
         }
     }
 
@@ -662,14 +488,15 @@ impl Queue for RedisQueue {
     }
 
     async fn cancel(&self, id: JobId) -> Result<JobState> {
-        let reply: String = self.run(&self.scripts.cancel, &[id.to_string()]).await?;
-        match reply.as_str() {
+        let reply = self.run(&self.scripts.cancel, &[id.to_string()]).await?;
+        match reply.word.as_str() {
             "cancelled" => Ok(JobState::Cancelled),
             "missing" => Err(Error::not_found(format!("job {id}"))),
-            other => Err(Error::conflict(format!(
+            "finished" => Err(Error::conflict(format!(
                 "job {id} is already {}; only unfinished jobs can be cancelled",
-                other.trim_start_matches("finished:")
+                parse_state(reply.get(0)?)?.as_str()
             ))),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -684,39 +511,34 @@ impl Queue for RedisQueue {
             )
             .await?;
         let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-        let mut out = Vec::new();
-        for id in ids {
-            let id: JobId = id.parse()?;
-            if page.after.is_some_and(|after| id <= after) {
-                continue;
-            }
-            if let Some(status) = self.read(id).await? {
-                out.push(status);
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        out.sort_by_key(|s| s.id);
-        Ok(out)
+        let mut ids = ids
+            .iter()
+            .map(|id| id.parse())
+            .collect::<Result<Vec<JobId>>>()?;
+        ids.sort_unstable();
+        ids.retain(|id| page.after.is_none_or(|after| *id > after));
+        ids.truncate(limit);
+        self.read_many(&ids).await
     }
 
     async fn requeue_dead(&self, id: JobId) -> Result<()> {
-        let reply: String = self.run(&self.scripts.requeue, &[id.to_string()]).await?;
-        match reply.as_str() {
+        let reply = self.run(&self.scripts.requeue, &[id.to_string()]).await?;
+        match reply.word.as_str() {
             "ok" => Ok(()),
-            _ => Err(Error::not_found(format!("dead job {id}"))),
+            "missing" => Err(Error::not_found(format!("dead job {id}"))),
+            other => Err(unexpected(other)),
         }
     }
 
     async fn purge_dead(&self, queue: &str) -> Result<u64> {
-        self.run(&self.scripts.purge, &[queue.to_owned()]).await
+        let reply = self.run(&self.scripts.purge, &[queue.to_owned()]).await?;
+        reply.get(0)?.parse().map_err(|_| unexpected(&reply.word))
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
-        let pairs: Vec<String> = self.run(&self.scripts.stats, &[queue.to_owned()]).await?;
+        let reply = self.run(&self.scripts.stats, &[queue.to_owned()]).await?;
         let mut stats = QueueStats::default();
-        for pair in pairs.chunks(2) {
+        for pair in reply.rest.chunks(2) {
             if let [state, n] = pair {
                 stats.add(parse_state(state)?, n.parse().unwrap_or(0));
             }
@@ -731,7 +553,7 @@ impl Queue for RedisQueue {
         page: PageOptions,
     ) -> Result<Vec<JobStatus>> {
         let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-        let ids: Vec<String> = self
+        let ids = self
             .run(
                 &self.scripts.list,
                 &[
@@ -741,14 +563,13 @@ impl Queue for RedisQueue {
                     limit.to_string(),
                 ],
             )
-            .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(status) = self.read(id.parse()?).await? {
-                out.push(status);
-            }
-        }
-        Ok(out)
+            .await?
+            .rest;
+        let ids = ids
+            .iter()
+            .map(|id| id.parse())
+            .collect::<Result<Vec<JobId>>>()?;
+        self.read_many(&ids).await
     }
 
     async fn health(&self) -> Result<()> {

@@ -27,6 +27,14 @@ pub struct QueueEntry {
 pub struct QueueCapabilities {
     /// Whether jobs outlive the process (a restart loses none).
     pub durable: bool,
+    /// Whether every process configured alike sees the same jobs (a separate worker, the
+    /// `jobs` commands); the in-memory queue is private to its process.
+    pub shared: bool,
+}
+
+/// What backend `kind` can do; `None` for a kind that does not exist.
+pub fn capabilities(kind: &str) -> Option<QueueCapabilities> {
+    BACKENDS.get(kind).map(|b| b.capabilities)
 }
 
 /// Every queue backend.
@@ -38,7 +46,10 @@ pub static BACKENDS: Registry<QueueEntry, QueueCapabilities> = Registry {
         backend! {
             kind: "memory",
             about: "in process memory (jobs are lost on restart)",
-            capabilities: QueueCapabilities { durable: false },
+            capabilities: QueueCapabilities {
+                durable: false,
+                shared: false,
+            },
             entry: QueueEntry {
                 connect: crate::memory::connect,
                 probe: crate::memory::probe,
@@ -48,7 +59,10 @@ pub static BACKENDS: Registry<QueueEntry, QueueCapabilities> = Registry {
             kind: "redis",
             feature: "redis",
             about: "Redis (one server; jobs survive restarts)",
-            capabilities: QueueCapabilities { durable: true },
+            capabilities: QueueCapabilities {
+                durable: true,
+                shared: true,
+            },
             entry: QueueEntry {
                 connect: crate::redis_backend::connect_queue,
                 probe: crate::redis_backend::probe_config,

@@ -115,6 +115,64 @@ pub(crate) fn probe<'a>(
     })
 }
 
+/// Downloads an image a provider returned as a URL: at most `max_bytes` (checked against
+/// `Content-Length` first, then while reading) within `timeout`.
+pub(crate) async fn download_image(
+    url: &str,
+    max_bytes: u64,
+    timeout: Duration,
+) -> Result<(Bytes, String)> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| Error::backend("http", e))?;
+    let unavailable = |what: &str, e: reqwest::Error| {
+        let why = if e.is_timeout() {
+            format!("no answer within {}s", timeout.as_secs())
+        } else {
+            e.to_string()
+        };
+        Error::unavailable(format!("{what} the image at {url} failed: {why}"))
+    };
+    let mut response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| unavailable("downloading", e))?;
+    if !response.status().is_success() {
+        return Err(Error::unavailable(format!(
+            "downloading the image at {url} answered {}",
+            response.status()
+        )));
+    }
+    let too_large = || {
+        Error::invalid_input(format!(
+            "the image at {url} is larger than {max_bytes} bytes (server.max_upload_bytes)"
+        ))
+    };
+    if response.content_length().is_some_and(|n| n > max_bytes) {
+        return Err(too_large());
+    }
+    let mime = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| unavailable("reading", e))?
+    {
+        if (body.len() + chunk.len()) as u64 > max_bytes {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body.freeze(), mime))
+}
+
 /// A `Retry-After` header: seconds, or an HTTP date.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
