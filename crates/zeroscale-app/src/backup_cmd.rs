@@ -81,7 +81,7 @@ async fn open_db(config: &Config) -> anyhow::Result<zeroscale_db::Db> {
 
 fn default_output(config: &Config) -> anyhow::Result<PathBuf> {
     let dir = config.data_dir()?.join("backups");
-    zeroscale_core::config::ensure_private_dir(&dir).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    zeroscale_core::config::ensure_private_dir(&dir).map_err(anyhow::Error::from)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     Ok(dir.join(format!("zeroscale-{stamp}.zsbackup")))
 }
@@ -99,7 +99,7 @@ pub(crate) async fn backup(
         let mut lock = stdout.lock();
         let manifest = backup::backup(&db, &mut lock, &mut |e| reporter.event(e))
             .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            .map_err(anyhow::Error::from)?;
         if json {
             eprintln!(
                 "{}",
@@ -121,7 +121,7 @@ pub(crate) async fn backup(
         Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
-            return Err(anyhow::anyhow!(e.chain()).context("the backup failed"));
+            return Err(anyhow::Error::from(e).context("the backup failed"));
         }
     };
     file.sync_all()?;
@@ -158,7 +158,7 @@ pub(crate) async fn restore(
         reporter.event(e);
     })
     .await
-    .map_err(|e| anyhow::anyhow!(e.chain()))
+    .map_err(anyhow::Error::from)
     .with_context(|| format!("nothing was restored from {}", file.display()))?;
     summary(
         "restore",
@@ -187,7 +187,7 @@ pub(crate) async fn db(command: DbCommand) -> anyhow::Result<ExitCode> {
         reporter.event(e);
     })
     .await
-    .map_err(|e| anyhow::anyhow!(e.chain()))
+    .map_err(anyhow::Error::from)
     .context("nothing was copied")?;
     summary(
         "copy",

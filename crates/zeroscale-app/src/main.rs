@@ -118,9 +118,33 @@ fn run_async(
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("zeroscale: {e:#}");
-            ExitCode::FAILURE
+            let text = describe(&e);
+            tracing::error!("{text}");
+            eprintln!("zeroscale: {text}");
+            // A config error (exit 2) is the operator's to fix; anything else is 1.
+            let config_error = e
+                .chain()
+                .filter_map(|c| c.downcast_ref::<zeroscale_core::Error>())
+                .any(|c| c.kind() == zeroscale_core::ErrorKind::Config);
+            if config_error {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// An error with its contexts, then the core error's own account of itself (its message
+/// and sources without repeats, [`zeroscale_core::Error::chain`]).
+fn describe(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        if let Some(core) = cause.downcast_ref::<zeroscale_core::Error>() {
+            parts.push(core.chain());
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ")
 }

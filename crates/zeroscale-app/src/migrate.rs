@@ -15,30 +15,22 @@ pub(crate) async fn run(
     let config = &loaded.config.database;
     let db = Db::connect(config)
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .map_err(anyhow::Error::from)
         .context("cannot open the database")?;
     let at = format!("{} database at {}", db.dialect().name(), db.location());
     let result = match command {
         MigrateCommand::Up => {
-            let applied = db
-                .migrate_up()
-                .await
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let applied = db.migrate_up().await.map_err(anyhow::Error::from)?;
             println!("applied {applied} migration(s) to the {at}");
             Ok(ExitCode::SUCCESS)
         }
         MigrateCommand::Down { steps } => {
-            db.migrate_down(steps)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            db.migrate_down(steps).await.map_err(anyhow::Error::from)?;
             println!("rolled back {steps} migration(s) of the {at}");
             Ok(ExitCode::SUCCESS)
         }
         MigrateCommand::Status => {
-            let status = db
-                .migrate_status()
-                .await
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let status = db.migrate_status().await.map_err(anyhow::Error::from)?;
             println!("migrations of the {at}:");
             for m in &status {
                 let state = if m.applied { "applied" } else { "pending" };
@@ -54,9 +46,7 @@ pub(crate) async fn run(
             if !yes {
                 bail!("`migrate fresh` drops every table of the {at}: add --yes to confirm");
             }
-            db.migrate_fresh()
-                .await
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            db.migrate_fresh().await.map_err(anyhow::Error::from)?;
             println!("dropped every table and migrated the {at} from scratch");
             Ok(ExitCode::SUCCESS)
         }

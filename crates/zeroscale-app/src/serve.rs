@@ -143,7 +143,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
                 Err(e) => {
-                    return Err(anyhow::anyhow!(e.chain()).context("cannot open the database"));
+                    return Err(anyhow::Error::from(e).context("cannot open the database"));
                 }
             }
         }
@@ -154,7 +154,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     let storage = services.storage.clone();
     let files_signer =
         zeroscale_storage::app_signer(&config.storage, &crate::wiring::storage_context(&config)?)
-            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            .map_err(anyhow::Error::from)?;
     let config_upload_limit = config.server.max_upload_bytes;
     let download_policy = config.server.download_policy();
     let server_config = config.server.clone();
@@ -266,12 +266,12 @@ pub(crate) async fn auto_migrate(config: &Config) -> anyhow::Result<()> {
     }
     let db = zeroscale_db::Db::connect(&config.database)
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .map_err(anyhow::Error::from)
         .context("auto_migrate: cannot open the database (set `database.auto_migrate = false` to start without it)")?;
     let applied = db
         .migrate_up()
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .map_err(anyhow::Error::from)
         .context("auto_migrate: migrations failed")?;
     tracing::info!(applied, "database migrations up to date");
     let _ = db.close().await;

@@ -55,13 +55,10 @@ async fn check_source_is_quiet(config: &Config, notes: &mut Vec<String>) -> anyh
     }
     let queue = zeroscale_queue::connect(&config.queue, &config.jobs)
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .map_err(anyhow::Error::from)
         .context("cannot reach the source queue to check it is drained")?;
     for name in &config.workers.queues {
-        let stats = queue
-            .stats(name)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        let stats = queue.stats(name).await.map_err(anyhow::Error::from)?;
         let waiting = stats.queued + stats.scheduled + stats.running + stats.failed;
         if waiting > 0 {
             anyhow::bail!(
@@ -105,7 +102,7 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
         crate::storage_cmd::open_config(&target).context("--to")?;
     let counts = backup::table_counts(&source_db)
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        .map_err(anyhow::Error::from)?;
     let rows: u64 = counts.iter().map(|(_, n)| n).sum();
     eprintln!(
         "database: {} ({} rows) -> {}",
@@ -130,7 +127,7 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
             &|_| {},
         )
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        .map_err(anyhow::Error::from)?;
         if json {
             println!(
                 "{}",
@@ -168,7 +165,7 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
         &mut |e| reporter.event(e),
     )
     .await
-    .map_err(|e| anyhow::anyhow!(e.chain()))
+    .map_err(anyhow::Error::from)
     .context("the database copy failed; the target database is unchanged")?;
     eprintln!("copying the files ...");
     let files = sync(source_files, target_files, &sync_options, &|event| {
@@ -177,12 +174,12 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
         }
     })
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .map_err(anyhow::Error::from)
         .context("the files did not all copy (the database was copied): run the move's `storage sync` again, it resumes")?;
     // The target now has what the source had, table by table.
     let after = backup::table_counts(&target_db)
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        .map_err(anyhow::Error::from)?;
     for (table, n) in &counts {
         let got = after
             .iter()

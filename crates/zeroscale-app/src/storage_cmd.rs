@@ -73,7 +73,7 @@ pub(crate) async fn run(command: StorageCommand) -> anyhow::Result<ExitCode> {
     };
     let report = sync(source, target, &options, &progress)
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        .map_err(anyhow::Error::from)?;
     bar.finish_and_clear();
     if dry_run {
         for key in &report.copied {

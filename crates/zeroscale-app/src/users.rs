@@ -36,7 +36,7 @@ pub(crate) async fn run(loaded: &LoadedConfig, command: UsersCommand) -> anyhow:
                 .db()
                 .pending_migrations()
                 .await
-                .map_err(|e| anyhow::anyhow!(e.chain()))?
+                .map_err(anyhow::Error::from)?
                 > 0
             {
                 anyhow::bail!(
@@ -52,7 +52,7 @@ pub(crate) async fn run(loaded: &LoadedConfig, command: UsersCommand) -> anyhow:
                     credits,
                 })
                 .await
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+                .map_err(anyhow::Error::from)?;
             println!("created admin {} (id {})", user.username, user.id);
             Ok(ExitCode::SUCCESS)
         }
@@ -66,7 +66,7 @@ pub(crate) async fn run(loaded: &LoadedConfig, command: UsersCommand) -> anyhow:
                 .users()
                 .by_username(&username)
                 .await
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+                .map_err(anyhow::Error::from)?;
             let created = domain
                 .api_keys()
                 .create(zeroscale_db::domain::NewApiKey {
@@ -75,7 +75,7 @@ pub(crate) async fn run(loaded: &LoadedConfig, command: UsersCommand) -> anyhow:
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+                .map_err(anyhow::Error::from)?;
             // The key alone on stdout, so scripts can capture it.
             println!("{}", created.plaintext);
             eprintln!(

@@ -16,7 +16,7 @@ use zeroscale_models::router::Router;
 async fn connect_db(config: &Config) -> anyhow::Result<Db> {
     Db::connect(&config.database)
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .map_err(anyhow::Error::from)
         .context("cannot open the database")
 }
 
@@ -35,7 +35,7 @@ pub(crate) fn load_named(which: &str) -> anyhow::Result<Config> {
             ..Default::default()
         }
     };
-    let loaded = zeroscale_core::config::load(&sources).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let loaded = zeroscale_core::config::load(&sources).map_err(anyhow::Error::from)?;
     Ok(loaded.config)
 }
 
@@ -63,7 +63,7 @@ pub(crate) fn storage_context(
 /// Connects the configured storage.
 pub(crate) fn storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     zeroscale_storage::connect(&config.storage, &storage_context(config)?)
-        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .map_err(anyhow::Error::from)
         .context("cannot set up storage")
 }
 
@@ -76,7 +76,7 @@ pub(crate) fn models(
     storage: Arc<dyn Storage>,
 ) -> anyhow::Result<Arc<Router>> {
     let (mut router, _missing) = Router::from_config(&config.models)
-        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .map_err(anyhow::Error::from)
         .context("cannot set up the model providers")?;
     if config.models.cache.embeddings {
         router.set_embedding_cache(Arc::new(domain.embedding_cache()));
@@ -97,12 +97,7 @@ pub(crate) async fn bootstrap_admin(config: &Config, domain: &Domain) -> anyhow:
         "auth.bootstrap_admin must be `username:password` (e.g. ZEROSCALE_AUTH__BOOTSTRAP_ADMIN=admin:long-password)",
     )?;
     let users = domain.users();
-    if users
-        .count()
-        .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?
-        > 0
-    {
+    if users.count().await.map_err(anyhow::Error::from)? > 0 {
         tracing::info!("auth.bootstrap_admin ignored: the database already has users");
         return Ok(());
     }
@@ -114,7 +109,7 @@ pub(crate) async fn bootstrap_admin(config: &Config, domain: &Domain) -> anyhow:
             credits: 0,
         })
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .map_err(anyhow::Error::from)
         .context("auth.bootstrap_admin: cannot create the admin")?;
     tracing::info!(username = %user.username, "created the first admin from auth.bootstrap_admin");
     Ok(())

@@ -51,9 +51,7 @@ pub(crate) fn build(queue: Arc<dyn Queue>, services: &Services) -> Worker {
             let services = documents.clone();
             async move {
                 ctx.progress(0, format!("embedding {} documents", job.documents.len()));
-                let stored = crate::tasks::embed_documents(&services, &job)
-                    .await
-                    .map_err(|e| e.chain())?;
+                let stored = crate::tasks::embed_documents(&services, &job).await?;
                 let ids: Vec<String> = stored.into_iter().map(|d| d.id).collect();
                 Ok(Some(serde_json::json!({ "document_ids": ids })))
             }
@@ -62,30 +60,41 @@ pub(crate) fn build(queue: Arc<dyn Queue>, services: &Services) -> Worker {
     let images = services.clone();
     worker.register(
         crate::tasks::GENERATE_IMAGE,
-        move |ctx, job: crate::tasks::GenerateImage| {
+        move |_, job: crate::tasks::GenerateImage| {
             let services = images.clone();
             async move {
-                let generation = match crate::tasks::generate_image(&services, &job.generation_id)
-                    .await
-                {
-                    Ok(generation) => generation,
-                    // The job is about to go to dead letters: settle the generation now, so
-                    // its credits do not stay reserved.
-                    Err(e) if ctx.is_last_attempt() => {
-                        let why = format!("gave up after {} attempts: {}", ctx.attempt, e.chain());
-                        let _ = services
-                            .domain
-                            .credits()
-                            .fail(&job.generation_id, &why)
-                            .await;
-                        return Err(why);
-                    }
-                    Err(e) => return Err(e.chain()),
-                };
+                let generation =
+                    crate::tasks::generate_image(&services, &job.generation_id).await?;
                 Ok(Some(serde_json::json!({
                     "generation_id": generation.id,
                     "status": generation.status.as_str(),
                 })))
+            }
+        },
+    );
+    // The job went to dead letters: settle the generation now, so its credits do not stay
+    // reserved until the sweeper's timeout.
+    let settle = services.clone();
+    worker.on_dead(
+        crate::tasks::GENERATE_IMAGE,
+        move |job: crate::tasks::GenerateImage, error| {
+            let services = settle.clone();
+            async move {
+                let why = format!("gave up: {error}");
+                match services
+                    .domain
+                    .credits()
+                    .fail(&job.generation_id, &why)
+                    .await
+                {
+                    // Settled meanwhile (completed, or failed by another run).
+                    Ok(_) | Err(zeroscale_core::Error::Conflict { .. }) => {}
+                    Err(e) => tracing::warn!(
+                        generation = %job.generation_id,
+                        error = %e.chain(),
+                        "could not refund a dead image job; the sweeper will"
+                    ),
+                }
             }
         },
     );
@@ -102,7 +111,7 @@ pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
         .queue
         .get()
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))
+        .map_err(anyhow::Error::from)
         .context("cannot connect to the queue")?;
     if !zeroscale_queue::registry::capabilities(config.queue.kind()).is_some_and(|c| c.shared) {
         tracing::warn!(

@@ -79,6 +79,7 @@ async fn jobs_commands() {
         NackOptions {
             error: "kaboom".into(),
             retry_after: None,
+            give_up: false,
         },
     )
     .await
@@ -123,6 +124,7 @@ async fn jobs_commands() {
         NackOptions {
             error: "again".into(),
             retry_after: None,
+            give_up: false,
         },
     )
     .await

@@ -251,6 +251,21 @@ impl Error {
         matches!(self.kind(), ErrorKind::RateLimited | ErrorKind::Unavailable)
     }
 
+    /// Whether the same call can never succeed by being retried as it is: bad input,
+    /// something missing, a refusal, wrong config, an unsupported operation. A worker
+    /// sends a job that fails this way to dead letters at once.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::InvalidInput
+                | ErrorKind::NotFound
+                | ErrorKind::Unauthenticated
+                | ErrorKind::PermissionDenied
+                | ErrorKind::NotSupported
+                | ErrorKind::Config
+        )
+    }
+
     /// How long the backend asked us to wait before retrying, when it said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -188,6 +188,10 @@ pub struct NackOptions {
     pub error: String,
     /// Retry no earlier than this; the queue's backoff decides when `None`.
     pub retry_after: Option<Duration>,
+    /// No more attempts: the job goes to dead letters now, whatever attempts it has left
+    /// (the handler's error says retrying cannot succeed, see
+    /// [`Error::is_permanent`](crate::Error::is_permanent)).
+    pub give_up: bool,
 }
 
 /// What a nack did.
@@ -382,6 +386,7 @@ pub trait QueueExt: Queue {
             NackOptions {
                 error: error.to_owned(),
                 retry_after: None,
+                give_up: false,
             },
         )
         .await

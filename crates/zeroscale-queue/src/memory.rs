@@ -307,7 +307,7 @@ impl Queue for MemoryQueue {
         r.status.last_error = Some(opts.error);
         r.status.updated_at = at;
         let attempts = r.status.attempts;
-        if attempts >= r.status.max_attempts {
+        if opts.give_up || attempts >= r.status.max_attempts {
             inner.finish(lease.job_id, JobState::Dead, at);
             return Ok(NackOutcome::Dead);
         }

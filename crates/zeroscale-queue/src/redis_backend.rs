@@ -431,6 +431,7 @@ impl Queue for RedisQueue {
                     opts.error,
                     attempt.to_string(),
                     ms(delay).to_string(),
+                    if opts.give_up { "1" } else { "0" }.to_owned(),
                 ],
             )
             .await?;

@@ -2,6 +2,14 @@
 //! concurrency limit, a per-job timeout and an automatic lease heartbeat; panics become
 //! nacks; shutdown stops reserving, waits for in-flight jobs up to a deadline, then hands
 //! their jobs back to the queue.
+//!
+//! Handlers return core's [`Error`], and the runtime acts on its kind: a permanent error
+//! ([`Error::is_permanent`]: bad input, something missing, a refusal) sends the job to dead
+//! letters at once; a rate limit retries after the limiter's `Retry-After`; anything else
+//! retries with the queue's backoff until the attempts run out. A hook registered with
+//! [`Worker::on_dead`] runs when a job of its task goes to dead letters from a handler's
+//! failure (not when a lease expires on the last attempt: nothing is left running to call
+//! it; see the queue docs).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,16 +21,21 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
-use zeroscale_core::Queue;
-use zeroscale_core::queue::{JobId, NackOptions, Progress, ReserveOptions, ReservedJob};
+use zeroscale_core::queue::{
+    JobId, NackOptions, NackOutcome, Progress, ReserveOptions, ReservedJob,
+};
+use zeroscale_core::{Error, Queue};
 
-/// What a handler returns: a JSON result, or an error message (the attempt fails and is
-/// retried with backoff, or dead-lettered after the last attempt).
-pub type HandlerResult = Result<Option<Value>, String>;
+/// What a handler returns: a JSON result, or an error (see the module docs for what the
+/// runtime does with each kind).
+pub type HandlerResult = Result<Option<Value>, Error>;
 
 type BoxHandler = Arc<
     dyn Fn(JobContext, Value) -> Pin<Box<dyn Future<Output = HandlerResult> + Send>> + Send + Sync,
 >;
+
+type BoxDeadHook =
+    Arc<dyn Fn(Value, String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// What a running handler can see and do.
 #[derive(Debug, Clone)]
@@ -95,6 +108,7 @@ pub struct Worker {
     queue: Arc<dyn Queue>,
     options: WorkerOptions,
     handlers: HashMap<String, BoxHandler>,
+    dead_hooks: HashMap<String, BoxDeadHook>,
     timeouts: HashMap<String, Duration>,
 }
 
@@ -125,6 +139,7 @@ impl Worker {
             queue,
             options,
             handlers: HashMap::new(),
+            dead_hooks: HashMap::new(),
             timeouts: HashMap::new(),
         }
     }
@@ -152,9 +167,44 @@ impl Worker {
                 let task_name = task_name.clone();
                 Box::pin(async move {
                     let payload: P = serde_json::from_value(payload).map_err(|e| {
-                        format!("payload of task `{task_name}` does not match its handler: {e}")
+                        Error::invalid_input(format!(
+                            "payload of task `{task_name}` does not match its handler: {e}"
+                        ))
                     })?;
                     handler(ctx, payload).await
+                })
+            }),
+        );
+        self
+    }
+
+    /// Runs `hook` with the payload (as `P`) and the last error when a job of `task` goes
+    /// to dead letters after a handler failed it: its last attempt failed, or its error was
+    /// permanent. For settling what the job held (credits, reservations) without waiting
+    /// for a sweeper. The hook runs once per dead-lettering, on this worker; make it
+    /// idempotent, as handlers are.
+    pub fn on_dead<P, F, Fut>(&mut self, task: &str, hook: F) -> &mut Self
+    where
+        P: DeserializeOwned + Send + 'static,
+        F: Fn(P, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let hook = Arc::new(hook);
+        let task_name = task.to_owned();
+        self.dead_hooks.insert(
+            task.to_owned(),
+            Arc::new(move |payload, error| {
+                let hook = hook.clone();
+                let task_name = task_name.clone();
+                Box::pin(async move {
+                    match serde_json::from_value::<P>(payload) {
+                        Ok(payload) => hook(payload, error).await,
+                        Err(e) => tracing::warn!(
+                            task = %task_name,
+                            error = %e,
+                            "the dead-letter hook could not read the job's payload"
+                        ),
+                    }
                 })
             }),
         );
@@ -166,6 +216,7 @@ impl Worker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> WorkerReport {
         let permits = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
         let handlers = Arc::new(self.handlers);
+        let dead_hooks = Arc::new(self.dead_hooks);
         let timeouts = Arc::new(self.timeouts);
         let report = Arc::new(std::sync::Mutex::new(WorkerReport::default()));
         let (stop_jobs_tx, stop_jobs_rx) = watch::channel(false);
@@ -214,6 +265,7 @@ impl Worker {
             let run = run_job(
                 self.queue.clone(),
                 handlers.clone(),
+                dead_hooks.clone(),
                 job,
                 options,
                 stop_jobs_rx.clone(),
@@ -250,6 +302,7 @@ impl Worker {
 async fn run_job(
     queue: Arc<dyn Queue>,
     handlers: Arc<HashMap<String, BoxHandler>>,
+    dead_hooks: Arc<HashMap<String, BoxDeadHook>>,
     job: ReservedJob,
     options: WorkerOptions,
     mut stop: watch::Receiver<bool>,
@@ -265,6 +318,7 @@ async fn run_job(
                 NackOptions {
                     error,
                     retry_after: None,
+                    give_up: false,
                 },
             )
             .await;
@@ -298,9 +352,9 @@ async fn run_job(
                             .map(|s| (*s).to_owned())
                             .or_else(|| message.downcast_ref::<String>().cloned())
                             .unwrap_or_else(|| "a non-string panic".to_owned());
-                        Err(format!("handler panicked: {text}"))
+                        Err(Error::backend("worker", format!("handler panicked: {text}")))
                     }
-                    Err(e) => Err(format!("handler was stopped: {e}")),
+                    Err(e) => Err(Error::backend("worker", format!("handler was stopped: {e}"))),
                 });
             }
             _ = tokio::time::sleep(beat) => {
@@ -325,7 +379,7 @@ async fn run_job(
             }
             () = &mut deadline => {
                 handle.abort();
-                break Some(Err(format!("handler timed out after {}s", options.job_timeout.as_secs())));
+                break Some(Err(Error::unavailable(format!("handler timed out after {}s", options.job_timeout.as_secs()))));
             }
             _ = stop.changed() => {
                 handle.abort();
@@ -334,6 +388,7 @@ async fn run_job(
                     .nack(&job.lease, NackOptions {
                         error: "worker shut down before the job finished".into(),
                         retry_after: Some(Duration::ZERO),
+                        give_up: false,
                     })
                     .await;
                 bump(|r| r.released += 1);
@@ -350,17 +405,23 @@ async fn run_job(
             Err(e) => tracing::warn!(error = %e.chain(), "ack failed"),
         },
         Some(Err(error)) => {
-            tracing::warn!(%error, "job attempt failed");
-            let _ = queue
+            let text = error.chain();
+            let give_up = error.is_permanent();
+            tracing::warn!(error = %text, give_up, "job attempt failed");
+            let outcome = queue
                 .nack(
                     &job.lease,
                     NackOptions {
-                        error,
-                        retry_after: None,
+                        error: text.clone(),
+                        retry_after: error.retry_after(),
+                        give_up,
                     },
                 )
                 .await;
             bump(|r| r.failed += 1);
+            if let (Ok(NackOutcome::Dead), Some(hook)) = (outcome, dead_hooks.get(&job.task)) {
+                hook(job.payload, text).await;
+            }
         }
         None => {}
     }

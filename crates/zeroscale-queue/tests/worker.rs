@@ -75,7 +75,7 @@ async fn handlers_failures_panics_timeouts_progress() {
             Ok(Some(json!(p.a + p.b)))
         })
         .register("fail", |_, _: serde_json::Value| async move {
-            Err("nope".to_owned())
+            Err(zeroscale_core::Error::unavailable("nope"))
         })
         .register("panic", |_, _: serde_json::Value| async move {
             if true {
@@ -135,7 +135,7 @@ async fn handlers_failures_panics_timeouts_progress() {
     let s = wait_for(&q, bad, JobState::Dead).await;
     assert!(s.last_error.unwrap().contains("does not match its handler"));
     let s = wait_for(&q, fail, JobState::Dead).await;
-    assert_eq!(s.last_error.as_deref(), Some("nope"));
+    assert_eq!(s.last_error.as_deref(), Some("unavailable: nope"));
     assert_eq!(s.attempts, 2, "retried up to max_attempts");
     let s = wait_for(&q, boom, JobState::Dead).await;
     assert!(
@@ -292,7 +292,7 @@ async fn handlers_see_their_last_attempt() {
                 .lock()
                 .unwrap()
                 .push((ctx.attempt, ctx.max_attempts, ctx.is_last_attempt()));
-            Err("always".to_owned())
+            Err(zeroscale_core::Error::unavailable("always"))
         }
     });
     let (stop, stop_rx) = watch::channel(false);
@@ -305,4 +305,86 @@ async fn handlers_see_their_last_attempt() {
     stop.send(true).unwrap();
     running.await.unwrap();
     assert_eq!(*seen.lock().unwrap(), [(1, 2, false), (2, 2, true)]);
+}
+
+/// The runtime acts on the kind of a handler's error: a permanent one (bad input) sends
+/// the job to dead letters at its first attempt, and the task's dead-letter hook runs with
+/// the payload and the error; a retriable one retries.
+#[tokio::test]
+async fn permanent_errors_dead_letter_at_once_and_run_the_hook() {
+    let q = queue();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let hooked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut worker = Worker::new(q.clone(), options());
+    let counter = Arc::clone(&attempts);
+    worker.register("bad", move |_, _: serde_json::Value| {
+        let counter = Arc::clone(&counter);
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Err(zeroscale_core::Error::invalid_input(
+                "this payload can never work",
+            ))
+        }
+    });
+    let record = Arc::clone(&hooked);
+    worker.on_dead("bad", move |payload: serde_json::Value, error: String| {
+        let record = Arc::clone(&record);
+        async move {
+            record.lock().unwrap().push((payload, error));
+        }
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let running = tokio::spawn(worker.run(stop_rx));
+    let id = q
+        .enqueue(NewJob::new("default", "bad", json!({"n": 7})))
+        .await
+        .unwrap();
+    let status = wait_for(&q, id, JobState::Dead).await;
+    // The hook runs right after the nack; give it a moment.
+    for _ in 0..50 {
+        if !hooked.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "no retry of a permanent error"
+    );
+    assert_eq!(status.attempts, 1);
+    let hooked = hooked.lock().unwrap();
+    assert_eq!(hooked.len(), 1, "{hooked:?}");
+    assert_eq!(hooked[0].0, json!({"n": 7}));
+    assert!(hooked[0].1.contains("can never work"), "{:?}", hooked[0].1);
+}
+
+/// A rate-limited handler's `Retry-After` decides when the job runs again.
+#[tokio::test]
+async fn rate_limited_handlers_retry_after_what_the_limiter_said() {
+    let q = queue();
+    let mut worker = Worker::new(q.clone(), options());
+    worker.register("limited", |_, _: serde_json::Value| async move {
+        Err(zeroscale_core::Error::rate_limited(
+            "the provider is busy",
+            Some(Duration::from_secs(3600)),
+        ))
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let running = tokio::spawn(worker.run(stop_rx));
+    let id = q
+        .enqueue(NewJob::new("default", "limited", json!({})))
+        .await
+        .unwrap();
+    let status = wait_for(&q, id, JobState::Failed).await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    let wait = status.run_at - chrono::Utc::now();
+    assert!(
+        wait > chrono::Duration::minutes(55),
+        "retry at {} is sooner than the hour asked for",
+        status.run_at
+    );
 }

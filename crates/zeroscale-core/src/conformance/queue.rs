@@ -53,12 +53,79 @@ async fn reserve_within(
     }
 }
 
-/// Runs every check; queue names start with `prefix` (unique per run).
+/// One `#[tokio::test]` per check for one backend, in a module named after it (as
+/// [`storage_conformance!`](crate::storage_conformance) does): a failure names its check,
+/// the others still run, and `cargo test <backend>::<check>` runs one alone.
+///
+/// `$make` is an async fn taking the check's name and returning `Option<Arc<dyn Queue>>`
+/// (`None`: the engine is not running and this is not CI, so the check is skipped); queue
+/// names in each check start with the check's name. The calling crate needs `tokio`.
+#[macro_export]
+macro_rules! queue_conformance {
+    ($backend:ident, $make:path) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::queue_conformance!(@checks $make;
+                enqueue_reserve_ack nack_retries_with_backoff max_attempts_dead_letter_requeue
+                give_up_dead_letters_at_once lease_expiry_redelivers
+                extend_lease_prevents_redelivery delayed_jobs_wait priority_then_fifo
+                idempotency_key cancel progress_and_status stale_lease_is_conflict
+                queues_are_separate stats_and_list);
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn unknown_job_is_not_found() {
+                let Some(queue) = $make("unknown_job_is_not_found").await else {
+                    return;
+                };
+                $crate::conformance::queue::unknown_job_is_not_found(queue.as_ref()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_consumers() {
+                let Some(queue) = $make("concurrent_consumers").await else {
+                    return;
+                };
+                $crate::conformance::queue::concurrent_consumers(
+                    queue,
+                    "concurrent_consumers",
+                    8,
+                    2_000,
+                    |f| async move { tokio::spawn(f).await.expect("consumer panicked") },
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn health() {
+                let Some(queue) = $make("health").await else {
+                    return;
+                };
+                queue.health().await.expect("health");
+            }
+        }
+    };
+    (@checks $make:path; $($check:ident)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let Some(queue) = $make(stringify!($check)).await else {
+                    return;
+                };
+                $crate::conformance::queue::$check(queue.as_ref(), stringify!($check)).await;
+            }
+        )*
+    };
+}
+
+/// Runs every check one after the other; queue names start with `prefix` (unique per
+/// run). Backends' tests use [`queue_conformance!`](crate::queue_conformance) instead.
 pub async fn run_all(queue: &dyn Queue, prefix: &str) {
     enqueue_reserve_ack(queue, prefix).await;
     unknown_job_is_not_found(queue).await;
     nack_retries_with_backoff(queue, prefix).await;
     max_attempts_dead_letter_requeue(queue, prefix).await;
+    give_up_dead_letters_at_once(queue, prefix).await;
     lease_expiry_redelivers(queue, prefix).await;
     extend_lease_prevents_redelivery(queue, prefix).await;
     delayed_jobs_wait(queue, prefix).await;
@@ -227,6 +294,7 @@ pub async fn nack_retries_with_backoff(queue: &dyn Queue, prefix: &str) {
             NackOptions {
                 error: "boom".into(),
                 retry_after: None,
+                give_up: false,
             },
         )
         .await
@@ -263,6 +331,7 @@ pub async fn nack_retries_with_backoff(queue: &dyn Queue, prefix: &str) {
             NackOptions {
                 error: "later".into(),
                 retry_after: Some(Duration::from_millis(800)),
+                give_up: false,
             },
         )
         .await
@@ -280,6 +349,44 @@ pub async fn nack_retries_with_backoff(queue: &dyn Queue, prefix: &str) {
         .unwrap();
     assert_eq!(again.id, id);
     queue.ack(&again.lease, None).await.unwrap();
+}
+
+/// A nack that gives up sends the job to dead letters whatever attempts it has left.
+pub async fn give_up_dead_letters_at_once(queue: &dyn Queue, prefix: &str) {
+    let backend = queue.backend().to_owned();
+    let name = format!("{prefix}-give-up");
+    let mut job = NewJob::new(&name, "hopeless", json!({}));
+    job.options.max_attempts = Some(5);
+    let id = queue.enqueue(job).await.unwrap();
+    let job = reserve_within(
+        queue,
+        &name,
+        Duration::from_secs(30),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_or_else(|| panic!("{backend}: the job never came"));
+    let outcome = queue
+        .nack(
+            &job.lease,
+            NackOptions {
+                error: "bad input".into(),
+                retry_after: None,
+                give_up: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        NackOutcome::Dead,
+        "{backend}: give_up did not dead-letter"
+    );
+    let status = queue.status(id).await.unwrap();
+    assert_eq!(status.state, JobState::Dead, "{backend}");
+    assert_eq!(status.attempts, 1, "{backend}");
+    assert_eq!(status.last_error.as_deref(), Some("bad input"), "{backend}");
+    queue.purge_dead(&name).await.unwrap();
 }
 
 /// After the last attempt a job is dead, listed with its error, and can be requeued
@@ -302,6 +409,7 @@ pub async fn max_attempts_dead_letter_requeue(queue: &dyn Queue, prefix: &str) {
                 NackOptions {
                     error: format!("fail {attempt}"),
                     retry_after: None,
+                    give_up: false,
                 },
             )
             .await
@@ -344,6 +452,7 @@ pub async fn max_attempts_dead_letter_requeue(queue: &dyn Queue, prefix: &str) {
             NackOptions {
                 error: "again".into(),
                 retry_after: None,
+                give_up: false,
             },
         )
         .await
@@ -357,6 +466,7 @@ pub async fn max_attempts_dead_letter_requeue(queue: &dyn Queue, prefix: &str) {
             NackOptions {
                 error: "again".into(),
                 retry_after: None,
+                give_up: false,
             },
         )
         .await
@@ -697,6 +807,7 @@ pub async fn stale_lease_is_conflict(queue: &dyn Queue, prefix: &str) {
             NackOptions {
                 error: "x".into(),
                 retry_after: None,
+                give_up: false,
             },
         )
         .await
