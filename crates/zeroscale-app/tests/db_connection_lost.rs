@@ -8,7 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Server, TempDir, fresh_database};
-use zeroscale_db::sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
+use zeroscale_db::testing::sea_orm::{
+    ConnectionTrait, DatabaseBackend, Statement, TransactionTrait,
+};
 
 async fn connect(url: &str) -> zeroscale_db::Db {
     zeroscale_db::Db::connect(&zeroscale_core::config::DatabaseConfig::Postgres(
@@ -37,7 +39,7 @@ async fn lost_connection_answers_503(var: &str, engine: &str, label: &str) {
 
     // Hold every request that authenticates on a lock on `sessions`.
     let locker = connect(&url).await;
-    let txn = locker.conn().begin().await.unwrap();
+    let txn = zeroscale_db::testing::conn(&locker).begin().await.unwrap();
     txn.execute_unprepared("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
@@ -52,8 +54,7 @@ async fn lost_connection_answers_503(var: &str, engine: &str, label: &str) {
     let admin = connect(&url).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let rows = admin
-            .conn()
+        let rows = zeroscale_db::testing::conn(&admin)
             .query_all_raw(Statement::from_string(
                 DatabaseBackend::Postgres,
                 "SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity \

@@ -8,11 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use zeroscale_core::Queue;
 use zeroscale_core::config::{JobsConfig, RedisQueueConfig};
 use zeroscale_core::queue::{JobState, NackOptions, NewJob, ReserveOptions};
 use zeroscale_core::testing::require_service;
-use zeroscale_queue::redis_backend::RedisQueue;
 
 fn jobs(url: &str, prefix: &str, args: &[&str]) -> String {
     let dir = std::env::temp_dir();
@@ -54,9 +52,12 @@ async fn jobs_commands() {
         key_prefix: prefix.clone(),
         ..Default::default()
     };
-    let q = RedisQueue::connect(&config, &JobsConfig::default())
-        .await
-        .unwrap();
+    let q = zeroscale_queue::connect(
+        &zeroscale_core::config::QueueConfig::Redis(config.clone()),
+        &JobsConfig::default(),
+    )
+    .await
+    .unwrap();
     let waiting = q
         .enqueue(NewJob::new("default", "zeroscale.echo", json!({"a": 1})))
         .await
@@ -162,9 +163,12 @@ async fn serve_runs_in_process_workers() {
         key_prefix: prefix.clone(),
         ..Default::default()
     };
-    let q = RedisQueue::connect(&config, &JobsConfig::default())
-        .await
-        .unwrap();
+    let q = zeroscale_queue::connect(
+        &zeroscale_core::config::QueueConfig::Redis(config.clone()),
+        &JobsConfig::default(),
+    )
+    .await
+    .unwrap();
     let id = q
         .enqueue(NewJob::new(
             "default",

@@ -16,7 +16,6 @@ use zeroscale_core::Queue;
 use zeroscale_core::config::{JobsConfig, RedisQueueConfig};
 use zeroscale_core::queue::{JobId, JobState, NewJob};
 use zeroscale_core::testing::{in_ci, service_var};
-use zeroscale_queue::redis_backend::RedisQueue;
 
 const JOBS: usize = 3_000;
 
@@ -98,11 +97,12 @@ async fn redis_restart_keeps_acks_and_queued_jobs() {
         key_prefix: prefix.into(),
         ..Default::default()
     };
-    let queue: Arc<dyn Queue> = Arc::new(
-        RedisQueue::connect(&config, &JobsConfig::default())
-            .await
-            .unwrap(),
-    );
+    let queue: Arc<dyn Queue> = zeroscale_queue::connect(
+        &zeroscale_core::config::QueueConfig::Redis(config.clone()),
+        &JobsConfig::default(),
+    )
+    .await
+    .unwrap();
     let mut ids: Vec<JobId> = Vec::new();
     for i in 0..JOBS {
         let mut job = NewJob::new("default", "zeroscale.sleep", json!({"ms": 1 + i % 3}));

@@ -15,7 +15,6 @@ use zeroscale_core::Queue;
 use zeroscale_core::config::{JobsConfig, RedisQueueConfig};
 use zeroscale_core::queue::{JobId, JobState, NewJob};
 use zeroscale_core::testing::require_service;
-use zeroscale_queue::redis_backend::RedisQueue;
 
 const JOBS: usize = 10_000;
 
@@ -44,11 +43,12 @@ async fn sigkilled_workers_lose_no_job() {
         key_prefix: prefix.clone(),
         ..Default::default()
     };
-    let queue: Arc<dyn Queue> = Arc::new(
-        RedisQueue::connect(&config, &JobsConfig::default())
-            .await
-            .unwrap(),
-    );
+    let queue: Arc<dyn Queue> = zeroscale_queue::connect(
+        &zeroscale_core::config::QueueConfig::Redis(config.clone()),
+        &JobsConfig::default(),
+    )
+    .await
+    .unwrap();
 
     let mut ids: Vec<JobId> = Vec::with_capacity(JOBS);
     for chunk in (0..JOBS).collect::<Vec<_>>().chunks(500) {

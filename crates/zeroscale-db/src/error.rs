@@ -6,7 +6,7 @@ use zeroscale_core::Error;
 use crate::Dialect;
 
 /// Maps a sea-orm error from `dialect` to the core error kind a caller can act on.
-pub fn map_db_err(dialect: Dialect, err: DbErr) -> Error {
+pub(crate) fn map_db_err(dialect: Dialect, err: DbErr) -> Error {
     let backend = dialect.name();
     if connection_lost(&err) {
         return Error::unavailable_from(

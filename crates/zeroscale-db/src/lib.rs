@@ -28,7 +28,6 @@ mod sqlite;
 
 use std::fmt;
 
-pub use sea_orm;
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
@@ -36,7 +35,7 @@ use sea_orm::{
 use zeroscale_core::config::DatabaseConfig;
 use zeroscale_core::{Error, Result};
 
-pub use error::map_db_err;
+pub(crate) use error::map_db_err;
 
 /// Which SQL dialect a [`Db`] speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +123,9 @@ impl Db {
         &self.location
     }
 
-    /// The sea-orm connection, for the domain services and migrations.
-    pub fn conn(&self) -> &DatabaseConnection {
+    /// The sea-orm connection, for the domain services and migrations (never public: no
+    /// engine type crosses this crate's API; tests reach it through [`testing`]).
+    pub(crate) fn conn(&self) -> &DatabaseConnection {
         &self.conn
     }
 
@@ -146,14 +146,14 @@ impl Db {
     }
 
     /// Maps a sea-orm error from this database to core's error kinds.
-    pub fn map_err(&self, e: sea_orm::DbErr) -> Error {
+    pub(crate) fn map_err(&self, e: sea_orm::DbErr) -> Error {
         map_db_err(self.dialect, e)
     }
 
     /// Starts a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: it takes
     /// the write lock up front (waiting up to the busy timeout), so two writers never
     /// deadlock upgrading read locks and a busy database means waiting, not failing.
-    pub async fn begin_write(&self) -> Result<DatabaseTransaction> {
+    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction> {
         let options = TransactionOptions {
             sqlite_transaction_mode: (self.dialect == Dialect::Sqlite)
                 .then_some(SqliteTransactionMode::Immediate),
@@ -192,5 +192,17 @@ impl Db {
             vectors: VectorBackend::Exact,
             vector_setup: std::sync::Arc::default(),
         }
+    }
+}
+
+/// For this workspace's tests only: the engine underneath a [`Db`]. Not part of the API
+/// (engine types never are); it may change in any release.
+#[doc(hidden)]
+pub mod testing {
+    pub use sea_orm;
+
+    /// The sea-orm connection of `db`.
+    pub fn conn(db: &crate::Db) -> &sea_orm::DatabaseConnection {
+        db.conn()
     }
 }

@@ -755,8 +755,8 @@ async fn login_costs(d: &Domain) {
     assert_eq!(unknown.to_string(), wrong.to_string());
 
     // The old hash was replaced at the successful login, and the user still logs in.
-    use zeroscale_db::sea_orm::{ConnectionTrait, Statement};
-    let conn = d.db().conn();
+    use zeroscale_db::testing::sea_orm::{ConnectionTrait, Statement};
+    let conn = zeroscale_db::testing::conn(d.db());
     let row = conn
         .query_one_raw(Statement::from_string(
             conn.get_database_backend(),

@@ -120,7 +120,7 @@ impl MigrationTrait for SqliteOnlyColumn {
 }
 
 async fn apply(db: &Db) {
-    let manager = SchemaManager::new(db.conn());
+    let manager = SchemaManager::new(zeroscale_db::testing::conn(db));
     SqliteOnlyColumn
         .up(&manager)
         .await

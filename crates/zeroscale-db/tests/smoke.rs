@@ -7,9 +7,9 @@ use zeroscale_core::testing::require_service;
 use zeroscale_db::{Db, Dialect};
 
 async fn write_and_read(db: &Db, table: &str) {
-    let backend = db.conn().get_database_backend();
+    let backend = zeroscale_db::testing::conn(db).get_database_backend();
     let run = |sql: String| {
-        let conn = db.conn().clone();
+        let conn = zeroscale_db::testing::conn(db).clone();
         async move {
             conn.execute_raw(Statement::from_string(backend, sql))
                 .await
@@ -25,8 +25,7 @@ async fn write_and_read(db: &Db, table: &str) {
         "INSERT INTO {table} (id, note) VALUES (1, 'hello')"
     ))
     .await;
-    let row = db
-        .conn()
+    let row = zeroscale_db::testing::conn(db)
         .query_one_raw(Statement::from_string(
             backend,
             format!("SELECT note FROM {table} WHERE id = 1"),

@@ -32,7 +32,7 @@
 
 pub mod memory;
 #[cfg(feature = "redis")]
-pub mod redis_backend;
+mod redis_backend;
 pub mod registry;
 pub mod worker;
 
@@ -150,5 +150,20 @@ impl Backoff {
         let _ = getrandom::fill(&mut bytes);
         let jitter = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
         backoff_delay(attempt, self.base, self.max, jitter)
+    }
+}
+
+/// For this workspace's tests only: a raw connection to the Redis a config names. Not part
+/// of the API (engine types never are); it may change in any release.
+#[cfg(feature = "redis")]
+#[doc(hidden)]
+pub mod testing {
+    pub use redis;
+
+    /// A reconnecting connection to the configured Redis.
+    pub async fn redis_connection(
+        config: &zeroscale_core::config::RedisQueueConfig,
+    ) -> zeroscale_core::Result<redis::aio::ConnectionManager> {
+        crate::redis_backend::connect(config).await
     }
 }

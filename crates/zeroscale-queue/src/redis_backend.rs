@@ -29,7 +29,7 @@ use crate::{Backoff, lease_token, validate_new_job, validate_progress};
 use zeroscale_core::redacted_url;
 
 /// Opens a reconnecting connection to the configured Redis.
-pub async fn connect(config: &RedisQueueConfig) -> Result<ConnectionManager> {
+pub(crate) async fn connect(config: &RedisQueueConfig) -> Result<ConnectionManager> {
     let url = config.url.expose();
     let location = redacted_url(url);
     let client = redis::Client::open(url.as_str())
@@ -55,7 +55,7 @@ pub async fn connect(config: &RedisQueueConfig) -> Result<ConnectionManager> {
 }
 
 /// Connects and sends `PING`.
-pub async fn probe(config: &RedisQueueConfig) -> Result<String> {
+pub(crate) async fn probe(config: &RedisQueueConfig) -> Result<String> {
     let location = redacted_url(config.url.expose());
     let mut conn = connect(config).await?;
     let pong: String = redis::cmd("PING")
@@ -157,7 +157,7 @@ fn unexpected(word: &str) -> Error {
 }
 
 /// The Redis queue.
-pub struct RedisQueue {
+pub(crate) struct RedisQueue {
     conn: ConnectionManager,
     prefix: String,
     location: String,
@@ -205,7 +205,7 @@ fn parse_state(s: &str) -> Result<JobState> {
 
 impl RedisQueue {
     /// Connects to the configured Redis.
-    pub async fn connect(config: &RedisQueueConfig, jobs: &JobsConfig) -> Result<Self> {
+    pub(crate) async fn connect(config: &RedisQueueConfig, jobs: &JobsConfig) -> Result<Self> {
         let conn = connect(config).await?;
         Ok(RedisQueue {
             conn,

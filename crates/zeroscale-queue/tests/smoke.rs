@@ -26,7 +26,7 @@ async fn redis_connect_write_read() {
     zeroscale_queue::probe(&QueueConfig::Redis(config.clone()))
         .await
         .expect("probe");
-    let mut conn = zeroscale_queue::redis_backend::connect(&config)
+    let mut conn = zeroscale_queue::testing::redis_connection(&config)
         .await
         .expect("connect");
     let key = format!("zeroscale-smoke-{}", std::process::id());

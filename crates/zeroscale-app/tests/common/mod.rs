@@ -251,7 +251,7 @@ pub async fn fresh_postgres(label: &str) -> Option<String> {
 
 /// A new, empty database on the PostgreSQL server named by `var` (e.g. the pgvector one).
 pub async fn fresh_database(var: &str, engine: &str, label: &str) -> Option<String> {
-    use zeroscale_db::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    use zeroscale_db::testing::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
     let admin_url = zeroscale_core::testing::require_service(var, engine)?;
     let name = format!("zs_app_{label}_{}", std::process::id());
     let admin = zeroscale_db::Db::connect(&zeroscale_core::config::DatabaseConfig::Postgres(
@@ -268,8 +268,7 @@ pub async fn fresh_database(var: &str, engine: &str, label: &str) -> Option<Stri
         format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
         format!("CREATE DATABASE \"{name}\""),
     ] {
-        admin
-            .conn()
+        zeroscale_db::testing::conn(&admin)
             .execute_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
             .await
             .expect("create test database");

@@ -55,8 +55,7 @@ impl TestDb {
                 database,
             } => {
                 if let Ok(admin) = connect_postgres(&admin_url, 2).await {
-                    let _ = admin
-                        .conn()
+                    let _ = zeroscale_db::testing::conn(&admin)
                         .execute_raw(Statement::from_string(
                             sea_orm::DatabaseBackend::Postgres,
                             format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
@@ -149,8 +148,7 @@ pub async fn postgres_on(
     let admin = connect_postgres(&admin_url, 2)
         .await
         .expect("connect to PostgreSQL");
-    admin
-        .conn()
+    zeroscale_db::testing::conn(&admin)
         .execute_raw(Statement::from_string(
             sea_orm::DatabaseBackend::Postgres,
             format!("CREATE DATABASE \"{database}\""),
