@@ -34,7 +34,9 @@ pub(crate) fn map_db_err(dialect: Dialect, err: DbErr) -> Error {
             err,
         ),
         DbErr::RecordNotFound(what) => Error::not_found(what.clone()),
-        DbErr::Query(_) | DbErr::Exec(_) if is_busy(&err.to_string()) => {
+        DbErr::Query(_) | DbErr::Exec(_)
+            if database_code(&err).is_some_and(|code| is_busy_code(dialect, &code)) =>
+        {
             Error::unavailable_from(format!("the {backend} database is busy; retry"), err)
         }
         _ => Error::backend(backend, err),
@@ -49,20 +51,17 @@ pub(crate) fn map_db_err(dialect: Dialect, err: DbErr) -> Error {
 fn connection_lost(err: &DbErr) -> bool {
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     {
-        use sea_orm::RuntimeErr;
         use sea_orm::sqlx::Error as SqlxError;
-        let (DbErr::Conn(RuntimeErr::SqlxError(e))
-        | DbErr::Exec(RuntimeErr::SqlxError(e))
-        | DbErr::Query(RuntimeErr::SqlxError(e))) = err
-        else {
-            return false;
-        };
-        match e.as_ref() {
-            SqlxError::Io(_)
-            | SqlxError::PoolClosed
-            | SqlxError::PoolTimedOut
-            | SqlxError::WorkerCrashed => true,
-            SqlxError::Database(db) => db.code().is_some_and(|code| is_connection_sqlstate(&code)),
+        match sqlx_error(err) {
+            Some(
+                SqlxError::Io(_)
+                | SqlxError::PoolClosed
+                | SqlxError::PoolTimedOut
+                | SqlxError::WorkerCrashed,
+            ) => true,
+            Some(SqlxError::Database(db)) => {
+                db.code().is_some_and(|code| is_connection_sqlstate(&code))
+            }
             _ => false,
         }
     }
@@ -70,6 +69,18 @@ fn connection_lost(err: &DbErr) -> bool {
     {
         let _ = err;
         false
+    }
+}
+
+/// The driver's error under a sea-orm error, when there is one.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn sqlx_error(err: &DbErr) -> Option<&sea_orm::sqlx::Error> {
+    use sea_orm::RuntimeErr;
+    match err {
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e.as_ref()),
+        _ => None,
     }
 }
 
@@ -82,13 +93,51 @@ fn is_connection_sqlstate(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
-fn is_busy(message: &str) -> bool {
-    message.contains("database is locked") || message.contains("database is busy")
+/// The engine's own code for a database error (a SQLSTATE on PostgreSQL, the extended
+/// result code on SQLite).
+fn database_code(err: &DbErr) -> Option<String> {
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    {
+        match sqlx_error(err) {
+            Some(sea_orm::sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        }
+    }
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+    {
+        let _ = err;
+        None
+    }
+}
+
+/// Codes that mean "another writer holds what this needs; the same statement may work in
+/// a moment": SQLite's `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6) with any extended code;
+/// PostgreSQL's lock_not_available (55P03), serialization_failure (40001) and
+/// deadlock_detected (40P01).
+fn is_busy_code(dialect: Dialect, code: &str) -> bool {
+    match dialect {
+        Dialect::Sqlite => code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
+        Dialect::Postgres => matches!(code, "55P03" | "40001" | "40P01"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_codes() {
+        for code in ["5", "6", "261", "517", "262"] {
+            assert!(is_busy_code(Dialect::Sqlite, code), "{code}");
+        }
+        for code in ["1", "19", "2067", "nope"] {
+            assert!(!is_busy_code(Dialect::Sqlite, code), "{code}");
+        }
+        for code in ["55P03", "40001", "40P01"] {
+            assert!(is_busy_code(Dialect::Postgres, code), "{code}");
+        }
+        assert!(!is_busy_code(Dialect::Postgres, "23505"));
+    }
 
     #[test]
     fn connection_sqlstates() {
