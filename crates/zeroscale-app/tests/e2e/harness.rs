@@ -1,0 +1,410 @@
+//! The e2e harness: a deployment of the real `zeroscale` binary per stage (engines swapped
+//! in by environment, as an operator would), the test overlay, and the helpers sections
+//! use to call it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use zeroscale_core::testing::require_service;
+
+use crate::common::{
+    self, Server, TempDir, admin_token, free_port, fresh_postgres, login, zeroscale,
+};
+
+/// The upload limit the overlay sets.
+pub(crate) const UPLOAD_LIMIT: u64 = 256 * 1024;
+
+pub(crate) fn workspace_config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
+}
+
+/// The overlay every stage gets on top of its stage file.
+pub(crate) fn overlay(down_port: u16) -> String {
+    format!(
+        r#"
+[server]
+max_upload_bytes = {UPLOAD_LIMIT}
+
+[models.providers.down]
+kind = "automatic1111"
+base_url = "http://127.0.0.1:{down_port}"
+timeout_secs = 2
+
+[models.registry.flaky]
+kind = "image"
+provider = "down"
+fallbacks = ["placeholder"]
+
+[models.registry.flaky.routes.down]
+cost = {{ per_image = 2.0 }}
+
+[models.registry.flaky.routes.placeholder]
+cost = {{ per_image = 1.0 }}
+
+[models.registry.broken]
+kind = "image"
+provider = "down"
+fallbacks = []
+
+[models.registry.broken.routes.down]
+cost = {{ per_image = 3.0 }}
+
+[models.router]
+max_retries = 0
+backoff_base_ms = 10
+"#
+    )
+}
+
+/// One running deployment: the API server, worker processes and helpers.
+pub(crate) struct Deployment {
+    pub(crate) name: String,
+    pub(crate) server: Server,
+    /// Runs `zeroscale` with this deployment's config (for `users create-admin`).
+    pub(crate) command: Box<dyn Fn() -> Command>,
+    pub(crate) workers: Vec<Child>,
+    pub(crate) _embedder: Option<Server>,
+    pub(crate) _dirs: Vec<TempDir>,
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for worker in &mut self.workers {
+            let _ = worker.kill();
+            let _ = worker.wait();
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Db {
+    Sqlite,
+    Postgres,
+    /// PostgreSQL with the pgvector extension, searching with it.
+    Pgvector,
+}
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Store {
+    Local,
+    S3,
+}
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Jobs {
+    Memory,
+    Redis,
+}
+
+/// The engines a deployment needs; `None` (outside CI) skips the test.
+pub(crate) struct Engines {
+    model: String,
+    postgres: Option<String>,
+    redis: Option<String>,
+    s3: Option<(String, String)>,
+}
+
+async fn engines(name: &str, db: Db, store: Store, jobs: Jobs) -> Option<Engines> {
+    let model = require_service(
+        "ZEROSCALE_TEST_MODEL_DIR",
+        "the local model (`cargo xtask models fetch`)",
+    )?;
+    let label = format!("e2e_{}", name.replace('-', "_"));
+    let postgres = match db {
+        Db::Postgres => Some(fresh_postgres(&label).await?),
+        Db::Pgvector => Some(
+            common::fresh_database(
+                "ZEROSCALE_TEST_PGVECTOR_URL",
+                "PostgreSQL with pgvector",
+                &label,
+            )
+            .await?,
+        ),
+        Db::Sqlite => None,
+    };
+    let redis = match jobs {
+        Jobs::Redis => Some(require_service("ZEROSCALE_TEST_REDIS_URL", "Redis")?),
+        Jobs::Memory => None,
+    };
+    let s3 = match store {
+        Store::S3 => Some((
+            require_service("ZEROSCALE_TEST_S3_ENDPOINT", "the S3 server")?,
+            require_service("ZEROSCALE_TEST_S3_BUCKET", "the S3 server")?,
+        )),
+        Store::Local => None,
+    };
+    Some(Engines {
+        model,
+        postgres,
+        redis,
+        s3,
+    })
+}
+
+/// Starts a deployment from `profile` (a stage file), with engines swapped in by the
+/// environment as an operator would, and `serve_instances` servers (the first is used by
+/// the suite).
+pub(crate) async fn deploy(
+    name: &str,
+    profile: Option<&'static str>,
+    db: Db,
+    store: Store,
+    jobs: Jobs,
+    separate_workers: usize,
+) -> Option<Deployment> {
+    let engines = engines(name, db, store, jobs).await?;
+    let dir = TempDir::new(&format!("e2e-{name}"));
+    let down_port = free_port();
+    let overlay_file = dir.0.join("overlay.toml");
+    std::fs::write(&overlay_file, overlay(down_port)).unwrap();
+
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "ZEROSCALE_CONFIG_DIR".into(),
+            workspace_config_dir().display().to_string(),
+        ),
+        (
+            "ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH".into(),
+            engines.model.clone(),
+        ),
+        ("RUST_LOG".into(), "info".into()),
+    ];
+    let prefix = format!("e2e-{name}-{}", std::process::id());
+    if let Some(url) = &engines.postgres {
+        env.push(("DATABASE_URL".into(), url.clone()));
+        env.push(("ZEROSCALE_DATABASE__KIND".into(), "postgres".into()));
+    }
+    if db == Db::Pgvector {
+        // Stage 4's vector search: fail, rather than fall back, if pgvector is missing.
+        env.push((
+            "ZEROSCALE_DATABASE__VECTOR_SEARCH".into(),
+            "pgvector".into(),
+        ));
+    }
+    if let Some(url) = &engines.redis {
+        env.push(("REDIS_URL".into(), url.clone()));
+        env.push(("ZEROSCALE_QUEUE__KIND".into(), "redis".into()));
+        env.push(("ZEROSCALE_QUEUE__KEY_PREFIX".into(), prefix.clone()));
+    }
+    if let Some((endpoint, bucket)) = &engines.s3 {
+        for (k, v) in [
+            ("KIND", "s3"),
+            ("BUCKET", bucket.as_str()),
+            ("ENDPOINT", endpoint.as_str()),
+            ("ALLOW_HTTP", "true"),
+            ("ACCESS_KEY_ID", "test"),
+            ("SECRET_ACCESS_KEY", "test"),
+            ("REGION", "us-east-1"),
+            ("PREFIX", prefix.as_str()),
+        ] {
+            env.push((format!("ZEROSCALE_STORAGE__{k}"), v.to_owned()));
+        }
+    }
+    if profile.is_none() {
+        // The mixed stages start from the built-in defaults (= stage 1) and swap engines
+        // by environment only.
+        if store == Store::Local {
+            env.push(("ZEROSCALE_STORAGE__KIND".into(), "local".into()));
+        }
+        if engines.postgres.is_some() {
+            env.push(("ZEROSCALE_DATABASE__AUTO_MIGRATE".into(), "true".into()));
+        }
+    }
+
+    // Stage 3: embeddings from a second instance, images from an Automatic1111 server.
+    let mut embedder = None;
+    let mut dirs = Vec::new();
+    if profile == Some("stage3-growth") {
+        let helper_dir = TempDir::new(&format!("e2e-{name}-embedder"));
+        let mut cmd = zeroscale(&helper_dir.0);
+        cmd.env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH", &engines.model);
+        let helper = Server::start(cmd).await;
+        let mut create = zeroscale(&helper_dir.0);
+        create.env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH", &engines.model);
+        let token = admin_token(&helper, create, "admin").await;
+        let (status, key) = helper
+            .call(
+                Method::POST,
+                "/v1/api-keys",
+                Some(&token),
+                Some(json!({"client_name": "stage 3"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        env.push((
+            "ZEROSCALE_MODELS__PROVIDERS__EMBEDDER__BASE_URL".into(),
+            format!("{}/v1", helper.base),
+        ));
+        env.push((
+            "ZEROSCALE_MODELS__PROVIDERS__EMBEDDER__API_KEY".into(),
+            key["plaintext"].as_str().unwrap().to_owned(),
+        ));
+        env.push((
+            "ZEROSCALE_MODELS__PROVIDERS__SD__BASE_URL".into(),
+            crate::fake_images::automatic1111().await,
+        ));
+        embedder = Some(helper);
+        dirs.push(helper_dir);
+    }
+
+    let data = dir.0.clone();
+    let env_for = env.clone();
+    let command = move || {
+        let mut cmd = zeroscale(&data);
+        for (k, v) in &env_for {
+            cmd.env(k, v);
+        }
+        if let Some(profile) = profile {
+            cmd.arg("--profile").arg(profile);
+        }
+        cmd.arg("--config").arg(data.join("overlay.toml"));
+        cmd
+    };
+    if profile == Some("stage3-growth") {
+        // auto_migrate is off at stage 3: migrations are a deployment step.
+        let out = command().args(["migrate", "up"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "migrate up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let server = Server::start(command()).await;
+    let mut workers = Vec::new();
+    for i in 0..separate_workers {
+        let log = std::fs::File::create(dir.0.join(format!("worker-{i}.log"))).unwrap();
+        workers.push(
+            command()
+                .arg("worker")
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+    dirs.push(dir);
+    Some(Deployment {
+        name: name.to_owned(),
+        server,
+        command: Box::new(command),
+        workers,
+        _embedder: embedder,
+        _dirs: dirs,
+    })
+}
+
+pub(crate) async fn call(
+    d: &Deployment,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    d.server.call(method, path, token, body).await
+}
+
+/// GETs `path` every 100 ms until `done` says the answer is final (60 s at most).
+pub(crate) async fn poll(
+    d: &Deployment,
+    token: &str,
+    path: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = call(d, Method::GET, path, Some(token), None).await;
+        assert_eq!(status, 200, "{body}");
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[{}] {path} did not finish: {body}\n{}",
+            d.name,
+            d.server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls a job until it finishes; returns its final status.
+pub(crate) async fn wait_job(d: &Deployment, token: &str, id: &str) -> Value {
+    poll(d, token, &format!("/v1/jobs/{id}"), |job| {
+        ["succeeded", "dead", "cancelled"].contains(&job["state"].as_str().unwrap())
+    })
+    .await
+}
+
+/// Polls a generation until it is no longer pending.
+pub(crate) async fn wait_image(d: &Deployment, token: &str, id: &str) -> Value {
+    poll(d, token, &format!("/v1/images/{id}"), |g| {
+        g["status"] != "pending"
+    })
+    .await
+}
+
+pub(crate) async fn credits(d: &Deployment, token: &str) -> i64 {
+    let (_, me) = call(d, Method::GET, "/v1/me", Some(token), None).await;
+    me["user"]["credits"].as_i64().unwrap()
+}
+
+pub(crate) fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+/// One stage's deployment recipe.
+#[derive(Clone, Copy)]
+pub(crate) struct Stage {
+    pub(crate) name: &'static str,
+    pub(crate) profile: Option<&'static str>,
+    pub(crate) db: Db,
+    pub(crate) store: Store,
+    pub(crate) jobs: Jobs,
+    pub(crate) workers: usize,
+}
+
+/// What a section runs against: its own deployment of the stage, the admin's token, and
+/// (made on first use) two users, alice and bob.
+pub(crate) struct Ctx {
+    pub(crate) d: Deployment,
+    pub(crate) admin: String,
+}
+
+impl Ctx {
+    /// Deploys `stage` for `section` (`None`: an engine is missing outside CI).
+    pub(crate) async fn new(stage: Stage, section: &str) -> Option<Ctx> {
+        let name = format!("{}-{section}", stage.name);
+        let d = deploy(
+            &name,
+            stage.profile,
+            stage.db,
+            stage.store,
+            stage.jobs,
+            stage.workers,
+        )
+        .await?;
+        let admin = admin_token(&d.server, (d.command)(), "admin").await;
+        Some(Ctx { d, admin })
+    }
+
+    /// Registers alice and bob and logs them in; returns their session tokens.
+    pub(crate) async fn users(&self) -> (String, String) {
+        let mut tokens = Vec::new();
+        for name in ["alice", "bob"] {
+            let (status, body) = call(
+                &self.d,
+                Method::POST,
+                "/v1/auth/register",
+                None,
+                Some(json!({"username": name, "password": "correct horse battery"})),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            tokens.push(login(&self.d.server, name, "correct horse battery").await);
+        }
+        let bob = tokens.pop().unwrap_or_default();
+        let alice = tokens.pop().unwrap_or_default();
+        (alice, bob)
+    }
+}
