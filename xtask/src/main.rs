@@ -15,6 +15,8 @@ mod util;
 #[cfg(test)]
 mod config_examples;
 #[cfg(test)]
+mod config_reference;
+#[cfg(test)]
 mod tidy;
 
 use std::process::ExitCode;

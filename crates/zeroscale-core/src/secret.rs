@@ -50,6 +50,24 @@ impl From<&str> for Secret<String> {
     }
 }
 
+/// A secret is described as its value's type, marked `"x-secret": true` (the config
+/// reference says so; `config show` prints it redacted).
+impl<T: schemars::JsonSchema> schemars::JsonSchema for Secret<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Secret_{}", T::schema_name()).into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = T::json_schema(generator);
+        schema.insert("x-secret".to_owned(), serde_json::Value::Bool(true));
+        schema
+    }
+}
+
 impl<T> fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(REDACTED)

@@ -1,0 +1,127 @@
+//! `[database]`: SQLite or PostgreSQL.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// The database engine (`database.kind`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DatabaseConfig {
+    /// An SQLite file (the embedded default).
+    Sqlite(SqliteConfig),
+    /// A PostgreSQL server.
+    Postgres(PostgresConfig),
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig::Sqlite(SqliteConfig::default())
+    }
+}
+
+impl DatabaseConfig {
+    /// The kind's name, as written in config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DatabaseConfig::Sqlite(_) => "sqlite",
+            DatabaseConfig::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// SQLite settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct SqliteConfig {
+    /// The database file. Default `<data dir>/zeroscale.db`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Use a private in-memory database instead of a file (tests only: lost on exit).
+    pub in_memory: bool,
+    /// How long a writer waits for the lock before failing, in milliseconds. Default 5000.
+    pub busy_timeout_ms: u64,
+    /// Run pending migrations at start-up. Default on.
+    pub auto_migrate: bool,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            path: None,
+            in_memory: false,
+            busy_timeout_ms: 5_000,
+            auto_migrate: true,
+        }
+    }
+}
+
+/// How to use TLS to PostgreSQL.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PostgresTls {
+    /// Whatever the URL's `sslmode` says (default `prefer`).
+    #[default]
+    FromUrl,
+    /// Never.
+    Disable,
+    /// TLS required, certificate verified against the system roots.
+    Require,
+}
+
+/// PostgreSQL settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/db`; `DATABASE_URL` sets it too.
+    pub url: Secret<String>,
+    /// Connections in the pool. Default 20.
+    pub max_connections: u32,
+    /// Connections kept open when idle. Default 1.
+    pub min_connections: u32,
+    /// Seconds to wait for a new connection. Default 10.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for a pooled connection. Default 10.
+    pub acquire_timeout_secs: u64,
+    /// TLS mode.
+    pub tls: PostgresTls,
+    /// Run pending migrations at start-up. Default off: run `zeroscale migrate up`.
+    pub auto_migrate: bool,
+    /// How documents are searched by vector.
+    pub vector_search: VectorSearch,
+}
+
+/// How PostgreSQL searches documents by vector.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorSearch {
+    /// pgvector when this build has the `pgvector` feature and the server has the `vector`
+    /// extension; exact search otherwise.
+    #[default]
+    Auto,
+    /// Always exact search in zeroscale (the same as SQLite).
+    Exact,
+    /// Always pgvector; start-up fails if it is not available.
+    Pgvector,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: Secret::default(),
+            max_connections: 20,
+            min_connections: 1,
+            connect_timeout_secs: 10,
+            acquire_timeout_secs: 10,
+            tls: PostgresTls::FromUrl,
+            auto_migrate: false,
+            vector_search: VectorSearch::Auto,
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `[queue]`, `[jobs]` and `[workers]`: the job queue, job defaults and the workers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// The job queue backend (`queue.kind`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum QueueConfig {
+    /// Inside the process (the embedded default; jobs are lost on restart).
+    Memory(MemoryQueueConfig),
+    /// A Redis server, shared by many processes and machines.
+    Redis(RedisQueueConfig),
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig::Memory(MemoryQueueConfig::default())
+    }
+}
+
+impl QueueConfig {
+    /// The kind's name, as written in config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QueueConfig::Memory(_) => "memory",
+            QueueConfig::Redis(_) => "redis",
+        }
+    }
+}
+
+/// In-memory queue settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct MemoryQueueConfig {}
+
+/// Redis queue settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct RedisQueueConfig {
+    /// `redis://[:password@]host:port[/db]`; `REDIS_URL` sets it too.
+    pub url: Secret<String>,
+    /// Prefix of every key, so deployments can share a server. Default `zeroscale`.
+    pub key_prefix: String,
+    /// Seconds to wait for a connection. Default 5.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for RedisQueueConfig {
+    fn default() -> Self {
+        RedisQueueConfig {
+            url: Secret::new("redis://127.0.0.1:6379".to_owned()),
+            key_prefix: "zeroscale".to_owned(),
+            connect_timeout_secs: 5,
+        }
+    }
+}
+
+/// Job semantics shared by every queue backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct JobsConfig {
+    /// Attempts before a job is dead-lettered, when the job does not say. Default 5.
+    pub default_max_attempts: u32,
+    /// Lease length in seconds; the worker heartbeats well inside it. Default 30.
+    pub lease_secs: u64,
+    /// First retry delay in milliseconds; doubles each attempt. Default 1000.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay in seconds. Default 300.
+    pub backoff_max_secs: u64,
+    /// Seconds finished jobs' records are kept. Default 7 days.
+    pub retention_secs: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            default_max_attempts: 5,
+            lease_secs: 30,
+            backoff_base_ms: 1_000,
+            backoff_max_secs: 300,
+            retention_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// Where background jobs run.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkersMode {
+    /// Inside `zeroscale serve` (the default).
+    #[default]
+    InProcess,
+    /// In separate `zeroscale worker` processes.
+    Separate,
+}
+
+/// The worker runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct WorkersConfig {
+    /// `in_process` or `separate`.
+    pub mode: WorkersMode,
+    /// Jobs run at once per process. Default 4.
+    pub concurrency: usize,
+    /// Queues to take jobs from. Default `["default"]`.
+    pub queues: Vec<String>,
+    /// Seconds a handler may run before it is failed. Default 300.
+    pub job_timeout_secs: u64,
+    /// Seconds to wait for in-flight jobs on shutdown. Default 30.
+    pub shutdown_grace_secs: u64,
+    /// Seconds after which an image generation still pending (its job lost, timed out on
+    /// its last attempt, or never run) is failed and its credits refunded. Every
+    /// `zeroscale serve` checks. Default 3600.
+    pub generation_timeout_secs: u64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            mode: WorkersMode::InProcess,
+            concurrency: 4,
+            queues: vec!["default".to_owned()],
+            job_timeout_secs: 300,
+            shutdown_grace_secs: 30,
+            generation_timeout_secs: 3600,
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! `[server]`, `[auth]`, `[chat]` and `[log]`: the HTTP server, accounts, chat history and logging.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+/// The HTTP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub addr: SocketAddr,
+    /// The URL clients reach this server at, for links it hands out (signed file URLs).
+    /// Default `http://<addr>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Seconds to let in-flight requests finish after Ctrl-C or SIGTERM. Default 30.
+    pub shutdown_grace_secs: u64,
+    /// Largest JSON request body, in bytes. Default 2 MiB.
+    pub max_body_bytes: u64,
+    /// Largest file upload, in bytes. Default 100 MiB.
+    pub max_upload_bytes: u64,
+    /// Seconds a request may take before it is answered 408 (uploads and downloads
+    /// excepted). Default 60.
+    pub request_timeout_secs: u64,
+    /// Users' files of these media types are shown inline by browsers; every other type
+    /// is a download (`Content-Disposition: attachment`). HTML, SVG, XML and JavaScript
+    /// are always downloads. Default: PNG, JPEG, GIF, WebP, AVIF, PDF, plain text.
+    pub inline_content_types: Vec<String>,
+    /// The server is reached over HTTPS (TLS ends at it or at a proxy in front): answers
+    /// carry `Strict-Transport-Security`. Default false.
+    pub behind_tls: bool,
+    /// Cross-origin requests from browser apps on other origins; off by default.
+    pub cors: CorsConfig,
+}
+
+/// CORS for the API (`/v1`, except `/v1/admin`): which other origins' browser apps may
+/// call it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct CorsConfig {
+    /// Origins allowed, e.g. `https://app.example.com`, or `["*"]` for any. Empty (the
+    /// default): CORS is off and browsers on other origins cannot call the API.
+    pub allowed_origins: Vec<String>,
+    /// Methods allowed. Default GET, HEAD, POST, PUT, PATCH, DELETE.
+    pub allowed_methods: Vec<String>,
+    /// Request headers allowed. Default `authorization`, `content-type`, `x-api-key`,
+    /// `range`.
+    pub allowed_headers: Vec<String>,
+    /// Seconds a browser may cache a preflight answer. Default 600.
+    pub max_age_secs: u64,
+    /// Whether browsers may send credentials (cookies, HTTP auth) cross-origin. Default
+    /// false; not allowed with `*` origins.
+    pub allow_credentials: bool,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: Vec::new(),
+            allowed_methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+                .map(str::to_owned)
+                .to_vec(),
+            allowed_headers: ["authorization", "content-type", "x-api-key", "range"]
+                .map(str::to_owned)
+                .to_vec(),
+            max_age_secs: 600,
+            allow_credentials: false,
+        }
+    }
+}
+
+impl CorsConfig {
+    /// Refuses `*` together with credentials, and origins that are not `scheme://host[:port]`.
+    pub fn validate(&self) -> Result<()> {
+        let any = self.allowed_origins.iter().any(|o| o == "*");
+        if any && self.allow_credentials {
+            return Err(Error::config(
+                "server.cors.allow_credentials",
+                "`*` origins cannot be combined with credentials (browsers refuse it, and it \
+                 would let any site act as the user): list the allowed origins, or set \
+                 `allow_credentials = false`",
+            ));
+        }
+        for origin in self.allowed_origins.iter().filter(|o| *o != "*") {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin
+                    .trim_end_matches('/')
+                    .contains(|c: char| c.is_whitespace())
+                && origin
+                    .split("://")
+                    .nth(1)
+                    .is_some_and(|rest| !rest.contains('/') && !rest.is_empty());
+            if !ok {
+                return Err(Error::config(
+                    "server.cors.allowed_origins",
+                    format!(
+                        "`{origin}` is not an origin: use `scheme://host[:port]` with no path, \
+                         e.g. `https://app.example.com`"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// Which downloads may be inline (`inline_content_types`).
+    pub fn download_policy(&self) -> crate::download::DownloadPolicy {
+        crate::download::DownloadPolicy::new(self.inline_content_types.iter().cloned())
+    }
+
+    /// `public_url`, or `http://<addr>`.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.addr))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            shutdown_grace_secs: 30,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_upload_bytes: 100 * 1024 * 1024,
+            request_timeout_secs: 60,
+            inline_content_types: crate::download::DEFAULT_INLINE_TYPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            behind_tls: false,
+            cors: CorsConfig::default(),
+        }
+    }
+}
+
+/// Passwords, sessions and API keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// How long a login session lasts, in seconds. Default 30 days.
+    pub session_ttl_secs: u64,
+    /// Shortest password accepted. Default 8.
+    pub min_password_length: usize,
+    /// argon2id memory cost in KiB. Default 19456 (19 MiB, OWASP's recommendation).
+    pub argon2_memory_kib: u32,
+    /// argon2id passes. Default 2.
+    pub argon2_iterations: u32,
+    /// Whether `POST /v1/auth/register` is open to anyone. Default true.
+    pub allow_registration: bool,
+    /// Credits a newly registered user starts with. Default 0.
+    pub signup_credits: i64,
+    /// `username:password` of an admin to create at start-up when the database has no
+    /// users at all; ignored otherwise. Meant for a one-time env var
+    /// (`ZEROSCALE_AUTH__BOOTSTRAP_ADMIN`) on a fresh deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_admin: Option<Secret<String>>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_secs: 30 * 24 * 3600,
+            min_password_length: 8,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            allow_registration: true,
+            signup_credits: 0,
+            bootstrap_admin: None,
+        }
+    }
+}
+
+/// Chat history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct ChatConfig {
+    /// Messages kept per chat session; appending past it is refused. Default 10000.
+    pub max_messages_per_session: u64,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_messages_per_session: 10_000,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging. `RUST_LOG` overrides `filter`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info,zeroscale_db=debug`. Default `info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Pretty,
+            filter: "info".to_owned(),
+        }
+    }
+}
