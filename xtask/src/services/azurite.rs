@@ -3,7 +3,7 @@
 //! get and a delete signed the way Azure signs (Shared Key).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{READY_TIMEOUT, running_port};
+use super::{READY_TIMEOUT, running_port, spawn_engine};
 use crate::util::{apt_install, free_port, http_request, port_open, run, tail, wait_until, which};
 
 /// 3.36 and later need Node 22.
@@ -65,26 +65,12 @@ pub(super) fn azurite_up(services: &Path) -> Result<Vec<(String, String)>> {
     let data = dir.join("data");
     std::fs::create_dir_all(&data)?;
     let port = free_port()?;
-    let log_file = std::fs::File::create(&log)?;
     let mut cmd = Command::new(&bin);
     cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
         .arg("--location")
         .arg(&data)
-        .args(["--silent", "--skipApiVersionCheck"])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file);
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // Its own process group: it outlives xtask and is not hit by the terminal's Ctrl-C.
-        cmd.process_group(0);
-    }
-    eprintln!("$ {cmd:?}");
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    std::fs::write(&pid_file, child.id().to_string())?;
+        .args(["--silent", "--skipApiVersionCheck"]);
+    spawn_engine(cmd, &log, &pid_file)?;
     if !wait_until(READY_TIMEOUT, || port_open(port)) {
         bail!("Azurite does not answer on port {port}\n{}", tail(&log, 30));
     }

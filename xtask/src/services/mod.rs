@@ -126,6 +126,26 @@ pub(crate) fn status() -> Result<()> {
     Ok(())
 }
 
+/// Starts `cmd` in the background in its own process group (it outlives xtask and is not
+/// hit by the terminal's Ctrl-C), its output in `log`, its pid in `pid_file`.
+fn spawn_engine(mut cmd: std::process::Command, log: &Path, pid_file: &Path) -> Result<()> {
+    let log_file = std::fs::File::create(log)?;
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    eprintln!("$ {cmd:?}");
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    std::fs::write(pid_file, child.id().to_string())?;
+    Ok(())
+}
+
 /// The port of a service whose pid file names a live process that listens on its port.
 fn running_port(pid_file: &Path, port_file: &Path) -> Option<u16> {
     let pid = read_pid(pid_file)?;

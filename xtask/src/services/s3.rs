@@ -2,11 +2,11 @@
 //! one bucket, smoke-tested with a put, a get and a delete.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
-use super::{READY_TIMEOUT, running_port};
+use super::{READY_TIMEOUT, running_port, spawn_engine};
 use crate::util::{apt_install, free_port, http_request, run, tail, wait_until, which};
 
 /// The bucket the harness creates on the S3 server.
@@ -59,23 +59,9 @@ pub(super) fn s3_up(services: &Path) -> Result<Vec<(String, String)>> {
     let bin = moto_server(services)?;
     std::fs::create_dir_all(&dir)?;
     let port = free_port()?;
-    let log_file = std::fs::File::create(&log)?;
     let mut cmd = Command::new(&bin);
-    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file);
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // Its own process group: it outlives xtask and is not hit by the terminal's Ctrl-C.
-        cmd.process_group(0);
-    }
-    eprintln!("$ {cmd:?}");
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    std::fs::write(&pid_file, child.id().to_string())?;
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    spawn_engine(cmd, &log, &pid_file)?;
     if !wait_until(READY_TIMEOUT, || {
         http(port, "GET", "/", b"").is_ok_and(|(s, _)| s == 200)
     }) {
