@@ -148,7 +148,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    auto_migrate(&config).await?;
+    auto_migrate(&config, &db).await?;
     let services = crate::wiring::Services::with_db(&config, db)?;
     crate::wiring::bootstrap_admin(&config, &services.domain).await?;
     let storage = services.storage.clone();
@@ -256,7 +256,9 @@ async fn in_process_workers(
 }
 
 /// Applies pending migrations at start-up when the config asks for it.
-pub(crate) async fn auto_migrate(config: &Config) -> anyhow::Result<()> {
+/// Runs pending migrations on `db` when `database.auto_migrate` is on (through the
+/// process's own pool: no second one).
+pub(crate) async fn auto_migrate(config: &Config, db: &zeroscale_db::Db) -> anyhow::Result<()> {
     let wanted = match &config.database {
         zeroscale_core::config::DatabaseConfig::Sqlite(s) => s.auto_migrate,
         zeroscale_core::config::DatabaseConfig::Postgres(p) => p.auto_migrate,
@@ -264,17 +266,12 @@ pub(crate) async fn auto_migrate(config: &Config) -> anyhow::Result<()> {
     if !wanted {
         return Ok(());
     }
-    let db = zeroscale_db::Db::connect(&config.database)
-        .await
-        .map_err(anyhow::Error::from)
-        .context("auto_migrate: cannot open the database (set `database.auto_migrate = false` to start without it)")?;
     let applied = db
         .migrate_up()
         .await
         .map_err(anyhow::Error::from)
         .context("auto_migrate: migrations failed")?;
     tracing::info!(applied, "database migrations up to date");
-    let _ = db.close().await;
     Ok(())
 }
 

@@ -30,8 +30,8 @@ pub(crate) async fn run(loaded: &LoadedConfig, command: UsersCommand) -> anyhow:
     match command {
         UsersCommand::CreateAdmin { username, credits } => {
             let password = read_password()?;
-            crate::serve::auto_migrate(&loaded.config).await?;
             let domain = crate::wiring::domain(&loaded.config).await?;
+            crate::serve::auto_migrate(&loaded.config, domain.db()).await?;
             if domain
                 .db()
                 .pending_migrations()
@@ -60,8 +60,8 @@ pub(crate) async fn run(loaded: &LoadedConfig, command: UsersCommand) -> anyhow:
             username,
             client_name,
         } => {
-            crate::serve::auto_migrate(&loaded.config).await?;
             let domain = crate::wiring::domain(&loaded.config).await?;
+            crate::serve::auto_migrate(&loaded.config, domain.db()).await?;
             let user = domain
                 .users()
                 .by_username(&username)

@@ -152,11 +152,6 @@ pub(crate) struct Services {
 }
 
 impl Services {
-    /// Connects everything `config` names (the queue lazily).
-    pub(crate) async fn connect(config: &Config) -> anyhow::Result<Services> {
-        Self::with_db(config, connect_db(config).await?)
-    }
-
     /// Everything `config` names, over an open database.
     pub(crate) fn with_db(config: &Config, db: Db) -> anyhow::Result<Services> {
         let config = Arc::new(config.clone());

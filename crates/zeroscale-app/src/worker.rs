@@ -105,8 +105,9 @@ pub(crate) fn build(queue: Arc<dyn Queue>, services: &Services) -> Worker {
 pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
     let config = &loaded.config;
     crate::models_cmd::start_auto_installs(config);
-    crate::serve::auto_migrate(config).await?;
-    let services = Services::connect(config).await?;
+    let db = crate::wiring::open_db(config).await?;
+    crate::serve::auto_migrate(config, &db).await?;
+    let services = Services::with_db(config, db)?;
     let queue = services
         .queue
         .get()
