@@ -35,10 +35,15 @@ pub(crate) fn feature_matrix() -> Result<Vec<(String, Vec<String>)>> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut features = vec![String::new()];
-        for (_, rest) in text
-            .match_indices("feature: \"")
-            .map(|(i, _)| ((), &text[i + 10..]))
-        {
+        const MARK: &str = "feature: \"";
+        // Code lines only: doc examples (core's own registry.rs) are not backends.
+        let code = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (at, _) in code.match_indices(MARK) {
+            let rest = &code[at + MARK.len()..];
             if let Some(end) = rest.find('"') {
                 features.push(rest[..end].to_owned());
             }
@@ -165,5 +170,7 @@ mod tests {
             ["", "local-models", "remote-models"]
         );
         assert_eq!(features("zeroscale-app"), [""]);
+        // Core defines the registry type; the backend in its doc example is not a feature.
+        assert_eq!(features("zeroscale-core"), [""]);
     }
 }
