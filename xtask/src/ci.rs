@@ -144,7 +144,9 @@ pub(crate) fn ci() -> Result<()> {
     ]))?;
     test(&[])?;
     // Generated requests from the server's own OpenAPI document: no 5xx.
-    crate::fuzz::fuzz_api()
+    crate::fuzz::fuzz_api()?;
+    // The benchmark harness keeps building and running (small sizes, goals not judged).
+    crate::bench::bench(&["--quick"])
 }
 
 #[cfg(test)]

