@@ -1,7 +1,8 @@
 //! Content type, content disposition and user metadata: object_store attributes where the
 //! backend stores them (memory, S3, Azure); on local files a JSON sidecar under the reserved
 //! `.zeroscale/meta/` prefix, tagged with the object's etag and size so a stale sidecar
-//! (from a crash between the two writes) is ignored rather than misreported.
+//! (from a crash between the two writes, or an overwrite without attributes) is ignored
+//! rather than misreported.
 
 use object_store::path::Path;
 use object_store::{Attribute, AttributeValue, Attributes, ObjectStoreExt, PutPayload};
@@ -87,7 +88,10 @@ impl ObjectStoreStorage {
             && opts.content_disposition.is_none()
             && opts.metadata.is_empty()
         {
-            return self.delete_path(key, &side).await;
+            // Nothing to keep. A sidecar left by an earlier version of the object names
+            // that version's etag and size, so it is ignored (and removed with the
+            // object): no need to pay a delete on every plain put.
+            return Ok(());
         }
         let body = serde_json::to_vec(&Sidecar {
             etag,
