@@ -115,6 +115,11 @@ async fn serve_installs_a_missing_model_on_first_start() {
         zeroscale_models::install::is_installed(&model),
         "verified files"
     );
+    // The installer logs its end just after the files land, which is what readiness sees.
+    let logged = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.log_text().contains("is installed") && std::time::Instant::now() < logged {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let log = server.log_text();
     assert!(log.contains("installing it in the background"), "{log}");
     assert!(log.contains("is installed"), "{log}");
