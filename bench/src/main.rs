@@ -68,29 +68,42 @@ async fn run() -> anyhow::Result<ExitCode> {
     let scratch = out.join("scratch");
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
-    eprintln!("benchmarking on {}", report::machine());
+    // Progress on a terminal; quiet otherwise (the report is printed at the end).
+    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new(wanted.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut figures = Vec::new();
     for concern in &wanted {
-        eprintln!("{concern}…");
+        progress.set_message(format!("{concern} on {}", report::machine()));
         let more = match concern.as_str() {
             "storage" => storage::run(plan, &scratch.join("storage")).await?,
             "http" => http::run(plan, &scratch.join("http")).await?,
             _ => unreachable!("checked above"),
         };
         for f in &more {
-            eprintln!(
+            progress.println(format!(
                 "  {}: {:.3}{}",
                 f.name,
                 f.ratio.map_or(f.ours.median, |r| r.median),
                 if f.ratio.is_some() { "×" } else { f.unit }
-            );
+            ));
         }
+        progress.inc(1);
         figures.extend(more);
     }
+    progress.finish_and_clear();
     let _ = std::fs::remove_dir_all(&scratch);
     let md = report::write(&out, &figures, quick)?;
     println!("{md}");
-    eprintln!("wrote {}", out.join("report.md").display());
+    println!("(also in {})", out.join("report.md").display());
     let missed = figures.iter().filter(|f| f.pass == Some(false)).count();
     if missed > 0 {
         eprintln!("{missed} figure(s) missed their goal");
