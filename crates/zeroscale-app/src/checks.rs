@@ -98,7 +98,7 @@ impl Checker {
                 &format!("models.{name}"),
                 kind,
                 zeroscale_models::is_compiled_in(kind),
-                timed(zeroscale_models::probe(&config.models, &name)).await,
+                timed(self.provider(&name)).await,
             ));
             if let Some(check) = checks.last_mut() {
                 check.required = false;
@@ -154,6 +154,17 @@ impl Checker {
             public_url: self.config.storage_public_url(),
         };
         zeroscale_storage::probe(&self.config.storage, &ctx).await
+    }
+
+    /// A model provider: on a server, the health check of the provider its router runs
+    /// (which also ends a cooldown), then the same description `doctor` gives.
+    async fn provider(&self, name: &str) -> Result<String> {
+        if let Some(live) = &self.live
+            && live.models.has_provider(name)
+        {
+            live.models.check(name).await?;
+        }
+        zeroscale_models::probe(&self.config.models, name).await
     }
 
     async fn queue(&self) -> Result<String> {

@@ -147,9 +147,10 @@ impl EmbeddingProvider for LocalEmbeddings {
         })
     }
 
+    /// The model can serve: its files are installed (and verified). It is not loaded
+    /// here: loading stays lazy (first use), so a readiness probe never costs a 90 MB load.
     async fn health(&self) -> Result<()> {
-        self.check_files()?;
-        self.model().await.map(|_| ())
+        self.check_files()
     }
 }
 

@@ -505,6 +505,12 @@ impl Router {
         out
     }
 
+    /// Whether this router has a provider called `name` (it is configured and its kind is
+    /// compiled in).
+    pub fn has_provider(&self, name: &str) -> bool {
+        self.embedders.contains_key(name) || self.imagers.contains_key(name)
+    }
+
     /// Runs provider `name`'s health check now; a success ends its cooldown.
     pub async fn check(&self, name: &str) -> Result<()> {
         let result = if let Some(p) = self.embedders.get(name) {
