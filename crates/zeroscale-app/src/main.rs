@@ -16,6 +16,7 @@
 //! | `remote-models` | remote model APIs | yes |
 
 mod api;
+mod auth_sync;
 mod backup_cmd;
 mod checks;
 mod cli;

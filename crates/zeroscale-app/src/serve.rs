@@ -150,6 +150,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     };
     auto_migrate(&config, &db).await?;
     let services = crate::wiring::Services::with_db(&config, db)?;
+    crate::auth_sync::start(&config, &services.domain, true);
     crate::wiring::bootstrap_admin(&config, &services.domain).await?;
     let storage = services.storage.clone();
     let files_signer =

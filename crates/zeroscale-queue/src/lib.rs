@@ -30,9 +30,12 @@
 //!
 //! The in-memory queue is always compiled.
 
+pub mod fanout;
 pub mod memory;
 #[cfg(feature = "redis")]
 mod redis_backend;
+#[cfg(feature = "redis")]
+mod redis_fanout;
 pub mod registry;
 pub mod worker;
 

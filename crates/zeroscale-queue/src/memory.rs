@@ -519,6 +519,15 @@ pub(crate) fn connect<'a>(
     })
 }
 
+/// The registry's fan-out for `queue.kind = "memory"`: no other process shares the
+/// queue, so there is nobody to tell.
+pub(crate) fn fanout<'a>(
+    _: &'a zeroscale_core::config::QueueConfig,
+    _: &'a str,
+) -> futures::future::BoxFuture<'a, Result<Option<crate::fanout::Fanout>>> {
+    Box::pin(async { Ok(None) })
+}
+
 /// The registry's probe for `queue.kind = "memory"`: always there.
 pub(crate) fn probe(
     _: &zeroscale_core::config::QueueConfig,

@@ -9,6 +9,8 @@ use zeroscale_core::config::{JobsConfig, QueueConfig};
 use zeroscale_core::registry::Registry;
 use zeroscale_core::{Queue, Result};
 
+use crate::fanout::Fanout;
+
 /// Connects a queue from its config and the jobs settings.
 pub type ConnectQueue =
     for<'a> fn(&'a QueueConfig, &'a JobsConfig) -> BoxFuture<'a, Result<Arc<dyn Queue>>>;
@@ -20,6 +22,9 @@ pub struct QueueEntry {
     pub connect: ConnectQueue,
     /// Proves it answers; returns where it is (no secrets).
     pub probe: for<'a> fn(&'a QueueConfig) -> BoxFuture<'a, Result<String>>,
+    /// The fan-out of a topic among the processes sharing this queue; `None` when no
+    /// other process shares it.
+    pub fanout: for<'a> fn(&'a QueueConfig, &'a str) -> BoxFuture<'a, Result<Option<Fanout>>>,
 }
 
 /// What a queue backend is, compiled in or not.
@@ -53,6 +58,7 @@ pub static BACKENDS: Registry<QueueEntry, QueueCapabilities> = Registry {
             entry: QueueEntry {
                 connect: crate::memory::connect,
                 probe: crate::memory::probe,
+                fanout: crate::memory::fanout,
             },
         },
         backend! {
@@ -66,6 +72,7 @@ pub static BACKENDS: Registry<QueueEntry, QueueCapabilities> = Registry {
             entry: QueueEntry {
                 connect: crate::redis_backend::connect_queue,
                 probe: crate::redis_backend::probe_config,
+                fanout: crate::redis_fanout::fanout,
             },
         },
     ],

@@ -186,6 +186,10 @@ pub(crate) async fn deploy(
         env.push(("REDIS_URL".into(), url.clone()));
         env.push(("ZEROSCALE_QUEUE__KIND".into(), "redis".into()));
         env.push(("ZEROSCALE_QUEUE__KEY_PREFIX".into(), prefix.clone()));
+        // Processes that share a Redis queue tell each other what changed: with a
+        // ten-minute credential cache, only that makes other instances see a logout or a
+        // balance a worker settled.
+        env.push(("ZEROSCALE_AUTH__CACHE_TTL_MS".into(), "600000".into()));
     }
     if let Some((endpoint, bucket)) = &engines.s3 {
         for (k, v) in [
@@ -347,6 +351,20 @@ pub(crate) async fn wait_image(d: &Deployment, token: &str, id: &str) -> Value {
 pub(crate) async fn credits(d: &Deployment, token: &str) -> i64 {
     let (_, me) = call(d, Method::GET, "/v1/me", Some(token), None).await;
     me["user"]["credits"].as_i64().unwrap()
+}
+
+/// The balance once it is `expected`, for a change another process made (a worker
+/// settling a generation): other instances hear of it within their pub/sub delivery, so
+/// this waits up to 3 s, far below the ten-minute cache the shared-queue stages run with.
+pub(crate) async fn settled_credits(d: &Deployment, token: &str, expected: i64) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let seen = credits(d, token).await;
+        if seen == expected || std::time::Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 pub(crate) fn error_code(body: &Value) -> &str {

@@ -55,7 +55,7 @@ pub(crate) async fn run(d: &Deployment, admin: &str, alice: &str, bob: &str) {
     let cost = done["actual_cost"].as_i64().unwrap();
     assert!(cost <= reserved);
     assert_eq!(
-        credits(d, alice).await,
+        settled_credits(d, alice, 10 - cost).await,
         10 - cost,
         "settled at the actual cost"
     );
@@ -100,7 +100,7 @@ pub(crate) async fn run(d: &Deployment, admin: &str, alice: &str, bob: &str) {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["provider"], "placeholder");
     assert_eq!(done["actual_cost"], 1);
-    assert_eq!(credits(d, alice).await, before - 1);
+    assert_eq!(settled_credits(d, alice, before - 1).await, before - 1);
 
     // Every provider fails: the generation fails and every credit comes back.
     let before = credits(d, alice).await;
@@ -119,7 +119,7 @@ pub(crate) async fn run(d: &Deployment, admin: &str, alice: &str, bob: &str) {
     let done = wait_image(d, alice, created["generation"]["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert!(done["error"].as_str().unwrap().contains("down"), "{done}");
-    assert_eq!(credits(d, alice).await, before, "refunded");
+    assert_eq!(settled_credits(d, alice, before).await, before, "refunded");
 
     // Not enough credits: refused up front.
     let (status, body) = call(

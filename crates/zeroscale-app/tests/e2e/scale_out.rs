@@ -85,6 +85,33 @@ async fn stage3_scale_out() {
         .await;
     assert_eq!(page["data"][0]["content"], "hello from two");
 
+    // A logout through one server ends the session on the other, which had it cached
+    // (ten-minute cache here): the change travels over Redis pub/sub.
+    let short = login(&d.server, "dana", "correct horse battery").await;
+    let (status, _) = second.call(Method::GET, "/v1/me", Some(&short), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = d
+        .server
+        .call(Method::POST, "/v1/auth/logout", Some(&short), None)
+        .await;
+    assert_eq!(status, 204);
+    let logged_out = Instant::now();
+    loop {
+        let (status, _) = second.call(Method::GET, "/v1/me", Some(&short), None).await;
+        if status == 401 {
+            break;
+        }
+        assert!(
+            logged_out.elapsed() < Duration::from_secs(3),
+            "the other server still accepts a logged-out session after 3 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "logout seen by the other server after {} ms",
+        logged_out.elapsed().as_millis()
+    );
+
     // 1,000 jobs, alternating between the servers, 16 at a time.
     const JOBS: usize = 1000;
     let started = Instant::now();

@@ -149,6 +149,13 @@ impl Default for ServerConfig {
 pub struct AuthConfig {
     /// How long a login session lasts, in seconds. Default 30 days.
     pub session_ttl_secs: u64,
+    /// How long a verified session token or API key is trusted without reading the
+    /// database again, in milliseconds; 0 reads it on every request. Logout, revocation
+    /// and changes to a user show at once on the instance that made them and, where the
+    /// instances share a Redis queue, on every other within its pub/sub delivery; this is
+    /// the bound when an announcement cannot arrive (a separate CLI process, a lost
+    /// message). Default 2000.
+    pub cache_ttl_ms: u64,
     /// Shortest password accepted. Default 8.
     pub min_password_length: usize,
     /// argon2id memory cost in KiB. Default 19456 (19 MiB, OWASP's recommendation).
@@ -170,6 +177,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             session_ttl_secs: 30 * 24 * 3600,
+            cache_ttl_ms: 2000,
             min_password_length: 8,
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,

@@ -6,6 +6,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use zeroscale_core::domain::{ApiKey, User, new_id, now};
 use zeroscale_core::{Error, Result};
 
+use super::auth_cache::{AuthCache, AuthChange, Lookup, Verified};
 use super::entity::{api_keys, system_prompts, users};
 use super::users::to_user;
 use super::{constant_time_eq, random_hex, sha256_hex};
@@ -14,6 +15,10 @@ use crate::Db;
 /// Compared with when no key has the presented prefix: 64 hex digits, like a real hash,
 /// that SHA-256 of a key will not produce.
 const NO_KEY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// How stale a key's `last_used_at` may be: a key used all the time is written at most
+/// once a minute, not on every request.
+const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
 /// A key to create.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +48,7 @@ pub struct CreatedApiKey {
 #[derive(Debug)]
 pub struct ApiKeys<'a> {
     db: &'a Db,
+    cache: &'a AuthCache,
 }
 
 fn to_key(m: api_keys::Model) -> ApiKey {
@@ -69,8 +75,8 @@ fn prefix_of(plaintext: &str) -> Option<&str> {
 }
 
 impl<'a> ApiKeys<'a> {
-    pub(crate) fn new(db: &'a Db) -> Self {
-        ApiKeys { db }
+    pub(crate) fn new(db: &'a Db, cache: &'a AuthCache) -> Self {
+        ApiKeys { db, cache }
     }
 
     /// Creates a key. An unknown owner or system prompt is [`Error::NotFound`].
@@ -121,7 +127,50 @@ impl<'a> ApiKeys<'a> {
 
     /// The key and its owner for a plaintext key; refuses malformed, unknown, revoked and
     /// inactive keys and deactivated owners with [`Error::Unauthenticated`].
+    ///
+    /// A verified key is trusted for `auth.cache_ttl_ms` without reading the database
+    /// again (revocation through any [`super::Domain`] that shares its
+    /// [`super::AuthChange`]s shows at once); `last_used_at` is kept to the minute.
     pub async fn validate(&self, plaintext: &str) -> Result<(ApiKey, User)> {
+        let hash = sha256_hex(plaintext);
+        let (key, user) = match self.cache.lookup(&hash) {
+            Lookup::Hit(Verified::ApiKey(key, user)) => (key, user),
+            lookup => {
+                let generation = match lookup {
+                    Lookup::Miss(generation) => generation,
+                    // Another kind under this hash: read the database, cache nothing.
+                    Lookup::Hit(_) => u64::MAX,
+                };
+                let (key, user) = self.read(plaintext, &hash).await?;
+                self.cache.store(
+                    hash.clone(),
+                    generation,
+                    Verified::ApiKey(key.clone(), user.clone()),
+                );
+                (key, user)
+            }
+        };
+        let at = now();
+        let stale = key
+            .last_used_at
+            .is_none_or(|used| (at - used).num_seconds() >= LAST_USED_RESOLUTION_SECS);
+        if !stale {
+            return Ok((key, user));
+        }
+        api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::LastUsedAt, Expr::value(Some(at)))
+            .filter(api_keys::Column::Id.eq(&key.id))
+            .exec(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        let mut key = key;
+        key.last_used_at = Some(at);
+        self.cache
+            .update(&hash, Verified::ApiKey(key.clone(), user.clone()));
+        Ok((key, user))
+    }
+
+    async fn read(&self, plaintext: &str, presented: &str) -> Result<(ApiKey, User)> {
         let invalid = || Error::unauthenticated("invalid API key");
         let prefix = prefix_of(plaintext).ok_or_else(invalid)?;
         let found = api_keys::Entity::find()
@@ -130,13 +179,12 @@ impl<'a> ApiKeys<'a> {
             .one(self.db.conn())
             .await
             .map_err(|e| self.db.map_err(e))?;
-        // The same work whether or not the prefix exists: hash and compare against the
-        // stored hash, or against one no key can have.
-        let presented = sha256_hex(plaintext);
+        // The same work whether or not the prefix exists: compare the presented hash with
+        // the stored one, or with one no key can have.
         let stored = found
             .as_ref()
             .map_or(NO_KEY_HASH, |(key, _)| key.key_hash.as_str());
-        let matches = constant_time_eq(stored, &presented);
+        let matches = constant_time_eq(stored, presented);
         let (key, user) = found.filter(|_| matches).ok_or_else(invalid)?;
         if key.revoked_at.is_some() || !key.active {
             return Err(Error::unauthenticated("API key was revoked"));
@@ -145,16 +193,7 @@ impl<'a> ApiKeys<'a> {
         if !user.active {
             return Err(Error::unauthenticated("the API key's user is deactivated"));
         }
-        let at = now();
-        api_keys::Entity::update_many()
-            .col_expr(api_keys::Column::LastUsedAt, Expr::value(Some(at)))
-            .filter(api_keys::Column::Id.eq(&key.id))
-            .exec(self.db.conn())
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        let mut key = to_key(key);
-        key.last_used_at = Some(at);
-        Ok((key, to_user(user)?))
+        Ok((to_key(key), to_user(user)?))
     }
 
     /// A key by id.
@@ -193,6 +232,7 @@ impl<'a> ApiKeys<'a> {
             .await
             .map_err(|e| self.db.map_err(e))?;
         let _ = result;
+        self.cache.changed(AuthChange::ApiKey(id.to_owned()));
         self.get(id).await
     }
 }

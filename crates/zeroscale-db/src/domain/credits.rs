@@ -12,6 +12,7 @@ use serde_json::Value;
 use zeroscale_core::domain::{Generation, GenerationStatus, new_id, now};
 use zeroscale_core::{Error, Result};
 
+use super::auth_cache::{AuthCache, AuthChange};
 use super::entity::{generations, users};
 use super::page_limit;
 use crate::Db;
@@ -35,6 +36,7 @@ pub struct NewGeneration {
 #[derive(Debug)]
 pub struct Credits<'a> {
     db: &'a Db,
+    cache: &'a AuthCache,
 }
 
 fn to_generation(m: generations::Model) -> Result<Generation> {
@@ -57,8 +59,8 @@ fn to_generation(m: generations::Model) -> Result<Generation> {
 }
 
 impl<'a> Credits<'a> {
-    pub(crate) fn new(db: &'a Db) -> Self {
-        Credits { db }
+    pub(crate) fn new(db: &'a Db, cache: &'a AuthCache) -> Self {
+        Credits { db, cache }
     }
 
     async fn adjust_credits<C: ConnectionTrait>(
@@ -135,6 +137,7 @@ impl<'a> Credits<'a> {
         .await
         .map_err(|e| self.db.map_err(e))?;
         txn.commit().await.map_err(|e| self.db.map_err(e))?;
+        self.cache.changed(AuthChange::User(model.user_id.clone()));
         to_generation(model)
     }
 
@@ -229,6 +232,8 @@ impl<'a> Credits<'a> {
                 .map_err(|e| self.db.map_err(e))?;
         }
         txn.commit().await.map_err(|e| self.db.map_err(e))?;
+        self.cache
+            .changed(AuthChange::User(generation.user_id.clone()));
         to_generation(generation)
     }
 
@@ -247,6 +252,8 @@ impl<'a> Credits<'a> {
         self.adjust_credits(&txn, &generation.user_id, generation.reserved_credits)
             .await?;
         txn.commit().await.map_err(|e| self.db.map_err(e))?;
+        self.cache
+            .changed(AuthChange::User(generation.user_id.clone()));
         to_generation(generation)
     }
 

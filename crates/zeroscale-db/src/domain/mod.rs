@@ -7,6 +7,7 @@
 //! SQLite takes the write lock up front so concurrent writers wait instead of failing.
 
 mod api_keys;
+mod auth_cache;
 mod cache;
 mod chat;
 mod credits;
@@ -23,6 +24,7 @@ use zeroscale_core::config::{AuthConfig, ChatConfig};
 use zeroscale_core::{Error, Result};
 
 pub use api_keys::{ApiKeys, CreatedApiKey, NewApiKey};
+pub use auth_cache::AuthChange;
 pub use cache::DbEmbeddingCache;
 pub use chat::{Chat, ChatPage, NewMessage};
 pub use credits::{Credits, NewGeneration};
@@ -41,6 +43,7 @@ pub struct Domain {
     auth: AuthConfig,
     chat: ChatConfig,
     passwords: std::sync::Arc<passwords::Passwords>,
+    auth_cache: std::sync::Arc<auth_cache::AuthCache>,
 }
 
 impl Domain {
@@ -49,12 +52,30 @@ impl Domain {
     /// against.
     pub fn new(db: Db, auth: AuthConfig, chat: ChatConfig) -> Self {
         let passwords = passwords::Passwords::new(&auth);
+        let auth_cache = std::sync::Arc::new(auth_cache::AuthCache::new(
+            std::time::Duration::from_millis(auth.cache_ttl_ms),
+        ));
         Domain {
             db,
             auth,
             chat,
             passwords,
+            auth_cache,
         }
+    }
+
+    /// Changes made through this domain (and its clones) that other processes caching
+    /// credentials must apply: forward them to every other instance, which calls
+    /// [`Domain::apply_auth_change`]. A receiver that lags should forward
+    /// [`AuthChange::All`].
+    pub fn auth_changes(&self) -> tokio::sync::broadcast::Receiver<AuthChange> {
+        self.auth_cache.subscribe()
+    }
+
+    /// Drops the cached sessions and API keys that a change made elsewhere touched (see
+    /// [`Domain::auth_changes`]); it is not announced again.
+    pub fn apply_auth_change(&self, change: &AuthChange) {
+        self.auth_cache.apply(change);
     }
 
     /// How many argon2 computations (password hashes and verifications) this domain and
@@ -77,17 +98,17 @@ impl Domain {
 
     /// Users: register, authenticate, roles, activation, credits.
     pub fn users(&self) -> Users<'_> {
-        Users::new(&self.db, &self.auth, &self.passwords)
+        Users::new(&self.db, &self.auth, &self.passwords, &self.auth_cache)
     }
 
     /// Login sessions.
     pub fn sessions(&self) -> Sessions<'_> {
-        Sessions::new(&self.db, &self.auth)
+        Sessions::new(&self.db, &self.auth, &self.auth_cache)
     }
 
     /// API keys.
     pub fn api_keys(&self) -> ApiKeys<'_> {
-        ApiKeys::new(&self.db)
+        ApiKeys::new(&self.db, &self.auth_cache)
     }
 
     /// System prompts.
@@ -102,7 +123,7 @@ impl Domain {
 
     /// Credit reservations and generations.
     pub fn credits(&self) -> Credits<'_> {
-        Credits::new(&self.db)
+        Credits::new(&self.db, &self.auth_cache)
     }
 
     /// Documents and vector search.

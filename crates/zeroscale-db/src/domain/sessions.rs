@@ -8,6 +8,7 @@ use zeroscale_core::config::AuthConfig;
 use zeroscale_core::domain::{Session, User, new_id, now};
 use zeroscale_core::{Error, Result};
 
+use super::auth_cache::{AuthCache, AuthChange, Lookup, Verified};
 use super::entity::sessions;
 use super::users::to_user;
 use super::{entity::users, random_hex, sha256_hex};
@@ -30,6 +31,7 @@ pub struct NewSession {
 pub struct Sessions<'a> {
     db: &'a Db,
     auth: &'a AuthConfig,
+    cache: &'a AuthCache,
 }
 
 fn to_session(m: sessions::Model) -> Session {
@@ -43,8 +45,8 @@ fn to_session(m: sessions::Model) -> Session {
 }
 
 impl<'a> Sessions<'a> {
-    pub(crate) fn new(db: &'a Db, auth: &'a AuthConfig) -> Self {
-        Sessions { db, auth }
+    pub(crate) fn new(db: &'a Db, auth: &'a AuthConfig, cache: &'a AuthCache) -> Self {
+        Sessions { db, auth, cache }
     }
 
     /// Starts a session for `user_id`, valid for `auth.session_ttl_secs`.
@@ -76,9 +78,35 @@ impl<'a> Sessions<'a> {
 
     /// The session and user for `token`; refuses unknown, expired and revoked tokens and
     /// deactivated users with [`Error::Unauthenticated`].
+    ///
+    /// A verified token is trusted for `auth.cache_ttl_ms` without reading the database
+    /// again; changes made through any [`super::Domain`] that shares its
+    /// [`super::AuthChange`]s show at once (see [`super::Domain::auth_changes`]).
     pub async fn validate(&self, token: &str) -> Result<(Session, User)> {
+        let hash = sha256_hex(token);
+        let generation = match self.cache.lookup(&hash) {
+            Lookup::Hit(Verified::Session(session, user)) => {
+                if session.expires_at <= now() {
+                    return Err(Error::unauthenticated("session expired; log in again"));
+                }
+                return Ok((session, user));
+            }
+            // Another kind under this hash: read the database and cache nothing.
+            Lookup::Hit(Verified::ApiKey(..)) => u64::MAX,
+            Lookup::Miss(generation) => generation,
+        };
+        let (session, user) = self.read(&hash).await?;
+        self.cache.store(
+            hash,
+            generation,
+            Verified::Session(session.clone(), user.clone()),
+        );
+        Ok((session, user))
+    }
+
+    async fn read(&self, hash: &str) -> Result<(Session, User)> {
         let found = sessions::Entity::find()
-            .filter(sessions::Column::TokenHash.eq(sha256_hex(token)))
+            .filter(sessions::Column::TokenHash.eq(hash))
             .find_also_related(users::Entity)
             .one(self.db.conn())
             .await
@@ -117,6 +145,7 @@ impl<'a> Sessions<'a> {
                 .map_err(|e| self.db.map_err(e))?
                 .ok_or_else(|| Error::not_found(format!("session {id}")))?;
         }
+        self.cache.changed(AuthChange::Session(id.to_owned()));
         Ok(())
     }
 

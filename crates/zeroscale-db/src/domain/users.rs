@@ -10,6 +10,7 @@ use zeroscale_core::config::AuthConfig;
 use zeroscale_core::domain::{Role, User, new_id, now};
 use zeroscale_core::{Error, Result};
 
+use super::auth_cache::{AuthCache, AuthChange};
 use super::entity::users;
 use super::page_limit;
 use super::passwords::Passwords;
@@ -34,6 +35,7 @@ pub struct Users<'a> {
     db: &'a Db,
     auth: &'a AuthConfig,
     passwords: &'a Passwords,
+    cache: &'a AuthCache,
 }
 
 pub(crate) fn to_user(m: users::Model) -> Result<User> {
@@ -62,11 +64,17 @@ fn validate_username(username: &str) -> Result<()> {
 }
 
 impl<'a> Users<'a> {
-    pub(crate) fn new(db: &'a Db, auth: &'a AuthConfig, passwords: &'a Passwords) -> Self {
+    pub(crate) fn new(
+        db: &'a Db,
+        auth: &'a AuthConfig,
+        passwords: &'a Passwords,
+        cache: &'a AuthCache,
+    ) -> Self {
         Users {
             db,
             auth,
             passwords,
+            cache,
         }
     }
 
@@ -140,6 +148,7 @@ impl<'a> Users<'a> {
             .exec(self.db.conn())
             .await
             .map_err(|e| self.db.map_err(e))?;
+        self.cache.changed(AuthChange::User(model.id.clone()));
         let mut user = to_user(model)?;
         user.last_login_at = Some(at);
         Ok(user)
@@ -202,6 +211,7 @@ impl<'a> Users<'a> {
         if result.rows_affected == 0 {
             return Err(Error::not_found(format!("user {id}")));
         }
+        self.cache.changed(AuthChange::User(id.to_owned()));
         self.get(id).await
     }
 
@@ -250,6 +260,7 @@ impl<'a> Users<'a> {
                 user.credits, -delta
             )));
         }
+        self.cache.changed(AuthChange::User(id.to_owned()));
         self.get(id).await
     }
 }
