@@ -13,6 +13,10 @@ use serde_json::{Value, json};
 
 use crate::measure::{Figure, Goal, Plan, Stats};
 
+/// The admin every bench server starts with.
+const ADMIN: &str = "bench";
+const PASSWORD: &str = "correct horse battery";
+
 /// A running server; killed on drop.
 struct Server {
     child: Child,
@@ -66,6 +70,10 @@ async fn start(dir: &Path, client: &reqwest::Client) -> anyhow::Result<(Server, 
         .env("ZEROSCALE_DATA_DIR", dir.join("data"))
         .env("ZEROSCALE_SERVER__ADDR", format!("127.0.0.1:{port}"))
         .env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__AUTO_INSTALL", "false")
+        .env(
+            "ZEROSCALE_AUTH__BOOTSTRAP_ADMIN",
+            format!("{ADMIN}:{PASSWORD}"),
+        )
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -95,10 +103,26 @@ async fn start(dir: &Path, client: &reqwest::Client) -> anyhow::Result<(Server, 
 }
 
 async fn post(client: &reqwest::Client, url: String, body: Value) -> anyhow::Result<(u16, Value)> {
-    let response = client.post(url).json(&body).send().await?;
+    post_as(client, url, None, body).await
+}
+
+async fn post_as(
+    client: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = client.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
     let status = response.status().as_u16();
     Ok((status, response.json().await.unwrap_or(Value::Null)))
 }
+
+/// Builds one request of a load.
+type MakeRequest = Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync>;
 
 /// Requests answered per second by `connections` loops sending `request` for `length`;
 /// and every latency, in ms.
@@ -106,27 +130,30 @@ async fn load(
     client: &reqwest::Client,
     connections: usize,
     length: Duration,
-    request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync + 'static,
-) -> (f64, Vec<f64>) {
-    let request = Arc::new(request);
+    request: &MakeRequest,
+) -> anyhow::Result<(f64, Vec<f64>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let client = client.clone();
-        let request = Arc::clone(&request);
+        let request = Arc::clone(request);
         let stop = Arc::clone(&stop);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let start = Instant::now();
-                let ok = request(&client)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                assert!(ok, "a request failed under load");
+                let response = request(&client).send().await?;
+                let status = response.status();
+                // Read the whole body, as a client would.
+                let body = response.bytes().await?;
+                anyhow::ensure!(
+                    status.is_success(),
+                    "a request failed under load: {status} {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                );
                 latencies.push(start.elapsed().as_secs_f64() * 1e3);
             }
-            latencies
+            Ok::<_, anyhow::Error>(latencies)
         }));
     }
     let started = Instant::now();
@@ -134,9 +161,19 @@ async fn load(
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     for task in tasks {
-        all.extend(task.await.unwrap_or_default());
+        all.extend(task.await??);
     }
-    (all.len() as f64 / started.elapsed().as_secs_f64(), all)
+    Ok((all.len() as f64 / started.elapsed().as_secs_f64(), all))
+}
+
+/// A route loaded against `/healthz`.
+struct Route {
+    name: &'static str,
+    request: MakeRequest,
+    /// Reads are held to ≥ 0.5× `/healthz`; writes are reported.
+    goal: Goal,
+    /// Shorter loads for routes that fill the disk.
+    fraction: u32,
 }
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
@@ -156,84 +193,208 @@ pub(crate) async fn run(plan: Plan, dir: &Path) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
     let (server, _) = start(&dir.join("serve"), &client).await?;
     let base = server.base.clone();
-    let password = "correct horse battery";
-    let (status, body) = post(
-        &client,
-        format!("{base}/v1/auth/register"),
-        json!({"username": "bench", "password": password}),
-    )
-    .await?;
-    anyhow::ensure!(status == 201, "register answered {status}: {body}");
+    let password = PASSWORD;
     let (status, body) = post(
         &client,
         format!("{base}/v1/auth/login"),
-        json!({"username": "bench", "password": password}),
+        json!({"username": ADMIN, "password": password}),
     )
     .await?;
     anyhow::ensure!(status == 200, "login answered {status}: {body}");
     let token = body["token"].as_str().unwrap_or_default().to_owned();
 
-    // Authenticated reads against /healthz, alternating rounds.
+    let routes = routes(&client, &base, &token).await?;
     let connections = 16;
-    let length = Duration::from_millis(plan.size(5_000, 500) as u64);
-    let healthz = format!("{base}/healthz");
-    let me = format!("{base}/v1/me");
-    let (mut health_rps, mut me_rps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut health_lat, mut me_lat) = (Vec::new(), Vec::new());
-    load(&client, connections, length / 2, {
-        let healthz = healthz.clone();
-        move |c| c.get(&healthz)
-    })
-    .await;
-    for round in 0..plan.rounds {
-        let run_health = {
-            let healthz = healthz.clone();
-            move |c: &reqwest::Client| c.get(&healthz)
-        };
-        let run_me = {
-            let me = me.clone();
-            let token = token.clone();
-            move |c: &reqwest::Client| c.get(&me).bearer_auth(&token)
-        };
-        let ((h, hl), (m, ml)) = if round.is_multiple_of(2) {
-            let h = load(&client, connections, length, run_health).await;
-            (h, load(&client, connections, length, run_me).await)
-        } else {
-            let m = load(&client, connections, length, run_me).await;
-            (load(&client, connections, length, run_health).await, m)
-        };
-        health_rps.push(h);
-        me_rps.push(m);
-        ratios.push(m / h.max(1e-9));
-        health_lat.extend(hl);
-        me_lat.extend(ml);
-    }
-    let ratio = Stats::of(&ratios);
-    let goal = Goal::AtLeast { ratio: 0.5 };
-    figures.push(Figure {
-        concern: "http",
-        name: format!(
-            "stage 1 GET /v1/me (session) req/s vs /healthz, {connections} connections; p50/p99 \
-             {:.2}/{:.2} ms vs {:.2}/{:.2} ms",
-            percentile(&mut me_lat, 0.5),
-            percentile(&mut me_lat, 0.99),
-            percentile(&mut health_lat, 0.5),
-            percentile(&mut health_lat, 0.99)
-        ),
-        unit: "req/s",
-        ours: Stats::of(&me_rps),
-        theirs: Some(Stats::of(&health_rps)),
-        against: Some("GET /healthz on the same server".into()),
-        ratio: Some(ratio),
-        goal,
-        pass: (!plan.quick).then(|| goal.met(ratio.median, 0.0)).flatten(),
-        rounds: plan.rounds,
-    });
+    let length = Duration::from_millis(plan.size(3_000, 400) as u64);
+    figures.extend(against_healthz(plan, &client, &base, connections, length, routes).await?);
 
     figures.push(login_ratio(plan, &client, &base, password).await?);
     drop(server);
     figures.push(cold_start(plan, &client, dir).await?);
     Ok(figures)
+}
+
+/// The routes measured against `/healthz`, with what they need set up: an API key, a
+/// chat of 100 messages, a 64 KiB file.
+async fn routes(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<Vec<Route>> {
+    let (status, key) = post_as(
+        client,
+        format!("{base}/v1/api-keys"),
+        Some(token),
+        json!({"client_name": "bench"}),
+    )
+    .await?;
+    anyhow::ensure!(
+        status == 201,
+        "creating an API key answered {status}: {key}"
+    );
+    let key = key["plaintext"].as_str().unwrap_or_default().to_owned();
+    for i in 0..100 {
+        let (status, body) = post_as(
+            client,
+            format!("{base}/v1/chat/read/messages"),
+            Some(token),
+            json!({"role": "user", "content": format!("message {i} of the chat the bench pages through")}),
+        )
+        .await?;
+        anyhow::ensure!(
+            status == 201,
+            "appending a chat message answered {status}: {body}"
+        );
+    }
+    let payload = bytes::Bytes::from(vec![b'z'; 64 * 1024]);
+    let response = client
+        .post(format!("{base}/v1/files?filename=bench.bin"))
+        .bearer_auth(token)
+        .body(payload.clone())
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "upload answered {}",
+        response.status()
+    );
+    let file: Value = response.json().await?;
+    let file_id = file["id"].as_str().unwrap_or_default().to_owned();
+
+    let get = |path: String, header: &'static str, value: String| -> MakeRequest {
+        let url = format!("{base}{path}");
+        Arc::new(move |c: &reqwest::Client| c.get(&url).header(header, &value))
+    };
+    let bearer = format!("Bearer {token}");
+    let mut routes = vec![
+        Route {
+            name: "GET /v1/me (session)",
+            request: get("/v1/me".into(), "authorization", bearer.clone()),
+            goal: Goal::AtLeast { ratio: 0.5 },
+            fraction: 1,
+        },
+        Route {
+            name: "GET /v1/me (API key)",
+            request: get("/v1/me".into(), "x-api-key", key),
+            goal: Goal::AtLeast { ratio: 0.5 },
+            fraction: 1,
+        },
+        Route {
+            name: "GET a chat page (100 messages)",
+            request: get(
+                "/v1/chat/read/messages?limit=100".into(),
+                "authorization",
+                bearer.clone(),
+            ),
+            goal: Goal::AtLeast { ratio: 0.5 },
+            fraction: 1,
+        },
+        Route {
+            name: "GET a 64 KiB file",
+            request: get(
+                format!("/v1/files/{file_id}"),
+                "authorization",
+                bearer.clone(),
+            ),
+            goal: Goal::AtLeast { ratio: 0.5 },
+            fraction: 1,
+        },
+    ];
+    // Writes, reported: a chat append (a new chat every 5,000 messages, below the
+    // per-chat limit) and a 64 KiB upload (shorter loads: each one stays on disk).
+    let appended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let append_base = format!("{base}/v1/chat");
+    let append_auth = bearer.clone();
+    routes.push(Route {
+        name: "POST a chat message",
+        request: Arc::new(move |c: &reqwest::Client| {
+            let n = appended.fetch_add(1, Ordering::Relaxed);
+            c.post(format!("{append_base}/write-{}/messages", n / 5_000))
+                .header("authorization", &append_auth)
+                .json(&json!({"role": "user", "content": "a message of a handful of words"}))
+        }),
+        goal: Goal::Report,
+        fraction: 1,
+    });
+    let upload_url = format!("{base}/v1/files?filename=upload.bin");
+    routes.push(Route {
+        name: "POST a 64 KiB upload",
+        request: Arc::new(move |c: &reqwest::Client| {
+            c.post(&upload_url)
+                .header("authorization", &bearer)
+                .body(payload.clone())
+        }),
+        goal: Goal::Report,
+        fraction: 4,
+    });
+    Ok(routes)
+}
+
+/// Each route's req/s against `/healthz` on the same server: per round, `/healthz` then
+/// every route (the order rotating), the ratio taken within the round.
+async fn against_healthz(
+    plan: Plan,
+    client: &reqwest::Client,
+    base: &str,
+    connections: usize,
+    length: Duration,
+    routes: Vec<Route>,
+) -> anyhow::Result<Vec<Figure>> {
+    let healthz: MakeRequest = {
+        let url = format!("{base}/healthz");
+        Arc::new(move |c: &reqwest::Client| c.get(&url))
+    };
+    // Warm-up: connections, the server's caches.
+    load(client, connections, length / 2, &healthz).await?;
+    for route in &routes {
+        load(client, connections, length / 10, &route.request).await?;
+    }
+    let n = routes.len();
+    let mut health = Vec::new();
+    let mut health_lat = Vec::new();
+    let mut per_route: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![Default::default(); n];
+    for round in 0..plan.rounds {
+        let (h, hl) = load(client, connections, length, &healthz).await?;
+        health.push(h);
+        health_lat.extend(hl);
+        for i in 0..n {
+            let route = &routes[(i + round) % n];
+            let slot = &mut per_route[(i + round) % n];
+            let (rps, lat) =
+                load(client, connections, length / route.fraction, &route.request).await?;
+            slot.0.push(rps);
+            slot.1.push(rps / h.max(1e-9));
+            slot.2.extend(lat);
+        }
+    }
+    let health_stats = Stats::of(&health);
+    let (h50, h99) = (
+        percentile(&mut health_lat, 0.5),
+        percentile(&mut health_lat, 0.99),
+    );
+    Ok(routes
+        .iter()
+        .zip(per_route)
+        .map(|(route, (rps, ratios, mut lat))| {
+            let ratio = Stats::of(&ratios);
+            Figure {
+                concern: "http",
+                name: format!(
+                    "stage 1 {} req/s vs /healthz, {connections} connections; p50/p99 \
+                     {:.2}/{:.2} ms vs {h50:.2}/{h99:.2} ms",
+                    route.name,
+                    percentile(&mut lat, 0.5),
+                    percentile(&mut lat, 0.99),
+                ),
+                unit: "req/s",
+                ours: Stats::of(&rps),
+                theirs: Some(health_stats),
+                against: Some("GET /healthz on the same server".into()),
+                ratio: Some(ratio),
+                goal: route.goal,
+                pass: (!plan.quick)
+                    .then(|| route.goal.met(ratio.median, 0.0))
+                    .flatten(),
+                rounds: plan.rounds,
+            }
+        })
+        .collect())
 }
 
 /// Login time for a username that does not exist ÷ one that does (wrong passwords both):

@@ -51,6 +51,8 @@ pub(crate) enum Goal {
     Between { low: f64, high: f64 },
     /// The value (not a ratio) is below this.
     Below { value: f64 },
+    /// Reported, not held to a goal.
+    Report,
 }
 
 impl Goal {
@@ -60,6 +62,7 @@ impl Goal {
             Goal::AtLeast { ratio: goal } => Some(ratio >= goal),
             Goal::Between { low, high } => Some((low..=high).contains(&ratio)),
             Goal::Below { value: goal } => Some(value < goal),
+            Goal::Report => None,
         }
     }
 
@@ -69,6 +72,7 @@ impl Goal {
             Goal::AtLeast { ratio } => format!("≥ {ratio}×"),
             Goal::Between { low, high } => format!("{low}–{high}×"),
             Goal::Below { value } => format!("< {value}"),
+            Goal::Report => "reported".to_owned(),
         }
     }
 }
