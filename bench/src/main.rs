@@ -1,11 +1,12 @@
 //! `zeroscale-bench`: the benchmarks `cargo xtask bench` builds (release) and runs, each
 //! figure side by side with the raw driver or the peer a user would pick, in one run.
 //!
-//! `zeroscale-bench [--quick] [--out DIR] [CONCERN...]`; concerns: `storage`, `http`
+//! `zeroscale-bench [--quick] [--out DIR] [CONCERN...]`; concerns: `storage`, `database`, `http`
 //! (which includes login timing and cold start). Engines come from the environment
 //! (`cargo xtask services up` writes it); the HTTP figures need the release `zeroscale`
 //! binary next to this one (or `ZEROSCALE_BENCH_BIN`).
 
+mod database;
 mod http;
 mod measure;
 mod report;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 use measure::Plan;
 
 /// Every concern, in the order they run.
-const CONCERNS: &[&str] = &["storage", "http"];
+const CONCERNS: &[&str] = &["storage", "database", "http"];
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -85,6 +86,7 @@ async fn run() -> anyhow::Result<ExitCode> {
         progress.set_message(format!("{concern} on {}", report::machine()));
         let more = match concern.as_str() {
             "storage" => storage::run(plan, &scratch.join("storage")).await?,
+            "database" => database::run(plan, &scratch.join("database")).await?,
             "http" => http::run(plan, &scratch.join("http")).await?,
             _ => unreachable!("checked above"),
         };
