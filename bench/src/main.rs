@@ -1,7 +1,7 @@
 //! `zeroscale-bench`: the benchmarks `cargo xtask bench` builds (release) and runs, each
 //! figure side by side with the raw driver or the peer a user would pick, in one run.
 //!
-//! `zeroscale-bench [--quick] [--out DIR] [CONCERN...]`; concerns: `storage`, `database`, `http`
+//! `zeroscale-bench [--quick] [--out DIR] [CONCERN...]`; concerns: `storage`, `database`, `queue`, `http`
 //! (which includes login timing and cold start). Engines come from the environment
 //! (`cargo xtask services up` writes it); the HTTP figures need the release `zeroscale`
 //! binary next to this one (or `ZEROSCALE_BENCH_BIN`).
@@ -9,6 +9,7 @@
 mod database;
 mod http;
 mod measure;
+mod queue;
 mod report;
 mod storage;
 
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use measure::Plan;
 
 /// Every concern, in the order they run.
-const CONCERNS: &[&str] = &["storage", "database", "http"];
+const CONCERNS: &[&str] = &["storage", "database", "queue", "http"];
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -87,6 +88,7 @@ async fn run() -> anyhow::Result<ExitCode> {
         let more = match concern.as_str() {
             "storage" => storage::run(plan, &scratch.join("storage")).await?,
             "database" => database::run(plan, &scratch.join("database")).await?,
+            "queue" => queue::run(plan).await?,
             "http" => http::run(plan, &scratch.join("http")).await?,
             _ => unreachable!("checked above"),
         };

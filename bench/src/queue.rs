@@ -1,0 +1,348 @@
+//! Queue: enqueue→reserve→ack of no-op jobs with 1, 8 and 32 concurrent consumers,
+//! through zeroscale's worker runtime on Redis against apalis 1.0 with apalis-redis on the
+//! same Redis (the peer; goal ≥ 1.5× its jobs/s), and against a raw LPUSH/BRPOP loop (no
+//! lease, no ack: the limit, reported as the fraction of it reached). The in-memory queue
+//! is reported on its own.
+//!
+//! Each round starts the consumers, then one producer enqueues every job; the time runs
+//! from the first enqueue to the last handler's return. Every round uses fresh queues.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use apalis::prelude::*;
+use serde_json::json;
+use tokio::sync::Notify;
+use zeroscale_core::config::{JobsConfig, QueueConfig, RedisQueueConfig};
+use zeroscale_core::queue::NewJob;
+use zeroscale_queue::worker::{Worker, WorkerOptions};
+
+use crate::measure::{Figure, Goal, Plan, Stats, compare};
+
+/// Counts handler returns; wakes the waiter at the last one.
+struct Done {
+    count: AtomicUsize,
+    of: usize,
+    all: Notify,
+}
+
+impl Done {
+    fn new(of: usize) -> Arc<Done> {
+        Arc::new(Done {
+            count: AtomicUsize::new(0),
+            of,
+            all: Notify::new(),
+        })
+    }
+
+    fn one(&self) {
+        if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.of {
+            self.all.notify_one();
+        }
+    }
+
+    async fn wait(&self, what: &str) {
+        tokio::time::timeout(Duration::from_secs(300), self.all.notified())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{what}: only {} of {} jobs ran within 5 minutes",
+                    self.count.load(Ordering::Acquire),
+                    self.of
+                )
+            });
+    }
+}
+
+/// Every queue figure; Redis from `ZEROSCALE_TEST_REDIS_URL`.
+pub(crate) async fn run(plan: Plan) -> anyhow::Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    let n = plan.size(5_000, 500);
+    figures.push(memory(plan, n).await);
+    let Ok(url) = std::env::var("ZEROSCALE_TEST_REDIS_URL") else {
+        anyhow::ensure!(
+            std::env::var_os("CI").is_none(),
+            "ZEROSCALE_TEST_REDIS_URL is not set: run `cargo xtask bench`, which starts Redis"
+        );
+        eprintln!("queue: no ZEROSCALE_TEST_REDIS_URL, Redis skipped");
+        return Ok(figures);
+    };
+    let run_id = std::process::id();
+    for consumers in [1, 8, 32] {
+        let ours = |round: usize| {
+            let url = url.clone();
+            async move {
+                zeroscale_redis(
+                    &url,
+                    &format!("zsb-{run_id}-{consumers}-{round}"),
+                    n,
+                    consumers,
+                )
+                .await
+            }
+        };
+        let apalis_side = |round: usize| {
+            let url = url.clone();
+            async move {
+                apalis_redis_run(
+                    &url,
+                    &format!("apb-{run_id}-{consumers}-{round}"),
+                    n,
+                    consumers,
+                )
+                .await
+            }
+        };
+        let mut figure = compare(
+            plan,
+            "queue",
+            format!("Redis {n} jobs enqueue→ack, {consumers} consumer(s) (time; goal = ≥ 1.5× apalis jobs/s)"),
+            "apalis 1.0 + apalis-redis on the same Redis",
+            Goal::AtMost { ratio: 0.667 },
+            ours,
+            apalis_side,
+        )
+        .await;
+        figure.name = format!(
+            "{}; {:.0} vs {:.0} jobs/s",
+            figure.name,
+            n as f64 / (figure.ours.median / 1e3),
+            figure
+                .theirs
+                .map_or(f64::NAN, |t| n as f64 / (t.median / 1e3)),
+        );
+        figures.push(figure);
+
+        let ours = |round: usize| {
+            let url = url.clone();
+            async move {
+                zeroscale_redis(
+                    &url,
+                    &format!("zsr-{run_id}-{consumers}-{round}"),
+                    n,
+                    consumers,
+                )
+                .await
+            }
+        };
+        let raw = |round: usize| {
+            let url = url.clone();
+            async move {
+                raw_redis(
+                    &url,
+                    &format!("raw-{run_id}-{consumers}-{round}"),
+                    n,
+                    consumers,
+                )
+                .await
+            }
+        };
+        let mut figure = compare(
+            plan,
+            "queue",
+            format!("Redis {n} jobs, {consumers} consumer(s): time against a raw LPUSH/BRPOP loop (no lease, no ack: the limit)"),
+            "raw LPUSH/BRPOP",
+            Goal::Report,
+            ours,
+            raw,
+        )
+        .await;
+        if let Some(ratio) = figure.ratio {
+            figure.name = format!("{}; {:.0}% of the limit", figure.name, 100.0 / ratio.median);
+        }
+        figures.push(figure);
+    }
+    Ok(figures)
+}
+
+fn worker_options(queue: &str, consumers: usize) -> WorkerOptions {
+    WorkerOptions {
+        queues: vec![queue.to_owned()],
+        concurrency: consumers,
+        ..Default::default()
+    }
+}
+
+/// zeroscale's worker runtime on `queue`: `n` jobs through `consumers` at once.
+async fn run_ours(
+    queue: Arc<dyn zeroscale_core::Queue>,
+    name: &str,
+    n: usize,
+    consumers: usize,
+) -> Duration {
+    let done = Done::new(n);
+    let mut worker = Worker::new(queue.clone(), worker_options(name, consumers));
+    let counter = done.clone();
+    worker.register("noop", move |_ctx, _payload: serde_json::Value| {
+        let counter = counter.clone();
+        async move {
+            counter.one();
+            Ok(None)
+        }
+    });
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(stop_rx));
+    let start = Instant::now();
+    for i in 0..n {
+        queue
+            .enqueue(NewJob::new(name, "noop", json!({ "n": i })))
+            .await
+            .expect("enqueue");
+    }
+    done.wait("zeroscale").await;
+    let took = start.elapsed();
+    let _ = stop.send(true);
+    let _ = running.await;
+    took
+}
+
+async fn zeroscale_redis(url: &str, prefix: &str, n: usize, consumers: usize) -> Duration {
+    let config = QueueConfig::Redis(RedisQueueConfig {
+        url: url.to_owned().into(),
+        key_prefix: prefix.to_owned(),
+        ..Default::default()
+    });
+    let queue = zeroscale_queue::connect(&config, &JobsConfig::default())
+        .await
+        .expect("connect the zeroscale Redis queue");
+    let took = run_ours(queue, "bench", n, consumers).await;
+    cleanup(url, &format!("{{{prefix}}}*")).await;
+    took
+}
+
+/// apalis with apalis-redis: a worker with `consumers` in flight (its concurrency limit).
+async fn apalis_redis_run(url: &str, queue: &str, n: usize, consumers: usize) -> Duration {
+    let conn = apalis_redis::connect(url.to_owned())
+        .await
+        .expect("connect apalis-redis");
+    let mut storage = apalis_redis::RedisStorage::<u64>::new(conn)
+        .with_config(apalis_redis::Config::default().queue(queue));
+    let done = Done::new(n);
+    let counter = done.clone();
+    let worker = WorkerBuilder::new(format!("bench-{queue}"))
+        .backend(storage.clone())
+        .concurrency(consumers)
+        .build(move |_job: u64| {
+            let counter = counter.clone();
+            async move {
+                counter.one();
+                Ok::<(), BoxDynError>(())
+            }
+        });
+    let stopper = done.clone();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = stop_rx.await;
+        Ok::<(), std::io::Error>(())
+    }));
+    let start = Instant::now();
+    for i in 0..n as u64 {
+        storage.push(i).await.expect("apalis push");
+    }
+    stopper.wait("apalis").await;
+    let took = start.elapsed();
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    cleanup(url, &format!("{queue}*")).await;
+    took
+}
+
+/// The limit: `consumers` connections each in a BRPOP loop, one producer LPUSHing.
+async fn raw_redis(url: &str, list: &str, n: usize, consumers: usize) -> Duration {
+    let client = redis::Client::open(url).expect("Redis URL");
+    let done = Done::new(n);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let (done, stop, list) = (done.clone(), stop.clone(), list.to_owned());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let got: Option<(String, String)> = redis::cmd("BRPOP")
+                    .arg(&list)
+                    .arg(0.1)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("BRPOP");
+                if got.is_some() {
+                    done.one();
+                }
+            }
+        }));
+    }
+    let mut producer = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let start = Instant::now();
+    for i in 0..n {
+        let _: i64 = redis::cmd("LPUSH")
+            .arg(list)
+            .arg(json!({ "n": i }).to_string())
+            .query_async(&mut producer)
+            .await
+            .expect("LPUSH");
+    }
+    done.wait("raw").await;
+    let took = start.elapsed();
+    stop.store(true, Ordering::Release);
+    for task in tasks {
+        let _ = task.await;
+    }
+    took
+}
+
+/// Deletes what a round left behind (the keys matching `pattern`).
+async fn cleanup(url: &str, pattern: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    for chunk in keys.chunks(500) {
+        let _: Result<i64, _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+    }
+}
+
+/// The in-memory queue through the same worker runtime (no peer: reported).
+async fn memory(plan: Plan, n: usize) -> Figure {
+    let mut rates = Vec::new();
+    let mut times = Vec::new();
+    for _ in 0..=plan.rounds {
+        let queue = zeroscale_queue::connect(&QueueConfig::default(), &JobsConfig::default())
+            .await
+            .expect("memory queue");
+        let took = run_ours(queue, "bench", n, 8).await;
+        times.push(took.as_secs_f64() * 1e3);
+        rates.push(n as f64 / took.as_secs_f64());
+    }
+    // The first round was the warm-up.
+    times.remove(0);
+    rates.remove(0);
+    let rates = Stats::of(&rates);
+    Figure {
+        concern: "queue",
+        name: format!(
+            "memory {n} jobs enqueue→ack, 8 consumers; {:.0} jobs/s [{:.0}–{:.0}]",
+            rates.median, rates.min, rates.max
+        ),
+        unit: "ms",
+        ours: Stats::of(&times),
+        theirs: None,
+        against: None,
+        ratio: None,
+        goal: Goal::Report,
+        pass: None,
+        rounds: plan.rounds,
+    }
+}
