@@ -321,6 +321,32 @@ pub trait Queue: Send + Sync + fmt::Debug + 'static {
     /// Completes a job. Fails with [`Error::Conflict`] if the lease is no longer held.
     async fn ack(&self, lease: &LeaseToken, result: Option<Value>) -> Result<()>;
 
+    /// Hands up to `max` due jobs to the caller at once, each under its own lease, in the
+    /// order [`Queue::reserve`] would; fewer (or none) when fewer are due. A worker with
+    /// free slots takes them in one step. Backends that can do it in one round trip
+    /// override this; the default reserves one at a time.
+    async fn reserve_many(&self, opts: &ReserveOptions, max: usize) -> Result<Vec<ReservedJob>> {
+        let mut jobs = Vec::new();
+        while jobs.len() < max {
+            match self.reserve(opts).await? {
+                Some(job) => jobs.push(job),
+                None => break,
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Completes several jobs: one result per lease, in order, each what [`Queue::ack`]
+    /// would answer. Backends that can do it in one round trip override this; the
+    /// default acks one at a time.
+    async fn ack_many(&self, done: &[(LeaseToken, Option<Value>)]) -> Vec<Result<()>> {
+        let mut results = Vec::with_capacity(done.len());
+        for (lease, result) in done {
+            results.push(self.ack(lease, result.clone()).await);
+        }
+        results
+    }
+
     /// Fails an attempt: retry with backoff, or dead-letter after the last attempt.
     async fn nack(&self, lease: &LeaseToken, opts: NackOptions) -> Result<NackOutcome>;
 

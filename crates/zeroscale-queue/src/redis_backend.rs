@@ -366,44 +366,94 @@ impl Queue for RedisQueue {
     }
 
     async fn reserve(&self, opts: &ReserveOptions) -> Result<Option<ReservedJob>> {
-        if opts.queues.is_empty() {
-            return Ok(None);
+        Ok(self.reserve_many(opts, 1).await?.pop())
+    }
+
+    async fn reserve_many(&self, opts: &ReserveOptions, max: usize) -> Result<Vec<ReservedJob>> {
+        if opts.queues.is_empty() || max == 0 {
+            return Ok(Vec::new());
         }
+        // One token for the batch: a lease is the job's id with it.
         let token = lease_token();
-        let mut args = vec![ms(opts.lease).to_string(), token.clone()];
+        let mut args = vec![ms(opts.lease).to_string(), token.clone(), max.to_string()];
         args.extend(opts.queues.iter().cloned());
         let reply = self.run(&self.scripts.reserve, &args).await?;
         if reply.word == "empty" {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let [id, queue, task, payload, attempt, max, expires] = reply.rest.as_slice() else {
+        if reply.word != "ok" || reply.rest.is_empty() || !reply.rest.len().is_multiple_of(7) {
             return Err(unexpected(&reply.word));
-        };
-        let id: JobId = id.parse()?;
-        Ok(Some(ReservedJob {
-            id,
-            queue: queue.clone(),
-            task: task.clone(),
-            payload: serde_json::from_str(payload).unwrap_or(Value::Null),
-            attempt: attempt.parse().unwrap_or(1),
-            max_attempts: max.parse().unwrap_or(1),
-            lease: LeaseToken { job_id: id, token },
-            lease_expires_at: time(expires).unwrap_or_else(Utc::now),
-        }))
+        }
+        reply
+            .rest
+            .chunks_exact(7)
+            .map(|fields| {
+                let [id, queue, task, payload, attempt, max, expires] = fields else {
+                    return Err(unexpected(&reply.word));
+                };
+                let id: JobId = id.parse()?;
+                Ok(ReservedJob {
+                    id,
+                    queue: queue.clone(),
+                    task: task.clone(),
+                    payload: serde_json::from_str(payload).unwrap_or(Value::Null),
+                    attempt: attempt.parse().unwrap_or(1),
+                    max_attempts: max.parse().unwrap_or(1),
+                    lease: LeaseToken {
+                        job_id: id,
+                        token: token.clone(),
+                    },
+                    lease_expires_at: time(expires).unwrap_or_else(Utc::now),
+                })
+            })
+            .collect()
     }
 
     async fn ack(&self, lease: &LeaseToken, result: Option<Value>) -> Result<()> {
-        let result = result.map(|v| v.to_string()).unwrap_or_default();
-        let reply = self
-            .run(
-                &self.scripts.ack,
-                &[lease.job_id.to_string(), lease.token.clone(), result],
-            )
-            .await?;
-        match reply.word.as_str() {
-            "ok" => Ok(()),
-            _ => Err(reply.lease_error(lease.job_id)),
+        self.ack_many(&[(lease.clone(), result)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(unexpected("")))
+    }
+
+    async fn ack_many(&self, done: &[(LeaseToken, Option<Value>)]) -> Vec<Result<()>> {
+        if done.is_empty() {
+            return Vec::new();
         }
+        let mut args = Vec::with_capacity(1 + 3 * done.len());
+        args.push(done.len().to_string());
+        for (lease, result) in done {
+            args.push(lease.job_id.to_string());
+            args.push(lease.token.clone());
+            args.push(result.as_ref().map(Value::to_string).unwrap_or_default());
+        }
+        let words = match self.run(&self.scripts.ack, &args).await {
+            Ok(reply) => std::iter::once(reply.word)
+                .chain(reply.rest)
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                // Nothing was applied (a script is atomic): every ack failed the same way.
+                let text = e.chain();
+                return done
+                    .iter()
+                    .map(|_| Err(Error::unavailable(text.clone())))
+                    .collect();
+            }
+        };
+        if words.len() != done.len() {
+            return done.iter().map(|_| Err(unexpected("ack"))).collect();
+        }
+        done.iter()
+            .zip(words)
+            .map(|((lease, _), word)| match word.as_str() {
+                "ok" => Ok(()),
+                other => Err(Reply {
+                    word: other.to_owned(),
+                    rest: Vec::new(),
+                }
+                .lease_error(lease.job_id)),
+            })
+            .collect()
     }
 
     async fn nack(&self, lease: &LeaseToken, opts: NackOptions) -> Result<NackOutcome> {

@@ -220,6 +220,14 @@ impl Worker {
         let timeouts = Arc::new(self.timeouts);
         let report = Arc::new(std::sync::Mutex::new(WorkerReport::default()));
         let (stop_jobs_tx, stop_jobs_rx) = watch::channel(false);
+        let (acks, acker) = Acker::start(self.queue.clone(), report.clone());
+        let shared = Arc::new(Shared {
+            queue: self.queue.clone(),
+            handlers,
+            dead_hooks,
+            report: report.clone(),
+            acks,
+        });
         let reserve = ReserveOptions {
             queues: self.options.queues.clone(),
             lease: self.options.lease,
@@ -230,14 +238,18 @@ impl Worker {
             if *shutdown.borrow() {
                 break;
             }
-            let permit = tokio::select! {
+            let first = tokio::select! {
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
                 _ = shutdown.changed() => break,
             };
-            let job = match self.queue.reserve(&reserve).await {
-                Ok(Some(job)) => job,
-                Ok(None) => {
-                    drop(permit);
+            // Every free slot, filled in one reservation.
+            let mut slots = vec![first];
+            while let Ok(permit) = permits.clone().try_acquire_owned() {
+                slots.push(permit);
+            }
+            let jobs = match self.queue.reserve_many(&reserve, slots.len()).await {
+                Ok(jobs) if jobs.is_empty() => {
+                    drop(slots);
                     tokio::select! {
                         _ = tokio::time::sleep(idle) => {}
                         _ = shutdown.changed() => break,
@@ -245,8 +257,9 @@ impl Worker {
                     idle = (idle * 2).min(self.options.max_poll_interval);
                     continue;
                 }
+                Ok(jobs) => jobs,
                 Err(e) => {
-                    drop(permit);
+                    drop(slots);
                     tracing::warn!(error = %e.chain(), "reserving a job failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(self.options.max_poll_interval) => {}
@@ -256,28 +269,21 @@ impl Worker {
                 }
             };
             idle = Duration::from_millis(20);
-            let span =
-                tracing::info_span!("job", id = %job.id, task = %job.task, attempt = job.attempt);
-            let mut options = self.options.clone();
-            if let Some(timeout) = timeouts.get(&job.task) {
-                options.job_timeout = *timeout;
-            }
-            let run = run_job(
-                self.queue.clone(),
-                handlers.clone(),
-                dead_hooks.clone(),
-                job,
-                options,
-                stop_jobs_rx.clone(),
-                report.clone(),
-            );
-            tasks.spawn(
-                async move {
-                    run.await;
-                    drop(permit);
+            for (job, permit) in jobs.into_iter().zip(slots) {
+                let span = tracing::info_span!("job", id = %job.id, task = %job.task, attempt = job.attempt);
+                let mut options = self.options.clone();
+                if let Some(timeout) = timeouts.get(&job.task) {
+                    options.job_timeout = *timeout;
                 }
-                .instrument(span),
-            );
+                let run = run_job(shared.clone(), job, options, stop_jobs_rx.clone());
+                tasks.spawn(
+                    async move {
+                        run.await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
             // Reap finished tasks so the set does not grow.
             while tasks.try_join_next().is_some() {}
         }
@@ -295,19 +301,78 @@ impl Worker {
             .await;
             tasks.abort_all();
         }
+        // Every ack handed over is sent before the run ends.
+        drop(shared);
+        let _ = acker.await;
         *report.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-async fn run_job(
+/// Acks of finished jobs, sent in batches by one task: whatever finished while the
+/// previous batch was on its way goes in the next, so a busy worker acks many jobs per
+/// round trip, and a job's slot is free for the next reservation while its ack travels.
+struct Acker;
+
+type AckSender =
+    tokio::sync::mpsc::UnboundedSender<(zeroscale_core::queue::LeaseToken, Option<Value>)>;
+
+impl Acker {
+    /// Most acks in one batch.
+    const BATCH: usize = 256;
+
+    fn start(
+        queue: Arc<dyn Queue>,
+        report: Arc<std::sync::Mutex<WorkerReport>>,
+    ) -> (AckSender, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < Self::BATCH
+                    && let Ok(more) = rx.try_recv()
+                {
+                    batch.push(more);
+                }
+                let results = queue.ack_many(&batch).await;
+                let mut acked = 0;
+                for ((lease, _), result) in batch.drain(..).zip(results) {
+                    match result {
+                        Ok(()) => acked += 1,
+                        Err(e) => {
+                            tracing::warn!(job = %lease.job_id, error = %e.chain(), "ack failed");
+                        }
+                    }
+                }
+                report.lock().unwrap_or_else(|p| p.into_inner()).succeeded += acked;
+            }
+        });
+        (tx, task)
+    }
+}
+
+/// What every job of a run shares.
+struct Shared {
     queue: Arc<dyn Queue>,
     handlers: Arc<HashMap<String, BoxHandler>>,
     dead_hooks: Arc<HashMap<String, BoxDeadHook>>,
+    report: Arc<std::sync::Mutex<WorkerReport>>,
+    acks: AckSender,
+}
+
+async fn run_job(
+    shared: Arc<Shared>,
     job: ReservedJob,
     options: WorkerOptions,
     mut stop: watch::Receiver<bool>,
-    report: Arc<std::sync::Mutex<WorkerReport>>,
 ) {
+    let Shared {
+        queue,
+        handlers,
+        dead_hooks,
+        report,
+        acks,
+    } = &*shared;
     let bump = |f: fn(&mut WorkerReport)| f(&mut report.lock().unwrap_or_else(|p| p.into_inner()));
     let Some(handler) = handlers.get(&job.task).cloned() else {
         let error = format!("no handler for task `{}` in this worker", job.task);
@@ -400,10 +465,10 @@ async fn run_job(
         let _ = queue.update_progress(&job.lease, progress).await;
     }
     match outcome {
-        Some(Ok(result)) => match queue.ack(&job.lease, result).await {
-            Ok(()) => bump(|r| r.succeeded += 1),
-            Err(e) => tracing::warn!(error = %e.chain(), "ack failed"),
-        },
+        Some(Ok(result)) => {
+            // The acker sends it (with others) and counts it; it outlives this task.
+            let _ = acks.send((job.lease, result));
+        }
         Some(Err(error)) => {
             let text = error.chain();
             let give_up = error.is_permanent();

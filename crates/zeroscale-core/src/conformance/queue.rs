@@ -71,7 +71,7 @@ macro_rules! queue_conformance {
                 give_up_dead_letters_at_once lease_expiry_redelivers
                 extend_lease_prevents_redelivery delayed_jobs_wait priority_then_fifo
                 idempotency_key cancel progress_and_status stale_lease_is_conflict
-                queues_are_separate stats_and_list);
+                queues_are_separate stats_and_list batches);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn unknown_job_is_not_found() {
@@ -136,6 +136,96 @@ pub async fn run_all(queue: &dyn Queue, prefix: &str) {
     stale_lease_is_conflict(queue, prefix).await;
     queues_are_separate(queue, prefix).await;
     stats_and_list(queue, prefix).await;
+    batches(queue, prefix).await;
+}
+
+/// `reserve_many` hands out jobs in `reserve`'s order (priority first, across queues),
+/// each under its own working lease, never one twice; `ack_many` answers per lease.
+pub async fn batches(queue: &dyn Queue, prefix: &str) {
+    let backend = queue.backend().to_owned();
+    let (a, b) = (format!("{prefix}-batch-a"), format!("{prefix}-batch-b"));
+    for (q, task, priority) in [
+        (&a, "a-low", -1),
+        (&b, "b-high", 5),
+        (&a, "a-mid-1", 0),
+        (&a, "a-mid-2", 0),
+        (&b, "b-mid", 0),
+    ] {
+        let mut job = NewJob::new(q, task, json!({"task": task}));
+        job.options.priority = priority;
+        queue.enqueue(job).await.unwrap();
+    }
+    let opts = ReserveOptions {
+        queues: vec![a.clone(), b.clone()],
+        lease: Duration::from_secs(30),
+    };
+    assert!(
+        queue.reserve_many(&opts, 0).await.unwrap().is_empty(),
+        "{backend}: max 0"
+    );
+    let first = queue.reserve_many(&opts, 3).await.unwrap();
+    let tasks: Vec<_> = first.iter().map(|j| j.task.as_str()).collect();
+    assert_eq!(tasks.len(), 3, "{backend}: {tasks:?}");
+    assert_eq!(tasks[0], "b-high", "{backend}: priority first");
+    assert!(
+        tasks[1..].iter().all(|t| t.contains("mid")),
+        "{backend}: then the middle priority: {tasks:?}"
+    );
+    for job in &first {
+        assert_eq!(job.payload, json!({"task": job.task}), "{backend}");
+        assert_eq!(job.attempt, 1, "{backend}");
+        let state = queue.status(job.id).await.unwrap().state;
+        assert_eq!(state, JobState::Running, "{backend}");
+        queue
+            .extend_lease(&job.lease, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: each lease works on its own: {e}"));
+    }
+    let rest = queue.reserve_many(&opts, 10).await.unwrap();
+    assert_eq!(rest.len(), 2, "{backend}: only what is left");
+    assert_eq!(rest[1].task, "a-low", "{backend}");
+    assert!(
+        queue.reserve_many(&opts, 10).await.unwrap().is_empty(),
+        "{backend}"
+    );
+
+    // Acks in one call: each answered on its own; a stale lease does not stop the rest.
+    let mut stale = first[1].lease.clone();
+    stale.token = "not-the-token".into();
+    let done = vec![
+        (first[0].lease.clone(), Some(json!({"ok": 0}))),
+        (stale, None),
+        (first[2].lease.clone(), Some(json!({"ok": 2}))),
+    ];
+    let results = queue.ack_many(&done).await;
+    assert_eq!(results.len(), 3, "{backend}");
+    assert!(
+        results[0].is_ok() && results[2].is_ok(),
+        "{backend}: {results:?}"
+    );
+    assert!(
+        matches!(results[1], Err(Error::Conflict { .. })),
+        "{backend}: {results:?}"
+    );
+    assert_eq!(
+        queue.status(first[2].id).await.unwrap().result,
+        Some(json!({"ok": 2})),
+        "{backend}"
+    );
+    assert_eq!(
+        queue.status(first[1].id).await.unwrap().state,
+        JobState::Running,
+        "{backend}: the stale ack changed nothing"
+    );
+    assert!(queue.ack_many(&[]).await.is_empty(), "{backend}");
+    let leftover: Vec<_> = std::iter::once(first[1].lease.clone())
+        .chain(rest.iter().map(|j| j.lease.clone()))
+        .map(|lease| (lease, None))
+        .collect();
+    assert!(
+        queue.ack_many(&leftover).await.iter().all(Result::is_ok),
+        "{backend}"
+    );
 }
 
 /// Per-state counts and listing by state.
