@@ -1,4 +1,5 @@
 -- ARGV: 3 id. Reply: {'cancelled'}, {'missing'} or {'finished', state}.
+tick()
 local id = ARGV[3]
 local st, q = unpack(redis.call('HMGET', job(id), 'state', 'queue'))
 if not st then return {'missing'} end

@@ -11,10 +11,11 @@ local seq = redis.call('INCR', P .. ':seq')
 local run_at = now + delay
 local state = 'queued'
 if delay > 0 then state = 'scheduled' end
+-- Fields without a value yet (progress, result, error, finished, token, lease_exp) are
+-- left out: a missing field reads as empty.
 redis.call('HSET', job(id), 'queue', q, 'task', task, 'payload', payload, 'state', state,
-  'attempts', 0, 'max', max, 'priority', pr, 'progress', '', 'result', '', 'error', '',
-  'created', now, 'updated', now, 'run_at', run_at, 'finished', '', 'token', '',
-  'lease_exp', '', 'idem', idem, 'seq', seq)
+  'attempts', 0, 'max', max, 'priority', pr, 'created', now, 'updated', now,
+  'run_at', run_at, 'idem', idem, 'seq', seq)
 if idem ~= '' then redis.call('SET', P .. ':idem:' .. q .. ':' .. idem, id) end
 redis.call('ZADD', P .. ':all:' .. q, seq, id)
 if delay > 0 then

@@ -1,5 +1,6 @@
 -- ARGV: 3 id, 4 token, 5 extension ms. Reply: {'ok', new expiry ms},
 -- {'cancelled', now ms} (the job was cancelled while running), {'missing'} or {'stale'}.
+tick()
 local id, token = ARGV[3], ARGV[4]
 local st, tok = unpack(redis.call('HMGET', job(id), 'state', 'token'))
 if not st then return {'missing'} end

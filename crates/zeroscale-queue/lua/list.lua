@@ -1,5 +1,6 @@
 -- ARGV: 3 queue, 4 state ('' for any), 5 list after this id ('' from the start), 6 limit.
 -- Reply: {'ok', id, ...} in enqueue order.
+tick()
 local want, after, limit = ARGV[4], ARGV[5], tonumber(ARGV[6])
 local out = {'ok'}
 local started = after == ''

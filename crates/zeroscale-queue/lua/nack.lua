@@ -2,6 +2,7 @@
 -- retry (computed by the caller with core's `backoff_delay` for that attempt, or the
 -- handler's retry-after), 8 '1' to give up (dead letters now). Reply: {'dead'}, {'retry', run at ms}, {'missing'} or
 -- {'stale'} (also when the job's attempt is no longer the caller's).
+tick()
 local id, token = ARGV[3], ARGV[4]
 local h = held(id, token)
 if h ~= 'ok' then return {h} end

@@ -1,7 +1,9 @@
 -- Shared by every script (prepended to each). ARGV[1] is the key prefix, ARGV[2] the
 -- retention of finished jobs in ms. Time is the server's (`TIME`), the one clock every
--- worker shares. Each script first promotes due jobs, reclaims expired leases and drops
--- finished jobs past their retention (`tick`).
+-- worker shares. Every script that hands out or reports jobs first promotes due jobs,
+-- reclaims expired leases and drops finished jobs past their retention (`tick()`);
+-- enqueue and ack, the hot path, do not need to (a lease's expiry is checked by
+-- `held`), so they skip it.
 --
 -- Replies are arrays whose first element says what happened: 'ok', 'missing' (no such
 -- job), 'stale' (the lease is no longer held), 'finished' (with the state), and the
@@ -77,5 +79,3 @@ local function held(id, token)
   end
   return 'ok'
 end
-
-tick()

@@ -1,4 +1,5 @@
 -- ARGV: 3 id. Reply: {'ok'}, or {'missing'} when it is not a dead job.
+tick()
 local id = ARGV[3]
 local st, q, idem = unpack(redis.call('HMGET', job(id), 'state', 'queue', 'idem'))
 if st ~= 'dead' then return {'missing'} end

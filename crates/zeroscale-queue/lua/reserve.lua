@@ -1,5 +1,6 @@
 -- ARGV: 3 lease ms, 4 token, 5 how many at most, 6.. queues. Reply: {'ok', then for each
 -- job: id, queue, task, payload, attempt, max attempts, lease expiry ms}, or {'empty'}.
+tick()
 local lease, token, want = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local exp = now + lease
 local out = {'ok'}

@@ -1,4 +1,5 @@
 -- ARGV: 3 queue. Reply: {'ok', state, count, state, count, ...}.
+tick()
 local counts = {}
 for _, id in ipairs(redis.call('ZRANGE', P .. ':all:' .. ARGV[3], 0, -1)) do
   local st = redis.call('HGET', job(id), 'state')
