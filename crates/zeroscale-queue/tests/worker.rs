@@ -388,3 +388,164 @@ async fn rate_limited_handlers_retry_after_what_the_limiter_said() {
         status.run_at
     );
 }
+
+/// A queue that records how many jobs each reservation and each ack batch carried.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Queue>,
+    reserved: std::sync::Mutex<Vec<usize>>,
+    acked: std::sync::Mutex<Vec<usize>>,
+}
+
+#[async_trait::async_trait]
+impl Queue for Counting {
+    fn backend(&self) -> &str {
+        "counting"
+    }
+    async fn enqueue(&self, job: NewJob) -> zeroscale_core::Result<JobId> {
+        self.inner.enqueue(job).await
+    }
+    async fn reserve(
+        &self,
+        opts: &zeroscale_core::queue::ReserveOptions,
+    ) -> zeroscale_core::Result<Option<zeroscale_core::queue::ReservedJob>> {
+        Ok(self.reserve_many(opts, 1).await?.pop())
+    }
+    async fn reserve_many(
+        &self,
+        opts: &zeroscale_core::queue::ReserveOptions,
+        max: usize,
+    ) -> zeroscale_core::Result<Vec<zeroscale_core::queue::ReservedJob>> {
+        let jobs = self.inner.reserve_many(opts, max).await?;
+        if !jobs.is_empty() {
+            self.reserved.lock().unwrap().push(jobs.len());
+        }
+        Ok(jobs)
+    }
+    async fn ack(
+        &self,
+        lease: &zeroscale_core::queue::LeaseToken,
+        result: Option<serde_json::Value>,
+    ) -> zeroscale_core::Result<()> {
+        self.ack_many(&[(lease.clone(), result)])
+            .await
+            .pop()
+            .unwrap()
+    }
+    async fn ack_many(
+        &self,
+        done: &[(zeroscale_core::queue::LeaseToken, Option<serde_json::Value>)],
+    ) -> Vec<zeroscale_core::Result<()>> {
+        // Slow acks, so that jobs finishing meanwhile pile up for the next batch.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.acked.lock().unwrap().push(done.len());
+        self.inner.ack_many(done).await
+    }
+    async fn nack(
+        &self,
+        lease: &zeroscale_core::queue::LeaseToken,
+        opts: zeroscale_core::queue::NackOptions,
+    ) -> zeroscale_core::Result<zeroscale_core::queue::NackOutcome> {
+        self.inner.nack(lease, opts).await
+    }
+    async fn extend_lease(
+        &self,
+        lease: &zeroscale_core::queue::LeaseToken,
+        by: Duration,
+    ) -> zeroscale_core::Result<zeroscale_core::queue::LeaseState> {
+        self.inner.extend_lease(lease, by).await
+    }
+    async fn update_progress(
+        &self,
+        lease: &zeroscale_core::queue::LeaseToken,
+        progress: zeroscale_core::queue::Progress,
+    ) -> zeroscale_core::Result<()> {
+        self.inner.update_progress(lease, progress).await
+    }
+    async fn status(&self, id: JobId) -> zeroscale_core::Result<zeroscale_core::queue::JobStatus> {
+        self.inner.status(id).await
+    }
+    async fn cancel(&self, id: JobId) -> zeroscale_core::Result<JobState> {
+        self.inner.cancel(id).await
+    }
+    async fn list_dead(
+        &self,
+        queue: &str,
+        page: zeroscale_core::queue::PageOptions,
+    ) -> zeroscale_core::Result<Vec<zeroscale_core::queue::JobStatus>> {
+        self.inner.list_dead(queue, page).await
+    }
+    async fn requeue_dead(&self, id: JobId) -> zeroscale_core::Result<()> {
+        self.inner.requeue_dead(id).await
+    }
+    async fn purge_dead(&self, queue: &str) -> zeroscale_core::Result<u64> {
+        self.inner.purge_dead(queue).await
+    }
+    async fn stats(
+        &self,
+        queue: &str,
+    ) -> zeroscale_core::Result<zeroscale_core::queue::QueueStats> {
+        self.inner.stats(queue).await
+    }
+    async fn list(
+        &self,
+        queue: &str,
+        state: Option<JobState>,
+        page: zeroscale_core::queue::PageOptions,
+    ) -> zeroscale_core::Result<Vec<zeroscale_core::queue::JobStatus>> {
+        self.inner.list(queue, state, page).await
+    }
+    async fn health(&self) -> zeroscale_core::Result<()> {
+        self.inner.health().await
+    }
+}
+
+/// Free slots are filled in one reservation, and acks that pile up while one is on its
+/// way go together; every job is still acked once, and counted once the ack is confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_and_acks_go_in_batches() {
+    let counting = Arc::new(Counting {
+        inner: queue(),
+        reserved: Default::default(),
+        acked: Default::default(),
+    });
+    let q: Arc<dyn Queue> = counting.clone();
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        ids.push(
+            q.enqueue_json("default", "noop", &json!({"n": n}))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut worker = Worker::new(
+        q.clone(),
+        WorkerOptions {
+            concurrency: 8,
+            ..options()
+        },
+    );
+    worker.register("noop", |_ctx, _payload: serde_json::Value| async {
+        Ok(None)
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let running = tokio::spawn(worker.run(stop_rx));
+    for id in &ids {
+        wait_for(&q, *id, JobState::Succeeded).await;
+    }
+    stop.send(true).unwrap();
+    let report = running.await.unwrap();
+    assert_eq!(report.succeeded, 40);
+    let reserved = counting.reserved.lock().unwrap().clone();
+    let acked = counting.acked.lock().unwrap().clone();
+    assert_eq!(reserved.iter().sum::<usize>(), 40, "{reserved:?}");
+    assert_eq!(acked.iter().sum::<usize>(), 40, "{acked:?}");
+    assert!(
+        reserved.iter().any(|&n| n > 1),
+        "free slots were filled one at a time: {reserved:?}"
+    );
+    assert!(
+        acked.len() < 40 && acked.iter().any(|&n| n > 1),
+        "acks were sent one at a time: {acked:?}"
+    );
+}
