@@ -70,16 +70,7 @@ pub(crate) async fn run(plan: Plan, dir: &std::path::Path) -> anyhow::Result<Vec
     match std::env::var("ZEROSCALE_TEST_POSTGRES_URL") {
         Ok(admin_url) => {
             let name = format!("zs_bench_{}", std::process::id());
-            let admin = sqlx::PgPool::connect(&admin_url).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{name}\""
-            )))
-            .execute(&admin)
-            .await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                .execute(&admin)
-                .await?;
-            let url = with_database(&admin_url, &name)?;
+            let url = create_database(&admin_url, &name).await?;
             let config = DatabaseConfig::Postgres(PostgresConfig {
                 url: url.clone().into(),
                 ..Default::default()
@@ -96,11 +87,7 @@ pub(crate) async fn run(plan: Plan, dir: &std::path::Path) -> anyhow::Result<Vec
             let result = engine(plan, "PostgreSQL", db.clone(), Raw::Postgres(raw.clone())).await;
             raw.close().await;
             let _ = db.close().await;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-            )))
-            .execute(&admin)
-            .await?;
+            drop_database(&url).await;
             figures.extend(result?);
         }
         Err(_) => {
@@ -112,6 +99,37 @@ pub(crate) async fn run(plan: Plan, dir: &std::path::Path) -> anyhow::Result<Vec
         }
     }
     Ok(figures)
+}
+
+/// A fresh, empty database `name` on the server `admin_url` names; its URL.
+pub(crate) async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let admin = sqlx::PgPool::connect(admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    with_database(admin_url, name)
+}
+
+/// Drops the database `url` names (best effort: a bench leftover is only disk space).
+pub(crate) async fn drop_database(url: &str) {
+    let Some((server, name)) = url.split('?').next().and_then(|u| u.rsplit_once('/')) else {
+        return;
+    };
+    let admin_url = format!("{server}/postgres");
+    if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await;
+        admin.close().await;
+    }
 }
 
 fn with_database(url: &str, name: &str) -> anyhow::Result<String> {

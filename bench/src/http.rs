@@ -53,30 +53,66 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Starts `serve` on the embedded defaults in a fresh data dir; returns once `/healthz`
-/// answers 200, with how long that took.
-async fn start(dir: &Path, client: &reqwest::Client) -> anyhow::Result<(Server, Duration)> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let port = free_port()?;
+/// Where a bench server runs: stage 1 is the embedded defaults; stage 3 is the
+/// `stage3-growth` profile on the test engines (PostgreSQL, Redis, S3).
+#[derive(Debug, Clone, Default)]
+struct Stage {
+    /// `--profile`, if any.
+    profile: Option<&'static str>,
+    /// Environment on top of the profile.
+    env: Vec<(String, String)>,
+}
+
+fn command(dir: &Path, stage: &Stage) -> anyhow::Result<Command> {
     let mut cmd = Command::new(binary()?);
     for (key, _) in std::env::vars() {
         if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
             cmd.env_remove(key);
         }
     }
-    cmd.arg("serve")
-        .current_dir(dir)
+    if let Some(profile) = stage.profile {
+        cmd.arg("--profile").arg(profile);
+    }
+    cmd.current_dir(dir)
+        .env(
+            "ZEROSCALE_CONFIG_DIR",
+            std::env::current_dir()?.join("config"),
+        )
         .env("ZEROSCALE_DATA_DIR", dir.join("data"))
-        .env("ZEROSCALE_SERVER__ADDR", format!("127.0.0.1:{port}"))
         .env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__AUTO_INSTALL", "false")
         .env(
             "ZEROSCALE_AUTH__BOOTSTRAP_ADMIN",
             format!("{ADMIN}:{PASSWORD}"),
         )
         .env("RUST_LOG", "warn")
+        .envs(stage.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    Ok(cmd)
+}
+
+/// Starts `serve` for `stage` in a fresh data dir (after `migrate up` where the stage
+/// does not migrate on start); returns once `/healthz` answers 200, with how long that
+/// took from the spawn.
+async fn start(
+    dir: &Path,
+    client: &reqwest::Client,
+    stage: &Stage,
+) -> anyhow::Result<(Server, Duration)> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    if stage.profile.is_some() {
+        let out = command(dir, stage)?.args(["migrate", "up"]).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "`zeroscale migrate up` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let port = free_port()?;
+    let mut cmd = command(dir, stage)?;
+    cmd.arg("serve")
+        .env("ZEROSCALE_SERVER__ADDR", format!("127.0.0.1:{port}"))
         .stderr(std::fs::File::create(dir.join("server.log"))?);
     let started = Instant::now();
     let child = cmd.spawn()?;
@@ -100,6 +136,56 @@ async fn start(dir: &Path, client: &reqwest::Client) -> anyhow::Result<(Server, 
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Stage 3 on the test engines, when they run: a fresh PostgreSQL database (its URL, to
+/// drop afterwards), Redis and S3 under a prefix of their own.
+async fn stage3() -> anyhow::Result<Option<(Stage, String)>> {
+    let vars = [
+        "ZEROSCALE_TEST_POSTGRES_URL",
+        "ZEROSCALE_TEST_REDIS_URL",
+        "ZEROSCALE_TEST_S3_ENDPOINT",
+        "ZEROSCALE_TEST_S3_BUCKET",
+    ];
+    let Ok(found) = vars
+        .iter()
+        .map(|v| std::env::var(v))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        anyhow::ensure!(
+            std::env::var_os("CI").is_none(),
+            "the test engines are not running: run `cargo xtask bench`, which starts them"
+        );
+        eprintln!("http: the test engines are not running, stage 3 skipped");
+        return Ok(None);
+    };
+    let [pg, redis, s3, bucket] = <[String; 4]>::try_from(found).expect("four");
+    let name = format!("zs_bench_http_{}", std::process::id());
+    let url = crate::database::create_database(&pg, &name).await?;
+    let prefix = format!("bench-http-{}", std::process::id());
+    let mut env = vec![
+        ("DATABASE_URL".to_owned(), url.clone()),
+        ("REDIS_URL".to_owned(), redis),
+        ("ZEROSCALE_QUEUE__KEY_PREFIX".to_owned(), prefix.clone()),
+    ];
+    for (k, v) in [
+        ("BUCKET", bucket.as_str()),
+        ("ENDPOINT", s3.as_str()),
+        ("ALLOW_HTTP", "true"),
+        ("ACCESS_KEY_ID", "test"),
+        ("SECRET_ACCESS_KEY", "test"),
+        ("REGION", "us-east-1"),
+        ("PREFIX", prefix.as_str()),
+    ] {
+        env.push((format!("ZEROSCALE_STORAGE__{k}"), v.to_owned()));
+    }
+    Ok(Some((
+        Stage {
+            profile: Some("stage3-growth"),
+            env,
+        },
+        url,
+    )))
 }
 
 async fn post(client: &reqwest::Client, url: String, body: Value) -> anyhow::Result<(u16, Value)> {
@@ -185,31 +271,50 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples[at]
 }
 
+/// Logs in as the bench admin; the session token.
+async fn login(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let (status, body) = post(
+        client,
+        format!("{base}/v1/auth/login"),
+        json!({"username": ADMIN, "password": PASSWORD}),
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "login answered {status}: {body}");
+    Ok(body["token"].as_str().unwrap_or_default().to_owned())
+}
+
 /// Every HTTP figure.
 pub(crate) async fn run(plan: Plan, dir: &Path) -> anyhow::Result<Vec<Figure>> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
     let mut figures = Vec::new();
-    let (server, _) = start(&dir.join("serve"), &client).await?;
-    let base = server.base.clone();
-    let password = PASSWORD;
-    let (status, body) = post(
-        &client,
-        format!("{base}/v1/auth/login"),
-        json!({"username": ADMIN, "password": password}),
-    )
-    .await?;
-    anyhow::ensure!(status == 200, "login answered {status}: {body}");
-    let token = body["token"].as_str().unwrap_or_default().to_owned();
-
-    let routes = routes(&client, &base, &token).await?;
     let connections = 16;
     let length = Duration::from_millis(plan.size(3_000, 400) as u64);
-    figures.extend(against_healthz(plan, &client, &base, connections, length, routes).await?);
 
-    figures.push(login_ratio(plan, &client, &base, password).await?);
+    let (server, _) = start(&dir.join("serve"), &client, &Stage::default()).await?;
+    let base = server.base.clone();
+    let token = login(&client, &base).await?;
+    let stage1 = routes(&client, &base, &token).await?;
+    figures.extend(
+        against_healthz(plan, "stage 1", &client, &base, connections, length, stage1).await?,
+    );
+    figures.push(login_ratio(plan, &client, &base, PASSWORD).await?);
     drop(server);
+
+    if let Some((stage, database)) = stage3().await? {
+        let result = async {
+            let (server, _) = start(&dir.join("stage3"), &client, &stage).await?;
+            let base = server.base.clone();
+            let token = login(&client, &base).await?;
+            let routes = routes(&client, &base, &token).await?;
+            against_healthz(plan, "stage 3", &client, &base, connections, length, routes).await
+        }
+        .await;
+        crate::database::drop_database(&database).await;
+        figures.extend(result?);
+    }
+
     figures.push(cold_start(plan, &client, dir).await?);
     Ok(figures)
 }
@@ -330,6 +435,7 @@ async fn routes(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Re
 /// every route (the order rotating), the ratio taken within the round.
 async fn against_healthz(
     plan: Plan,
+    stage: &str,
     client: &reqwest::Client,
     base: &str,
     connections: usize,
@@ -376,7 +482,7 @@ async fn against_healthz(
             Figure {
                 concern: "http",
                 name: format!(
-                    "stage 1 {} req/s vs /healthz, {connections} connections; p50/p99 \
+                    "{stage} {} req/s vs /healthz, {connections} connections; p50/p99 \
                      {:.2}/{:.2} ms vs {h50:.2}/{h99:.2} ms",
                     route.name,
                     percentile(&mut lat, 0.5),
@@ -461,7 +567,12 @@ async fn cold_start(plan: Plan, client: &reqwest::Client, dir: &Path) -> anyhow:
     let mut times = Vec::new();
     let mut rss = Vec::new();
     for round in 0..plan.rounds {
-        let (server, took) = start(&dir.join(format!("cold-{round}")), client).await?;
+        let (server, took) = start(
+            &dir.join(format!("cold-{round}")),
+            client,
+            &Stage::default(),
+        )
+        .await?;
         times.push(took.as_secs_f64() * 1e3);
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Some(kib) = resident_kib(server.child.id()) {
