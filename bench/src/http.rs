@@ -149,7 +149,7 @@ async fn stage3() -> anyhow::Result<Option<(Stage, String)>> {
     ];
     let Ok(found) = vars
         .iter()
-        .map(|v| std::env::var(v))
+        .map(std::env::var)
         .collect::<Result<Vec<_>, _>>()
     else {
         anyhow::ensure!(
