@@ -52,9 +52,12 @@ pub(crate) async fn run(plan: Plan, dir: &std::path::Path) -> anyhow::Result<Vec
         path: Some(file.clone()),
         ..Default::default()
     });
+    // The raw pools are set up as zeroscale's are (size, pragmas, when to ping), so the
+    // figures compare the layers above the pool.
     let raw = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(4)
         .min_connections(1)
+        .test_before_acquire(false)
         .connect_with(
             sqlx::sqlite::SqliteConnectOptions::new()
                 .filename(&file)
@@ -82,6 +85,16 @@ pub(crate) async fn run(plan: Plan, dir: &std::path::Path) -> anyhow::Result<Vec
             };
             let raw = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(pool_size)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    // Ping only connections idle for 10 s, as zeroscale's pool does.
+                    Box::pin(async move {
+                        if meta.idle_for >= Duration::from_secs(10) {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect(&url)
                 .await?;
             let result = engine(plan, "PostgreSQL", db.clone(), Raw::Postgres(raw.clone())).await;

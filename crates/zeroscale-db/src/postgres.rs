@@ -10,6 +10,9 @@ use zeroscale_core::{Error, Result};
 use crate::{Db, Dialect, VectorBackend, map_db_err};
 use zeroscale_core::redacted_url;
 
+/// How long a pooled connection may sit idle before it is pinged at checkout.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
+
 pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
     let url = config.url.expose();
     if url.is_empty() {
@@ -26,6 +29,10 @@ pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
         .min_connections(config.min_connections.min(config.max_connections))
         .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        // A ping before every checkout is a round trip per query; only a connection idle
+        // long enough to have been dropped (a server restart, a proxy's idle timeout) is
+        // pinged. One that died sooner fails its query as unavailable, which callers retry.
+        .test_before_acquire_if_idle_for(PING_AFTER_IDLE)
         .sqlx_logging(false);
     match config.tls {
         PostgresTls::FromUrl => {}

@@ -47,6 +47,9 @@ pub(crate) async fn connect(config: &SqliteConfig) -> Result<Db> {
         .max_connections(pool)
         .min_connections(1)
         .acquire_timeout(busy + Duration::from_secs(5))
+        // A file has no server to drop the connection: a ping at checkout (a trip to the
+        // connection's thread) would only cost time.
+        .test_before_acquire(false)
         .sqlx_logging(false);
     options.map_sqlx_sqlite_opts(move |opts| {
         let opts = match &file {
