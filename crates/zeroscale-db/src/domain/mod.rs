@@ -40,7 +40,8 @@ use crate::Db;
 #[derive(Debug, Clone)]
 pub struct Domain {
     db: Db,
-    auth: AuthConfig,
+    // Behind an Arc: a domain is cloned per request (axum state).
+    auth: std::sync::Arc<AuthConfig>,
     chat: ChatConfig,
     passwords: std::sync::Arc<passwords::Passwords>,
     auth_cache: std::sync::Arc<auth_cache::AuthCache>,
@@ -57,7 +58,7 @@ impl Domain {
         ));
         Domain {
             db,
-            auth,
+            auth: std::sync::Arc::new(auth),
             chat,
             passwords,
             auth_cache,
