@@ -219,195 +219,135 @@ async fn fixture(d: &Domain) -> anyhow::Result<Fixture> {
     })
 }
 
-/// The five operations on one engine.
+/// The operations measured, each run through the domain and through raw sqlx.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Session,
+    Key,
+    Append,
+    Page,
+    Reserve,
+}
+
+impl Op {
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Op::Session => ("session validation", "raw sqlx, the same SELECT"),
+            Op::Key => ("API key validation", "raw sqlx, the same SELECT"),
+            Op::Append => (
+                "chat append (own transaction, cap checked)",
+                "raw sqlx, the same statements",
+            ),
+            Op::Page => ("chat page (100 messages)", "raw sqlx, the same SELECT"),
+            Op::Reserve => (
+                "credit reservation (debit + pending generation)",
+                "raw sqlx, the same statements",
+            ),
+        }
+    }
+
+    /// One operation through the domain.
+    async fn ours(self, d: &Domain, fx: &Fixture, i: usize) {
+        match self {
+            Op::Session => {
+                d.sessions().validate(&fx.token).await.expect("validate");
+            }
+            Op::Key => {
+                d.api_keys().validate(&fx.key).await.expect("validate key");
+            }
+            Op::Append => {
+                d.chat()
+                    .append(NewMessage {
+                        session_id: "append-ours".into(),
+                        role: ChatRole::User,
+                        content: format!("appended message {i}"),
+                        user_id: Some(fx.user_id.clone()),
+                        api_key_id: None,
+                        metadata: json!({}),
+                    })
+                    .await
+                    .expect("append");
+            }
+            Op::Page => {
+                let page = d.chat().list("read", None, Some(100)).await.expect("page");
+                assert_eq!(page.messages.len(), 100);
+            }
+            Op::Reserve => {
+                d.credits()
+                    .reserve(NewGeneration {
+                        user_id: fx.user_id.clone(),
+                        model: "bench".into(),
+                        prompt: "a lighthouse".into(),
+                        params: json!({"width": 64}),
+                        cost: 1,
+                    })
+                    .await
+                    .expect("reserve");
+            }
+        }
+    }
+
+    /// The same operation through raw sqlx.
+    async fn theirs(self, raw: &Raw, fx: &Fixture, i: usize) {
+        match self {
+            Op::Session => raw.validate_session(&fx.token).await.expect("raw validate"),
+            Op::Key => raw.validate_key(&fx.key).await.expect("raw validate key"),
+            Op::Append => raw
+                .append("append-raw", &format!("appended message {i}"), &fx.user_id)
+                .await
+                .expect("raw append"),
+            Op::Page => assert_eq!(raw.page("read", 100).await.expect("raw page"), 100),
+            Op::Reserve => raw.reserve(&fx.user_id, 1).await.expect("raw reserve"),
+        }
+    }
+}
+
+/// Every operation on one engine: validations with the credential cache off (held to the
+/// goal) and on (reported), then the writes and the page.
 async fn engine(plan: Plan, label: &str, db: Db, raw: Raw) -> anyhow::Result<Vec<Figure>> {
     let uncached = domain(&db, 0);
     let cached = domain(&db, 2_000);
     let fx = Arc::new(fixture(&uncached).await?);
     let n = plan.size(1_000, 100);
+    let runs = [
+        (Op::Session, &uncached, "cache off"),
+        (Op::Key, &uncached, "cache off"),
+        (Op::Session, &cached, "cache on"),
+        (Op::Key, &cached, "cache on"),
+        (Op::Append, &uncached, ""),
+        (Op::Page, &uncached, ""),
+        (Op::Reserve, &uncached, ""),
+    ];
     let mut figures = Vec::new();
-
-    for (d, cache) in [(&uncached, "cache off"), (&cached, "cache on")] {
-        let goal = if cache == "cache off" {
-            GOAL
-        } else {
-            Goal::Report
+    for (op, d, cache) in runs {
+        let (what, against) = op.describe();
+        let (name, goal) = match cache {
+            "" => (format!("{label} {n} × {what}"), GOAL),
+            "cache on" => (format!("{label} {n} × {what} ({cache})"), Goal::Report),
+            _ => (format!("{label} {n} × {what} ({cache})"), GOAL),
         };
-        figures.push(
-            compare(
-                plan,
-                "database",
-                format!("{label} {n} × session validation ({cache})"),
-                "raw sqlx, the same SELECT",
-                goal,
-                |_| {
-                    let (d, fx) = (d.clone(), fx.clone());
-                    async move {
-                        let start = Instant::now();
-                        for _ in 0..n {
-                            d.sessions().validate(&fx.token).await.expect("validate");
-                        }
-                        start.elapsed()
-                    }
-                },
-                |_| {
-                    let (raw, fx) = (raw.clone(), fx.clone());
-                    async move {
-                        let start = Instant::now();
-                        for _ in 0..n {
-                            raw.validate_session(&fx.token).await.expect("raw validate");
-                        }
-                        start.elapsed()
-                    }
-                },
-            )
-            .await,
-        );
-        figures.push(
-            compare(
-                plan,
-                "database",
-                format!("{label} {n} × API key validation ({cache})"),
-                "raw sqlx, the same SELECT",
-                goal,
-                |_| {
-                    let (d, fx) = (d.clone(), fx.clone());
-                    async move {
-                        let start = Instant::now();
-                        for _ in 0..n {
-                            d.api_keys().validate(&fx.key).await.expect("validate key");
-                        }
-                        start.elapsed()
-                    }
-                },
-                |_| {
-                    let (raw, fx) = (raw.clone(), fx.clone());
-                    async move {
-                        let start = Instant::now();
-                        for _ in 0..n {
-                            raw.validate_key(&fx.key).await.expect("raw validate key");
-                        }
-                        start.elapsed()
-                    }
-                },
-            )
-            .await,
-        );
+        let ours = |_| {
+            let (d, fx) = (d.clone(), fx.clone());
+            async move {
+                let start = Instant::now();
+                for i in 0..n {
+                    op.ours(&d, &fx, i).await;
+                }
+                start.elapsed()
+            }
+        };
+        let theirs = |_| {
+            let (raw, fx) = (raw.clone(), fx.clone());
+            async move {
+                let start = Instant::now();
+                for i in 0..n {
+                    op.theirs(&raw, &fx, i).await;
+                }
+                start.elapsed()
+            }
+        };
+        figures.push(compare(plan, "database", name, against, goal, ours, theirs).await);
     }
-
-    let d = uncached.clone();
-    figures.push(
-        compare(
-            plan,
-            "database",
-            format!("{label} {n} × chat append (own transaction, cap checked)"),
-            "raw sqlx, the same statements",
-            GOAL,
-            |_| {
-                let (d, fx) = (d.clone(), fx.clone());
-                async move {
-                    let start = Instant::now();
-                    for i in 0..n {
-                        d.chat()
-                            .append(NewMessage {
-                                session_id: "append-ours".into(),
-                                role: ChatRole::User,
-                                content: format!("appended message {i}"),
-                                user_id: Some(fx.user_id.clone()),
-                                api_key_id: None,
-                                metadata: json!({}),
-                            })
-                            .await
-                            .expect("append");
-                    }
-                    start.elapsed()
-                }
-            },
-            |_| {
-                let (raw, fx) = (raw.clone(), fx.clone());
-                async move {
-                    let start = Instant::now();
-                    for i in 0..n {
-                        raw.append("append-raw", &format!("appended message {i}"), &fx.user_id)
-                            .await
-                            .expect("raw append");
-                    }
-                    start.elapsed()
-                }
-            },
-        )
-        .await,
-    );
-    figures.push(
-        compare(
-            plan,
-            "database",
-            format!("{label} {n} × chat page (100 messages)"),
-            "raw sqlx, the same SELECT",
-            GOAL,
-            |_| {
-                let d = d.clone();
-                async move {
-                    let start = Instant::now();
-                    for _ in 0..n {
-                        let page = d.chat().list("read", None, Some(100)).await.expect("page");
-                        assert_eq!(page.messages.len(), 100);
-                    }
-                    start.elapsed()
-                }
-            },
-            |_| {
-                let raw = raw.clone();
-                async move {
-                    let start = Instant::now();
-                    for _ in 0..n {
-                        assert_eq!(raw.page("read", 100).await.expect("raw page"), 100);
-                    }
-                    start.elapsed()
-                }
-            },
-        )
-        .await,
-    );
-    figures.push(
-        compare(
-            plan,
-            "database",
-            format!("{label} {n} × credit reservation (debit + pending generation)"),
-            "raw sqlx, the same statements",
-            GOAL,
-            |_| {
-                let (d, fx) = (d.clone(), fx.clone());
-                async move {
-                    let start = Instant::now();
-                    for _ in 0..n {
-                        d.credits()
-                            .reserve(NewGeneration {
-                                user_id: fx.user_id.clone(),
-                                model: "bench".into(),
-                                prompt: "a lighthouse".into(),
-                                params: json!({"width": 64}),
-                                cost: 1,
-                            })
-                            .await
-                            .expect("reserve");
-                    }
-                    start.elapsed()
-                }
-            },
-            |_| {
-                let (raw, fx) = (raw.clone(), fx.clone());
-                async move {
-                    let start = Instant::now();
-                    for _ in 0..n {
-                        raw.reserve(&fx.user_id, 1).await.expect("raw reserve");
-                    }
-                    start.elapsed()
-                }
-            },
-        )
-        .await,
-    );
     Ok(figures)
 }
 
