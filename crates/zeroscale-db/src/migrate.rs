@@ -8,7 +8,7 @@ use zeroscale_core::Result;
 use crate::{Db, Dialect};
 
 /// The PostgreSQL advisory lock key migrations hold ("zsmig" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x7a_73_6d_69_67;
+pub(crate) const MIGRATION_LOCK_KEY: i64 = 0x7a_73_6d_69_67;
 
 /// One migration and whether it is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use sea_orm::{ConnectionTrait, QueryResult, Statement};
+use sea_orm::{ConnectionTrait, DatabaseExecutor, QueryResult, Statement};
 use zeroscale_core::Result;
 
 use crate::{Db, Dialect};
@@ -150,12 +150,19 @@ fn normalise_action(raw: &str) -> String {
     }
 }
 
-async fn query(db: &Db, sql: &str, values: Vec<sea_orm::Value>) -> Result<Vec<QueryResult>> {
-    let backend = db.conn().get_database_backend();
-    db.conn()
+/// Where introspection reads: the database's pool, or a transaction in progress (a
+/// restore reads the schema it has just migrated, before committing).
+pub(crate) struct Src<'a> {
+    pub(crate) db: &'a Db,
+    pub(crate) conn: DatabaseExecutor<'a>,
+}
+
+async fn query(src: &Src<'_>, sql: &str, values: Vec<sea_orm::Value>) -> Result<Vec<QueryResult>> {
+    let backend = src.conn.get_database_backend();
+    src.conn
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
         .await
-        .map_err(|e| db.map_err(e))
+        .map_err(|e| src.db.map_err(e))
 }
 
 fn get<T: sea_orm::TryGetable>(row: &QueryResult, col: &str, db: &Db) -> Result<T> {
@@ -164,16 +171,26 @@ fn get<T: sea_orm::TryGetable>(row: &QueryResult, col: &str, db: &Db) -> Result<
 
 /// Reads `db`'s schema.
 pub async fn introspect(db: &Db) -> Result<Schema> {
-    match db.dialect() {
-        Dialect::Sqlite => introspect_sqlite(db).await,
-        Dialect::Postgres => introspect_postgres(db).await,
+    introspect_in(&Src {
+        db,
+        conn: DatabaseExecutor::Connection(db.conn()),
+    })
+    .await
+}
+
+/// Reads the schema as `src` sees it.
+pub(crate) async fn introspect_in(src: &Src<'_>) -> Result<Schema> {
+    match src.db.dialect() {
+        Dialect::Sqlite => introspect_sqlite(src).await,
+        Dialect::Postgres => introspect_postgres(src).await,
     }
 }
 
-async fn introspect_sqlite(db: &Db) -> Result<Schema> {
+async fn introspect_sqlite(src: &Src<'_>) -> Result<Schema> {
+    let db = src.db;
     let mut schema = Schema::default();
     let tables = query(
-        db,
+        src,
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
         vec![],
     )
@@ -186,7 +203,7 @@ async fn introspect_sqlite(db: &Db) -> Result<Schema> {
         let mut table = Table::default();
         let mut pk: Vec<(i64, String)> = Vec::new();
         for col in query(
-            db,
+            src,
             "SELECT name, type, \"notnull\" AS not_null, dflt_value, pk FROM pragma_table_info(?)",
             vec![name.clone().into()],
         )
@@ -214,7 +231,7 @@ async fn introspect_sqlite(db: &Db) -> Result<Schema> {
         pk.sort();
         table.primary_key = pk.into_iter().map(|(_, c)| c).collect();
         for index in query(
-            db,
+            src,
             "SELECT name, \"unique\" AS is_unique, origin FROM pragma_index_list(?)",
             vec![name.clone().into()],
         )
@@ -227,7 +244,7 @@ async fn introspect_sqlite(db: &Db) -> Result<Schema> {
                 continue;
             }
             let columns: Vec<String> = query(
-                db,
+                src,
                 "SELECT name FROM pragma_index_info(?) ORDER BY seqno",
                 vec![index_name.into()],
             )
@@ -243,7 +260,7 @@ async fn introspect_sqlite(db: &Db) -> Result<Schema> {
         }
         let mut fks: BTreeMap<i64, ForeignKey> = BTreeMap::new();
         for fk in query(
-            db,
+            src,
             "SELECT id, seq, \"table\" AS ref_table, \"from\" AS from_col, \"to\" AS to_col, \
              on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq",
             vec![name.clone().into()],
@@ -268,10 +285,11 @@ async fn introspect_sqlite(db: &Db) -> Result<Schema> {
     Ok(schema)
 }
 
-async fn introspect_postgres(db: &Db) -> Result<Schema> {
+async fn introspect_postgres(src: &Src<'_>) -> Result<Schema> {
+    let db = src.db;
     let mut schema = Schema::default();
     let tables = query(
-        db,
+        src,
         "SELECT table_name::text AS name FROM information_schema.tables \
          WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1",
         vec![],
@@ -284,7 +302,7 @@ async fn introspect_postgres(db: &Db) -> Result<Schema> {
         }
         let mut table = Table::default();
         for col in query(
-            db,
+            src,
             "SELECT column_name::text AS name, data_type::text AS ty, is_nullable::text AS nullable, \
              column_default::text AS dflt, character_maximum_length::bigint AS max_len \
              FROM information_schema.columns \
@@ -315,7 +333,7 @@ async fn introspect_postgres(db: &Db) -> Result<Schema> {
              JOIN pg_class t ON t.oid = i.indrelid \
              JOIN pg_namespace n ON n.oid = t.relnamespace \
              WHERE n.nspname = current_schema() AND t.relname = $1";
-        for index in query(db, index_sql, vec![name.clone().into()]).await? {
+        for index in query(src, index_sql, vec![name.clone().into()]).await? {
             let unique: bool = get(&index, "is_unique", db)?;
             let primary: bool = get(&index, "is_primary", db)?;
             let cols: String = get(&index, "cols", db)?;
@@ -340,7 +358,7 @@ async fn introspect_postgres(db: &Db) -> Result<Schema> {
              JOIN pg_class rt ON rt.oid = c.confrelid \
              JOIN pg_namespace n ON n.oid = t.relnamespace \
              WHERE c.contype = 'f' AND n.nspname = current_schema() AND t.relname = $1";
-        for fk in query(db, fk_sql, vec![name.clone().into()]).await? {
+        for fk in query(src, fk_sql, vec![name.clone().into()]).await? {
             let cols: String = get(&fk, "cols", db)?;
             let ref_cols: String = get(&fk, "ref_cols", db)?;
             table.foreign_keys.insert(ForeignKey {

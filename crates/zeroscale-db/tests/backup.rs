@@ -600,3 +600,112 @@ async fn an_older_schema_archive_is_migrated_after_loading() {
     let _ = target.close().await;
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A target already past the archive's schema (a newer server started on it first) is
+/// migrated down to the archive's schema inside the load's transaction, loaded, and
+/// migrated up again; when the load fails, the target keeps its schema and its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_past_the_archives_schema_is_migrated_down_first() {
+    use zeroscale_core::config::{DatabaseConfig, SqliteConfig};
+    let dir = std::env::temp_dir().join(format!("zs-bk-past-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let open = |file: &str| {
+        let config = DatabaseConfig::Sqlite(SqliteConfig {
+            path: Some(dir.join(file)),
+            ..Default::default()
+        });
+        async move { zeroscale_db::Db::connect(&config).await }
+    };
+    let register = |d: Domain, name: &'static str, credits: i64| async move {
+        d.users()
+            .register(NewUser {
+                username: name.into(),
+                password: PASSWORD.into(),
+                role: Role::User,
+                credits,
+            })
+            .await
+            .unwrap()
+    };
+    // The archive: a database at the first migration.
+    let old = open("old.db").await.unwrap();
+    let status = old.migrate_status().await.unwrap();
+    let (first, latest) = (status[0].name.clone(), status.last().unwrap().name.clone());
+    assert_ne!(first, latest, "the test needs two migrations");
+    old.migrate_up_to(&first).await.unwrap();
+    register(
+        Domain::new(old.clone(), common::test_auth(), chat()),
+        "early",
+        7,
+    )
+    .await;
+    let (bytes, manifest) = archive_of(&old).await;
+    assert_eq!(manifest.schema, first);
+
+    // An empty target that a newer server has already migrated.
+    let fresh = open("fresh.db").await.unwrap();
+    fresh.migrate_up().await.unwrap();
+    restore_bytes(&fresh, &bytes, RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(fresh.pending_migrations().await.unwrap(), 0);
+    let fd = Domain::new(fresh.clone(), common::test_auth(), chat());
+    assert_eq!(
+        fd.users()
+            .authenticate("early", PASSWORD)
+            .await
+            .unwrap()
+            .credits,
+        7
+    );
+
+    // A migrated target with rows of its own, newer tables included.
+    let busy = open("busy.db").await.unwrap();
+    busy.migrate_up().await.unwrap();
+    let bd = Domain::new(busy.clone(), common::test_auth(), chat());
+    let late = register(bd.clone(), "late", 3).await;
+    bd.jobs()
+        .record("job-late", &late.id, "default", "zeroscale.echo")
+        .await
+        .unwrap();
+    let refused = restore_bytes(&busy, &bytes, RestoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("not empty"), "{refused}");
+
+    // A load that fails after the migration down (the archive names a table the archive's
+    // schema does not have) leaves the schema and the rows as they were.
+    let current = archive_of(&busy).await.0;
+    let mislabelled = gzip(&gunzip(&current).replace(&latest, &first));
+    let failed = restore_bytes(&busy, &mislabelled, RestoreOptions { replace: true })
+        .await
+        .unwrap_err();
+    assert!(failed.to_string().contains("user_jobs"), "{failed}");
+    assert_eq!(busy.pending_migrations().await.unwrap(), 0);
+    assert!(bd.users().authenticate("late", PASSWORD).await.is_ok());
+    assert!(bd.jobs().find("job-late").await.unwrap().is_some());
+
+    // With --replace the archive's rows replace the target's, at the latest schema.
+    restore_bytes(&busy, &bytes, RestoreOptions { replace: true })
+        .await
+        .unwrap();
+    assert_eq!(busy.pending_migrations().await.unwrap(), 0);
+    assert!(bd.users().authenticate("late", PASSWORD).await.is_err());
+    assert_eq!(
+        bd.users()
+            .authenticate("early", PASSWORD)
+            .await
+            .unwrap()
+            .credits,
+        7
+    );
+    let early = bd.users().authenticate("early", PASSWORD).await.unwrap();
+    bd.jobs()
+        .record("job-after", &early.id, "default", "zeroscale.echo")
+        .await
+        .expect("the newer table is back, empty");
+    for db in [old, fresh, busy] {
+        let _ = db.close().await;
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -15,9 +15,9 @@
 //!
 //! [`backup`] reads every table in one snapshot (PostgreSQL `REPEATABLE READ, READ ONLY`;
 //! SQLite one read transaction under WAL). [`verify`] checks an archive without a
-//! database. [`restore`] verifies, then loads every table in one transaction into a
-//! migrated, empty target (or, with `replace`, one it empties in the same transaction),
-//! and fixes engine-side state. [`copy`] streams one database into another through the
+//! database. [`restore`] verifies, then in one transaction empties the target (only with
+//! `replace`), migrates it up or down to the archive's schema, loads every table and runs
+//! the newer migrations on the rows; then it fixes engine-side state. [`copy`] streams one database into another through the
 //! same format with no file in between.
 
 mod value;
@@ -568,32 +568,53 @@ fn known_migrations() -> Vec<String> {
         .collect()
 }
 
-/// Migrates `db` up to the archive's schema `schema_name` (a target already past it stays
-/// where it is, and the archive's columns load into its newer tables) and checks that it
-/// can take the archive; returns the target's tables.
+/// Brings the target, inside the load's transaction `txn`, to exactly the archive's schema
+/// `schema_name`, so that the archive loads into the tables it was written from and every
+/// newer migration then runs on its rows: a target behind it is migrated up to it; a target
+/// already past it (say, a server of a newer version started on it first) is migrated down
+/// to it, which only ever happens to tables that are empty or being replaced. Refuses a
+/// target with rows unless `options.replace`, and then empties it. Returns the tables to
+/// load.
 async fn prepare_target(
     db: &Db,
+    txn: &DatabaseTransaction,
     schema_name: &str,
     options: RestoreOptions,
 ) -> Result<Vec<TablePlan>> {
-    if !known_migrations().iter().any(|m| m == schema_name) {
+    let known = known_migrations();
+    let Some(archive_at) = known.iter().position(|m| m == schema_name) else {
         return Err(Error::invalid_input(format!(
             "the archive's schema `{schema_name}` is newer than this zeroscale knows: restore \
              it with the zeroscale version that wrote it, or a newer one"
         )));
+    };
+    let map = |e| db.map_err(e);
+    if db.dialect() == Dialect::Postgres {
+        // The same lock `migrate up` holds: a server starting with `auto_migrate` waits.
+        txn.execute_unprepared(&format!(
+            "SELECT pg_advisory_xact_lock({})",
+            crate::migrate::MIGRATION_LOCK_KEY
+        ))
+        .await
+        .map_err(map)?;
     }
-    db.migrate_up_to(schema_name).await?;
-    let tables = plan(&schema::introspect(db).await?)?;
-    if !options.replace {
-        for table in &tables {
-            let row = db
-                .conn()
+    let read = |txn| {
+        let src = schema::Src {
+            db,
+            conn: sea_orm::DatabaseExecutor::Transaction(txn),
+        };
+        async move { plan(&schema::introspect_in(&src).await?) }
+    };
+    let current = read(txn).await?;
+    for table in current.iter().rev() {
+        if !options.replace {
+            let row = txn
                 .query_one_raw(Statement::from_string(
-                    db.conn().get_database_backend(),
+                    ConnectionTrait::get_database_backend(txn),
                     format!("SELECT 1 AS one FROM {} LIMIT 1", quote(&table.name)),
                 ))
                 .await
-                .map_err(|e| db.map_err(e))?;
+                .map_err(map)?;
             if row.is_some() {
                 return Err(Error::conflict(format!(
                     "the target database ({}) is not empty (table `{}` has rows): restore \
@@ -603,8 +624,26 @@ async fn prepare_target(
                 )));
             }
         }
+        // Children before parents, so foreign keys hold at every step.
+        txn.execute_unprepared(&format!("DELETE FROM {}", quote(&table.name)))
+            .await
+            .map_err(map)?;
     }
-    Ok(tables)
+    let applied = Migrator::get_applied_migrations(txn)
+        .await
+        .map_err(map)?
+        .len();
+    let wanted = archive_at + 1;
+    if applied > wanted {
+        Migrator::down(txn, Some((applied - wanted) as u32))
+            .await
+            .map_err(map)?;
+    } else if applied < wanted {
+        Migrator::up(txn, Some((wanted - applied) as u32))
+            .await
+            .map_err(map)?;
+    }
+    read(txn).await
 }
 
 /// Rows of one table being loaded, flushed in multi-row INSERTs.
@@ -689,15 +728,8 @@ async fn load<R: BufRead>(
     let Some(Record::Header(header)) = reader.next()? else {
         return Err(archive_err("no header"));
     };
-    let targets = prepare_target(db, &header.schema, options).await?;
     let txn = db.begin_write().await?;
-    if options.replace {
-        for table in targets.iter().rev() {
-            txn.execute_unprepared(&format!("DELETE FROM {}", quote(&table.name)))
-                .await
-                .map_err(|e| db.map_err(e))?;
-        }
-    }
+    let targets = prepare_target(db, &txn, &header.schema, options).await?;
     let mut batch: Option<Batch<'_>> = None;
     let mut total = 0u64;
     let mut manifest = None;
@@ -795,9 +827,10 @@ async fn load<R: BufRead>(
             "the file changed between its check and its load",
         ));
     }
+    // The migrations newer than the archive run on its rows, in the same transaction: a
+    // failing one leaves the target as it was.
+    Migrator::up(&txn, None).await.map_err(|e| db.map_err(e))?;
     txn.commit().await.map_err(|e| db.map_err(e))?;
-    // The migrations newer than the archive run on its rows.
-    db.migrate_up().await?;
     let targets = plan(&schema::introspect(db).await?)?;
     fix_engine_state(db, &targets).await?;
     Ok(RestoreReport {
