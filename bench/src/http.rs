@@ -32,7 +32,7 @@ impl Drop for Server {
 }
 
 /// The release `zeroscale` binary: `ZEROSCALE_BENCH_BIN`, else next to this one.
-fn binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn binary() -> anyhow::Result<PathBuf> {
     if let Some(bin) = std::env::var_os("ZEROSCALE_BENCH_BIN") {
         return Ok(bin.into());
     }
@@ -56,15 +56,23 @@ fn free_port() -> anyhow::Result<u16> {
 /// Where a bench server runs: stage 1 is the embedded defaults; stage 3 is the
 /// `stage3-growth` profile on the test engines (PostgreSQL, Redis, S3).
 #[derive(Debug, Clone, Default)]
-struct Stage {
+pub(crate) struct Stage {
     /// `--profile`, if any.
-    profile: Option<&'static str>,
+    pub(crate) profile: Option<&'static str>,
     /// Environment on top of the profile.
-    env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 fn command(dir: &Path, stage: &Stage) -> anyhow::Result<Command> {
     let mut cmd = Command::new(binary()?);
+    configure(&mut cmd, dir, stage)?;
+    Ok(cmd)
+}
+
+/// Sets up `cmd` (the `zeroscale` binary, or a wrapper around it) to run in `dir` for
+/// `stage`: none of this shell's zeroscale settings, the repository's config folder, a
+/// data dir of its own, the bench admin.
+pub(crate) fn configure(cmd: &mut Command, dir: &Path, stage: &Stage) -> anyhow::Result<()> {
     for (key, _) in std::env::vars() {
         if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
             cmd.env_remove(key);
@@ -88,7 +96,7 @@ fn command(dir: &Path, stage: &Stage) -> anyhow::Result<Command> {
         .envs(stage.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    Ok(cmd)
+    Ok(())
 }
 
 /// Starts `serve` for `stage` in a fresh data dir (after `migrate up` where the stage

@@ -2,10 +2,11 @@
 //! figure side by side with the raw driver or the peer a user would pick, in one run.
 //!
 //! `zeroscale-bench [--quick] [--out DIR] [CONCERN...]`; concerns: `storage`, `database`, `queue`, `http`
-//! (which includes login timing and cold start). Engines come from the environment
+//! (which includes login timing and cold start), `backup`. Engines come from the environment
 //! (`cargo xtask services up` writes it); the HTTP figures need the release `zeroscale`
 //! binary next to this one (or `ZEROSCALE_BENCH_BIN`).
 
+mod backup;
 mod database;
 mod http;
 mod measure;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 use measure::Plan;
 
 /// Every concern, in the order they run.
-const CONCERNS: &[&str] = &["storage", "database", "queue", "http"];
+const CONCERNS: &[&str] = &["storage", "database", "queue", "http", "backup"];
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -33,6 +34,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<ExitCode> {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().map(String::as_str) == Some(backup::RSS_WRAPPER) {
+        return backup::rss_wrapper(&all[1..]);
+    }
     let mut quick = false;
     let mut out = PathBuf::from("target/bench");
     let mut wanted = Vec::new();
@@ -90,6 +95,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             "database" => database::run(plan, &scratch.join("database")).await?,
             "queue" => queue::run(plan).await?,
             "http" => http::run(plan, &scratch.join("http")).await?,
+            "backup" => backup::run(plan, &scratch.join("backup")).await?,
             _ => unreachable!("checked above"),
         };
         for f in &more {

@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use crate::services;
-use crate::util::{root, run};
+use crate::util::{apt_install, root, run, which};
 
 /// Runs the benchmarks; `args` are `--quick` and concern names, passed on.
 pub(crate) fn bench(args: &[&str]) -> Result<()> {
@@ -23,6 +23,10 @@ pub(crate) fn bench(args: &[&str]) -> Result<()> {
         "zeroscale-app",
     ]))
     .context("the release build of the benchmarks failed")?;
+    // The backup figures run SQLite's own `.backup` next to ours.
+    if which("sqlite3").is_none() {
+        apt_install(&["sqlite3"])?;
+    }
     let vars = match services::up() {
         Ok(vars) => vars,
         Err(e) => {

@@ -48,6 +48,8 @@ const FORMAT_NAME: &str = "zeroscale-backup";
 const NOT_COPIED: &[&str] = &["seaql_migrations", "document_vectors"];
 /// Rows per INSERT statement (PostgreSQL takes at most 65,535 parameters).
 const BATCH_PARAMS: usize = 30_000;
+/// SQLite's page cache while a restore loads, in KiB (see [`load`]).
+const LOAD_CACHE_KIB: u32 = 65_536;
 
 /// What an archive holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -729,7 +731,51 @@ async fn load<R: BufRead>(
         return Err(archive_err("no header"));
     };
     let txn = db.begin_write().await?;
-    let targets = prepare_target(db, &txn, &header.schema, options).await?;
+    if db.dialect() == Dialect::Sqlite {
+        // One transaction of millions of rows: with SQLite's default 2 MB page cache the
+        // dirty pages spill into the WAL and are read back from it for every index update
+        // (most of a restore's time went to pread/pwrite). A bounded 64 MB cache for this
+        // connection keeps them in memory; it is set back before the connection returns to
+        // the pool.
+        txn.execute_unprepared(&format!("PRAGMA cache_size = -{LOAD_CACHE_KIB}"))
+            .await
+            .map_err(|e| db.map_err(e))?;
+    }
+    let loaded = load_in(db, &txn, &mut reader, options, progress, expected, &header).await;
+    if db.dialect() == Dialect::Sqlite {
+        let reset = txn
+            .execute_unprepared("PRAGMA cache_size = -2000")
+            .await
+            .map_err(|e| db.map_err(e));
+        if loaded.is_ok() {
+            reset?;
+        }
+    }
+    let (manifest, total) = loaded?;
+    // The migrations newer than the archive run on its rows, in the same transaction: a
+    // failing one leaves the target as it was.
+    Migrator::up(&txn, None).await.map_err(|e| db.map_err(e))?;
+    txn.commit().await.map_err(|e| db.map_err(e))?;
+    let targets = plan(&schema::introspect(db).await?)?;
+    fix_engine_state(db, &targets).await?;
+    Ok(RestoreReport {
+        manifest,
+        rows: total,
+    })
+}
+
+/// The load proper, in `txn`: the target prepared, every row inserted; the manifest and
+/// the number of rows.
+async fn load_in<R: BufRead>(
+    db: &Db,
+    txn: &DatabaseTransaction,
+    reader: &mut Reader<R>,
+    options: RestoreOptions,
+    progress: &mut dyn FnMut(Progress),
+    expected: Option<&Manifest>,
+    header: &Manifest,
+) -> Result<(Manifest, u64)> {
+    let targets = prepare_target(db, txn, &header.schema, options).await?;
     let mut batch: Option<Batch<'_>> = None;
     let mut total = 0u64;
     let mut manifest = None;
@@ -800,7 +846,7 @@ async fn load<R: BufRead>(
                 }
                 b.rows.push(values);
                 if b.rows.len() >= b.per_batch {
-                    b.flush(db, &txn).await?;
+                    b.flush(db, txn).await?;
                 }
                 total += 1;
                 if total.is_multiple_of(10_000) {
@@ -809,7 +855,7 @@ async fn load<R: BufRead>(
             }
             Record::End(summary) => {
                 if let Some(mut b) = batch.take() {
-                    b.flush(db, &txn).await?;
+                    b.flush(db, txn).await?;
                 }
                 progress(Progress::TableDone {
                     name: summary.name,
@@ -827,16 +873,7 @@ async fn load<R: BufRead>(
             "the file changed between its check and its load",
         ));
     }
-    // The migrations newer than the archive run on its rows, in the same transaction: a
-    // failing one leaves the target as it was.
-    Migrator::up(&txn, None).await.map_err(|e| db.map_err(e))?;
-    txn.commit().await.map_err(|e| db.map_err(e))?;
-    let targets = plan(&schema::introspect(db).await?)?;
-    fix_engine_state(db, &targets).await?;
-    Ok(RestoreReport {
-        manifest,
-        rows: total,
-    })
+    Ok((manifest, total))
 }
 
 /// After a load: sequences (PostgreSQL), statistics, pgvector's side table.
