@@ -2,7 +2,7 @@
 //! figure side by side with the raw driver or the peer a user would pick, in one run.
 //!
 //! `zeroscale-bench [--quick] [--out DIR] [CONCERN...]`; concerns: `storage`, `database`, `queue`, `http`
-//! (which includes login timing and cold start), `backup`. Engines come from the environment
+//! (which includes login timing and cold start), `backup`, `search`. Engines come from the environment
 //! (`cargo xtask services up` writes it); the HTTP figures need the release `zeroscale`
 //! binary next to this one (or `ZEROSCALE_BENCH_BIN`).
 
@@ -12,6 +12,7 @@ mod http;
 mod measure;
 mod queue;
 mod report;
+mod search;
 mod storage;
 
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 use measure::Plan;
 
 /// Every concern, in the order they run.
-const CONCERNS: &[&str] = &["storage", "database", "queue", "http", "backup"];
+const CONCERNS: &[&str] = &["storage", "database", "queue", "http", "backup", "search"];
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -96,6 +97,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             "queue" => queue::run(plan).await?,
             "http" => http::run(plan, &scratch.join("http")).await?,
             "backup" => backup::run(plan, &scratch.join("backup")).await?,
+            "search" => search::run(plan, &scratch.join("search")).await?,
             _ => unreachable!("checked above"),
         };
         for f in &more {

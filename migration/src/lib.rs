@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_domain;
 mod m20261123_000001_user_jobs;
+mod m20261202_000001_vector_collections;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_domain::Migration),
             Box::new(m20261123_000001_user_jobs::Migration),
+            Box::new(m20261202_000001_vector_collections::Migration),
         ]
     }
 }

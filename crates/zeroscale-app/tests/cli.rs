@@ -378,7 +378,7 @@ fn migrate_commands_on_sqlite() {
 
     let (out, stdout, stderr) = run(&["up"]);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("applied 2 migration(s)"), "{stdout}");
+    assert!(stdout.contains("applied 3 migration(s)"), "{stdout}");
     let (_, stdout, _) = run(&["status"]);
     assert!(
         stdout.contains("applied  m20261122_000001_domain"),
@@ -404,7 +404,11 @@ fn migrate_commands_on_sqlite() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("pending  m20261123_000001_user_jobs"),
+        stdout.contains("applied  m20261123_000001_user_jobs"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pending  m20261202_000001_vector_collections"),
         "{stdout}"
     );
 }

@@ -562,9 +562,10 @@ async fn an_older_schema_archive_is_migrated_after_loading() {
     };
     // A database at the first migration only.
     let old = open("old.db").await.unwrap();
-    let first = old.migrate_status().await.unwrap()[0].name.clone();
+    let status = old.migrate_status().await.unwrap();
+    let first = status[0].name.clone();
     assert_eq!(old.migrate_up_to(&first).await.unwrap(), 1);
-    assert_eq!(old.pending_migrations().await.unwrap(), 1);
+    assert_eq!(old.pending_migrations().await.unwrap(), status.len() - 1);
     let d = Domain::new(old.clone(), common::test_auth(), chat());
     d.users()
         .register(NewUser {

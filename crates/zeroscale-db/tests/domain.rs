@@ -691,6 +691,7 @@ async fn suite(d: &Domain) {
     credits(d).await;
     concurrent_reservations(d).await;
     documents(d).await;
+    vector_index(d).await;
     embedding_cache(d).await;
     job_owners(d).await;
     login_costs(d).await;
@@ -873,6 +874,96 @@ async fn pgvector_matches_exact_search_and_backfills() {
         }
     }
     exact.cleanup().await;
+}
+
+/// The index's answer (no filter) and the table scan's (a filter every document matches)
+/// for `q` on `d`: the same documents in the same order with the same scores.
+async fn index_agrees(d: &Domain, q: &[f32]) -> Vec<String> {
+    let all = json!({"all": true}).as_object().cloned();
+    let indexed = d.documents().search("indexed", q, 10, None).await.unwrap();
+    let scanned = d
+        .documents()
+        .search("indexed", q, 10, all.as_ref())
+        .await
+        .unwrap();
+    let view = |hits: &[zeroscale_core::domain::SearchHit]| {
+        hits.iter()
+            .map(|h| (h.document.content.clone(), h.score.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(view(&indexed), view(&scanned), "index and scan disagree");
+    indexed.iter().map(|h| h.document.content.clone()).collect()
+}
+
+/// The in-memory index answers exactly what a scan of the table answers, and sees writes
+/// made by another server (another `Domain` with its own index) on its next search.
+async fn vector_index(d: &Domain) {
+    if d.db().vector_backend() == VectorBackend::Pgvector {
+        return;
+    }
+    let mut next = pseudo_random(99);
+    let mut doc = |i: usize, vector: Option<Vec<f32>>| NewDocument {
+        collection: "indexed".into(),
+        content: format!("indexed {i}"),
+        metadata: json!({"all": true}),
+        embedding_model: "random-24".into(),
+        vector: vector.unwrap_or_else(|| (0..24).map(|_| next()).collect()),
+    };
+    let docs: Vec<NewDocument> = (0..600).map(|i| doc(i, None)).collect();
+    d.documents().insert_many(docs).await.unwrap();
+    // A second server on the same database.
+    let other = Domain::new(d.db().clone(), common::test_auth(), chat_config());
+    let mut queries = pseudo_random(5);
+    let mut query = || (0..24).map(|_| queries()).collect::<Vec<f32>>();
+    for _ in 0..3 {
+        let q = query();
+        assert_eq!(index_agrees(d, &q).await, index_agrees(&other, &q).await);
+    }
+    // Written here: this index takes it at once, the other server's on its next search.
+    let q = query();
+    let near = d
+        .documents()
+        .insert(doc(1000, Some(q.clone())))
+        .await
+        .unwrap();
+    for server in [d, &other] {
+        let hits = index_agrees(server, &q).await;
+        assert_eq!(hits[0], "indexed 1000");
+    }
+    // Deleted by the other server: gone here too.
+    assert!(other.documents().delete(&near.id).await.unwrap());
+    assert!(!other.documents().delete(&near.id).await.unwrap());
+    for server in [d, &other] {
+        assert!(
+            !index_agrees(server, &q)
+                .await
+                .contains(&"indexed 1000".to_owned())
+        );
+    }
+    // Equal vectors tie: both paths rank the smaller id first.
+    let twin = query();
+    d.documents()
+        .insert_many(vec![
+            doc(2000, Some(twin.clone())),
+            doc(2001, Some(twin.clone())),
+        ])
+        .await
+        .unwrap();
+    let hits = index_agrees(&other, &twin).await;
+    assert_eq!(hits.len(), 10);
+    assert!(hits[..2].contains(&"indexed 2000".to_owned()));
+    // Vectors of another length in the same collection are a separate set.
+    d.documents()
+        .insert(doc(3000, Some(vec![1.0, 0.0])))
+        .await
+        .unwrap();
+    let short = d
+        .documents()
+        .search("indexed", &[1.0, 0.0], 10, None)
+        .await
+        .unwrap();
+    assert_eq!(short.len(), 1);
+    assert_eq!(index_agrees(d, &twin).await, hits);
 }
 
 /// A deterministic stream of numbers in [-0.5, 0.5).

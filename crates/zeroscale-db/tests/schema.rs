@@ -178,8 +178,12 @@ async fn migrations_round_trip(db: &Db) {
     assert!(status[0].applied, "{status:?}");
     let tables = introspect(db).await.unwrap();
     assert!(
-        !tables.tables.contains_key("user_jobs"),
-        "down dropped user_jobs"
+        !tables.tables.contains_key("vector_collections"),
+        "down dropped vector_collections"
+    );
+    assert!(
+        tables.tables.contains_key("user_jobs"),
+        "and kept user_jobs"
     );
     assert!(tables.tables.contains_key("users"), "and left the rest");
 

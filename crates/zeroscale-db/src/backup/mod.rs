@@ -45,7 +45,9 @@ pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_NAME: &str = "zeroscale-backup";
 /// Tables that never travel: migration bookkeeping (the manifest has the version) and
 /// pgvector's side table (rebuilt from the documents).
-const NOT_COPIED: &[&str] = &["seaql_migrations", "document_vectors"];
+/// `vector_collections` holds version tokens for the in-memory vector index: a restore
+/// gives every collection fresh ones instead.
+const NOT_COPIED: &[&str] = &["seaql_migrations", "document_vectors", "vector_collections"];
 /// Rows per INSERT statement (PostgreSQL takes at most 65,535 parameters).
 const BATCH_PARAMS: usize = 30_000;
 /// SQLite's page cache while a restore loads, in KiB (see [`load`]).
@@ -907,7 +909,7 @@ async fn fix_engine_state(db: &Db, tables: &[TablePlan]) -> Result<()> {
     if db.vector_backend() == crate::VectorBackend::Pgvector {
         crate::pgvector::rebuild(db).await?;
     }
-    Ok(())
+    crate::domain::vector_index::reset_versions(db).await
 }
 
 /// Restores the archive that `open` opens into `db`: reads it once to verify it, then

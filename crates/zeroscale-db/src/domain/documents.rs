@@ -1,20 +1,22 @@
 //! Documents and vector search: store texts with their embeddings, search a collection by
 //! cosine similarity (exact top-k), optionally filtered by metadata equality.
 //!
-//! Vectors are little-endian `f32` blobs on every engine. Search streams the collection's
-//! rows and keeps only the best `k` in a bounded heap, so memory does not grow with the
-//! collection.
-
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+//! Vectors are little-endian `f32` blobs on every engine. A search without a metadata
+//! filter answers from the in-memory index ([`super::vector_index`]: the collection's
+//! vectors held contiguously, checked against the table's version on every search); a
+//! filtered search streams the collection's rows and keeps only the best `k` in a bounded
+//! heap. Both rank with the same arithmetic, so they agree exactly.
 
 use futures::TryStreamExt;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Set,
+};
 use serde_json::{Map, Value};
 use zeroscale_core::domain::{Document, SearchHit, new_id, now};
 use zeroscale_core::{Error, Result};
 
 use super::entity::documents;
+use super::vector_index::{self, Change, Scored, TopK, VectorIndex, cosine_of, norm};
 use crate::Db;
 
 /// The most results one search returns.
@@ -53,20 +55,6 @@ pub fn decode_vector(bytes: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
-fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
-}
-
-fn cosine(query: &[f32], query_norm: f32, v: &[f32]) -> f32 {
-    let dot: f32 = query.iter().zip(v).map(|(a, b)| a * b).sum();
-    let n = norm(v);
-    if n == 0.0 || query_norm == 0.0 {
-        0.0
-    } else {
-        dot / (query_norm * n)
-    }
-}
-
 fn validate_vector(vector: &[f32]) -> Result<()> {
     if vector.is_empty() {
         return Err(Error::invalid_input("vector must not be empty"));
@@ -97,42 +85,16 @@ fn to_document(m: documents::Model) -> Document {
     }
 }
 
-/// A candidate in the bounded heap, ordered so the worst is on top.
-struct Candidate {
-    score: f32,
-    model: documents::Model,
-}
-
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Candidate {}
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Reversed: the heap's top is the lowest score (ties: the later id is worse).
-        other
-            .score
-            .total_cmp(&self.score)
-            .then_with(|| self.model.id.cmp(&other.model.id))
-    }
-}
-
 /// Documents service; see [`super::Domain::documents`].
 #[derive(Debug)]
 pub struct Documents<'a> {
     db: &'a Db,
+    index: &'a VectorIndex,
 }
 
 impl<'a> Documents<'a> {
-    pub(crate) fn new(db: &'a Db) -> Self {
-        Documents { db }
+    pub(crate) fn new(db: &'a Db, index: &'a VectorIndex) -> Self {
+        Documents { db, index }
     }
 
     /// Stores a document with its embedding.
@@ -164,6 +126,16 @@ impl<'a> Documents<'a> {
             crate::pgvector::ensure_setup(self.db).await?;
         }
         let txn = self.db.begin_write().await?;
+        // Every collection written gets a new version, taken in name order so two writers
+        // never wait on each other's locks in opposite orders.
+        let mut collections: Vec<String> = news.iter().map(|n| n.collection.clone()).collect();
+        collections.sort();
+        collections.dedup();
+        let mut versions = Vec::with_capacity(collections.len());
+        for collection in &collections {
+            versions.push(vector_index::bump(self.db, &txn, collection).await?);
+        }
+        let vectors: Vec<Vec<f32>> = news.iter().map(|n| n.vector.clone()).collect();
         let mut stored = Vec::with_capacity(news.len());
         for (new, dimensions) in news.into_iter().zip(dimensions) {
             #[cfg(feature = "pgvector")]
@@ -188,6 +160,17 @@ impl<'a> Documents<'a> {
             stored.push(to_document(model));
         }
         txn.commit().await.map_err(|e| self.db.map_err(e))?;
+        for (collection, (old, new)) in collections.iter().zip(versions) {
+            let added = stored
+                .iter()
+                .zip(&vectors)
+                .filter(|(d, _)| &d.collection == collection)
+                .map(|(d, v)| (d.id.clone(), v.as_slice()))
+                .collect();
+            self.index
+                .committed(collection, old, new, Change::Added(added))
+                .await;
+        }
         Ok(stored)
     }
 
@@ -203,10 +186,30 @@ impl<'a> Documents<'a> {
 
     /// Deletes a document; `true` if it existed.
     pub async fn delete(&self, id: &str) -> Result<bool> {
-        let result = documents::Entity::delete_by_id(id.to_owned())
-            .exec(self.db.conn())
+        let map = |e| self.db.map_err(e);
+        let txn = self.db.begin_write().await?;
+        let Some((collection, dimensions)) = documents::Entity::find_by_id(id.to_owned())
+            .select_only()
+            .column(documents::Column::Collection)
+            .column(documents::Column::Dimensions)
+            .into_tuple::<(String, i32)>()
+            .one(&txn)
             .await
-            .map_err(|e| self.db.map_err(e))?;
+            .map_err(map)?
+        else {
+            return Ok(false);
+        };
+        let (old, new) = vector_index::bump(self.db, &txn, &collection).await?;
+        let result = documents::Entity::delete_by_id(id.to_owned())
+            .exec(&txn)
+            .await
+            .map_err(map)?;
+        txn.commit().await.map_err(map)?;
+        let change = Change::Removed {
+            id: id.to_owned(),
+            dims: usize::try_from(dimensions).unwrap_or(0),
+        };
+        self.index.committed(&collection, old, new, change).await;
         Ok(result.rows_affected > 0)
     }
 
@@ -246,8 +249,12 @@ impl<'a> Documents<'a> {
                 })
                 .collect());
         }
+        if filter.is_none_or(Map::is_empty) {
+            let best = self.index.search(self.db, collection, query, k).await?;
+            return self.hits(best).await;
+        }
         let query_norm = norm(query);
-        let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+        let mut top: TopK<documents::Model> = TopK::new(k);
         let mut rows = documents::Entity::find()
             .filter(documents::Column::Collection.eq(collection))
             .filter(documents::Column::Dimensions.eq(dimensions))
@@ -266,34 +273,56 @@ impl<'a> Documents<'a> {
             let Some(vector) = decode_vector(&model.vector) else {
                 continue;
             };
-            let score = cosine(query, query_norm, &vector);
-            if heap.len() < k {
-                heap.push(Candidate { score, model });
-            } else if heap.peek().is_some_and(|worst| score > worst.score) {
-                heap.pop();
-                heap.push(Candidate { score, model });
+            let score = cosine_of(vector_index::dot(query, &vector), query_norm, norm(&vector));
+            if top.wants(score) {
+                top.push(Scored {
+                    score,
+                    id: model.id.clone(),
+                    item: model,
+                });
             }
         }
-        let mut hits: Vec<SearchHit> = heap
-            .into_vec()
+        Ok(top
+            .into_sorted()
             .into_iter()
             .map(|c| SearchHit {
                 score: c.score,
-                document: to_document(c.model),
+                document: to_document(c.item),
             })
-            .collect();
-        hits.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| a.document.id.cmp(&b.document.id))
-        });
-        Ok(hits)
+            .collect())
+    }
+
+    /// The documents of `best` (ids with scores, best first), in that order; a document
+    /// deleted since the index answered is left out.
+    async fn hits(&self, best: Vec<(String, f32)>) -> Result<Vec<SearchHit>> {
+        let mut found: std::collections::HashMap<String, documents::Model> =
+            documents::Entity::find()
+                .filter(documents::Column::Id.is_in(best.iter().map(|(id, _)| id.clone())))
+                .all(self.db.conn())
+                .await
+                .map_err(|e| self.db.map_err(e))?
+                .into_iter()
+                .map(|m| (m.id.clone(), m))
+                .collect();
+        Ok(best
+            .into_iter()
+            .filter_map(|(id, score)| {
+                found.remove(&id).map(|model| SearchHit {
+                    score,
+                    document: to_document(model),
+                })
+            })
+            .collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cosine(q: &[f32], q_norm: f32, v: &[f32]) -> f32 {
+        cosine_of(vector_index::dot(q, v), q_norm, norm(v))
+    }
 
     #[test]
     fn vectors_round_trip_as_little_endian() {

@@ -18,6 +18,7 @@ mod passwords;
 mod prompts;
 mod sessions;
 mod users;
+pub(crate) mod vector_index;
 
 use sha2::{Digest, Sha256};
 use zeroscale_core::config::{AuthConfig, ChatConfig};
@@ -45,6 +46,7 @@ pub struct Domain {
     chat: ChatConfig,
     passwords: std::sync::Arc<passwords::Passwords>,
     auth_cache: std::sync::Arc<auth_cache::AuthCache>,
+    vectors: std::sync::Arc<vector_index::VectorIndex>,
 }
 
 impl Domain {
@@ -62,6 +64,7 @@ impl Domain {
             chat,
             passwords,
             auth_cache,
+            vectors: std::sync::Arc::default(),
         }
     }
 
@@ -129,7 +132,7 @@ impl Domain {
 
     /// Documents and vector search.
     pub fn documents(&self) -> Documents<'_> {
-        Documents::new(&self.db)
+        Documents::new(&self.db, &self.vectors)
     }
 
     /// The embedding cache, as core's [`zeroscale_core::EmbeddingCache`].

@@ -1,0 +1,54 @@
+//! One row per document collection with a version token that every write to the
+//! collection changes in its own transaction: how a server's in-memory vector index knows
+//! that the table (the source of truth) moved on, whichever instance wrote.
+
+// `#[async_trait]` needs the trait's exact signature, elided lifetime included.
+#![allow(elided_lifetimes_in_paths)]
+
+use sea_orm_migration::prelude::*;
+
+/// Creates `vector_collections`.
+#[derive(DeriveMigrationName)]
+pub(crate) struct Migration;
+
+#[derive(DeriveIden)]
+enum VectorCollections {
+    Table,
+    Collection,
+    Version,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(VectorCollections::Table)
+                    .col(
+                        ColumnDef::new(VectorCollections::Collection)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(VectorCollections::Version)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(VectorCollections::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
