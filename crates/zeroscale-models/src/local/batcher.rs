@@ -1,0 +1,235 @@
+//! Dynamic batching: requests from many callers share forward passes. One worker thread
+//! per loaded model takes the queued requests, up to `max_batch` texts, runs them as one
+//! batch and hands each caller its own vectors.
+//!
+//! The worker waits for more requests only when it has seen concurrency: if its last
+//! batch held several requests, it waits up to `window` for as many to arrive again (or
+//! for `max_batch` texts). A lone caller never waits. The queue is bounded (`max_queue`
+//! texts); past it a request fails at once as overloaded (503 with `Retry-After`), so a
+//! flood cannot grow memory or latency without bound.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use zeroscale_core::{Error, Result};
+
+/// How the batcher runs; see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchOptions {
+    pub(crate) max_batch: usize,
+    pub(crate) window: Duration,
+    pub(crate) max_queue: usize,
+}
+
+/// One text's vector and its token count.
+pub(crate) type Embedded = (Vec<f32>, u64);
+
+/// What runs a batch: texts in, one [`Embedded`] per text out, in order.
+pub(crate) type RunBatch = dyn Fn(&[String]) -> Result<Vec<Embedded>> + Send + Sync;
+
+struct Job {
+    texts: Vec<String>,
+    reply: oneshot::Sender<Result<Vec<Embedded>>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Texts in `jobs`.
+    texts: usize,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The handle callers submit to; dropping it stops the worker once the queue is empty.
+pub(crate) struct Batcher {
+    shared: Arc<Shared>,
+    options: BatchOptions,
+    /// The time one text takes, for `Retry-After`: an estimate, updated by the worker.
+    per_text: Arc<Mutex<Duration>>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    /// Starts the worker thread, which calls `run` for each batch.
+    pub(crate) fn start(options: BatchOptions, run: Arc<RunBatch>) -> Result<Batcher> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::default(),
+            ready: Condvar::new(),
+        });
+        let per_text = Arc::new(Mutex::new(Duration::from_millis(5)));
+        let worker = Worker {
+            shared: Arc::clone(&shared),
+            options,
+            run,
+            per_text: Arc::clone(&per_text),
+        };
+        std::thread::Builder::new()
+            .name("zeroscale-embed".to_owned())
+            .spawn(move || worker.run())
+            .map_err(|e| Error::unavailable_from("cannot start the embedding worker", e))?;
+        Ok(Batcher {
+            shared,
+            options,
+            per_text,
+        })
+    }
+
+    /// Embeds `texts` in a batch with whatever else is queued.
+    pub(crate) async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedded>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut queue = self.shared.lock();
+            // One request larger than the whole queue is still taken when the queue is
+            // empty: it is split into batches by the worker.
+            if queue.texts > 0 && queue.texts + texts.len() > self.options.max_queue {
+                let per_text = *self.per_text.lock().unwrap_or_else(|p| p.into_inner());
+                let wait = per_text.saturating_mul(queue.texts as u32);
+                return Err(Error::overloaded(
+                    format!(
+                        "the local model has {} texts queued (models.providers.<name>.max_queue \
+                         is {}); retry shortly or send smaller requests",
+                        queue.texts, self.options.max_queue
+                    ),
+                    wait.max(Duration::from_secs(1)),
+                ));
+            }
+            queue.texts += texts.len();
+            queue.jobs.push_back(Job { texts, reply });
+        }
+        self.shared.ready.notify_one();
+        answer.await.map_err(|_| {
+            Error::unavailable("the embedding worker stopped before answering".to_owned())
+        })?
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    options: BatchOptions,
+    run: Arc<RunBatch>,
+    per_text: Arc<Mutex<Duration>>,
+}
+
+impl Worker {
+    fn run(self) {
+        let mut last_jobs = 1;
+        loop {
+            let Some(jobs) = self.next(last_jobs) else {
+                return;
+            };
+            last_jobs = jobs.len();
+            let started = Instant::now();
+            let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
+            let count = texts.len();
+            match (self.run)(&texts) {
+                Ok(mut embedded) if embedded.len() == count => {
+                    for job in jobs.into_iter().rev() {
+                        let mine = embedded.split_off(embedded.len() - job.texts.len());
+                        let _ = job.reply.send(Ok(mine));
+                    }
+                }
+                Err(_) if jobs.len() > 1 => {
+                    // Someone's text failed the batch: run each request alone so only
+                    // its own caller sees the error.
+                    for job in jobs {
+                        let _ = job.reply.send((self.run)(&job.texts));
+                    }
+                }
+                Err(e) => {
+                    // A batch of one request: its caller gets the error as it is.
+                    if let Some(job) = jobs.into_iter().next() {
+                        let _ = job.reply.send(Err(e));
+                    }
+                }
+                Ok(embedded) => {
+                    for job in jobs {
+                        let _ = job.reply.send(Err(Error::backend(
+                            super::BACKEND,
+                            format!(
+                                "a batch of {count} texts returned {} vectors",
+                                embedded.len()
+                            ),
+                        )));
+                    }
+                }
+            }
+            let per_text = started.elapsed() / count.max(1) as u32;
+            *self.per_text.lock().unwrap_or_else(|p| p.into_inner()) = per_text;
+        }
+    }
+
+    /// The next batch: waits for a request, then (when the last batch had several) up to
+    /// the window for as many requests as last time. `None` once closed and drained.
+    fn next(&self, last_jobs: usize) -> Option<Vec<Job>> {
+        let mut queue = self.shared.lock();
+        while queue.jobs.is_empty() {
+            if queue.closed {
+                return None;
+            }
+            queue = self
+                .shared
+                .ready
+                .wait(queue)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        if last_jobs > 1 {
+            let deadline = Instant::now() + self.options.window;
+            while queue.jobs.len() < last_jobs
+                && queue.texts < self.options.max_batch
+                && !queue.closed
+            {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                queue = self
+                    .shared
+                    .ready
+                    .wait_timeout(queue, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        let mut jobs = Vec::new();
+        let mut texts = 0;
+        while let Some(job) = queue.jobs.front() {
+            if !jobs.is_empty() && texts + job.texts.len() > self.options.max_batch {
+                break;
+            }
+            texts += job.texts.len();
+            jobs.extend(queue.jobs.pop_front());
+        }
+        queue.texts -= texts;
+        Some(jobs)
+    }
+}
