@@ -164,6 +164,25 @@ pub trait EmbeddingCache: Send + Sync + fmt::Debug + 'static {
 
     /// Stores a vector, replacing any previous one.
     async fn put(&self, key: &EmbeddingCacheKey, vector: &[f32]) -> Result<()>;
+
+    /// The cached vectors of `keys`, in order. The default asks [`EmbeddingCache::get`]
+    /// once per key; a cache behind a network or a database answers in one round trip.
+    async fn get_many(&self, keys: &[EmbeddingCacheKey]) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
+
+    /// Stores each `(key, vector)`, replacing previous ones. The default calls
+    /// [`EmbeddingCache::put`] once per entry.
+    async fn put_many(&self, entries: &[(&EmbeddingCacheKey, &[f32])]) -> Result<()> {
+        for (key, vector) in entries {
+            self.put(key, vector).await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

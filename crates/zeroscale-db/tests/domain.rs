@@ -645,6 +645,29 @@ async fn embedding_cache(d: &Domain) {
         Some(vec![1.0]),
         "put replaces"
     );
+    // Many at once: order kept, misses as None, a key repeated in one put is fine, and
+    // more keys than one query carries.
+    let keys: Vec<EmbeddingCacheKey> = (0..1_200)
+        .map(|i| EmbeddingCacheKey::new("minilm", &format!("many {i}")))
+        .collect();
+    let vectors: Vec<Vec<f32>> = (0..1_200).map(|i| vec![i as f32, 0.5]).collect();
+    let mut entries: Vec<(&EmbeddingCacheKey, &[f32])> = keys
+        .iter()
+        .zip(&vectors)
+        .step_by(2)
+        .map(|(k, v)| (k, v.as_slice()))
+        .collect();
+    entries.push((&keys[0], &vectors[0]));
+    cache.put_many(&entries).await.unwrap();
+    let mut asked = keys.clone();
+    asked.push(key.clone());
+    let got = cache.get_many(&asked).await.unwrap();
+    assert_eq!(got.len(), 1_201);
+    for (i, v) in got[..1_200].iter().enumerate() {
+        let want = (i % 2 == 0).then(|| vectors[i].clone());
+        assert_eq!(v, &want, "entry {i}");
+    }
+    assert_eq!(got[1_200], Some(vec![1.0]));
 }
 
 async fn job_owners(d: &Domain) {

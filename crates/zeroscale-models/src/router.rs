@@ -336,8 +336,16 @@ impl Router {
             .collect();
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
         if let Some(cache) = &self.cache {
-            for (slot, key) in vectors.iter_mut().zip(&keys) {
-                *slot = cache.get(key).await?;
+            vectors = cache.get_many(&keys).await?;
+            if vectors.len() != keys.len() {
+                return Err(Error::backend(
+                    "embedding cache",
+                    std::io::Error::other(format!(
+                        "returned {} entries for {} keys",
+                        vectors.len(),
+                        keys.len()
+                    )),
+                ));
             }
         }
         let missing: Vec<usize> = (0..inputs.len())
@@ -391,9 +399,12 @@ impl Router {
             })
             .await?;
         if let Some(cache) = &self.cache {
-            for (&i, vector) in missing.iter().zip(&response.vectors) {
-                cache.put(&keys[i], vector).await?;
-            }
+            let entries: Vec<(&EmbeddingCacheKey, &[f32])> = missing
+                .iter()
+                .zip(&response.vectors)
+                .map(|(&i, vector)| (&keys[i], vector.as_slice()))
+                .collect();
+            cache.put_many(&entries).await?;
         }
         for (&i, vector) in missing.iter().zip(response.vectors.iter()) {
             vectors[i] = Some(vector.clone());

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{EntityTrait, Set};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
 use zeroscale_core::domain::now;
 use zeroscale_core::models::{EmbeddingCache, EmbeddingCacheKey};
 use zeroscale_core::{Error, Result};
@@ -10,6 +10,10 @@ use zeroscale_core::{Error, Result};
 use super::documents::{decode_vector, encode_vector};
 use super::entity::embedding_cache;
 use crate::Db;
+
+/// Keys per `IN (…)` query and rows per insert: well under SQLite's and PostgreSQL's
+/// bound-parameter limits.
+const PER_QUERY: usize = 500;
 
 /// Embeddings cached in the database, keyed by a hash of model id and input.
 #[derive(Debug, Clone)]
@@ -21,39 +25,32 @@ impl DbEmbeddingCache {
     pub(crate) fn new(db: Db) -> Self {
         DbEmbeddingCache { db }
     }
-}
 
-#[async_trait]
-impl EmbeddingCache for DbEmbeddingCache {
-    async fn get(&self, key: &EmbeddingCacheKey) -> Result<Option<Vec<f32>>> {
-        let row = embedding_cache::Entity::find_by_id(key.as_str().to_owned())
-            .one(self.db.conn())
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        match row {
-            None => Ok(None),
-            Some(row) => decode_vector(&row.vector).map(Some).ok_or_else(|| {
-                Error::backend(
-                    self.db.dialect().name(),
-                    std::io::Error::other(format!(
-                        "embedding cache entry {} is corrupt (length not a multiple of 4)",
-                        key.as_str()
-                    )),
-                )
-            }),
-        }
+    fn decode(&self, key: &str, bytes: &[u8]) -> Result<Vec<f32>> {
+        decode_vector(bytes).ok_or_else(|| {
+            Error::backend(
+                self.db.dialect().name(),
+                std::io::Error::other(format!(
+                    "embedding cache entry {key} is corrupt (length not a multiple of 4)"
+                )),
+            )
+        })
     }
 
-    async fn put(&self, key: &EmbeddingCacheKey, vector: &[f32]) -> Result<()> {
+    fn row(key: &EmbeddingCacheKey, vector: &[f32]) -> Result<embedding_cache::ActiveModel> {
         let dimensions =
             i32::try_from(vector.len()).map_err(|_| Error::invalid_input("vector is too long"))?;
-        let model = embedding_cache::ActiveModel {
+        Ok(embedding_cache::ActiveModel {
             key: Set(key.as_str().to_owned()),
             dimensions: Set(dimensions),
             vector: Set(encode_vector(vector)),
             created_at: Set(now()),
-        };
-        embedding_cache::Entity::insert(model)
+        })
+    }
+
+    /// Inserts `rows` in one statement, replacing rows with the same key.
+    async fn upsert(&self, rows: Vec<embedding_cache::ActiveModel>) -> Result<()> {
+        embedding_cache::Entity::insert_many(rows)
             .on_conflict(
                 OnConflict::column(embedding_cache::Column::Key)
                     .update_columns([
@@ -66,6 +63,61 @@ impl EmbeddingCache for DbEmbeddingCache {
             .exec(self.db.conn())
             .await
             .map_err(|e| self.db.map_err(e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EmbeddingCache for DbEmbeddingCache {
+    async fn get(&self, key: &EmbeddingCacheKey) -> Result<Option<Vec<f32>>> {
+        let row = embedding_cache::Entity::find_by_id(key.as_str().to_owned())
+            .one(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        row.map(|row| self.decode(key.as_str(), &row.vector))
+            .transpose()
+    }
+
+    async fn put(&self, key: &EmbeddingCacheKey, vector: &[f32]) -> Result<()> {
+        self.upsert(vec![Self::row(key, vector)?]).await
+    }
+
+    /// One `IN (…)` query per 500 keys.
+    async fn get_many(&self, keys: &[EmbeddingCacheKey]) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut found = std::collections::HashMap::new();
+        for part in keys.chunks(PER_QUERY) {
+            let rows = embedding_cache::Entity::find()
+                .filter(embedding_cache::Column::Key.is_in(part.iter().map(|k| k.as_str())))
+                .all(self.db.conn())
+                .await
+                .map_err(|e| self.db.map_err(e))?;
+            for row in rows {
+                let vector = self.decode(&row.key, &row.vector)?;
+                found.insert(row.key, vector);
+            }
+        }
+        Ok(keys.iter().map(|k| found.get(k.as_str()).cloned()).collect())
+    }
+
+    /// One insert per 500 entries.
+    async fn put_many(&self, entries: &[(&EmbeddingCacheKey, &[f32])]) -> Result<()> {
+        for part in entries.chunks(PER_QUERY) {
+            // The same key twice in one insert is refused by PostgreSQL's ON CONFLICT:
+            // the last vector given for a key wins, as with one put after another.
+            let mut last = std::collections::HashMap::new();
+            for (i, (key, _)) in part.iter().enumerate() {
+                last.insert(key.as_str(), i);
+            }
+            let rows = part
+                .iter()
+                .enumerate()
+                .filter(|(i, (key, _))| last.get(key.as_str()) == Some(i))
+                .map(|(_, (key, vector))| Self::row(key, vector))
+                .collect::<Result<Vec<_>>>()?;
+            if !rows.is_empty() {
+                self.upsert(rows).await?;
+            }
+        }
         Ok(())
     }
 }

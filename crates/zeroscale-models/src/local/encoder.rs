@@ -1,20 +1,22 @@
 //! A BERT encoder for sentence embeddings, on packed rows: the tokens of every sentence
 //! in a batch one after the other, no padding. The linear layers are one matrix product
-//! over all rows (candle's gemm, which picks AVX-512, AVX2/FMA or NEON kernels at run
-//! time); attention runs per sentence over its own tokens, so no mask is needed and no
-//! work goes to padding. The query, key and value projections are one product.
+//! over all rows (`small.rs`: weights packed in panels at load time, SIMD width picked
+//! at run time); attention runs per sentence over its own tokens, so no mask is needed
+//! and no work goes to padding. The query, key and value projections are one product.
 //!
 //! The element-wise steps (bias, GELU, residual and layer norm) are fused into one pass
 //! over each product's output (`kernels.rs`).
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Storage, Tensor};
+use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 use zeroscale_core::{Error, Result};
 
+use super::BACKEND;
 use super::kernels::{self, Activation, Heads, LayerNorm};
-use super::{BACKEND, candle_err};
+use super::small::Panels;
 
 /// The fields of a BERT `config.json` the encoder uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,18 +48,11 @@ fn absolute() -> String {
     "absolute".to_owned()
 }
 
-/// A linear layer: `x · weight + bias` with `weight` stored `(in, out)`, contiguous.
+/// A linear layer: `x · weight + bias`, the weight packed for [`Panels::product`].
 #[derive(Debug)]
 struct Linear {
-    weight: Tensor,
+    weight: Panels,
     bias: Vec<f32>,
-}
-
-impl Linear {
-    /// `x · weight` (without the bias, which the caller fuses into its next step).
-    fn product(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight).map_err(candle_err("matrix product"))
-    }
 }
 
 #[derive(Debug)]
@@ -86,74 +81,78 @@ pub(crate) struct Encoder {
     layers: Vec<Layer>,
 }
 
-/// Calls `f` with the contents of a contiguous f32 CPU tensor, without copying them.
-fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        return Err(Error::backend(
-            BACKEND,
-            "a tensor is not on the CPU".to_owned(),
-        ));
-    };
-    let values = cpu.as_slice::<f32>().map_err(candle_err("tensor values"))?;
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| Error::backend(BACKEND, "a tensor is not contiguous".to_owned()))?;
-    Ok(f(&values[start..end]))
-}
-
-fn to_tensor(values: Vec<f32>, rows: usize, cols: usize) -> Result<Tensor> {
-    Tensor::from_vec(values, (rows, cols), &Device::Cpu).map_err(candle_err("tensor"))
-}
-
 /// The weights by name, read from a safetensors file; names may carry a `bert.` prefix.
 struct Weights {
-    tensors: std::collections::HashMap<String, Tensor>,
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
     file: String,
+}
+
+/// The little-endian values of a tensor as f32.
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
 }
 
 impl Weights {
     fn read(path: &Path) -> Result<Weights> {
+        let file = path.display().to_string();
         let bytes = std::fs::read(path)
-            .map_err(|e| Error::unavailable_from(format!("cannot read {}", path.display()), e))?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-            .map_err(candle_err("model.safetensors cannot be read"))?;
-        Ok(Weights {
-            tensors,
-            file: path.display().to_string(),
-        })
+            .map_err(|e| Error::unavailable_from(format!("cannot read {file}"), e))?;
+        let parsed = SafeTensors::deserialize(&bytes).map_err(|e| {
+            Error::backend(BACKEND, format!("{file} is not a safetensors file: {e}"))
+        })?;
+        let mut tensors = HashMap::new();
+        for (name, view) in parsed.tensors() {
+            // Integer tensors (position ids) are not weights.
+            if let Some(values) = to_f32(view.dtype(), view.data()) {
+                tensors.insert(name, (view.shape().to_vec(), values));
+            }
+        }
+        Ok(Weights { tensors, file })
     }
 
-    /// The tensor `name` as f32 with `shape`.
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self
+    /// The values of tensor `name`, which must have `shape`.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<&[f32]> {
+        let (dims, values) = self
             .tensors
             .get(name)
             .or_else(|| self.tensors.get(&format!("bert.{name}")))
             .ok_or_else(|| {
                 Error::backend(
                     BACKEND,
-                    format!("{} has no tensor `{name}`: is it a BERT model?", self.file),
+                    format!(
+                        "{} has no f32/f16/bf16 tensor `{name}`: is it a BERT model?",
+                        self.file
+                    ),
                 )
             })?;
-        if t.dims() != shape {
+        if dims != shape {
             return Err(Error::backend(
                 BACKEND,
                 format!(
-                    "{}: `{name}` has shape {:?}, config.json implies {shape:?}",
-                    self.file,
-                    t.dims()
+                    "{}: `{name}` has shape {dims:?}, config.json implies {shape:?}",
+                    self.file
                 ),
             ));
         }
-        t.to_dtype(DType::F32).map_err(candle_err(name))
+        Ok(values)
     }
 
     fn vector(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        self.get(name, shape)?
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(candle_err(name))
+        self.get(name, shape).map(<[f32]>::to_vec)
     }
 
     fn norm(&self, prefix: &str, width: usize, eps: f32) -> Result<LayerNorm> {
@@ -164,19 +163,25 @@ impl Weights {
         })
     }
 
-    /// The linear layers `prefixes` (each `(out, in)` in the file) as one `(in, Σ out)`.
+    /// The linear layers `prefixes` (each `(out, in)` in the file) side by side as one
+    /// `(in, Σ out)` weight.
     fn linear(&self, prefixes: &[&str], input: usize, output: usize) -> Result<Linear> {
-        let mut weights = Vec::new();
-        let mut bias = Vec::new();
-        for prefix in prefixes {
-            weights.push(self.get(&format!("{prefix}.weight"), &[output, input])?);
+        let total = output * prefixes.len();
+        let mut weight = vec![0.0f32; input * total];
+        let mut bias = Vec::with_capacity(total);
+        for (part, prefix) in prefixes.iter().enumerate() {
+            let w = self.get(&format!("{prefix}.weight"), &[output, input])?;
+            for (o, row) in w.chunks_exact(input).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    weight[i * total + part * output + o] = v;
+                }
+            }
             bias.extend(self.vector(&format!("{prefix}.bias"), &[output])?);
         }
-        let weight = Tensor::cat(&weights, 0)
-            .and_then(|w| w.t())
-            .and_then(|w| w.contiguous())
-            .map_err(candle_err("linear weights"))?;
-        Ok(Linear { weight, bias })
+        Ok(Linear {
+            weight: Panels::pack(&weight, total),
+            bias,
+        })
     }
 }
 
@@ -309,43 +314,24 @@ impl Encoder {
             }
         }
         self.embedding_norm.rows(&mut x);
-        let mut x = to_tensor(x, rows, hidden)?;
         for layer in &self.layers {
-            x = self.layer(layer, &x, lens)?;
+            x = self.layer(layer, &x, lens);
         }
-        x.flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(candle_err("encoder output"))
+        Ok(x)
     }
 
-    fn layer(&self, layer: &Layer, x: &Tensor, lens: &[usize]) -> Result<Tensor> {
-        let rows = x.dims()[0];
-        let hidden = self.hidden;
-        let qkv = layer.qkv.product(x)?;
-        let context = with_values(&qkv, |qkv| {
-            kernels::attention(qkv, &layer.qkv.bias, lens, self.heads)
-        })?;
+    fn layer(&self, layer: &Layer, x: &[f32], lens: &[usize]) -> Vec<f32> {
+        let rows = x.len() / self.hidden;
+        let qkv = layer.qkv.weight.product(x, rows);
+        let context = kernels::attention(&qkv, &layer.qkv.bias, lens, self.heads);
         drop(qkv);
-        let attended = layer
-            .attention_out
-            .product(&to_tensor(context, rows, hidden)?)?;
-        let x = with_values(&attended, |a| {
-            with_values(x, |x| {
-                layer
-                    .attention_norm
-                    .residual(a, &layer.attention_out.bias, x)
-            })
-        })??;
-        let x = to_tensor(x, rows, hidden)?;
-        let up = layer.up.product(&x)?;
-        let up = with_values(&up, |u| {
-            kernels::bias_activation(u, &layer.up.bias, self.activation)
-        })?;
-        let inter = layer.up.bias.len();
-        let down = layer.down.product(&to_tensor(up, rows, inter)?)?;
-        let out = with_values(&down, |d| {
-            with_values(&x, |x| layer.output_norm.residual(d, &layer.down.bias, x))
-        })??;
-        to_tensor(out, rows, hidden)
+        let attended = layer.attention_out.weight.product(&context, rows);
+        let x = layer
+            .attention_norm
+            .residual(&attended, &layer.attention_out.bias, x);
+        let up = layer.up.weight.product(&x, rows);
+        let up = kernels::bias_activation(&up, &layer.up.bias, self.activation);
+        let down = layer.down.weight.product(&up, rows);
+        layer.output_norm.residual(&down, &layer.down.bias, &x)
     }
 }

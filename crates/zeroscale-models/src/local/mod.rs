@@ -2,8 +2,9 @@
 //! default) run on the CPU, doing what the model's own sentence-transformers config says:
 //! tokenise with truncation at `max_seq_length`, encode, pool (mean over the tokens for
 //! MiniLM), L2-normalise when the model has a `Normalize` module. The encoder
-//! (`encoder.rs`) packs a batch's sentences without padding and multiplies matrices with
-//! candle's gemm; the rest is our own vectorised loops (`kernels.rs`).
+//! (`encoder.rs`) packs a batch's sentences without padding; its matrix products
+//! (`small.rs`, weights packed in panels, SIMD width chosen at run time) and the rest
+//! (`kernels.rs`) are our own loops.
 //!
 //! The model is loaded once, on first use or by [`LocalEmbeddings::load`], and shared;
 //! loading and inference run on the blocking thread pool. A missing model is reported as
@@ -13,6 +14,7 @@
 mod batcher;
 mod encoder;
 mod kernels;
+mod small;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -217,9 +219,6 @@ impl EmbeddingProvider for LocalEmbeddings {
     }
 }
 
-fn candle_err(context: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
-    move |e| Error::backend(BACKEND, format!("{context}: {e}"))
-}
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
