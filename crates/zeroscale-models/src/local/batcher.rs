@@ -18,6 +18,8 @@ use zeroscale_core::{Error, Result};
 /// How the batcher runs; see the module docs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchOptions {
+    /// Threads that compute a batch (0: one per CPU).
+    pub(crate) threads: usize,
     pub(crate) max_batch: usize,
     pub(crate) window: Duration,
     pub(crate) max_queue: usize,
@@ -77,11 +79,17 @@ impl Batcher {
             ready: Condvar::new(),
         });
         let per_text = Arc::new(Mutex::new(Duration::from_millis(5)));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads)
+            .thread_name(|i| format!("zeroscale-embed-{i}"))
+            .build()
+            .map_err(|e| Error::unavailable_from("cannot start the embedding threads", e))?;
         let worker = Worker {
             shared: Arc::clone(&shared),
             options,
             run,
             per_text: Arc::clone(&per_text),
+            pool,
         };
         std::thread::Builder::new()
             .name("zeroscale-embed".to_owned())
@@ -138,6 +146,10 @@ struct Worker {
     options: BatchOptions,
     run: Arc<RunBatch>,
     per_text: Arc<Mutex<Duration>>,
+    /// The threads a batch runs on. The batch runs inside the pool (`install`), so the
+    /// kernels' fork-joins are shared by work stealing between threads already awake,
+    /// not handed from this thread to sleeping ones and back.
+    pool: rayon::ThreadPool,
 }
 
 impl Worker {
@@ -151,7 +163,12 @@ impl Worker {
             let started = Instant::now();
             let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
             let count = texts.len();
-            match (self.run)(&texts) {
+            let direct = std::env::var_os("ZS_DIRECT").is_some();
+            match if direct {
+                (self.run)(&texts)
+            } else {
+                self.pool.install(|| (self.run)(&texts))
+            } {
                 Ok(mut embedded) if embedded.len() == count => {
                     for job in jobs.into_iter().rev() {
                         let mine = embedded.split_off(embedded.len() - job.texts.len());
@@ -162,7 +179,7 @@ impl Worker {
                     // Someone's text failed the batch: run each request alone so only
                     // its own caller sees the error.
                     for job in jobs {
-                        let _ = job.reply.send((self.run)(&job.texts));
+                        let _ = job.reply.send(self.pool.install(|| (self.run)(&job.texts)));
                     }
                 }
                 Err(e) => {

@@ -1,13 +1,16 @@
 //! The element-wise and per-sentence arithmetic of the encoder, on packed rows (every
 //! sentence's tokens one after the other, no padding): layer norm, GELU, softmax attention
 //! and pooling. Written as plain loops without branches in the inner loops so the compiler
-//! vectorises them for the baseline x86-64 (or aarch64) target: no CPU-specific build.
+//! vectorises them, run through `pulp`'s dispatch so that happens for the widest SIMD the
+//! CPU has (AVX-512, AVX2/FMA, NEON), chosen at run time: no CPU-specific build.
 //! The matrix products are not here: see `small.rs`.
 
+use pulp::Arch;
 use rayon::prelude::*;
 
-/// Rows handed to one rayon task by the row-wise kernels.
-const ROWS_PER_TASK: usize = 8;
+/// Rows handed to one rayon task by the row-wise kernels: a short sentence is one task,
+/// run by the calling thread without waking another.
+const ROWS_PER_TASK: usize = 32;
 
 /// `e^x` to within a few ulp, without a libm call so loops over it vectorise.
 /// `x` is clamped to [-87, 88] (the range where `e^x` is a normal `f32`).
@@ -69,31 +72,33 @@ pub(crate) fn bias_activation(x: &[f32], bias: &[f32], act: Activation) -> Vec<f
     out.par_chunks_mut(width * ROWS_PER_TASK)
         .zip(x.par_chunks(width * ROWS_PER_TASK))
         .for_each(|(out, x)| {
-            for (out, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-                match act {
-                    Activation::Gelu => {
-                        for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
-                            let v = v + b;
-                            *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+            Arch::new().dispatch(|| {
+                for (out, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+                    match act {
+                        Activation::Gelu => {
+                            for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
+                                let v = v + b;
+                                *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+                            }
                         }
-                    }
-                    Activation::GeluTanh => {
-                        const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-                        for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
-                            let v = v + b;
-                            let u = C * (v + 0.044_715 * v * v * v);
-                            // tanh(u) = 1 - 2 / (e^{2u} + 1)
-                            let tanh = 1.0 - 2.0 / (exp(2.0 * u) + 1.0);
-                            *o = 0.5 * v * (1.0 + tanh);
+                        Activation::GeluTanh => {
+                            const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+                            for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
+                                let v = v + b;
+                                let u = C * (v + 0.044_715 * v * v * v);
+                                // tanh(u) = 1 - 2 / (e^{2u} + 1)
+                                let tanh = 1.0 - 2.0 / (exp(2.0 * u) + 1.0);
+                                *o = 0.5 * v * (1.0 + tanh);
+                            }
                         }
-                    }
-                    Activation::Relu => {
-                        for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
-                            *o = (v + b).max(0.0);
+                        Activation::Relu => {
+                            for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
+                                *o = (v + b).max(0.0);
+                            }
                         }
                     }
                 }
-            }
+            });
         });
     out
 }
@@ -108,7 +113,7 @@ pub(crate) struct LayerNorm {
 
 impl LayerNorm {
     /// Normalises one row in place.
-    #[inline]
+    #[inline(always)]
     fn row(&self, row: &mut [f32]) {
         let n = row.len() as f32;
         let mean = row.iter().sum::<f32>() / n;
@@ -123,9 +128,11 @@ impl LayerNorm {
     pub(crate) fn rows(&self, x: &mut [f32]) {
         let width = self.weight.len();
         x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|rows| {
-            for row in rows.chunks_exact_mut(width) {
-                self.row(row);
-            }
+            Arch::new().dispatch(|| {
+                for row in rows.chunks_exact_mut(width) {
+                    self.row(row);
+                }
+            });
         });
     }
 
@@ -138,16 +145,18 @@ impl LayerNorm {
             .zip(x.par_chunks(width * ROWS_PER_TASK))
             .zip(residual.par_chunks(width * ROWS_PER_TASK))
             .for_each(|((out, x), residual)| {
-                for ((out, x), residual) in out
-                    .chunks_exact_mut(width)
-                    .zip(x.chunks_exact(width))
-                    .zip(residual.chunks_exact(width))
-                {
-                    for (((o, &v), &b), &r) in out.iter_mut().zip(x).zip(bias).zip(residual) {
-                        *o = v + b + r;
+                Arch::new().dispatch(|| {
+                    for ((out, x), residual) in out
+                        .chunks_exact_mut(width)
+                        .zip(x.chunks_exact(width))
+                        .zip(residual.chunks_exact(width))
+                    {
+                        for (((o, &v), &b), &r) in out.iter_mut().zip(x).zip(bias).zip(residual) {
+                            *o = v + b + r;
+                        }
+                        self.row(out);
                     }
-                    self.row(out);
-                }
+                });
             });
         out
     }
@@ -183,7 +192,9 @@ pub(crate) fn attention(qkv: &[f32], bias: &[f32], lens: &[usize], heads: Heads)
         .collect();
     let outputs: Vec<Vec<f32>> = tasks
         .par_iter()
-        .map(|&(s, h)| head(qkv, bias, starts[s], lens[s], h, heads))
+        // At least one sentence's heads per task: a short sentence's are too small to share.
+        .with_min_len(heads.count)
+        .map(|&(s, h)| Arch::new().dispatch(|| head(qkv, bias, starts[s], lens[s], h, heads)))
         .collect();
     let mut out = vec![0.0f32; rows * hidden];
     for (&(s, h), block) in tasks.iter().zip(&outputs) {
@@ -196,6 +207,7 @@ pub(crate) fn attention(qkv: &[f32], bias: &[f32], lens: &[usize], heads: Heads)
 }
 
 /// One head of one sentence: `len` rows from `start`; returns `len × heads.size` values.
+#[inline(always)]
 fn head(qkv: &[f32], bias: &[f32], start: usize, len: usize, h: usize, heads: Heads) -> Vec<f32> {
     let hidden = heads.hidden();
     let d = heads.size;

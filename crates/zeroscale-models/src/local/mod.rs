@@ -64,6 +64,8 @@ pub struct LocalOptions {
     pub batch_window: Duration,
     /// Texts that may wait; past this a request fails as overloaded (default 1024).
     pub max_queue: usize,
+    /// Threads computing a batch (default 0: one per CPU, or `RAYON_NUM_THREADS`).
+    pub threads: usize,
 }
 
 impl Default for LocalOptions {
@@ -72,6 +74,7 @@ impl Default for LocalOptions {
             max_batch: 32,
             batch_window: Duration::from_millis(2),
             max_queue: 1024,
+            threads: 0,
         }
     }
 }
@@ -173,6 +176,7 @@ impl LocalEmbeddings {
                 let model = Arc::clone(&loaded);
                 let batcher = Batcher::start(
                     BatchOptions {
+                        threads: options.threads,
                         max_batch: options.max_batch,
                         window: options.batch_window,
                         max_queue: options.max_queue,
@@ -218,7 +222,6 @@ impl EmbeddingProvider for LocalEmbeddings {
         self.check_files()
     }
 }
-
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
@@ -403,6 +406,7 @@ pub(crate) fn build(
                 max_batch: c.max_batch,
                 batch_window: Duration::from_millis(c.batch_window_ms),
                 max_queue: c.max_queue,
+                threads: c.threads,
             },
         ))),
         ..Default::default()

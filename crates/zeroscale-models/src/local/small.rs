@@ -12,8 +12,9 @@ use rayon::prelude::*;
 /// Rows computed together against one pass over a panel.
 const ROWS: usize = 6;
 
-/// Panels per task handed to a thread.
-const PANELS_PER_TASK: usize = 2;
+/// Tasks per thread a product is split into: a few, so a thread that finishes early
+/// steals work, but few fork-joins.
+const TASKS_PER_THREAD: usize = 2;
 
 /// A `k × n` weight stored as panels of `width` columns (two SIMD vectors of this CPU),
 /// each panel `k × width` row-major and contiguous; the last panel is padded with zeros.
@@ -63,9 +64,13 @@ impl Panels {
         let (k, n, width) = (self.k, self.n, self.width);
         debug_assert_eq!(x.len(), rows * k);
         let panel = k * width;
+        let panels = self.values.len() / panel.max(1);
+        let per_task = panels
+            .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
+            .max(1);
         let blocks: Vec<Vec<f32>> = self
             .values
-            .par_chunks(panel * PANELS_PER_TASK)
+            .par_chunks(panel * per_task)
             .map(|panels| {
                 let count = panels.len() / panel;
                 let mut out = vec![0.0f32; count * rows * width];
@@ -172,13 +177,22 @@ mod tests {
     #[test]
     fn equals_the_naive_product_for_every_shape() {
         let value = |i: usize| ((i * 7919 % 257) as f32 - 128.0) / 64.0;
-        for (rows, k, n) in [(1, 3, 5), (5, 16, 64), (7, 33, 100), (25, 384, 1152), (4, 8, 200)] {
+        for (rows, k, n) in [
+            (1, 3, 5),
+            (5, 16, 64),
+            (7, 33, 100),
+            (25, 384, 1152),
+            (4, 8, 200),
+        ] {
             let x: Vec<f32> = (0..rows * k).map(value).collect();
             let w: Vec<f32> = (0..k * n).map(|i| value(i + 11)).collect();
             let got = Panels::pack(&w, n).product(&x, rows);
             let want = naive(&x, rows, &w, n);
             for (g, e) in got.iter().zip(&want) {
-                assert!((g - e).abs() <= 1e-3 * (1.0 + e.abs()), "{rows}×{k}×{n}: {g} vs {e}");
+                assert!(
+                    (g - e).abs() <= 1e-3 * (1.0 + e.abs()),
+                    "{rows}×{k}×{n}: {g} vs {e}"
+                );
             }
         }
     }
