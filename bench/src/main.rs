@@ -6,6 +6,7 @@
 //! (`cargo xtask services up` writes it); the HTTP figures need the release `zeroscale`
 //! binary next to this one (or `ZEROSCALE_BENCH_BIN`).
 
+mod ann;
 mod backup;
 mod database;
 mod embeddings;

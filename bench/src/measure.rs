@@ -51,6 +51,8 @@ pub(crate) enum Goal {
     Between { low: f64, high: f64 },
     /// The value (not a ratio) is below this.
     Below { value: f64 },
+    /// The value (not a ratio) is at least this.
+    AtLeastValue { value: f64 },
     /// Reported, not held to a goal.
     Report,
 }
@@ -62,6 +64,7 @@ impl Goal {
             Goal::AtLeast { ratio: goal } => Some(ratio >= goal),
             Goal::Between { low, high } => Some((low..=high).contains(&ratio)),
             Goal::Below { value: goal } => Some(value < goal),
+            Goal::AtLeastValue { value: goal } => Some(value >= goal),
             Goal::Report => None,
         }
     }
@@ -72,6 +75,7 @@ impl Goal {
             Goal::AtLeast { ratio } => format!("≥ {ratio}×"),
             Goal::Between { low, high } => format!("{low}–{high}×"),
             Goal::Below { value } => format!("< {value}"),
+            Goal::AtLeastValue { value } => format!("≥ {value}"),
             Goal::Report => "reported".to_owned(),
         }
     }

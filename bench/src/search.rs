@@ -3,7 +3,7 @@
 //! to read the same number of floats from memory on the same number of threads: the
 //! bound a search cannot beat. On SQLite and on PostgreSQL without pgvector (exact mode).
 //! Also reported: the first search of a fresh server (the index built from the table) and
-//! a filtered search (a scan of the table).
+//! a filtered search (a scan of the table). pgvector's approximate search is in `ann.rs`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -18,13 +18,13 @@ use zeroscale_db::domain::{Domain, NewDocument};
 
 use crate::measure::{Figure, Goal, Plan, Stats, compare};
 
-const DIMS: usize = 384;
+pub(crate) const DIMS: usize = 384;
 const COLLECTION: &str = "bench";
 /// Searches per round (each a fresh random query).
 const SEARCHES: usize = 20;
 
 /// A deterministic generator of numbers in [-0.5, 0.5).
-fn random(mut seed: u64) -> impl FnMut() -> f32 {
+pub(crate) fn random(mut seed: u64) -> impl FnMut() -> f32 {
     move || {
         seed = seed
             .wrapping_mul(6364136223846793005)
@@ -33,7 +33,7 @@ fn random(mut seed: u64) -> impl FnMut() -> f32 {
     }
 }
 
-fn unit(next: &mut impl FnMut() -> f32) -> Vec<f32> {
+pub(crate) fn unit(next: &mut impl FnMut() -> f32) -> Vec<f32> {
     let v: Vec<f32> = (0..DIMS).map(|_| next()).collect();
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.into_iter().map(|x| x / n).collect()
@@ -97,10 +97,20 @@ pub(crate) async fn run(plan: Plan, dir: &Path) -> anyhow::Result<Vec<Figure>> {
             eprintln!("search: no ZEROSCALE_TEST_POSTGRES_URL, PostgreSQL skipped");
         }
     }
+    match std::env::var("ZEROSCALE_TEST_PGVECTOR_URL") {
+        Ok(admin_url) => figures.extend(crate::ann::run(plan, &admin_url).await?),
+        Err(_) => {
+            anyhow::ensure!(
+                std::env::var_os("CI").is_none(),
+                "ZEROSCALE_TEST_PGVECTOR_URL is not set: run `cargo xtask bench`, which starts PostgreSQL with pgvector"
+            );
+            eprintln!("search: no ZEROSCALE_TEST_PGVECTOR_URL, pgvector skipped");
+        }
+    }
     Ok(figures)
 }
 
-async fn domain(config: &DatabaseConfig) -> anyhow::Result<Domain> {
+pub(crate) async fn domain(config: &DatabaseConfig) -> anyhow::Result<Domain> {
     let db = Db::connect(config).await?;
     db.migrate_up().await?;
     Ok(Domain::new(db, Default::default(), ChatConfig::default()))

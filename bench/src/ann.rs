@@ -1,0 +1,208 @@
+//! Approximate search (#15): pgvector's HNSW index through `Documents::search` (vector
+//! search `pgvector`), its recall@10 against the exact top 10 of the same vectors
+//! (computed here, in f64), and its latency against the exact in-memory index on the same
+//! server. On random unit vectors (the hardest case for recall) and on real MiniLM
+//! embeddings of generated sentences.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use zeroscale_core::config::{DatabaseConfig, PostgresConfig, VectorSearch};
+use zeroscale_core::models::{EmbeddingProvider, EmbeddingRequest};
+use zeroscale_db::domain::{Domain, NewDocument};
+use zeroscale_models::local::LocalEmbeddings;
+
+use crate::measure::{Figure, Goal, Plan, Stats, compare};
+use crate::search::{DIMS, domain, random, unit};
+
+const K: usize = 10;
+/// Queries per round.
+const QUERIES: usize = 20;
+
+/// One set of vectors to search: its label and the vectors, with queries.
+struct Set {
+    label: &'static str,
+    vectors: Vec<Vec<f32>>,
+    queries: Vec<Vec<f32>>,
+}
+
+/// The indices of the `k` vectors most cosine-similar to `query`, best first (f64).
+fn exact_top(vectors: &[Vec<f32>], query: &[f32], k: usize) -> Vec<usize> {
+    let qn = query.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let mut scored: Vec<(f64, usize)> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let dot: f64 = v.iter().zip(query).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let n = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            (dot / (n * qn).max(1e-30), i)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().take(k).map(|(_, i)| i).collect()
+}
+
+async fn load(d: &Domain, collection: &str, vectors: &[Vec<f32>]) -> anyhow::Result<()> {
+    for (start, part) in (0..).step_by(1_000).zip(vectors.chunks(1_000)) {
+        let docs = part
+            .iter()
+            .enumerate()
+            .map(|(i, v)| NewDocument {
+                collection: collection.into(),
+                content: (start + i).to_string(),
+                metadata: json!({}),
+                embedding_model: "bench".into(),
+                vector: v.clone(),
+            })
+            .collect();
+        d.documents().insert_many(docs).await?;
+    }
+    Ok(())
+}
+
+/// Mean recall@K of `d`'s searches over `queries` against the exact answers.
+async fn recall(
+    d: &Domain,
+    collection: &str,
+    queries: &[Vec<f32>],
+    exact: &[Vec<usize>],
+) -> anyhow::Result<f64> {
+    let mut found = 0usize;
+    for (q, want) in queries.iter().zip(exact) {
+        let hits = d.documents().search(collection, q, K, None).await?;
+        let got: Vec<usize> = hits
+            .iter()
+            .filter_map(|h| h.document.content.parse().ok())
+            .collect();
+        found += want.iter().filter(|i| got.contains(i)).count();
+    }
+    Ok(found as f64 / (K * queries.len()).max(1) as f64)
+}
+
+/// How long `d` takes to answer `queries` (an hour if one fails, so the figure shows it).
+async fn time(d: &Domain, collection: &str, queries: &[Vec<f32>]) -> Duration {
+    let started = Instant::now();
+    for q in queries {
+        if d.documents().search(collection, q, K, None).await.is_err() {
+            return Duration::from_secs(3600);
+        }
+    }
+    started.elapsed()
+}
+
+/// The real set: MiniLM embeddings of generated sentences (the local model from
+/// `ZEROSCALE_TEST_MODEL_DIR`), when it is installed.
+async fn real_set(plan: Plan) -> anyhow::Result<Option<Set>> {
+    let Some(dir) = std::env::var_os("ZEROSCALE_TEST_MODEL_DIR") else {
+        anyhow::ensure!(
+            std::env::var_os("CI").is_none(),
+            "ZEROSCALE_TEST_MODEL_DIR is not set: run `cargo xtask bench`, which installs the model"
+        );
+        return Ok(None);
+    };
+    let model = LocalEmbeddings::new("bench", "all-MiniLM-L6-v2", Path::new(&dir), 32);
+    let n = plan.size(4_096, 512);
+    let texts = crate::embeddings::sentences(n + plan.rounds * QUERIES, 2026);
+    let response = model
+        .embed(EmbeddingRequest {
+            model: "all-MiniLM-L6-v2".into(),
+            inputs: texts,
+        })
+        .await?;
+    let mut vectors = response.vectors;
+    let queries = vectors.split_off(n);
+    Ok(Some(Set {
+        label: "real MiniLM vectors of generated sentences",
+        vectors,
+        queries,
+    }))
+}
+
+pub(crate) async fn run(plan: Plan, admin_url: &str) -> anyhow::Result<Vec<Figure>> {
+    let mut sets = Vec::new();
+    let n = plan.size(100_000, 5_000);
+    let mut next = random(77);
+    sets.push(Set {
+        label: "random unit vectors",
+        vectors: (0..n).map(|_| unit(&mut next)).collect(),
+        queries: (0..plan.rounds * QUERIES).map(|_| unit(&mut next)).collect(),
+    });
+    sets.extend(real_set(plan).await?);
+    let name = format!("zs_bench_ann_{}", std::process::id());
+    let url = crate::database::create_database(admin_url, &name).await?;
+    let result = measure(plan, &url, &sets).await;
+    crate::database::drop_database(&url).await;
+    result
+}
+
+async fn measure(plan: Plan, url: &str, sets: &[Set]) -> anyhow::Result<Vec<Figure>> {
+    let config = |mode| {
+        DatabaseConfig::Postgres(PostgresConfig {
+            url: url.to_owned().into(),
+            vector_search: mode,
+            ..Default::default()
+        })
+    };
+    let hnsw = domain(&config(VectorSearch::Pgvector)).await?;
+    let exact = domain(&config(VectorSearch::Exact)).await?;
+    let mut figures = Vec::new();
+    for (s, set) in sets.iter().enumerate() {
+        let collection = format!("ann{s}");
+        let n = set.vectors.len();
+        let started = Instant::now();
+        load(&hnsw, &collection, &set.vectors).await?;
+        let loaded = started.elapsed();
+        let truth: Vec<Vec<usize>> = set
+            .queries
+            .iter()
+            .map(|q| exact_top(&set.vectors, q, K))
+            .collect();
+        let mut recalls = Vec::new();
+        for round in 0..plan.rounds {
+            let range = round * QUERIES..(round + 1) * QUERIES;
+            let r = recall(&hnsw, &collection, &set.queries[range.clone()], &truth[range]).await?;
+            recalls.push(r);
+        }
+        // The exact path must find every one: a check of the check.
+        let exact_recall = recall(&exact, &collection, &set.queries[..QUERIES], &truth[..QUERIES]).await?;
+        anyhow::ensure!(
+            exact_recall > 0.999,
+            "exact search found {exact_recall} of the true top {K}: the recall check is wrong"
+        );
+        let recall = Stats::of(&recalls);
+        figures.push(Figure {
+            concern: "search",
+            name: format!(
+                "pgvector HNSW recall@{K} over {n} × {} {}, {QUERIES} queries a round (loaded and indexed in {:.1} s)",
+                set.vectors.first().map_or(DIMS, Vec::len),
+                set.label,
+                loaded.as_secs_f64()
+            ),
+            unit: "recall",
+            ours: recall,
+            theirs: None,
+            against: Some("the exact top 10".to_owned()),
+            ratio: None,
+            goal: Goal::AtLeastValue { value: 0.95 },
+            pass: (!plan.quick).then(|| recall.median >= 0.95),
+            rounds: recalls.len(),
+        });
+        let queries = &set.queries[..QUERIES];
+        figures.push(
+            compare(
+                plan,
+                "search",
+                format!("pgvector HNSW top-{K} over {n} {}, {QUERIES} searches: time vs the exact in-memory index", set.label),
+                "exact search (in-memory index), same server",
+                Goal::Report,
+                |_| time(&hnsw, &collection, queries),
+                |_| time(&exact, &collection, queries),
+            )
+            .await,
+        );
+    }
+    hnsw.db().clone().close().await?;
+    exact.db().clone().close().await?;
+    Ok(figures)
+}
