@@ -29,12 +29,20 @@ struct Set {
 
 /// The indices of the `k` vectors most cosine-similar to `query`, best first (f64).
 fn exact_top(vectors: &[Vec<f32>], query: &[f32], k: usize) -> Vec<usize> {
-    let qn = query.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let qn = query
+        .iter()
+        .map(|x| f64::from(*x).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let mut scored: Vec<(f64, usize)> = vectors
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let dot: f64 = v.iter().zip(query).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let dot: f64 = v
+                .iter()
+                .zip(query)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
             let n = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
             (dot / (n * qn).max(1e-30), i)
         })
@@ -126,7 +134,9 @@ pub(crate) async fn run(plan: Plan, admin_url: &str) -> anyhow::Result<Vec<Figur
     sets.push(Set {
         label: "random unit vectors",
         vectors: (0..n).map(|_| unit(&mut next)).collect(),
-        queries: (0..plan.rounds * QUERIES).map(|_| unit(&mut next)).collect(),
+        queries: (0..plan.rounds * QUERIES)
+            .map(|_| unit(&mut next))
+            .collect(),
     });
     sets.extend(real_set(plan).await?);
     let name = format!("zs_bench_ann_{}", std::process::id());
@@ -161,11 +171,23 @@ async fn measure(plan: Plan, url: &str, sets: &[Set]) -> anyhow::Result<Vec<Figu
         let mut recalls = Vec::new();
         for round in 0..plan.rounds {
             let range = round * QUERIES..(round + 1) * QUERIES;
-            let r = recall(&hnsw, &collection, &set.queries[range.clone()], &truth[range]).await?;
+            let r = recall(
+                &hnsw,
+                &collection,
+                &set.queries[range.clone()],
+                &truth[range],
+            )
+            .await?;
             recalls.push(r);
         }
         // The exact path must find every one: a check of the check.
-        let exact_recall = recall(&exact, &collection, &set.queries[..QUERIES], &truth[..QUERIES]).await?;
+        let exact_recall = recall(
+            &exact,
+            &collection,
+            &set.queries[..QUERIES],
+            &truth[..QUERIES],
+        )
+        .await?;
         anyhow::ensure!(
             exact_recall > 0.999,
             "exact search found {exact_recall} of the true top {K}: the recall check is wrong"
@@ -185,7 +207,7 @@ async fn measure(plan: Plan, url: &str, sets: &[Set]) -> anyhow::Result<Vec<Figu
             against: Some("the exact top 10".to_owned()),
             ratio: None,
             goal: Goal::AtLeastValue { value: 0.95 },
-            pass: (!plan.quick).then(|| recall.median >= 0.95),
+            pass: (!plan.quick).then_some(recall.median >= 0.95),
             rounds: recalls.len(),
         });
         let queries = &set.queries[..QUERIES];
