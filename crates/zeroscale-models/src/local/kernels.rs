@@ -5,7 +5,7 @@
 //! CPU has (AVX-512, AVX2/FMA, NEON), chosen at run time: no CPU-specific build.
 //! The matrix products are not here: see `small.rs`.
 
-use pulp::Arch;
+use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 /// Rows handed to one rayon task by the row-wise kernels: a short sentence is one task,
@@ -23,7 +23,8 @@ pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer in f32 arithmetic.
     const ROUND: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
     let g = (x - n * LN2_HI) - n * LN2_LO;
     // Taylor series of e^g to degree 7: |g|^8 / 8! < 5e-9 for |g| ≤ 0.347.
     let p = 1.0
@@ -32,8 +33,11 @@ pub(crate) fn exp(x: f32) -> f32 {
                 + g * (1.0 / 6.0
                     + g * (1.0 / 24.0
                         + g * (1.0 / 120.0 + g * (1.0 / 720.0 + g * (1.0 / 5040.0)))))));
-    // 2^n from its exponent bits; n is in [-126, 127] after the clamp.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from its exponent bits, n + 127 in [1, 254] after the clamp. `t`'s low mantissa
+    // bits hold n (1.5 · 2^23 has an ulp of 1), so integer arithmetic on its bits gives
+    // the exponent without a float-to-int conversion, which would not vectorise.
+    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    let scale = f32::from_bits(biased << 23);
     p * scale
 }
 
@@ -72,35 +76,52 @@ pub(crate) fn bias_activation(x: &[f32], bias: &[f32], act: Activation) -> Vec<f
     out.par_chunks_mut(width * ROWS_PER_TASK)
         .zip(x.par_chunks(width * ROWS_PER_TASK))
         .for_each(|(out, x)| {
-            Arch::new().dispatch(|| {
-                for (out, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-                    match act {
-                        Activation::Gelu => {
-                            for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
-                                let v = v + b;
-                                *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
-                            }
-                        }
-                        Activation::GeluTanh => {
-                            const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-                            for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
-                                let v = v + b;
-                                let u = C * (v + 0.044_715 * v * v * v);
-                                // tanh(u) = 1 - 2 / (e^{2u} + 1)
-                                let tanh = 1.0 - 2.0 / (exp(2.0 * u) + 1.0);
-                                *o = 0.5 * v * (1.0 + tanh);
-                            }
-                        }
-                        Activation::Relu => {
-                            for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
-                                *o = (v + b).max(0.0);
-                            }
-                        }
-                    }
-                }
-            });
+            Arch::new().dispatch(Activate { out, x, bias, act });
         });
     out
+}
+
+/// [`bias_activation`] on some rows, compiled for the SIMD `pulp` picked.
+struct Activate<'a> {
+    out: &'a mut [f32],
+    x: &'a [f32],
+    bias: &'a [f32],
+    act: Activation,
+}
+
+impl WithSimd for Activate<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Activate { out, x, bias, act } = self;
+        let width = bias.len();
+        for (out, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+            match act {
+                Activation::Gelu => {
+                    for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
+                        let v = v + b;
+                        *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+                    }
+                }
+                Activation::GeluTanh => {
+                    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+                    for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
+                        let v = v + b;
+                        let u = C * (v + 0.044_715 * v * v * v);
+                        // tanh(u) = 1 - 2 / (e^{2u} + 1)
+                        let tanh = 1.0 - 2.0 / (exp(2.0 * u) + 1.0);
+                        *o = 0.5 * v * (1.0 + tanh);
+                    }
+                }
+                Activation::Relu => {
+                    for ((o, &v), &b) in out.iter_mut().zip(x).zip(bias) {
+                        *o = (v + b).max(0.0);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A layer norm's parameters.
@@ -128,10 +149,10 @@ impl LayerNorm {
     pub(crate) fn rows(&self, x: &mut [f32]) {
         let width = self.weight.len();
         x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|rows| {
-            Arch::new().dispatch(|| {
-                for row in rows.chunks_exact_mut(width) {
-                    self.row(row);
-                }
+            Arch::new().dispatch(Normalise {
+                norm: self,
+                out: rows,
+                add: None,
             });
         });
     }
@@ -140,25 +161,53 @@ impl LayerNorm {
     /// the stream it branched from.
     pub(crate) fn residual(&self, x: &[f32], bias: &[f32], residual: &[f32]) -> Vec<f32> {
         let width = self.weight.len();
-        let mut out = vec![0.0f32; x.len()];
+        let mut out = x.to_vec();
         out.par_chunks_mut(width * ROWS_PER_TASK)
-            .zip(x.par_chunks(width * ROWS_PER_TASK))
             .zip(residual.par_chunks(width * ROWS_PER_TASK))
-            .for_each(|((out, x), residual)| {
-                Arch::new().dispatch(|| {
-                    for ((out, x), residual) in out
-                        .chunks_exact_mut(width)
-                        .zip(x.chunks_exact(width))
-                        .zip(residual.chunks_exact(width))
-                    {
-                        for (((o, &v), &b), &r) in out.iter_mut().zip(x).zip(bias).zip(residual) {
-                            *o = v + b + r;
-                        }
-                        self.row(out);
-                    }
+            .for_each(|(out, residual)| {
+                Arch::new().dispatch(Normalise {
+                    norm: self,
+                    out,
+                    add: Some((bias, residual)),
                 });
             });
         out
+    }
+}
+
+/// Layer norm of some rows in place, after adding a bias and a residual when given;
+/// compiled for the SIMD `pulp` picked.
+struct Normalise<'a> {
+    norm: &'a LayerNorm,
+    out: &'a mut [f32],
+    add: Option<(&'a [f32], &'a [f32])>,
+}
+
+impl WithSimd for Normalise<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Normalise { norm, out, add } = self;
+        let width = norm.weight.len();
+        match add {
+            Some((bias, residual)) => {
+                for (out, residual) in out
+                    .chunks_exact_mut(width)
+                    .zip(residual.chunks_exact(width))
+                {
+                    for ((o, &b), &r) in out.iter_mut().zip(bias).zip(residual) {
+                        *o += b + r;
+                    }
+                    norm.row(out);
+                }
+            }
+            None => {
+                for row in out.chunks_exact_mut(width) {
+                    norm.row(row);
+                }
+            }
+        }
     }
 }
 
@@ -194,7 +243,16 @@ pub(crate) fn attention(qkv: &[f32], bias: &[f32], lens: &[usize], heads: Heads)
         .par_iter()
         // At least one sentence's heads per task: a short sentence's are too small to share.
         .with_min_len(heads.count)
-        .map(|&(s, h)| Arch::new().dispatch(|| head(qkv, bias, starts[s], lens[s], h, heads)))
+        .map(|&(s, h)| {
+            Arch::new().dispatch(Head {
+                qkv,
+                bias,
+                start: starts[s],
+                len: lens[s],
+                h,
+                heads,
+            })
+        })
         .collect();
     let mut out = vec![0.0f32; rows * hidden];
     for (&(s, h), block) in tasks.iter().zip(&outputs) {
@@ -204,6 +262,27 @@ pub(crate) fn attention(qkv: &[f32], bias: &[f32], lens: &[usize], heads: Heads)
         }
     }
     out
+}
+
+/// One head of one sentence, compiled for the SIMD `pulp` picked.
+struct Head<'a> {
+    qkv: &'a [f32],
+    bias: &'a [f32],
+    start: usize,
+    len: usize,
+    h: usize,
+    heads: Heads,
+}
+
+impl WithSimd for Head<'_> {
+    type Output = Vec<f32>;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) -> Vec<f32> {
+        head(
+            self.qkv, self.bias, self.start, self.len, self.h, self.heads,
+        )
+    }
 }
 
 /// One head of one sentence: `len` rows from `start`; returns `len × heads.size` values.
