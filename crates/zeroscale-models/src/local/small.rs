@@ -38,10 +38,14 @@ impl WithSimd for Lanes {
 }
 
 impl Panels {
-    /// Packs the row-major `k × n` matrix `w`.
+    /// Packs the row-major `k × n` matrix `w` for this CPU's SIMD width.
     pub(crate) fn pack(w: &[f32], n: usize) -> Panels {
+        Panels::pack_width(w, n, 2 * Arch::new().dispatch(Lanes))
+    }
+
+    /// Packs `w` in panels of `width` columns (twice the SIMD lanes that will run it).
+    fn pack_width(w: &[f32], n: usize, width: usize) -> Panels {
         let k = w.len() / n.max(1);
-        let width = 2 * Arch::new().dispatch(Lanes);
         let count = n.div_ceil(width);
         let mut values = vec![0.0f32; count * k * width];
         for (j, panel) in values.chunks_exact_mut(k * width).enumerate() {
@@ -61,6 +65,11 @@ impl Panels {
 
     /// `x · w` for `rows` rows of `x`, row-major `rows × n`.
     pub(crate) fn product(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        self.product_by(x, rows, |panel| Arch::new().dispatch(panel))
+    }
+
+    /// [`Panels::product`] with each panel run by `run` (a SIMD dispatch).
+    fn product_by(&self, x: &[f32], rows: usize, run: impl Fn(Panel<'_>) + Sync) -> Vec<f32> {
         let (k, n, width) = (self.k, self.n, self.width);
         debug_assert_eq!(x.len(), rows * k);
         let panel = k * width;
@@ -78,7 +87,7 @@ impl Panels {
                     .chunks_exact(panel)
                     .zip(out.chunks_exact_mut(rows * width))
                 {
-                    Arch::new().dispatch(Panel { x, rows, k, w, out });
+                    run(Panel { x, rows, k, w, out });
                 }
                 out
             })
@@ -186,12 +195,27 @@ mod tests {
         ] {
             let x: Vec<f32> = (0..rows * k).map(value).collect();
             let w: Vec<f32> = (0..k * n).map(|i| value(i + 11)).collect();
-            let got = Panels::pack(&w, n).product(&x, rows);
             let want = naive(&x, rows, &w, n);
-            for (g, e) in got.iter().zip(&want) {
-                assert!(
-                    (g - e).abs() <= 1e-3 * (1.0 + e.abs()),
-                    "{rows}×{k}×{n}: {g} vs {e}"
+            let check = |got: Vec<f32>, path: &str| {
+                for (g, e) in got.iter().zip(&want) {
+                    assert!(
+                        (g - e).abs() <= 1e-3 * (1.0 + e.abs()),
+                        "{path} {rows}×{k}×{n}: {g} vs {e}"
+                    );
+                }
+            };
+            // What this CPU runs, and every narrower path CI's CPUs may take.
+            check(Panels::pack(&w, n).product(&x, rows), "dispatched");
+            let scalar = pulp::Scalar::new();
+            check(
+                Panels::pack_width(&w, n, 2).product_by(&x, rows, |p| Simd::vectorize(scalar, p)),
+                "scalar",
+            );
+            #[cfg(target_arch = "x86_64")]
+            if let Some(v3) = pulp::x86::V3::try_new() {
+                check(
+                    Panels::pack_width(&w, n, 16).product_by(&x, rows, |p| Simd::vectorize(v3, p)),
+                    "AVX2",
                 );
             }
         }
