@@ -530,3 +530,38 @@ fn image_cost_estimate_is_the_dearest_provider_in_the_chain() {
         "not an image model"
     );
 }
+
+fn overloaded() -> Result<()> {
+    Err(Error::overloaded("queue full", Duration::from_secs(3)))
+}
+
+#[tokio::test]
+async fn an_overloaded_provider_is_not_retried_nor_cooled_down_and_the_wait_is_passed_on() {
+    // Alone: no retry, and the caller gets the provider's Retry-After.
+    let primary = Scripted::new(
+        "primary",
+        vec![overloaded(), overloaded(), overloaded(), overloaded()],
+    );
+    let mut router = Router::new(&config(&[]));
+    router.add_embedding_provider("primary", primary.clone());
+    for _ in 0..4 {
+        let err = router.embed("minilm", vec!["hi".into()]).await.unwrap_err();
+        assert!(err.is_overloaded(), "{err}");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+    }
+    assert_eq!(primary.calls(), 4, "one call each, no retries");
+    // Four overloads (more than allowed_fails) did not start a cooldown: the next call
+    // reaches the provider, which now answers.
+    let routed = router.embed("minilm", vec!["hi".into()]).await.unwrap();
+    assert_eq!(routed.provider, "primary");
+    assert_eq!(primary.calls(), 5);
+
+    // With a fallback, the fallback serves at once.
+    let primary = Scripted::new("primary", vec![overloaded()]);
+    let backup = Scripted::new("backup", vec![]);
+    let mut router = Router::new(&config(&["backup"]));
+    router.add_embedding_provider("primary", primary.clone());
+    router.add_embedding_provider("backup", backup.clone());
+    let routed = router.embed("minilm", vec!["hi".into()]).await.unwrap();
+    assert_eq!((routed.provider.as_str(), primary.calls()), ("backup", 1));
+}

@@ -250,3 +250,146 @@ impl Worker {
         Some(jobs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batcher whose model returns each text's length, after `delay`, and records the
+    /// size of every batch; a text "bad" fails its batch.
+    fn batcher(options: BatchOptions, delay: Duration) -> (Batcher, Arc<Mutex<Vec<usize>>>) {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let run: Arc<RunBatch> = Arc::new(move |texts: &[String]| {
+            seen.lock().unwrap().push(texts.len());
+            std::thread::sleep(delay);
+            if texts.iter().any(|t| t == "bad") {
+                return Err(Error::invalid_input("bad text"));
+            }
+            Ok(texts
+                .iter()
+                .map(|t| (vec![t.len() as f32], t.len() as u64))
+                .collect())
+        });
+        (Batcher::start(options, run).unwrap(), sizes)
+    }
+
+    fn options() -> BatchOptions {
+        BatchOptions {
+            threads: 1,
+            max_batch: 32,
+            window: Duration::from_millis(20),
+            max_queue: 1024,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_callers_share_batches_and_get_their_own_answers() {
+        let (b, sizes) = batcher(options(), Duration::from_millis(5));
+        let b = Arc::new(b);
+        let mut tasks = Vec::new();
+        for client in 0..8 {
+            let b = Arc::clone(&b);
+            tasks.push(tokio::spawn(async move {
+                for round in 0..10 {
+                    let text = "x".repeat(1 + client + round);
+                    let got = b.embed(vec![text.clone()]).await.unwrap();
+                    assert_eq!(got, vec![(vec![text.len() as f32], text.len() as u64)]);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 80, "{sizes:?}");
+        assert!(
+            sizes.len() <= 40,
+            "80 requests from 8 concurrent callers ran in {} batches: {sizes:?}",
+            sizes.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lone_caller_does_not_wait_for_the_window() {
+        let (b, _) = batcher(
+            BatchOptions {
+                window: Duration::from_secs(5),
+                ..options()
+            },
+            Duration::ZERO,
+        );
+        let started = Instant::now();
+        for _ in 0..3 {
+            b.embed(vec!["one".into()]).await.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_bad_text_fails_only_its_own_request() {
+        let (b, _) = batcher(options(), Duration::from_millis(30));
+        let b = Arc::new(b);
+        // The first request keeps the worker busy so the next two queue and batch together.
+        let first = tokio::spawn({
+            let b = Arc::clone(&b);
+            async move { b.embed(vec!["first".into()]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let bad = tokio::spawn({
+            let b = Arc::clone(&b);
+            async move { b.embed(vec!["bad".into()]).await }
+        });
+        let good = tokio::spawn({
+            let b = Arc::clone(&b);
+            async move { b.embed(vec!["good".into()]).await }
+        });
+        assert!(first.await.unwrap().is_ok());
+        let err = bad.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+        assert_eq!(good.await.unwrap().unwrap(), vec![(vec![4.0], 4)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_full_queue_refuses_at_once_with_a_retry_after() {
+        let (b, _) = batcher(
+            BatchOptions {
+                max_batch: 1,
+                max_queue: 2,
+                ..options()
+            },
+            Duration::from_millis(200),
+        );
+        let b = Arc::new(b);
+        let mut running = Vec::new();
+        for _ in 0..3 {
+            let b = Arc::clone(&b);
+            running.push(tokio::spawn(async move { b.embed(vec!["t".into()]).await }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // One is being computed, two wait: the queue is full.
+        let started = Instant::now();
+        let err = b.embed(vec!["more".into()]).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "refused at once"
+        );
+        assert!(err.is_overloaded(), "{err}");
+        assert!(
+            err.retry_after()
+                .is_some_and(|d| d >= Duration::from_secs(1))
+        );
+        let public = zeroscale_core::error::PublicError::from(&err);
+        assert_eq!((public.status, public.retry_after.is_some()), (503, true));
+        for r in running {
+            assert!(
+                r.await.unwrap().is_ok(),
+                "the queued requests are still served"
+            );
+        }
+    }
+}
