@@ -331,8 +331,20 @@ async fn callback_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUs
     (port, hits)
 }
 
-/// Opens `url` in headless Chromium for a few seconds.
-fn open_in_chromium(chromium: &str, url: &str, profile: &std::path::Path) {
+/// Opens `url` in headless Chromium and keeps it open until `done()` holds or `max` has
+/// passed, then closes it. Returns how long the browser was open.
+///
+/// The browser is not asked to dump the page and exit: a headless Chromium may exit
+/// before the page's requests are sent, and on a busy 2-core machine its start alone can
+/// take seconds. Polling the outcome instead makes the wait as long as the machine needs.
+fn open_in_chromium(
+    chromium: &str,
+    url: &str,
+    profile: &std::path::Path,
+    done: impl Fn() -> bool,
+    max: Duration,
+) -> Duration {
+    let started = std::time::Instant::now();
     let mut child = Command::new(chromium)
         .args([
             "--headless",
@@ -343,8 +355,6 @@ fn open_in_chromium(chromium: &str, url: &str, profile: &std::path::Path) {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
@@ -352,15 +362,16 @@ fn open_in_chromium(chromium: &str, url: &str, profile: &std::path::Path) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start chromium");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while std::time::Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return;
+    while started.elapsed() < max && !done() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("chromium exited early ({status}) while showing {url}");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let open_for = started.elapsed();
     let _ = child.kill();
     let _ = child.wait();
+    open_for
 }
 
 /// A real browser opens the signed URL of an uploaded HTML page whose script calls back
@@ -402,23 +413,40 @@ async fn a_browser_never_runs_an_uploaded_page() {
         format!("http://127.0.0.1:{control_port}/page.html")
     };
     let profile = tmp.0.join("chromium-profile");
-    let chromium2 = chromium.clone();
-    let profile2 = profile.clone();
-    tokio::task::spawn_blocking(move || open_in_chromium(&chromium2, &control, &profile2))
-        .await
-        .unwrap();
-    let control_hits = hits.load(std::sync::atomic::Ordering::SeqCst);
+    let (chromium2, profile2, control_hits) = (chromium.clone(), profile.clone(), hits.clone());
+    let control_took = tokio::task::spawn_blocking(move || {
+        open_in_chromium(
+            &chromium2,
+            &control,
+            &profile2,
+            || control_hits.load(std::sync::atomic::Ordering::SeqCst) > 0,
+            Duration::from_secs(90),
+        )
+    })
+    .await
+    .unwrap();
     assert!(
-        control_hits > 0,
-        "the control page's script did not run: the test proves nothing"
+        hits.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the control page's script did not run within {control_took:?}: the test proves nothing"
     );
 
+    // The uploaded page gets the time the control needed to start the browser and run
+    // its script, three times over (at least 5 s).
     hits.store(0, std::sync::atomic::Ordering::SeqCst);
     let signed = url.clone();
-    tokio::task::spawn_blocking(move || open_in_chromium(&chromium, &signed, &profile))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let wait = (control_took * 3).max(Duration::from_secs(5));
+    let uploaded_hits = hits.clone();
+    tokio::task::spawn_blocking(move || {
+        open_in_chromium(
+            &chromium,
+            &signed,
+            &profile,
+            || uploaded_hits.load(std::sync::atomic::Ordering::SeqCst) > 0,
+            wait,
+        )
+    })
+    .await
+    .unwrap();
     assert_eq!(
         hits.load(std::sync::atomic::Ordering::SeqCst),
         0,
