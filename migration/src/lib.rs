@@ -10,6 +10,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_domain;
 mod m20261123_000001_user_jobs;
 mod m20261202_000001_vector_collections;
+mod m20261203_000001_queue_jobs;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_domain::Migration),
             Box::new(m20261123_000001_user_jobs::Migration),
             Box::new(m20261202_000001_vector_collections::Migration),
+            Box::new(m20261203_000001_queue_jobs::Migration),
         ]
     }
 }

@@ -21,6 +21,7 @@ pub mod migrate;
 mod pgvector;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod queue;
 pub mod registry;
 pub mod schema;
 #[cfg(feature = "sqlite")]
@@ -204,5 +205,63 @@ pub mod testing {
     /// The sea-orm connection of `db`.
     pub fn conn(db: &crate::Db) -> &sea_orm::DatabaseConnection {
         db.conn()
+    }
+
+    /// A fresh, migrated database named `name` on the PostgreSQL server at `admin_url`
+    /// (a URL ending in `/<database>`), with a pool of `pool`; returns it and its URL.
+    /// Drop it with [`drop_postgres_database`].
+    #[cfg(feature = "postgres")]
+    pub async fn fresh_postgres_database(
+        admin_url: &str,
+        name: &str,
+        pool: u32,
+    ) -> zeroscale_core::Result<(crate::Db, String)> {
+        use sea_orm::ConnectionTrait;
+        let admin = postgres(admin_url, 2).await?;
+        admin
+            .conn()
+            .execute_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                format!("CREATE DATABASE \"{name}\""),
+            ))
+            .await
+            .map_err(|e| admin.map_err(e))?;
+        let _ = admin.close().await;
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .ok_or_else(|| zeroscale_core::Error::invalid_input("the URL names no database"))?;
+        let url = format!("{base}/{name}");
+        let db = postgres(&url, pool).await?;
+        db.migrate_up().await?;
+        Ok((db, url))
+    }
+
+    /// Drops the database `name` made by [`fresh_postgres_database`].
+    #[cfg(feature = "postgres")]
+    pub async fn drop_postgres_database(admin_url: &str, name: &str) -> zeroscale_core::Result<()> {
+        use sea_orm::ConnectionTrait;
+        let admin = postgres(admin_url, 2).await?;
+        admin
+            .conn()
+            .execute_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            ))
+            .await
+            .map_err(|e| admin.map_err(e))?;
+        admin.close().await
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn postgres(url: &str, pool: u32) -> zeroscale_core::Result<crate::Db> {
+        crate::Db::connect(&zeroscale_core::config::DatabaseConfig::Postgres(
+            zeroscale_core::config::PostgresConfig {
+                url: url.to_owned().into(),
+                max_connections: pool,
+                min_connections: 0,
+                ..Default::default()
+            },
+        ))
+        .await
     }
 }

@@ -5,8 +5,9 @@
 //! while it is subscribed, and [`Heard::Resumed`] marks each (re)subscription, after which
 //! anything published in between is lost. A cache fed by it must therefore also expire.
 //!
-//! The Redis queue fans out over Redis pub/sub on `<key_prefix>:fanout:<topic>`. The
-//! in-memory queue is private to its process, so no other process needs to hear:
+//! The Redis queue fans out over Redis pub/sub on `<key_prefix>:fanout:<topic>`; the
+//! database queue over its database's notices (PostgreSQL `LISTEN/NOTIFY`, a table on
+//! SQLite). The in-memory queue is private to its process, so no other process needs to hear:
 //! [`connect`] returns `None`.
 
 use std::fmt;
@@ -70,12 +71,22 @@ impl Fanout {
 /// The fan-out of `topic` among every process configured with this queue, or `None` when
 /// the queue is private to this process.
 pub async fn connect(config: &QueueConfig, topic: &str) -> Result<Option<Fanout>> {
+    connect_with(config, topic, &crate::QueueContext::default()).await
+}
+
+/// [`connect`], with what the app shares with the queue (the database queue fans out
+/// over the application's database).
+pub async fn connect_with(
+    config: &QueueConfig,
+    topic: &str,
+    context: &crate::QueueContext,
+) -> Result<Option<Fanout>> {
     if topic.is_empty() || topic.contains(char::is_whitespace) {
         return Err(Error::invalid_input(
             "a fan-out topic must be non-empty, without spaces",
         ));
     }
-    (BACKENDS.entry(config.kind())?.fanout)(config, topic).await
+    (BACKENDS.entry(config.kind())?.fanout)(config, topic, context).await
 }
 
 /// The delay before listening again after a failure: doubling from 100 ms to 5 s.

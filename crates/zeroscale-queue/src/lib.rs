@@ -27,9 +27,12 @@
 //! | feature | what it enables | default |
 //! |---|---|---|
 //! | `redis` | the Redis queue (`queue.kind = "redis"`) | no |
+//! | `database` | the queue in the application's database (`queue.kind = "database"`) | no |
 //!
 //! The in-memory queue is always compiled.
 
+#[cfg(feature = "database")]
+mod database;
 pub mod fanout;
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -40,26 +43,47 @@ pub mod registry;
 pub mod worker;
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use zeroscale_core::config::{JobsConfig, QueueConfig};
-use zeroscale_core::queue::{NewJob, Progress, backoff_delay};
-use zeroscale_core::{Error, Queue, Result};
+use zeroscale_core::{Queue, Result};
 
 pub use memory::MemoryQueue;
 pub use registry::BACKENDS;
-
-/// Priorities a job may have.
-pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
 
 /// Whether this build contains the queue backend `kind`.
 pub fn is_compiled_in(kind: &str) -> bool {
     BACKENDS.is_compiled_in(kind)
 }
 
-/// The configured queue.
+/// What a queue backend may use besides its config: the application's database, for
+/// `queue.kind = "database"`.
+#[derive(Debug, Clone, Default)]
+pub struct QueueContext {
+    #[cfg(feature = "database")]
+    database: Option<zeroscale_db::Db>,
+}
+
+impl QueueContext {
+    /// Gives the database queue the application's database (the same handle and pool).
+    #[cfg(feature = "database")]
+    pub fn with_database(mut self, db: zeroscale_db::Db) -> Self {
+        self.database = Some(db);
+        self
+    }
+}
+
+/// The configured queue, for the backends that need nothing but their config (every one
+/// but `database`; see [`connect_with`]).
 pub async fn connect(config: &QueueConfig, jobs: &JobsConfig) -> Result<Arc<dyn Queue>> {
-    (BACKENDS.entry(config.kind())?.connect)(config, jobs).await
+    connect_with(config, jobs, &QueueContext::default()).await
+}
+
+/// The configured queue, with what the app shares with it.
+pub async fn connect_with(
+    config: &QueueConfig,
+    jobs: &JobsConfig,
+    context: &QueueContext,
+) -> Result<Arc<dyn Queue>> {
+    (BACKENDS.entry(config.kind())?.connect)(config, jobs, context).await
 }
 
 /// Proves the configured backend answers; returns where it is (no secrets).
@@ -67,94 +91,10 @@ pub async fn probe(config: &QueueConfig) -> Result<String> {
     (BACKENDS.entry(config.kind())?.probe)(config).await
 }
 
-/// Checks a job before it is stored, the same way for every backend.
-pub(crate) fn validate_new_job(job: &NewJob) -> Result<()> {
-    if job.queue.is_empty() || job.queue.len() > 128 || job.queue.contains(['{', '}', ':']) {
-        return Err(Error::invalid_input(
-            "queue name must be 1 to 128 characters, without `{`, `}` or `:`",
-        ));
-    }
-    if job.task.is_empty() || job.task.len() > 128 {
-        return Err(Error::invalid_input(
-            "task name must be 1 to 128 characters",
-        ));
-    }
-    if !PRIORITY_RANGE.contains(&job.options.priority) {
-        return Err(Error::invalid_input(format!(
-            "priority {} is outside {}..={}",
-            job.options.priority,
-            PRIORITY_RANGE.start(),
-            PRIORITY_RANGE.end()
-        )));
-    }
-    if job.options.max_attempts == Some(0) {
-        return Err(Error::invalid_input("max_attempts must be at least 1"));
-    }
-    if job
-        .options
-        .idempotency_key
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > 256)
-    {
-        return Err(Error::invalid_input(
-            "idempotency key must be 1 to 256 characters",
-        ));
-    }
-    Ok(())
-}
-
-/// The error for an ack, nack, extension or progress report with a lease that is no
-/// longer held.
-pub(crate) fn lease_lost(id: zeroscale_core::queue::JobId) -> Error {
-    Error::conflict(format!(
-        "job {id}: this lease is no longer held (it expired and the job went to another worker, \
-         or the job finished or was cancelled)"
-    ))
-}
-
-/// Progress is 0 to 100.
-pub(crate) fn validate_progress(progress: &Progress) -> Result<()> {
-    if progress.percent > 100 {
-        return Err(Error::invalid_input("progress percent must be 0 to 100"));
-    }
-    Ok(())
-}
-
-/// A fresh lease token.
-pub(crate) fn lease_token() -> String {
-    let mut bytes = [0u8; 16];
-    // The OS generator failing leaves zeros; uniqueness then comes from the uuid below.
-    let _ = getrandom::fill(&mut bytes);
-    format!(
-        "{}{}",
-        zeroscale_core::hex(&bytes),
-        uuid::Uuid::now_v7().simple()
-    )
-}
-
-/// The retry backoff of the config, with random jitter.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Backoff {
-    base: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn from_config(config: &JobsConfig) -> Self {
-        Backoff {
-            base: Duration::from_millis(config.backoff_base_ms),
-            max: Duration::from_secs(config.backoff_max_secs),
-        }
-    }
-
-    /// The delay before retry number `attempt`.
-    pub(crate) fn delay(self, attempt: u32) -> Duration {
-        let mut bytes = [0u8; 8];
-        let _ = getrandom::fill(&mut bytes);
-        let jitter = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
-        backoff_delay(attempt, self.base, self.max, jitter)
-    }
-}
+pub use zeroscale_core::queue::driver::PRIORITY_RANGE;
+pub(crate) use zeroscale_core::queue::driver::{
+    Backoff, lease_lost, new_lease_token as lease_token, validate_new_job, validate_progress,
+};
 
 /// For this workspace's tests only: a raw connection to the Redis a config names. Not part
 /// of the API (engine types never are); it may change in any release.

@@ -512,6 +512,7 @@ impl Queue for MemoryQueue {
 pub(crate) fn connect<'a>(
     _: &'a zeroscale_core::config::QueueConfig,
     jobs: &'a JobsConfig,
+    _: &'a crate::QueueContext,
 ) -> futures::future::BoxFuture<'a, Result<std::sync::Arc<dyn zeroscale_core::Queue>>> {
     Box::pin(async move {
         Ok(std::sync::Arc::new(MemoryQueue::new(jobs.clone()))
@@ -524,6 +525,7 @@ pub(crate) fn connect<'a>(
 pub(crate) fn fanout<'a>(
     _: &'a zeroscale_core::config::QueueConfig,
     _: &'a str,
+    _: &'a crate::QueueContext,
 ) -> futures::future::BoxFuture<'a, Result<Option<crate::fanout::Fanout>>> {
     Box::pin(async { Ok(None) })
 }

@@ -633,6 +633,7 @@ impl Queue for RedisQueue {
 pub(crate) fn connect_queue<'a>(
     config: &'a QueueConfig,
     jobs: &'a JobsConfig,
+    _: &'a crate::QueueContext,
 ) -> futures::future::BoxFuture<'a, Result<std::sync::Arc<dyn zeroscale_core::Queue>>> {
     Box::pin(async move {
         let QueueConfig::Redis(c) = config else {

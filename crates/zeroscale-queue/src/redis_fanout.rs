@@ -116,6 +116,7 @@ impl FanoutBackend for RedisFanout {
 pub(crate) fn fanout<'a>(
     config: &'a QueueConfig,
     topic: &'a str,
+    _: &'a crate::QueueContext,
 ) -> futures::future::BoxFuture<'a, Result<Option<Fanout>>> {
     Box::pin(async move {
         let QueueConfig::Redis(c) = config else {

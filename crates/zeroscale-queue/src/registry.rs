@@ -9,11 +9,15 @@ use zeroscale_core::config::{JobsConfig, QueueConfig};
 use zeroscale_core::registry::Registry;
 use zeroscale_core::{Queue, Result};
 
+use crate::QueueContext;
 use crate::fanout::Fanout;
 
-/// Connects a queue from its config and the jobs settings.
-pub type ConnectQueue =
-    for<'a> fn(&'a QueueConfig, &'a JobsConfig) -> BoxFuture<'a, Result<Arc<dyn Queue>>>;
+/// Connects a queue from its config, the jobs settings and what the app shares with it.
+pub type ConnectQueue = for<'a> fn(
+    &'a QueueConfig,
+    &'a JobsConfig,
+    &'a QueueContext,
+) -> BoxFuture<'a, Result<Arc<dyn Queue>>>;
 
 /// A queue backend's entry points.
 #[derive(Debug)]
@@ -24,7 +28,11 @@ pub struct QueueEntry {
     pub probe: for<'a> fn(&'a QueueConfig) -> BoxFuture<'a, Result<String>>,
     /// The fan-out of a topic among the processes sharing this queue; `None` when no
     /// other process shares it.
-    pub fanout: for<'a> fn(&'a QueueConfig, &'a str) -> BoxFuture<'a, Result<Option<Fanout>>>,
+    pub fanout: for<'a> fn(
+        &'a QueueConfig,
+        &'a str,
+        &'a QueueContext,
+    ) -> BoxFuture<'a, Result<Option<Fanout>>>,
 }
 
 /// What a queue backend is, compiled in or not.
@@ -73,6 +81,20 @@ pub static BACKENDS: Registry<QueueEntry, QueueCapabilities> = Registry {
                 connect: crate::redis_backend::connect_queue,
                 probe: crate::redis_backend::probe_config,
                 fanout: crate::redis_fanout::fanout,
+            },
+        },
+        backend! {
+            kind: "database",
+            feature: "database",
+            about: "the application's database, SQLite or PostgreSQL (jobs survive restarts)",
+            capabilities: QueueCapabilities {
+                durable: true,
+                shared: true,
+            },
+            entry: QueueEntry {
+                connect: crate::database::connect,
+                probe: crate::database::probe,
+                fanout: crate::database::fanout,
             },
         },
     ],

@@ -50,3 +50,91 @@ fn nanos() -> u128 {
 
 #[cfg(feature = "redis")]
 zeroscale_core::queue_conformance!(redis, redis_queue);
+
+/// The database queue on a fresh SQLite file per check.
+#[cfg(feature = "database")]
+async fn database_sqlite_queue(check: &str) -> Option<Arc<dyn Queue>> {
+    use zeroscale_core::config::{DatabaseConfig, DatabaseQueueConfig, QueueConfig, SqliteConfig};
+    let dir = std::env::temp_dir().join(format!("zs-queue-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{check}.db"));
+    let _ = std::fs::remove_file(&path);
+    let db = zeroscale_db::Db::connect(&DatabaseConfig::Sqlite(SqliteConfig {
+        path: Some(path),
+        ..Default::default()
+    }))
+    .await
+    .expect("open SQLite");
+    db.migrate_up().await.expect("migrate");
+    let context = zeroscale_queue::QueueContext::default().with_database(db);
+    Some(
+        zeroscale_queue::connect_with(
+            &QueueConfig::Database(DatabaseQueueConfig::default()),
+            &test_jobs(),
+            &context,
+        )
+        .await
+        .expect("connect"),
+    )
+}
+
+#[cfg(feature = "database")]
+zeroscale_core::queue_conformance!(database_sqlite, database_sqlite_queue);
+
+/// One migrated PostgreSQL database for this test process, made once (on its own
+/// runtime: each check has its own); checks keep apart by queue names.
+#[cfg(feature = "database")]
+fn postgres_url() -> Option<String> {
+    static URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let admin =
+            zeroscale_core::testing::require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL")?;
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let name = format!("zs_queue_conformance_{}", std::process::id());
+                let _ = zeroscale_db::testing::drop_postgres_database(&admin, &name).await;
+                let (db, url) = zeroscale_db::testing::fresh_postgres_database(&admin, &name, 2)
+                    .await
+                    .expect("create the test database");
+                let _ = db.close().await;
+                Some(url)
+            })
+        })
+        .join()
+        .unwrap()
+    })
+    .clone()
+}
+
+#[cfg(feature = "database")]
+async fn database_postgres_queue(_check: &str) -> Option<Arc<dyn Queue>> {
+    use zeroscale_core::config::{
+        DatabaseConfig, DatabaseQueueConfig, PostgresConfig, QueueConfig,
+    };
+    let url = postgres_url()?;
+    let db = zeroscale_db::Db::connect(&DatabaseConfig::Postgres(PostgresConfig {
+        url: url.into(),
+        max_connections: 10,
+        min_connections: 0,
+        ..Default::default()
+    }))
+    .await
+    .expect("connect to PostgreSQL");
+    let context = zeroscale_queue::QueueContext::default().with_database(db);
+    Some(
+        zeroscale_queue::connect_with(
+            &QueueConfig::Database(DatabaseQueueConfig::default()),
+            &test_jobs(),
+            &context,
+        )
+        .await
+        .expect("connect"),
+    )
+}
+
+#[cfg(feature = "database")]
+zeroscale_core::queue_conformance!(database_postgres, database_postgres_queue);

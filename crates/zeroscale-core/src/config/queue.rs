@@ -12,6 +12,10 @@ pub enum QueueConfig {
     Memory(MemoryQueueConfig),
     /// A Redis server, shared by many processes and machines.
     Redis(RedisQueueConfig),
+    /// The application's own database (`[database]`): jobs survive restarts, every
+    /// process on that database shares them, and an enqueue can commit with the
+    /// application's own writes.
+    Database(DatabaseQueueConfig),
 }
 
 impl Default for QueueConfig {
@@ -26,6 +30,7 @@ impl QueueConfig {
         match self {
             QueueConfig::Memory(_) => "memory",
             QueueConfig::Redis(_) => "redis",
+            QueueConfig::Database(_) => "database",
         }
     }
 }
@@ -53,6 +58,28 @@ impl Default for RedisQueueConfig {
             url: Secret::new("redis://127.0.0.1:6379".to_owned()),
             key_prefix: "zeroscale".to_owned(),
             connect_timeout_secs: 5,
+        }
+    }
+}
+
+/// Database queue settings. The jobs live in `[database]`, in the tables the migrations
+/// create; there is nothing to connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct DatabaseQueueConfig {
+    /// Seconds between sweeps that delete finished jobs past `jobs.retention_secs`.
+    /// Default 60.
+    pub prune_interval_secs: u64,
+    /// Finished jobs deleted per statement while sweeping, so no sweep holds long locks.
+    /// Default 1000.
+    pub prune_batch: u32,
+}
+
+impl Default for DatabaseQueueConfig {
+    fn default() -> Self {
+        DatabaseQueueConfig {
+            prune_interval_secs: 60,
+            prune_batch: 1000,
         }
     }
 }

@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
+pub mod driver;
+
 /// A job's id: a UUIDv7, so ids sort by creation time.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -1,0 +1,96 @@
+//! Helpers for queue backends, so every backend checks jobs, names lease failures and
+//! computes backoff the same way. Callers of a queue never need these.
+
+use std::time::Duration;
+
+use super::{JobId, NewJob, Progress, backoff_delay};
+use crate::error::{Error, Result};
+
+/// Priorities a job may have.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
+
+/// Checks a job before it is stored.
+pub fn validate_new_job(job: &NewJob) -> Result<()> {
+    if job.queue.is_empty() || job.queue.len() > 128 || job.queue.contains(['{', '}', ':']) {
+        return Err(Error::invalid_input(
+            "queue name must be 1 to 128 characters, without `{`, `}` or `:`",
+        ));
+    }
+    if job.task.is_empty() || job.task.len() > 128 {
+        return Err(Error::invalid_input(
+            "task name must be 1 to 128 characters",
+        ));
+    }
+    if !PRIORITY_RANGE.contains(&job.options.priority) {
+        return Err(Error::invalid_input(format!(
+            "priority {} is outside {}..={}",
+            job.options.priority,
+            PRIORITY_RANGE.start(),
+            PRIORITY_RANGE.end()
+        )));
+    }
+    if job.options.max_attempts == Some(0) {
+        return Err(Error::invalid_input("max_attempts must be at least 1"));
+    }
+    if job
+        .options
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 256)
+    {
+        return Err(Error::invalid_input(
+            "idempotency key must be 1 to 256 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The error for an ack, nack, extension or progress report with a lease that is no
+/// longer held.
+pub fn lease_lost(id: JobId) -> Error {
+    Error::conflict(format!(
+        "job {id}: this lease is no longer held (it expired and the job went to another worker, \
+         or the job finished or was cancelled)"
+    ))
+}
+
+/// Progress is 0 to 100.
+pub fn validate_progress(progress: &Progress) -> Result<()> {
+    if progress.percent > 100 {
+        return Err(Error::invalid_input("progress percent must be 0 to 100"));
+    }
+    Ok(())
+}
+
+/// A fresh lease token: 128 random bits and a time-ordered UUID, as 64 hex digits.
+pub fn new_lease_token() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS generator failing leaves zeros; uniqueness then comes from the uuid below.
+    let _ = getrandom::fill(&mut bytes);
+    format!("{}{}", crate::hex(&bytes), uuid::Uuid::now_v7().simple())
+}
+
+/// The retry backoff of `[jobs]`, with random jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// The backoff `jobs.backoff_base_ms` and `jobs.backoff_max_secs` describe.
+    pub fn from_config(config: &crate::config::JobsConfig) -> Self {
+        Backoff {
+            base: Duration::from_millis(config.backoff_base_ms),
+            max: Duration::from_secs(config.backoff_max_secs),
+        }
+    }
+
+    /// The delay before retry number `attempt` (1 = first retry).
+    pub fn delay(self, attempt: u32) -> Duration {
+        let mut bytes = [0u8; 8];
+        let _ = getrandom::fill(&mut bytes);
+        let jitter = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
+        backoff_delay(attempt, self.base, self.max, jitter)
+    }
+}

@@ -1,0 +1,146 @@
+//! The database queue's statements for both dialects, and decoding its rows.
+//!
+//! Statements are written once with `?` placeholders and the token `NOW_MS` for the
+//! current time in milliseconds since the Unix epoch. On PostgreSQL `NOW_MS` is the
+//! server's clock (`now()`, the statement's transaction time) and the placeholders become
+//! `$1…`; on SQLite, an embedded engine every process reads on the same machine, it is the
+//! process's clock, written in as a number.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseBackend, QueryResult, Statement, Value};
+use zeroscale_core::queue::{JobId, JobState, JobStatus, Progress};
+use zeroscale_core::{Error, Result};
+
+use crate::Dialect;
+
+/// Every column of `queue_jobs` a status needs, in `SELECT` and `RETURNING` lists.
+pub(super) const STATUS_COLUMNS: &str = "id, queue, task, payload, state, priority, attempts, \
+     max_attempts, run_at, due_at, lease_token, progress, result, last_error, created_at, \
+     updated_at, finished_at";
+
+/// The PostgreSQL server's clock in milliseconds.
+const PG_NOW_MS: &str = "(EXTRACT(EPOCH FROM now()) * 1000)::bigint";
+
+/// Builds statements for one dialect.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sql {
+    pub(super) dialect: Dialect,
+}
+
+impl Sql {
+    /// `sql` with its `NOW_MS` and placeholders made concrete for this dialect.
+    pub(super) fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let now = Utc::now().timestamp_millis().to_string();
+                Statement::from_sql_and_values(
+                    DatabaseBackend::Sqlite,
+                    sql.replace("NOW_MS", &now),
+                    values,
+                )
+            }
+            Dialect::Postgres => {
+                let sql = sql.replace("NOW_MS", PG_NOW_MS);
+                let mut out = String::with_capacity(sql.len() + 16);
+                let mut n = 0;
+                for c in sql.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push('$');
+                        out.push_str(&n.to_string());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                Statement::from_sql_and_values(DatabaseBackend::Postgres, out, values)
+            }
+        }
+    }
+
+    /// `?, ?, …` for `n` values.
+    pub(super) fn list(n: usize) -> String {
+        vec!["?"; n].join(", ")
+    }
+}
+
+/// A row the queue cannot read: written by another version, or edited by hand.
+fn corrupt(message: String) -> Error {
+    Error::backend("database queue", std::io::Error::other(message))
+}
+
+/// The state's name in the `state` column.
+pub(super) fn state_name(state: JobState) -> &'static str {
+    state.as_str()
+}
+
+fn parse_state(s: &str) -> Result<JobState> {
+    Ok(match s {
+        "queued" => JobState::Queued,
+        "scheduled" => JobState::Scheduled,
+        "running" => JobState::Running,
+        "succeeded" => JobState::Succeeded,
+        "failed" => JobState::Failed,
+        "dead" => JobState::Dead,
+        "cancelled" => JobState::Cancelled,
+        other => {
+            return Err(corrupt(format!(
+                "queue_jobs holds the unknown state `{other}`: was it written by a newer version?"
+            )));
+        }
+    })
+}
+
+/// Milliseconds since the epoch as a time.
+pub(super) fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// A column of a row, with the column's name in the error.
+pub(super) fn get<T: sea_orm::TryGetable>(row: &QueryResult, column: &str) -> Result<T> {
+    row.try_get::<T>("", column)
+        .map_err(|e| corrupt(format!("queue_jobs.{column}: {e}")))
+}
+
+pub(super) fn job_id(s: &str) -> Result<JobId> {
+    s.parse()
+        .map_err(|_| corrupt(format!("queue_jobs holds the bad job id `{s}`")))
+}
+
+fn json<T: serde::de::DeserializeOwned>(column: &str, text: Option<String>) -> Result<Option<T>> {
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| corrupt(format!("queue_jobs.{column} is not valid JSON: {e}")))
+    })
+    .transpose()
+}
+
+/// A JSON value as the text stored in a column.
+pub(super) fn to_text<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| Error::invalid_input(format!("not serializable as JSON: {e}")))
+}
+
+/// The payload of a row.
+pub(super) fn payload(row: &QueryResult) -> Result<serde_json::Value> {
+    Ok(json("payload", Some(get::<String>(row, "payload")?))?.unwrap_or_default())
+}
+
+/// A row of [`STATUS_COLUMNS`] as a status.
+pub(super) fn status(row: &QueryResult) -> Result<JobStatus> {
+    Ok(JobStatus {
+        id: job_id(&get::<String>(row, "id")?)?,
+        queue: get(row, "queue")?,
+        task: get(row, "task")?,
+        state: parse_state(&get::<String>(row, "state")?)?,
+        attempts: get::<i32>(row, "attempts")?.max(0) as u32,
+        max_attempts: get::<i32>(row, "max_attempts")?.max(0) as u32,
+        priority: get(row, "priority")?,
+        progress: json::<Progress>("progress", get(row, "progress")?)?,
+        result: json("result", get(row, "result")?)?,
+        last_error: get(row, "last_error")?,
+        created_at: time(get(row, "created_at")?),
+        updated_at: time(get(row, "updated_at")?),
+        run_at: time(get(row, "run_at")?),
+        finished_at: get::<Option<i64>>(row, "finished_at")?.map(time),
+    })
+}
