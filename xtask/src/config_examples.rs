@@ -51,7 +51,7 @@ fn stages_select_the_promised_backends() {
         ("sqlite", "local", "memory", "local".to_owned())
     );
     let s2 = load_profile("stage2-mvp");
-    assert_eq!(kinds(&s2), ("sqlite", "s3", "memory", "local".to_owned()));
+    assert_eq!(kinds(&s2), ("sqlite", "s3", "database", "local".to_owned()));
     let s3 = load_profile("stage3-growth");
     assert_eq!(kinds(&s3).0, "postgres");
     assert_eq!(kinds(&s3).1, "s3");

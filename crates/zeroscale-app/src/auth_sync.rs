@@ -30,8 +30,9 @@ pub(crate) fn start(config: &Config, domain: &Domain, listen: bool) {
     let changes = domain.auth_changes();
     let queue = config.queue.clone();
     let domain = domain.clone();
+    let context = crate::wiring::queue_context(domain.db());
     tokio::spawn(async move {
-        let fanout = connect(&queue).await;
+        let fanout = connect(&queue, &context).await;
         if listen {
             tokio::spawn(apply_heard(fanout.listen(), domain));
         }
@@ -40,10 +41,13 @@ pub(crate) fn start(config: &Config, domain: &Domain, listen: bool) {
 }
 
 /// The fan-out, retrying until it connects.
-async fn connect(queue: &zeroscale_core::config::QueueConfig) -> Fanout {
+async fn connect(
+    queue: &zeroscale_core::config::QueueConfig,
+    context: &zeroscale_queue::QueueContext,
+) -> Fanout {
     let mut delay = Duration::from_millis(200);
     loop {
-        match fanout::connect(queue, TOPIC).await {
+        match fanout::connect_with(queue, TOPIC, context).await {
             Ok(Some(fanout)) => return fanout,
             Ok(None) => std::future::pending::<()>().await,
             Err(e) => {

@@ -38,13 +38,12 @@ pub(crate) async fn run(
     command: JobsCommand,
 ) -> anyhow::Result<ExitCode> {
     let config = &loaded.config;
-    let queue = zeroscale_queue::connect(&config.queue, &config.jobs)
-        .await
-        .map_err(err)?;
+    let queue = crate::wiring::connect_queue(config).await?;
     if !zeroscale_queue::registry::capabilities(config.queue.kind()).is_some_and(|c| c.shared) {
         eprintln!(
             "note: the in-memory queue lives inside each process; this command sees only its \
-             own (empty) queue. Use `queue.kind = \"redis\"` to manage jobs from the CLI."
+             own (empty) queue. Use `queue.kind = \"database\"` or `\"redis\"` to manage jobs \
+             from the CLI."
         );
     }
     match command {

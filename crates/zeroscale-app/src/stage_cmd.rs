@@ -53,9 +53,8 @@ async fn check_source_is_quiet(config: &Config, notes: &mut Vec<String>) -> anyh
         );
         return Ok(());
     }
-    let queue = zeroscale_queue::connect(&config.queue, &config.jobs)
+    let queue = crate::wiring::connect_queue(config)
         .await
-        .map_err(anyhow::Error::from)
         .context("cannot reach the source queue to check it is drained")?;
     for name in &config.workers.queues {
         let stats = queue.stats(name).await.map_err(anyhow::Error::from)?;

@@ -121,13 +121,15 @@ pub(crate) async fn bootstrap_admin(config: &Config, domain: &Domain) -> anyhow:
 #[derive(Debug, Clone)]
 pub(crate) struct QueueHandle {
     config: Arc<Config>,
+    context: zeroscale_queue::QueueContext,
     cell: Arc<tokio::sync::OnceCell<Arc<dyn zeroscale_core::Queue>>>,
 }
 
 impl QueueHandle {
-    pub(crate) fn new(config: Arc<Config>) -> Self {
+    pub(crate) fn new(config: Arc<Config>, db: &Db) -> Self {
         QueueHandle {
             config,
+            context: queue_context(db),
             cell: Arc::default(),
         }
     }
@@ -135,10 +137,43 @@ impl QueueHandle {
     /// The connected queue.
     pub(crate) async fn get(&self) -> zeroscale_core::Result<Arc<dyn zeroscale_core::Queue>> {
         self.cell
-            .get_or_try_init(|| zeroscale_queue::connect(&self.config.queue, &self.config.jobs))
+            .get_or_try_init(|| {
+                zeroscale_queue::connect_with(&self.config.queue, &self.config.jobs, &self.context)
+            })
             .await
             .cloned()
     }
+}
+
+/// What the queue crate may use of the app: its database, where `queue.kind =
+/// "database"` keeps the jobs.
+pub(crate) fn queue_context(db: &Db) -> zeroscale_queue::QueueContext {
+    #[cfg(feature = "database-queue")]
+    let context = zeroscale_queue::QueueContext::default().with_database(db.clone());
+    #[cfg(not(feature = "database-queue"))]
+    let context = {
+        let _ = db;
+        zeroscale_queue::QueueContext::default()
+    };
+    context
+}
+
+/// The configured queue, for the commands that have no services (`jobs`, `stage`): opens
+/// the database only when the queue lives in it.
+pub(crate) async fn connect_queue(
+    config: &Config,
+) -> anyhow::Result<Arc<dyn zeroscale_core::Queue>> {
+    let context = if matches!(
+        config.queue,
+        zeroscale_core::config::QueueConfig::Database(_)
+    ) {
+        queue_context(&connect_db(config).await?)
+    } else {
+        zeroscale_queue::QueueContext::default()
+    };
+    zeroscale_queue::connect_with(&config.queue, &config.jobs, &context)
+        .await
+        .map_err(anyhow::Error::from)
 }
 
 /// Everything the API handlers and the task handlers use.
@@ -159,7 +194,7 @@ impl Services {
         let domain = Domain::new(db, config.auth.clone(), config.chat.clone());
         let models = models(&config, &domain, storage.clone())?;
         Ok(Services {
-            queue: QueueHandle::new(Arc::clone(&config)),
+            queue: QueueHandle::new(Arc::clone(&config), domain.db()),
             config,
             domain,
             storage,

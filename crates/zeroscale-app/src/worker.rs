@@ -118,7 +118,7 @@ pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
     if !zeroscale_queue::registry::capabilities(config.queue.kind()).is_some_and(|c| c.shared) {
         tracing::warn!(
             "a separate worker with the in-memory queue sees only its own jobs: use \
-             `queue.kind = \"redis\"` to share jobs between processes"
+             `queue.kind = \"database\"` or `\"redis\"` to share jobs between processes"
         );
     }
     let worker = build(queue, &services);

@@ -90,6 +90,7 @@ pub async fn connect_with(
 }
 
 /// The delay before listening again after a failure: doubling from 100 ms to 5 s.
+#[cfg_attr(not(any(feature = "redis", feature = "database")), allow(dead_code))]
 pub(crate) fn relisten_delay(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)).min(5_000))
 }

@@ -95,6 +95,8 @@ pub(crate) enum Store {
 pub(crate) enum Jobs {
     Memory,
     Redis,
+    /// The queue in the deployment's own database.
+    Database,
 }
 
 /// The engines a deployment needs; `None` (outside CI) skips the test.
@@ -125,7 +127,7 @@ async fn engines(name: &str, db: Db, store: Store, jobs: Jobs) -> Option<Engines
     };
     let redis = match jobs {
         Jobs::Redis => Some(require_service("ZEROSCALE_TEST_REDIS_URL", "Redis")?),
-        Jobs::Memory => None,
+        Jobs::Memory | Jobs::Database => None,
     };
     let s3 = match store {
         Store::S3 => Some((
@@ -190,6 +192,15 @@ pub(crate) async fn deploy(
         // ten-minute credential cache, only that makes other instances see a logout or a
         // balance a worker settled.
         env.push(("ZEROSCALE_AUTH__CACHE_TTL_MS".into(), "600000".into()));
+    }
+    if jobs == Jobs::Database {
+        env.push(("ZEROSCALE_QUEUE__KIND".into(), "database".into()));
+        // As with Redis: instances on one database tell each other what changed, here
+        // through the database's notices.
+        env.push(("ZEROSCALE_AUTH__CACHE_TTL_MS".into(), "600000".into()));
+        if separate_workers > 0 {
+            env.push(("ZEROSCALE_WORKERS__MODE".into(), "separate".into()));
+        }
     }
     if let Some((endpoint, bucket)) = &engines.s3 {
         for (k, v) in [

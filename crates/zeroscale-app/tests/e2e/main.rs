@@ -5,11 +5,12 @@
 //!
 //! - stage 1: `config/stage1-embedded.toml` (SQLite, local FS, memory queue, local
 //!   model, placeholder images);
-//! - stage 2: `config/stage2-mvp.toml` (SQLite, S3, memory queue);
+//! - stage 2: `config/stage2-mvp.toml` (SQLite, S3, the queue in the SQLite file);
 //! - stage 3: `config/stage3-growth.toml` (PostgreSQL, S3, Redis, separate worker
 //!   processes, embeddings from a second zeroscale instance, images from an
 //!   Automatic1111-protocol server);
-//! - two mixed stages: PostgreSQL + local FS + memory queue; SQLite + local FS + Redis;
+//! - three mixed stages: PostgreSQL + local FS + memory queue; PostgreSQL + local FS +
+//!   the queue in PostgreSQL, with a separate worker process; SQLite + local FS + Redis;
 //! - stage 3 with pgvector doing the vector search (stage 4's database).
 //!
 //! Every stage gets the same test overlay (`overlay.toml`): two image model ids whose
@@ -142,7 +143,7 @@ stages! {
         profile: Some("stage2-mvp"),
         db: Db::Sqlite,
         store: Store::S3,
-        jobs: Jobs::Memory,
+        jobs: Jobs::Database,
         workers: 0,
     };
     // One separate worker process: stage 3 runs `workers.mode = "separate"`.
@@ -170,6 +171,15 @@ stages! {
         store: Store::Local,
         jobs: Jobs::Memory,
         workers: 0,
+    };
+    // The database queue on PostgreSQL, shared by the server and a separate worker.
+    mixed_postgres_local_database: Stage {
+        name: "pg-local-dbq",
+        profile: None,
+        db: Db::Postgres,
+        store: Store::Local,
+        jobs: Jobs::Database,
+        workers: 1,
     };
     mixed_sqlite_local_redis: Stage {
         name: "sqlite-local-redis",
