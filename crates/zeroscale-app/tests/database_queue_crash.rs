@@ -127,6 +127,12 @@ async fn all_succeeded(queue: &dyn Queue, ids: &[JobId]) -> usize {
         }
         if status.attempts > 1 {
             retried += 1;
+            if retried <= 3 {
+                eprintln!(
+                    "ran {} times; last error: {:?}",
+                    status.attempts, status.last_error
+                );
+            }
         }
     }
     assert!(
@@ -146,7 +152,7 @@ async fn sigkilled_workers(label: &str, engine: Engine, dir: &std::path::Path) {
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        tokio::time::sleep(Duration::from_millis(300 + rng.next(500))).await;
+        tokio::time::sleep(Duration::from_millis(100 + rng.next(200))).await;
         let done = queue.stats("default").await.unwrap().succeeded as usize;
         if done >= JOBS {
             break;

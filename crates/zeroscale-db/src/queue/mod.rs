@@ -506,6 +506,45 @@ impl DbQueue {
         self.commit(txn).await
     }
 
+    /// Acks a batch in one transaction and one `UPDATE … FROM (VALUES …)` per 200
+    /// leases; each lease that changed nothing gets its own answer (not found or lost).
+    async fn ack_batch(&self, done: &[(LeaseToken, Option<Json>)]) -> Result<Vec<Result<()>>> {
+        let mut acked = std::collections::HashSet::new();
+        let txn = self.begin().await?;
+        for chunk in done.chunks(200) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 3);
+            for (lease, result) in chunk {
+                values.push(lease.job_id.to_string().into());
+                values.push(lease.token.clone().into());
+                values.push(result.as_ref().map(to_text).transpose()?.into());
+            }
+            let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "UPDATE queue_jobs SET state = 'succeeded', result = v.column3, \
+                 finished_at = NOW_MS, due_at = NOW_MS, lease_token = NULL, updated_at = NOW_MS \
+                 FROM (VALUES {rows}) AS v \
+                 WHERE queue_jobs.id = v.column1 AND queue_jobs.lease_token = v.column2 \
+                 AND queue_jobs.state = 'running' AND queue_jobs.due_at > NOW_MS \
+                 RETURNING queue_jobs.id AS id, queue_jobs.queue AS queue, \
+                 queue_jobs.idempotency_key AS idempotency_key"
+            );
+            for row in self.rows(&txn, &sql, values).await? {
+                self.release_key(&txn, &row).await?;
+                acked.insert(get::<String>(&row, "id")?);
+            }
+        }
+        self.commit(txn).await?;
+        let mut results = Vec::with_capacity(done.len());
+        for (lease, _) in done {
+            results.push(if acked.contains(&lease.job_id.to_string()) {
+                Ok(())
+            } else {
+                Err(self.not_held(lease).await)
+            });
+        }
+        Ok(results)
+    }
+
     fn held_clause() -> &'static str {
         "id = ? AND lease_token = ? AND state = 'running' AND due_at > NOW_MS"
     }
@@ -557,6 +596,17 @@ impl Queue for DbQueue {
 
     async fn ack(&self, lease: &LeaseToken, result: Option<Json>) -> Result<()> {
         self.finish_held(lease, result).await
+    }
+
+    async fn ack_many(&self, done: &[(LeaseToken, Option<Json>)]) -> Vec<Result<()>> {
+        match self.ack_batch(done).await {
+            Ok(results) => results,
+            // The batch as a whole failed (the database is unreachable): so did each ack.
+            Err(e) => done
+                .iter()
+                .map(|_| Err(Error::unavailable(e.to_string())))
+                .collect(),
+        }
     }
 
     async fn nack(&self, lease: &LeaseToken, opts: NackOptions) -> Result<NackOutcome> {
