@@ -123,19 +123,43 @@ pub(crate) struct QueueHandle {
     config: Arc<Config>,
     context: zeroscale_queue::QueueContext,
     cell: Arc<tokio::sync::OnceCell<Arc<dyn zeroscale_core::Queue>>>,
+    /// The queue in the app's database (`queue.kind = "database"`), typed, so an enqueue
+    /// can join a domain transaction.
+    database: Option<Arc<zeroscale_db::queue::DbQueue>>,
 }
 
 impl QueueHandle {
     pub(crate) fn new(config: Arc<Config>, db: &Db) -> Self {
+        let database = match &config.queue {
+            zeroscale_core::config::QueueConfig::Database(options)
+                if zeroscale_queue::is_compiled_in("database") =>
+            {
+                Some(Arc::new(zeroscale_db::queue::DbQueue::new(
+                    db.clone(),
+                    config.jobs.clone(),
+                    options.clone(),
+                )))
+            }
+            _ => None,
+        };
         QueueHandle {
             config,
             context: queue_context(db),
             cell: Arc::default(),
+            database,
         }
+    }
+
+    /// The queue in the app's database, when that is the configured queue.
+    pub(crate) fn database(&self) -> Option<&Arc<zeroscale_db::queue::DbQueue>> {
+        self.database.as_ref()
     }
 
     /// The connected queue.
     pub(crate) async fn get(&self) -> zeroscale_core::Result<Arc<dyn zeroscale_core::Queue>> {
+        if let Some(queue) = &self.database {
+            return Ok(Arc::clone(queue) as Arc<dyn zeroscale_core::Queue>);
+        }
         self.cell
             .get_or_try_init(|| {
                 zeroscale_queue::connect_with(&self.config.queue, &self.config.jobs, &self.context)

@@ -196,6 +196,53 @@ impl Db {
     }
 }
 
+/// A write transaction on the application's database that several services can join:
+/// begin it with [`Db::begin_job_txn`], write through the `…_in` methods (a generation
+/// and its credits, a job with [`queue::DbQueue::enqueue_in`], a job's owner), then
+/// [`commit`](WriteTxn::commit). Dropped without a commit, every write in it is rolled
+/// back, the job included.
+pub struct WriteTxn {
+    pub(crate) txn: DatabaseTransaction,
+    /// What to announce once committed (never before: a reader racing the commit would
+    /// cache the old rows).
+    after_commit: Vec<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl fmt::Debug for WriteTxn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteTxn")
+            .field("after_commit", &self.after_commit.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriteTxn {
+    /// Commits every write in it, then announces what changed.
+    pub async fn commit(self, db: &Db) -> Result<()> {
+        self.txn.commit().await.map_err(|e| db.map_err(e))?;
+        for announce in self.after_commit {
+            announce();
+        }
+        Ok(())
+    }
+
+    /// Runs `f` once the transaction has committed (never if it rolls back).
+    pub(crate) fn after_commit(&mut self, f: impl FnOnce() + Send + Sync + 'static) {
+        self.after_commit.push(Box::new(f));
+    }
+}
+
+impl Db {
+    /// Starts a write transaction that services and the database queue can join (see
+    /// [`WriteTxn`]). On SQLite it holds the write lock until it ends: keep it short.
+    pub async fn begin_job_txn(&self) -> Result<WriteTxn> {
+        Ok(WriteTxn {
+            txn: self.begin_write().await?,
+            after_commit: Vec::new(),
+        })
+    }
+}
+
 /// For this workspace's tests only: the engine underneath a [`Db`]. Not part of the API
 /// (engine types never are); it may change in any release.
 #[doc(hidden)]

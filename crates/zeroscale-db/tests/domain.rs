@@ -706,6 +706,81 @@ async fn job_owners(d: &Domain) {
     assert_eq!(jobs.find("nosuch").await.unwrap(), None);
 }
 
+/// A generation, its credits, its job and the job's owner commit as one transaction with
+/// the database queue, or none of them does; the balance change is announced only after
+/// the commit.
+async fn transactional_enqueue(d: &Domain) {
+    use zeroscale_core::Queue;
+    use zeroscale_core::config::{DatabaseQueueConfig, JobsConfig};
+    use zeroscale_core::queue::NewJob;
+    use zeroscale_db::queue::DbQueue;
+    let queue = DbQueue::new(
+        d.db().clone(),
+        JobsConfig::default(),
+        DatabaseQueueConfig::default(),
+    );
+    let u = user(d, "outbox", 10).await;
+    let new = || NewGeneration {
+        user_id: u.id.clone(),
+        model: "flux".into(),
+        prompt: "a cat".into(),
+        params: json!({}),
+        cost: 4,
+    };
+    let mut changes = d.auth_changes();
+    let attempt = |commit: bool| {
+        let (d, queue, new) = (d.clone(), &queue, new());
+        async move {
+            let mut txn = d.db().begin_job_txn().await.unwrap();
+            let g = d.credits().reserve_in(&mut txn, new).await.unwrap();
+            let id = queue
+                .enqueue_in(&txn, NewJob::new("outbox", "gen", json!({"g": g.id})))
+                .await
+                .unwrap();
+            d.jobs()
+                .record_in(&txn, &id.to_string(), &g.user_id, "outbox", "gen")
+                .await
+                .unwrap();
+            if commit {
+                txn.commit(d.db()).await.unwrap();
+            }
+            (g, id)
+        }
+    };
+    // Rolled back (dropped): nothing happened.
+    let (g, id) = attempt(false).await;
+    assert_eq!(d.users().get(&u.id).await.unwrap().credits, 10);
+    assert!(d.credits().get(&g.id).await.is_err(), "no generation");
+    assert!(queue.status(id).await.is_err(), "no job");
+    assert!(d.jobs().find(&id.to_string()).await.unwrap().is_none());
+    assert!(changes.try_recv().is_err(), "nothing announced");
+
+    // Committed: all of it.
+    let (g, id) = attempt(true).await;
+    assert_eq!(d.users().get(&u.id).await.unwrap().credits, 6);
+    assert_eq!(
+        d.credits().get(&g.id).await.unwrap().status,
+        GenerationStatus::Pending
+    );
+    assert_eq!(
+        queue.status(id).await.unwrap().state,
+        zeroscale_core::queue::JobState::Queued
+    );
+    assert_eq!(
+        d.jobs()
+            .find(&id.to_string())
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
+        u.id
+    );
+    assert_eq!(
+        changes.try_recv().unwrap(),
+        zeroscale_db::domain::AuthChange::User(u.id.clone())
+    );
+}
+
 async fn suite(d: &Domain) {
     users(d).await;
     sessions(d).await;
@@ -717,6 +792,7 @@ async fn suite(d: &Domain) {
     vector_index(d).await;
     embedding_cache(d).await;
     job_owners(d).await;
+    transactional_enqueue(d).await;
     login_costs(d).await;
 }
 

@@ -9,8 +9,9 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use zeroscale_core::Queue;
 use zeroscale_core::domain::{Generation, GenerationStatus};
-use zeroscale_core::queue::NewJob;
+use zeroscale_core::queue::{JobStatus, NewJob};
 use zeroscale_core::storage::SignedMethod;
 use zeroscale_db::domain::NewGeneration;
 
@@ -185,38 +186,16 @@ pub(crate) async fn create_image(
         count: body.count,
         seed: body.seed,
     };
-    let generation = state
-        .domain
-        .credits()
-        .reserve(NewGeneration {
-            user_id: caller.user.id.clone(),
-            model,
-            prompt: body.prompt,
-            params: serde_json::to_value(&params).expect("params serialize"),
-            cost: estimate.ceil().max(0.0) as i64,
-        })
-        .await?;
-    let payload = serde_json::to_value(GenerateImage {
-        generation_id: generation.id.clone(),
-    })
-    .expect("payload serializes");
-    let job = match submit(
-        &state,
-        &caller.user.id,
-        NewJob::new("default", tasks::GENERATE_IMAGE, payload),
-    )
-    .await
-    {
-        Ok(job) => job,
-        Err(e) => {
-            // Not queued: give the credits back now.
-            let _ = state
-                .domain
-                .credits()
-                .fail(&generation.id, "the job could not be queued")
-                .await;
-            return Err(e);
-        }
+    let new = NewGeneration {
+        user_id: caller.user.id.clone(),
+        model,
+        prompt: body.prompt,
+        params: serde_json::to_value(&params).expect("params serialize"),
+        cost: estimate.ceil().max(0.0) as i64,
+    };
+    let (generation, job) = match state.queue.database() {
+        Some(queue) => reserve_and_enqueue(&state, queue, &caller.user.id, new).await?,
+        None => reserve_then_enqueue(&state, &caller.user.id, new).await?,
     };
     Ok((
         StatusCode::ACCEPTED,
@@ -225,6 +204,59 @@ pub(crate) async fn create_image(
             job: job.into(),
         }),
     ))
+}
+
+fn generate_job(generation: &Generation) -> NewJob {
+    let payload = serde_json::to_value(GenerateImage {
+        generation_id: generation.id.clone(),
+    })
+    .expect("payload serializes");
+    NewJob::new("default", tasks::GENERATE_IMAGE, payload)
+}
+
+/// With the queue in the app's database: the credits, the pending generation, its job
+/// and the job's owner commit as one transaction, or none of them does.
+async fn reserve_and_enqueue(
+    state: &ApiState,
+    queue: &zeroscale_db::queue::DbQueue,
+    user_id: &str,
+    new: NewGeneration,
+) -> ApiResult<(Generation, JobStatus)> {
+    let db = state.domain.db();
+    let mut txn = db.begin_job_txn().await?;
+    let generation = state.domain.credits().reserve_in(&mut txn, new).await?;
+    let job = generate_job(&generation);
+    let (queue_name, task) = (job.queue.clone(), job.task.clone());
+    let id = queue.enqueue_in(&txn, job).await?;
+    state
+        .domain
+        .jobs()
+        .record_in(&txn, &id.to_string(), user_id, &queue_name, &task)
+        .await?;
+    txn.commit(db).await?;
+    Ok((generation, queue.status(id).await?))
+}
+
+/// With a queue elsewhere: reserve, then enqueue; if the enqueue fails, the credits go
+/// back at once (and a generation whose job is lost is failed and refunded after
+/// `workers.generation_timeout_secs`).
+async fn reserve_then_enqueue(
+    state: &ApiState,
+    user_id: &str,
+    new: NewGeneration,
+) -> ApiResult<(Generation, JobStatus)> {
+    let generation = state.domain.credits().reserve(new).await?;
+    match submit(state, user_id, generate_job(&generation)).await {
+        Ok(job) => Ok((generation, job)),
+        Err(e) => {
+            let _ = state
+                .domain
+                .credits()
+                .fail(&generation.id, "the job could not be queued")
+                .await;
+            Err(e)
+        }
+    }
 }
 
 /// A generation's status, and signed URLs of its images once it succeeded.

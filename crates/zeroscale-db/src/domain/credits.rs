@@ -15,7 +15,7 @@ use zeroscale_core::{Error, Result};
 use super::auth_cache::{AuthCache, AuthChange};
 use super::entity::{generations, users};
 use super::page_limit;
-use crate::Db;
+use crate::{Db, WriteTxn};
 
 /// A generation to start.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ pub struct NewGeneration {
 #[derive(Debug)]
 pub struct Credits<'a> {
     db: &'a Db,
-    cache: &'a AuthCache,
+    cache: &'a std::sync::Arc<AuthCache>,
 }
 
 fn to_generation(m: generations::Model) -> Result<Generation> {
@@ -59,7 +59,7 @@ fn to_generation(m: generations::Model) -> Result<Generation> {
 }
 
 impl<'a> Credits<'a> {
-    pub(crate) fn new(db: &'a Db, cache: &'a AuthCache) -> Self {
+    pub(crate) fn new(db: &'a Db, cache: &'a std::sync::Arc<AuthCache>) -> Self {
         Credits { db, cache }
     }
 
@@ -85,10 +85,20 @@ impl<'a> Credits<'a> {
     /// Takes `cost` credits and creates a pending generation, atomically. Too few credits
     /// is [`Error::Conflict`]; a deactivated user [`Error::PermissionDenied`].
     pub async fn reserve(&self, new: NewGeneration) -> Result<Generation> {
+        let mut txn = self.db.begin_job_txn().await?;
+        let generation = self.reserve_in(&mut txn, new).await?;
+        txn.commit(self.db).await?;
+        Ok(generation)
+    }
+
+    /// [`Credits::reserve`] inside the caller's transaction, so the generation can commit
+    /// (or roll back) with the job that will run it.
+    pub async fn reserve_in(&self, txn: &mut WriteTxn, new: NewGeneration) -> Result<Generation> {
         if new.cost < 0 {
             return Err(Error::invalid_input("cost must not be negative"));
         }
-        let txn = self.db.begin_write().await?;
+        let write = &mut *txn;
+        let txn = &write.txn;
         let debited = users::Entity::update_many()
             .col_expr(
                 users::Column::Credits,
@@ -98,12 +108,12 @@ impl<'a> Credits<'a> {
             .filter(users::Column::Id.eq(&new.user_id))
             .filter(users::Column::Active.eq(true))
             .filter(users::Column::Credits.gte(new.cost))
-            .exec(&txn)
+            .exec(txn)
             .await
             .map_err(|e| self.db.map_err(e))?;
         if debited.rows_affected == 0 {
             let user = users::Entity::find_by_id(new.user_id.clone())
-                .one(&txn)
+                .one(txn)
                 .await
                 .map_err(|e| self.db.map_err(e))?
                 .ok_or_else(|| Error::not_found(format!("user {}", new.user_id)))?;
@@ -133,11 +143,11 @@ impl<'a> Credits<'a> {
             updated_at: Set(at),
             completed_at: Set(None),
         }
-        .insert(&txn)
+        .insert(txn)
         .await
         .map_err(|e| self.db.map_err(e))?;
-        txn.commit().await.map_err(|e| self.db.map_err(e))?;
-        self.cache.changed(AuthChange::User(model.user_id.clone()));
+        let (cache, user) = (std::sync::Arc::clone(self.cache), model.user_id.clone());
+        write.after_commit(move || cache.changed(AuthChange::User(user)));
         to_generation(model)
     }
 

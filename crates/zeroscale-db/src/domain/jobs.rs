@@ -7,7 +7,7 @@ use zeroscale_core::{Error, Result};
 
 use super::entity::user_jobs;
 use super::page_limit;
-use crate::Db;
+use crate::{Db, WriteTxn};
 
 /// A job and its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +71,37 @@ impl<'a> UserJobs<'a> {
         self.find(job_id)
             .await?
             .ok_or_else(|| Error::not_found(format!("job {job_id}")))
+    }
+
+    /// [`UserJobs::record`] inside the caller's transaction (with the job's own
+    /// [`enqueue_in`](crate::queue::DbQueue::enqueue_in)).
+    pub async fn record_in(
+        &self,
+        txn: &WriteTxn,
+        job_id: &str,
+        user_id: &str,
+        queue: &str,
+        task: &str,
+    ) -> Result<()> {
+        let existing = user_jobs::Entity::find_by_id(job_id.to_owned())
+            .one(&txn.txn)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        if existing.is_some() {
+            return Ok(());
+        }
+        let model = user_jobs::ActiveModel {
+            job_id: Set(job_id.to_owned()),
+            user_id: Set(user_id.to_owned()),
+            queue: Set(queue.to_owned()),
+            task: Set(task.to_owned()),
+            created_at: Set(now()),
+        };
+        user_jobs::Entity::insert(model)
+            .exec(&txn.txn)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(())
     }
 
     /// The record of `job_id`, if any user submitted it.

@@ -18,7 +18,8 @@
 //!   machines with skewed clocks agree on leases; SQLite is embedded, and every process
 //!   sharing the file runs on one machine, one clock.
 //! - [`DbQueue::enqueue_in`] writes a job inside a transaction of the caller's (a
-//!   [`WriteTxn`]), so a job exists exactly when the rows that asked for it do.
+//!   [`WriteTxn`], from [`Db::begin_job_txn`]), so a job exists exactly when the rows
+//!   that asked for it do.
 
 mod notify;
 mod sql;
@@ -30,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult, Value};
+
+pub use crate::WriteTxn;
 use serde_json::Value as Json;
 use zeroscale_core::config::{DatabaseQueueConfig, JobsConfig};
 use zeroscale_core::queue::driver::{
@@ -53,31 +56,6 @@ const SWEEP_IDLE: Duration = Duration::from_millis(5);
 const SWEEP_BATCH: u32 = 1000;
 /// What a reclaimed lease leaves as the job's last error.
 const LEASE_EXPIRED: &str = "lease expired: the worker stopped or hung";
-
-/// A write transaction on the application's database that a job can join: begin it with
-/// [`Db::begin_job_txn`], write the rows that ask for a job, enqueue with
-/// [`DbQueue::enqueue_in`], then [`commit`](WriteTxn::commit). Dropped without a commit,
-/// everything in it (the job too) is rolled back.
-#[derive(Debug)]
-pub struct WriteTxn {
-    pub(crate) txn: DatabaseTransaction,
-}
-
-impl WriteTxn {
-    /// Commits every write in it, the job included.
-    pub async fn commit(self, db: &Db) -> Result<()> {
-        self.txn.commit().await.map_err(|e| db.map_err(e))
-    }
-}
-
-impl Db {
-    /// Starts a write transaction a job can join (see [`WriteTxn`]).
-    pub async fn begin_job_txn(&self) -> Result<WriteTxn> {
-        Ok(WriteTxn {
-            txn: self.begin_write().await?,
-        })
-    }
-}
 
 /// The queue over the application's database.
 pub struct DbQueue {
