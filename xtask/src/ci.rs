@@ -162,7 +162,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("{name} is not in the matrix: {matrix:?}"))
         };
         assert_eq!(features("zeroscale-storage"), ["", "local", "s3", "azure"]);
-        assert_eq!(features("zeroscale-queue"), ["", "redis"]);
+        assert_eq!(features("zeroscale-queue"), ["", "redis", "database"]);
         assert_eq!(
             features("zeroscale-db"),
             ["", "sqlite", "postgres", "pgvector"]

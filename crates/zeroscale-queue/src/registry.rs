@@ -19,6 +19,13 @@ pub type ConnectQueue = for<'a> fn(
     &'a QueueContext,
 ) -> BoxFuture<'a, Result<Arc<dyn Queue>>>;
 
+/// Connects the fan-out of a topic among the processes sharing a queue.
+pub type ConnectFanout = for<'a> fn(
+    &'a QueueConfig,
+    &'a str,
+    &'a QueueContext,
+) -> BoxFuture<'a, Result<Option<Fanout>>>;
+
 /// A queue backend's entry points.
 #[derive(Debug)]
 pub struct QueueEntry {
@@ -28,11 +35,7 @@ pub struct QueueEntry {
     pub probe: for<'a> fn(&'a QueueConfig) -> BoxFuture<'a, Result<String>>,
     /// The fan-out of a topic among the processes sharing this queue; `None` when no
     /// other process shares it.
-    pub fanout: for<'a> fn(
-        &'a QueueConfig,
-        &'a str,
-        &'a QueueContext,
-    ) -> BoxFuture<'a, Result<Option<Fanout>>>,
+    pub fanout: ConnectFanout,
 }
 
 /// What a queue backend is, compiled in or not.
