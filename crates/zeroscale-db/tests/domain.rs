@@ -734,7 +734,7 @@ async fn transactional_enqueue(d: &Domain) {
             let mut txn = d.db().begin_job_txn().await.unwrap();
             let g = d.credits().reserve_in(&mut txn, new).await.unwrap();
             let id = queue
-                .enqueue_in(&txn, NewJob::new("outbox", "gen", json!({"g": g.id})))
+                .enqueue_in(&mut txn, NewJob::new("outbox", "gen", json!({"g": g.id})))
                 .await
                 .unwrap();
             d.jobs()

@@ -47,11 +47,11 @@ async fn main() -> Result<()> {
     ));
 
     // Your writes and the job, in one transaction: both or neither.
-    let txn = db.begin_job_txn().await?;
+    let mut txn = db.begin_job_txn().await?;
     // … insert the order with your own tables here, in `txn` …
     let id = queue
         .enqueue_in(
-            &txn,
+            &mut txn,
             NewJob::new("default", "email_receipt", serde_json::json!({"order": 42})),
         )
         .await?;

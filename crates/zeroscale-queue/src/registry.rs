@@ -20,11 +20,8 @@ pub type ConnectQueue = for<'a> fn(
 ) -> BoxFuture<'a, Result<Arc<dyn Queue>>>;
 
 /// Connects the fan-out of a topic among the processes sharing a queue.
-pub type ConnectFanout = for<'a> fn(
-    &'a QueueConfig,
-    &'a str,
-    &'a QueueContext,
-) -> BoxFuture<'a, Result<Option<Fanout>>>;
+pub type ConnectFanout =
+    for<'a> fn(&'a QueueConfig, &'a str, &'a QueueContext) -> BoxFuture<'a, Result<Option<Fanout>>>;
 
 /// A queue backend's entry points.
 #[derive(Debug)]

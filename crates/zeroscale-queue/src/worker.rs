@@ -252,6 +252,7 @@ impl Worker {
                     drop(slots);
                     tokio::select! {
                         _ = tokio::time::sleep(idle) => {}
+                        () = self.queue.wait_for_jobs(&reserve.queues) => {}
                         _ = shutdown.changed() => break,
                     }
                     idle = (idle * 2).min(self.options.max_poll_interval);

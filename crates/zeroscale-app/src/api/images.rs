@@ -227,7 +227,7 @@ async fn reserve_and_enqueue(
     let generation = state.domain.credits().reserve_in(&mut txn, new).await?;
     let job = generate_job(&generation);
     let (queue_name, task) = (job.queue.clone(), job.task.clone());
-    let id = queue.enqueue_in(&txn, job).await?;
+    let id = queue.enqueue_in(&mut txn, job).await?;
     state
         .domain
         .jobs()

@@ -387,6 +387,16 @@ pub trait Queue: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the backend is reachable (for `/readyz` and `doctor`).
     async fn health(&self) -> Result<()>;
+
+    /// Resolves when a job may have become ready on one of `queues` (an enqueue that the
+    /// backend hears of), so an idle worker need not poll. Never resolving is correct:
+    /// the worker also polls, at most `max_poll_interval` apart. The default never
+    /// resolves; the database queue resolves on this process's enqueues and, on
+    /// PostgreSQL, on `NOTIFY` from any process.
+    async fn wait_for_jobs(&self, queues: &[String]) {
+        let _ = queues;
+        futures::future::pending::<()>().await;
+    }
 }
 
 /// The queue interface as shared in the app.

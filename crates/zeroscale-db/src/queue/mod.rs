@@ -54,6 +54,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const SWEEP_IDLE: Duration = Duration::from_millis(5);
 /// Jobs moved per sweep statement.
 const SWEEP_BATCH: u32 = 1000;
+/// The notice topic of new jobs.
+const JOBS_TOPIC: &str = "jobs";
 /// What a reclaimed lease leaves as the job's last error.
 const LEASE_EXPIRED: &str = "lease expired: the worker stopped or hung";
 
@@ -65,8 +67,11 @@ pub struct DbQueue {
     config: DatabaseQueueConfig,
     backoff: Backoff,
     timers: Mutex<Timers>,
-    /// Wakes this process's waiting reservers when it enqueues.
+    /// Wakes this process's idle workers: on its own enqueues, and on PostgreSQL on
+    /// every process's (`NOTIFY`).
     wake: Arc<tokio::sync::Notify>,
+    /// Whether the PostgreSQL job listener was started.
+    listening: std::sync::atomic::AtomicBool,
 }
 
 struct Timers {
@@ -100,6 +105,7 @@ impl DbQueue {
                 last_prune: None,
             }),
             wake: Arc::default(),
+            listening: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -107,17 +113,77 @@ impl DbQueue {
     /// transaction commits, and never if it rolls back. Same rules as
     /// [`Queue::enqueue`] (an idempotency key held by an unfinished job returns that
     /// job's id).
-    pub async fn enqueue_in(&self, txn: &WriteTxn, job: NewJob) -> Result<JobId> {
+    pub async fn enqueue_in(&self, txn: &mut WriteTxn, job: NewJob) -> Result<JobId> {
         validate_new_job(&job)?;
         let id = self.insert(&txn.txn, job).await?;
-        self.wake.notify_waiters();
+        // This process's idle workers look once the job is visible.
+        let wake = Arc::clone(&self.wake);
+        txn.after_commit(move || wake.notify_waiters());
         Ok(id)
     }
 
-    /// Resolves when this process enqueues a job (or after `max`): lets an idle worker
-    /// sleep without missing local work.
-    pub async fn wait_for_local_work(&self, max: Duration) {
-        let _ = tokio::time::timeout(max, self.wake.notified()).await;
+    /// Tells idle workers in other processes (PostgreSQL: `NOTIFY`, delivered when
+    /// `conn`'s transaction commits). SQLite's other processes poll.
+    async fn announce<C: ConnectionTrait>(&self, conn: &C) -> Result<()> {
+        if self.sql.dialect == Dialect::Postgres {
+            self.row(
+                conn,
+                "SELECT pg_notify(?, '')",
+                vec![notify::channel(JOBS_TOPIC).into()],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// On PostgreSQL, starts (once) the listener that wakes this process's idle workers
+    /// when any process enqueues; it listens again after a lost connection.
+    fn listen_for_jobs(&self) {
+        if self.sql.dialect != Dialect::Postgres
+            || self
+                .listening
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let db = self.db.clone();
+        let wake = Arc::downgrade(&self.wake);
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            while wake.strong_count() > 0 {
+                match db.listen(JOBS_TOPIC).await {
+                    Ok(mut listener) => {
+                        delay = Duration::from_millis(100);
+                        // Woken at once: jobs enqueued while not listening are found.
+                        if let Some(wake) = wake.upgrade() {
+                            wake.notify_waiters();
+                        }
+                        loop {
+                            match tokio::time::timeout(Duration::from_secs(30), listener.next())
+                                .await
+                            {
+                                Ok(Ok(_)) => match wake.upgrade() {
+                                    Some(wake) => wake.notify_waiters(),
+                                    None => return,
+                                },
+                                Ok(Err(e)) => {
+                                    tracing::warn!(error = %e.chain(), "the job listener lost its connection; listening again");
+                                    break;
+                                }
+                                // Quiet: is anyone still waiting?
+                                Err(_) if wake.strong_count() == 0 => return,
+                                Err(_) => {}
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.chain(), "cannot listen for new jobs; workers poll meanwhile");
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
     }
 
     fn err(&self) -> impl Fn(sea_orm::DbErr) -> Error + '_ {
@@ -230,6 +296,9 @@ impl DbQueue {
             values.push(delay_ms.into());
         }
         self.exec(conn, &sql, values).await?;
+        if delay_ms == 0 {
+            self.announce(conn).await?;
+        }
         Ok(id)
     }
 
@@ -786,6 +855,7 @@ impl Queue for DbQueue {
             )
             .await?;
         }
+        self.announce(&txn).await?;
         self.commit(txn).await?;
         self.wake.notify_waiters();
         Ok(())
@@ -851,6 +921,11 @@ impl Queue for DbQueue {
         sql.push_str(&format!(" ORDER BY id LIMIT {}", page_limit(&page)));
         let rows = self.rows(self.db.conn(), &sql, values).await?;
         rows.iter().map(sql::status).collect()
+    }
+
+    async fn wait_for_jobs(&self, _queues: &[String]) {
+        self.listen_for_jobs();
+        self.wake.notified().await;
     }
 
     async fn health(&self) -> Result<()> {

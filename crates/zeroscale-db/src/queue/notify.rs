@@ -23,7 +23,7 @@ const SQLITE_POLL: Duration = Duration::from_millis(100);
 const SQLITE_KEEP_MS: i64 = 5 * 60 * 1000;
 
 /// A PostgreSQL channel name for `topic` (identifiers are at most 63 bytes).
-fn channel(topic: &str) -> String {
+pub(super) fn channel(topic: &str) -> String {
     let mut name = format!("zeroscale_{topic}");
     name.truncate(63);
     name
