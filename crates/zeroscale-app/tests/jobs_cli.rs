@@ -1,6 +1,5 @@
-//! `zeroscale jobs …` against Redis: stats, list, show, retry, cancel, dead, purge-dead.
-
-#![cfg(feature = "redis")]
+//! `zeroscale jobs …` against Redis and the database queue: stats, list, show, retry,
+//! cancel, dead, purge-dead.
 
 mod common;
 
@@ -8,11 +7,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
+use zeroscale_core::Queue;
 use zeroscale_core::config::{JobsConfig, RedisQueueConfig};
 use zeroscale_core::queue::{JobState, NackOptions, NewJob, ReserveOptions};
 use zeroscale_core::testing::require_service;
 
-fn jobs(url: &str, prefix: &str, args: &[&str]) -> String {
+fn jobs(env: &[(&str, String)], args: &[&str]) -> String {
     let dir = std::env::temp_dir();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroscale"));
     for (key, _) in std::env::vars() {
@@ -28,8 +28,7 @@ fn jobs(url: &str, prefix: &str, args: &[&str]) -> String {
             "ZEROSCALE_DATA_DIR",
             dir.join(format!("zs-jobs-{}", std::process::id())),
         )
-        .env("REDIS_URL", url)
-        .env("ZEROSCALE_QUEUE__KEY_PREFIX", prefix)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -41,8 +40,9 @@ fn jobs(url: &str, prefix: &str, args: &[&str]) -> String {
     stdout
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
-async fn jobs_commands() {
+async fn jobs_commands_redis() {
     let Some(url) = require_service("ZEROSCALE_TEST_REDIS_URL", "Redis") else {
         return;
     };
@@ -58,6 +58,39 @@ async fn jobs_commands() {
     )
     .await
     .unwrap();
+    let env = [("REDIS_URL", url), ("ZEROSCALE_QUEUE__KEY_PREFIX", prefix)];
+    jobs_commands(q.as_ref(), &env).await;
+}
+
+/// The database queue in an SQLite file: the CLI opens the same file.
+#[cfg(feature = "database-queue")]
+#[tokio::test]
+async fn jobs_commands_database() {
+    use zeroscale_core::config::{DatabaseConfig, DatabaseQueueConfig, QueueConfig, SqliteConfig};
+    let dir = common::TempDir::new("jobs-cli-db");
+    let path = dir.0.join("app.db");
+    let db = zeroscale_db::Db::connect(&DatabaseConfig::Sqlite(SqliteConfig {
+        path: Some(path.clone()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    db.migrate_up().await.unwrap();
+    let q = zeroscale_queue::connect_with(
+        &QueueConfig::Database(DatabaseQueueConfig::default()),
+        &JobsConfig::default(),
+        &zeroscale_queue::QueueContext::default().with_database(db),
+    )
+    .await
+    .unwrap();
+    let env = [
+        ("ZEROSCALE_QUEUE__KIND", "database".to_owned()),
+        ("ZEROSCALE_DATABASE__PATH", path.display().to_string()),
+    ];
+    jobs_commands(q.as_ref(), &env).await;
+}
+
+async fn jobs_commands(q: &dyn Queue, env: &[(&str, String)]) {
     let waiting = q
         .enqueue(NewJob::new("default", "zeroscale.echo", json!({"a": 1})))
         .await
@@ -86,29 +119,29 @@ async fn jobs_commands() {
     .await
     .unwrap();
 
-    let stats = jobs(&url, &prefix, &["stats"]);
+    let stats = jobs(env, &["stats"]);
     assert!(
         stats.contains("queued     1") && stats.contains("dead       1"),
         "{stats}"
     );
-    let dead_list = jobs(&url, &prefix, &["dead"]);
+    let dead_list = jobs(env, &["dead"]);
     assert!(
         dead_list.contains(&dead.to_string()) && dead_list.contains("kaboom"),
         "{dead_list}"
     );
-    let queued = jobs(&url, &prefix, &["list", "--state", "queued"]);
+    let queued = jobs(env, &["list", "--state", "queued"]);
     assert!(
         queued.contains(&waiting.to_string()) && !queued.contains(&dead.to_string()),
         "{queued}"
     );
-    let shown = jobs(&url, &prefix, &["show", &dead.to_string()]);
+    let shown = jobs(env, &["show", &dead.to_string()]);
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["state"], "dead");
     assert_eq!(shown["last_error"], "kaboom");
 
-    jobs(&url, &prefix, &["retry", &dead.to_string()]);
+    jobs(env, &["retry", &dead.to_string()]);
     assert_eq!(q.status(dead).await.unwrap().state, JobState::Queued);
-    let out = jobs(&url, &prefix, &["cancel", &waiting.to_string()]);
+    let out = jobs(env, &["cancel", &waiting.to_string()]);
     assert!(out.contains("cancelled"), "{out}");
     assert_eq!(q.status(waiting).await.unwrap().state, JobState::Cancelled);
 
@@ -130,12 +163,13 @@ async fn jobs_commands() {
     )
     .await
     .unwrap();
-    let out = jobs(&url, &prefix, &["purge-dead"]);
+    let out = jobs(env, &["purge-dead"]);
     assert!(out.contains("deleted 1 dead job(s)"), "{out}");
-    assert!(jobs(&url, &prefix, &["dead"]).trim().is_empty());
+    assert!(jobs(env, &["dead"]).trim().is_empty());
 }
 
 /// `zeroscale serve` runs workers itself by default (`workers.mode = "in_process"`).
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn serve_runs_in_process_workers() {
     let Some(url) = require_service("ZEROSCALE_TEST_REDIS_URL", "Redis") else {
