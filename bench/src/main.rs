@@ -13,6 +13,7 @@ mod embeddings;
 mod http;
 mod measure;
 mod queue;
+mod queue_db;
 mod report;
 mod search;
 mod storage;

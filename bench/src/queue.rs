@@ -2,7 +2,7 @@
 //! through zeroscale's worker runtime on Redis against apalis 1.0 with apalis-redis on the
 //! same Redis (the peer; goal ≥ 1.5× its jobs/s), and against a raw LPUSH/BRPOP loop (no
 //! lease, no ack: the limit, reported as the fraction of it reached). The in-memory queue
-//! is reported on its own.
+//! is reported on its own; the database queue next to the Redis one (`queue_db.rs`).
 //!
 //! Each round starts the consumers, then one producer enqueues every job; the time runs
 //! from the first enqueue to the last handler's return. Every round uses fresh queues.
@@ -153,6 +153,12 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<Vec<Figure>> {
         }
         figures.push(figure);
     }
+    let postgres = std::env::var("ZEROSCALE_TEST_POSTGRES_URL").ok();
+    anyhow::ensure!(
+        postgres.is_some() || std::env::var_os("CI").is_none(),
+        "ZEROSCALE_TEST_POSTGRES_URL is not set: run `cargo xtask bench`, which starts PostgreSQL"
+    );
+    figures.extend(crate::queue_db::run(plan, &url, postgres.as_deref()).await?);
     Ok(figures)
 }
 
@@ -165,7 +171,7 @@ fn worker_options(queue: &str, consumers: usize) -> WorkerOptions {
 }
 
 /// zeroscale's worker runtime on `queue`: `n` jobs through `consumers` at once.
-async fn run_ours(
+pub(crate) async fn run_ours(
     queue: Arc<dyn zeroscale_core::Queue>,
     name: &str,
     n: usize,
@@ -303,7 +309,7 @@ async fn raw_redis(url: &str, list: &str, n: usize, consumers: usize) -> Duratio
 }
 
 /// Deletes what a round left behind (the keys matching `pattern`).
-async fn cleanup(url: &str, pattern: &str) {
+pub(crate) async fn cleanup(url: &str, pattern: &str) {
     let Ok(client) = redis::Client::open(url) else {
         return;
     };
