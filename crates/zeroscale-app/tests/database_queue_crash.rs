@@ -23,18 +23,6 @@ use zeroscale_core::queue::{JobId, JobState, NewJob};
 
 const JOBS: usize = 10_000;
 
-/// A small deterministic generator, so runs are repeatable.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 /// Where the queue is, as the test opens it and as the processes are told.
 enum Engine {
     Sqlite(std::path::PathBuf),
@@ -147,7 +135,7 @@ async fn all_succeeded(queue: &dyn Queue, ids: &[JobId]) -> usize {
 async fn sigkilled_workers(label: &str, engine: Engine, dir: &std::path::Path) {
     let queue = engine.queue().await;
     let ids = enqueue(queue.as_ref(), JOBS).await;
-    let mut rng = Lcg(11);
+    let mut rng = common::Lcg(11);
     let mut workers: Vec<Child> = (0..3).map(|_| worker(dir, &engine)).collect();
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(300);

@@ -18,18 +18,6 @@ use zeroscale_core::testing::require_service;
 
 const JOBS: usize = 10_000;
 
-/// A small deterministic generator, so runs are repeatable.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkilled_workers_lose_no_job() {
     let Some(url) = require_service("ZEROSCALE_TEST_REDIS_URL", "Redis") else {
@@ -63,7 +51,7 @@ async fn sigkilled_workers_lose_no_job() {
         }
     }
 
-    let mut rng = Lcg(7);
+    let mut rng = common::Lcg(7);
     let mut workers: Vec<Child> = (0..3)
         .map(|_| common::worker(&dir, &url, &prefix, 16))
         .collect();

@@ -186,20 +186,11 @@ fn time(ms: &str) -> Option<DateTime<Utc>> {
 }
 
 fn parse_state(s: &str) -> Result<JobState> {
-    Ok(match s {
-        "queued" => JobState::Queued,
-        "scheduled" => JobState::Scheduled,
-        "running" => JobState::Running,
-        "succeeded" => JobState::Succeeded,
-        "failed" => JobState::Failed,
-        "dead" => JobState::Dead,
-        "cancelled" => JobState::Cancelled,
-        other => {
-            return Err(Error::backend(
-                "redis",
-                std::io::Error::other(format!("unknown job state {other:?}")),
-            ));
-        }
+    JobState::parse(s).ok_or_else(|| {
+        Error::backend(
+            "redis",
+            std::io::Error::other(format!("unknown job state {s:?}")),
+        )
     })
 }
 

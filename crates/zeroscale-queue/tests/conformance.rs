@@ -51,10 +51,23 @@ fn nanos() -> u128 {
 #[cfg(feature = "redis")]
 zeroscale_core::queue_conformance!(redis, redis_queue);
 
+/// The registry's database queue over `db`.
+#[cfg(feature = "database")]
+async fn database_queue(db: zeroscale_db::Db) -> Arc<dyn Queue> {
+    use zeroscale_core::config::{DatabaseQueueConfig, QueueConfig};
+    zeroscale_queue::connect_with(
+        &QueueConfig::Database(DatabaseQueueConfig::default()),
+        &test_jobs(),
+        &zeroscale_queue::QueueContext::default().with_database(db),
+    )
+    .await
+    .expect("connect")
+}
+
 /// The database queue on a fresh SQLite file per check.
 #[cfg(feature = "database")]
 async fn database_sqlite_queue(check: &str) -> Option<Arc<dyn Queue>> {
-    use zeroscale_core::config::{DatabaseConfig, DatabaseQueueConfig, QueueConfig, SqliteConfig};
+    use zeroscale_core::config::{DatabaseConfig, SqliteConfig};
     let dir = std::env::temp_dir().join(format!("zs-queue-conformance-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{check}.db"));
@@ -66,16 +79,7 @@ async fn database_sqlite_queue(check: &str) -> Option<Arc<dyn Queue>> {
     .await
     .expect("open SQLite");
     db.migrate_up().await.expect("migrate");
-    let context = zeroscale_queue::QueueContext::default().with_database(db);
-    Some(
-        zeroscale_queue::connect_with(
-            &QueueConfig::Database(DatabaseQueueConfig::default()),
-            &test_jobs(),
-            &context,
-        )
-        .await
-        .expect("connect"),
-    )
+    Some(database_queue(db).await)
 }
 
 #[cfg(feature = "database")]
@@ -112,9 +116,7 @@ fn postgres_url() -> Option<String> {
 
 #[cfg(feature = "database")]
 async fn database_postgres_queue(_check: &str) -> Option<Arc<dyn Queue>> {
-    use zeroscale_core::config::{
-        DatabaseConfig, DatabaseQueueConfig, PostgresConfig, QueueConfig,
-    };
+    use zeroscale_core::config::{DatabaseConfig, PostgresConfig};
     let url = postgres_url()?;
     let db = zeroscale_db::Db::connect(&DatabaseConfig::Postgres(PostgresConfig {
         url: url.into(),
@@ -124,16 +126,7 @@ async fn database_postgres_queue(_check: &str) -> Option<Arc<dyn Queue>> {
     }))
     .await
     .expect("connect to PostgreSQL");
-    let context = zeroscale_queue::QueueContext::default().with_database(db);
-    Some(
-        zeroscale_queue::connect_with(
-            &QueueConfig::Database(DatabaseQueueConfig::default()),
-            &test_jobs(),
-            &context,
-        )
-        .await
-        .expect("connect"),
-    )
+    Some(database_queue(db).await)
 }
 
 #[cfg(feature = "database")]

@@ -276,3 +276,17 @@ pub async fn fresh_database(var: &str, engine: &str, label: &str) -> Option<Stri
     let (base, _) = admin_url.rsplit_once('/').expect("URL names a database");
     Some(format!("{base}/{name}"))
 }
+
+/// A small deterministic generator, so runs of the crash tests are repeatable.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number below `n`.
+    pub fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}

@@ -85,6 +85,22 @@ impl JobState {
         )
     }
 
+    /// Every state.
+    pub const ALL: [JobState; 7] = [
+        JobState::Queued,
+        JobState::Scheduled,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    /// The state named `name` (as [`JobState::as_str`] writes it), if any.
+    pub fn parse(name: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {

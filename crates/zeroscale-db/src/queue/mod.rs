@@ -44,7 +44,7 @@ use zeroscale_core::queue::{
 };
 use zeroscale_core::{Error, Result};
 
-use self::sql::{STATUS_COLUMNS, Sql, get, job_id, state_name, time, to_text};
+use self::sql::{STATUS_COLUMNS, Sql, get, job_id, time, to_text};
 use crate::{Db, Dialect};
 
 /// How often a busy queue still sweeps (due retries, expired leases) while reservations
@@ -883,17 +883,7 @@ impl Queue for DbQueue {
         for row in &rows {
             let state: String = get(row, "state")?;
             let n: i64 = get(row, "n")?;
-            let state = [
-                JobState::Queued,
-                JobState::Scheduled,
-                JobState::Running,
-                JobState::Succeeded,
-                JobState::Failed,
-                JobState::Dead,
-                JobState::Cancelled,
-            ]
-            .into_iter()
-            .find(|s| state_name(*s) == state);
+            let state = JobState::parse(&state);
             if let Some(state) = state {
                 stats.add(state, n.max(0) as u64);
             }
@@ -912,7 +902,7 @@ impl Queue for DbQueue {
         let mut values: Vec<Value> = vec![queue.into()];
         if let Some(state) = state {
             sql.push_str(" AND state = ?");
-            values.push(state_name(state).into());
+            values.push(state.as_str().into());
         }
         if let Some(after) = page.after {
             sql.push_str(" AND id > ?");

@@ -68,25 +68,11 @@ fn corrupt(message: String) -> Error {
     Error::backend("database queue", std::io::Error::other(message))
 }
 
-/// The state's name in the `state` column.
-pub(super) fn state_name(state: JobState) -> &'static str {
-    state.as_str()
-}
-
 fn parse_state(s: &str) -> Result<JobState> {
-    Ok(match s {
-        "queued" => JobState::Queued,
-        "scheduled" => JobState::Scheduled,
-        "running" => JobState::Running,
-        "succeeded" => JobState::Succeeded,
-        "failed" => JobState::Failed,
-        "dead" => JobState::Dead,
-        "cancelled" => JobState::Cancelled,
-        other => {
-            return Err(corrupt(format!(
-                "queue_jobs holds the unknown state `{other}`: was it written by a newer version?"
-            )));
-        }
+    JobState::parse(s).ok_or_else(|| {
+        corrupt(format!(
+            "queue_jobs holds the unknown state `{s}`: was it written by a newer version?"
+        ))
     })
 }
 
