@@ -295,9 +295,14 @@ impl DbQueue {
         if delay_ms > 0 {
             values.push(delay_ms.into());
         }
-        self.exec(conn, &sql, values).await?;
-        if delay_ms == 0 {
-            self.announce(conn).await?;
+        if delay_ms == 0 && self.sql.dialect == Dialect::Postgres {
+            // The insert and the NOTIFY that wakes other processes' idle workers, in one
+            // round trip (delivered when the transaction commits).
+            let sql = format!("WITH job AS ({sql} RETURNING id) SELECT pg_notify(?, '') FROM job");
+            values.push(notify::channel(JOBS_TOPIC).into());
+            self.rows(conn, &sql, values).await?;
+        } else {
+            self.exec(conn, &sql, values).await?;
         }
         Ok(id)
     }
