@@ -375,10 +375,15 @@ fn migrate_commands_on_sqlite() {
         "{stdout}"
     );
     assert!(stdout.contains("run `zeroscale migrate up`"), "{stdout}");
+    let pending = stdout.matches("pending  m").count();
+    assert!(pending >= 4, "{stdout}");
 
     let (out, stdout, stderr) = run(&["up"]);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("applied 3 migration(s)"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("applied {pending} migration(s)")),
+        "{stdout}"
+    );
     let (_, stdout, _) = run(&["status"]);
     assert!(
         stdout.contains("applied  m20261122_000001_domain"),
@@ -408,8 +413,12 @@ fn migrate_commands_on_sqlite() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("pending  m20261202_000001_vector_collections"),
+        stdout.contains("applied  m20261202_000001_vector_collections"),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("pending  m20261203_000001_queue_jobs"),
+        "down undid the newest only: {stdout}"
     );
 }
 

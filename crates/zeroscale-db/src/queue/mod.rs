@@ -329,12 +329,29 @@ impl DbQueue {
             }
             prune
         };
-        self.promote_due().await?;
-        self.reclaim_expired().await?;
+        // A read first: on SQLite a write statement takes the file's one write lock even
+        // when it changes nothing, and idle workers sweep on every poll.
+        if self.timer_due().await? {
+            self.promote_due().await?;
+            self.reclaim_expired().await?;
+        }
         if prune {
             self.prune().await?;
         }
         Ok(())
+    }
+
+    /// Whether any job's timer (a run time or a lease expiry) has passed.
+    async fn timer_due(&self) -> Result<bool> {
+        let row = self
+            .row(
+                self.db.conn(),
+                "SELECT id FROM queue_jobs WHERE state IN ('scheduled', 'failed', 'running') \
+                 AND due_at <= NOW_MS LIMIT 1",
+                vec![],
+            )
+            .await?;
+        Ok(row.is_some())
     }
 
     async fn promote_due(&self) -> Result<()> {
