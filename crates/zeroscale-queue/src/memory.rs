@@ -14,11 +14,11 @@ use zeroscale_core::config::JobsConfig;
 use zeroscale_core::domain::now;
 use zeroscale_core::queue::{
     JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome, NewJob,
-    PageOptions, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
+    PageOptions, PortableJob, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
 };
 use zeroscale_core::{Error, Result};
 
-use crate::{Backoff, lease_token, validate_new_job, validate_progress};
+use crate::{Backoff, lease_token, prepare_import, validate_new_job, validate_progress};
 
 struct Record {
     status: JobStatus,
@@ -501,6 +501,64 @@ impl Queue for MemoryQueue {
         jobs.sort_by_key(|s| s.id);
         jobs.truncate(page.limit.unwrap_or(100).clamp(1, 1000));
         Ok(jobs)
+    }
+
+    async fn export(&self, queue: &str, page: PageOptions) -> Result<Vec<PortableJob>> {
+        let mut inner = self.lock();
+        inner.tick(now(), self.retention());
+        let mut jobs: Vec<PortableJob> = inner
+            .jobs
+            .values()
+            .filter(|r| r.status.queue == queue)
+            .filter(|r| page.after.is_none_or(|after| r.status.id > after))
+            .map(|r| PortableJob {
+                status: r.status.clone(),
+                payload: r.payload.clone(),
+                idempotency_key: r.idempotency_key.clone(),
+            })
+            .collect();
+        jobs.sort_by_key(|j| j.status.id);
+        jobs.truncate(page.limit.unwrap_or(100).clamp(1, 1000));
+        Ok(jobs)
+    }
+
+    async fn import(&self, job: PortableJob) -> Result<bool> {
+        let job = prepare_import(job)?;
+        let id = job.status.id;
+        let mut inner = self.lock();
+        if inner.jobs.contains_key(&id) {
+            return Ok(false);
+        }
+        inner.seq += 1;
+        let seq = inner.seq;
+        let state = job.status.state;
+        if state != JobState::Dead
+            && let Some(key) = &job.idempotency_key
+        {
+            inner
+                .idempotency
+                .entry((job.status.queue.clone(), key.clone()))
+                .or_insert(id);
+        }
+        let run_at = job.status.run_at;
+        inner.jobs.insert(
+            id,
+            Record {
+                status: job.status,
+                payload: job.payload,
+                lease: None,
+                idempotency_key: job.idempotency_key,
+                seq,
+            },
+        );
+        match state {
+            JobState::Scheduled | JobState::Failed => {
+                inner.waiting.insert((run_at, seq, id));
+            }
+            JobState::Dead => {}
+            _ => inner.make_ready(id),
+        }
+        Ok(true)
     }
 
     async fn health(&self) -> Result<()> {

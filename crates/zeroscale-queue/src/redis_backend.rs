@@ -20,11 +20,11 @@ use serde_json::Value;
 use zeroscale_core::config::{JobsConfig, QueueConfig, RedisQueueConfig};
 use zeroscale_core::queue::{
     JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome, NewJob,
-    PageOptions, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
+    PageOptions, PortableJob, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
 };
 use zeroscale_core::{Error, Result};
 
-use crate::{Backoff, lease_token, validate_new_job, validate_progress};
+use crate::{Backoff, lease_token, prepare_import, validate_new_job, validate_progress};
 
 use zeroscale_core::redacted_url;
 
@@ -87,6 +87,7 @@ struct Scripts {
     tick: Script,
     stats: Script,
     list: Script,
+    import: Script,
 }
 
 impl Scripts {
@@ -106,6 +107,7 @@ impl Scripts {
             tick: s(include_str!("../lua/tick.lua")),
             stats: s(include_str!("../lua/stats.lua")),
             list: s(include_str!("../lua/list.lua")),
+            import: s(include_str!("../lua/import.lua")),
         }
     }
 }
@@ -268,6 +270,20 @@ impl RedisQueue {
 
     /// The jobs `ids` that still exist, in that order, read in one round trip.
     async fn read_many(&self, ids: &[JobId]) -> Result<Vec<JobStatus>> {
+        Ok(self
+            .read_hashes(ids)
+            .await?
+            .into_iter()
+            .map(|(status, _)| status)
+            .collect())
+    }
+
+    /// The jobs `ids` that still exist with their hashes, in that order, in one round
+    /// trip.
+    async fn read_hashes(
+        &self,
+        ids: &[JobId],
+    ) -> Result<Vec<(JobStatus, HashMap<String, String>)>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -279,12 +295,36 @@ impl RedisQueue {
         let all: Vec<HashMap<String, String>> =
             pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
         let mut out = Vec::with_capacity(ids.len());
-        for (id, fields) in ids.iter().zip(&all) {
-            if let Some(status) = status_from(*id, fields)? {
-                out.push(status);
+        for (id, fields) in ids.iter().zip(all) {
+            if let Some(status) = status_from(*id, &fields)? {
+                out.push((status, fields));
             }
         }
         Ok(out)
+    }
+
+    /// The ids of `queue`'s jobs (in `state`, if given) in enqueue order, paged.
+    async fn list_ids(
+        &self,
+        queue: &str,
+        state: Option<JobState>,
+        page: &PageOptions,
+    ) -> Result<Vec<JobId>> {
+        let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+        self.run(
+            &self.scripts.list,
+            &[
+                queue.to_owned(),
+                state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                page.after.map(|a| a.to_string()).unwrap_or_default(),
+                limit.to_string(),
+            ],
+        )
+        .await?
+        .rest
+        .iter()
+        .map(|id| id.parse())
+        .collect()
     }
 }
 
@@ -594,24 +634,75 @@ impl Queue for RedisQueue {
         state: Option<JobState>,
         page: PageOptions,
     ) -> Result<Vec<JobStatus>> {
-        let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-        let ids = self
+        let ids = self.list_ids(queue, state, &page).await?;
+        self.read_many(&ids).await
+    }
+
+    async fn export(&self, queue: &str, page: PageOptions) -> Result<Vec<PortableJob>> {
+        let ids = self.list_ids(queue, None, &page).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (status, fields) in self.read_hashes(&ids).await? {
+            let payload = fields.get("payload").map(String::as_str).unwrap_or("null");
+            let payload = serde_json::from_str(payload).map_err(|e| {
+                Error::backend(
+                    "redis",
+                    std::io::Error::other(format!(
+                        "job {}: the payload is not JSON: {e}",
+                        status.id
+                    )),
+                )
+            })?;
+            let idempotency_key = fields.get("idem").filter(|k| !k.is_empty()).cloned();
+            out.push(PortableJob {
+                status,
+                payload,
+                idempotency_key,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn import(&self, job: PortableJob) -> Result<bool> {
+        let PortableJob {
+            status,
+            payload,
+            idempotency_key,
+        } = prepare_import(job)?;
+        let ms = |t: DateTime<Utc>| t.timestamp_millis().to_string();
+        let payload = serde_json::to_string(&payload)
+            .map_err(|e| Error::invalid_input(format!("payload is not JSON: {e}")))?;
+        let progress = match &status.progress {
+            Some(p) => serde_json::to_string(p)
+                .map_err(|e| Error::invalid_input(format!("progress is not JSON: {e}")))?,
+            None => String::new(),
+        };
+        let reply = self
             .run(
-                &self.scripts.list,
+                &self.scripts.import,
                 &[
-                    queue.to_owned(),
-                    state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
-                    page.after.map(|a| a.to_string()).unwrap_or_default(),
-                    limit.to_string(),
+                    status.id.to_string(),
+                    status.queue,
+                    status.task,
+                    payload,
+                    status.state.as_str().to_owned(),
+                    status.attempts.to_string(),
+                    status.max_attempts.to_string(),
+                    status.priority.to_string(),
+                    ms(status.run_at),
+                    idempotency_key.unwrap_or_default(),
+                    ms(status.created_at),
+                    ms(status.updated_at),
+                    status.finished_at.map(ms).unwrap_or_default(),
+                    status.last_error.unwrap_or_default(),
+                    progress,
                 ],
             )
-            .await?
-            .rest;
-        let ids = ids
-            .iter()
-            .map(|id| id.parse())
-            .collect::<Result<Vec<JobId>>>()?;
-        self.read_many(&ids).await
+            .await?;
+        match reply.word.as_str() {
+            "ok" => Ok(true),
+            "exists" => Ok(false),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn health(&self) -> Result<()> {

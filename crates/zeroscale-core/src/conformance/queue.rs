@@ -11,7 +11,8 @@ use serde_json::json;
 
 use crate::error::Error;
 use crate::queue::{
-    JobId, JobState, NackOptions, NackOutcome, NewJob, Progress, Queue, ReserveOptions,
+    JobId, JobState, NackOptions, NackOutcome, NewJob, PageOptions, PortableJob, Progress, Queue,
+    ReserveOptions,
 };
 
 fn reserve_opts(queue: &str, lease: Duration) -> ReserveOptions {
@@ -71,7 +72,7 @@ macro_rules! queue_conformance {
                 give_up_dead_letters_at_once lease_expiry_redelivers
                 extend_lease_prevents_redelivery delayed_jobs_wait priority_then_fifo
                 idempotency_key cancel progress_and_status stale_lease_is_conflict
-                queues_are_separate stats_and_list batches);
+                queues_are_separate stats_and_list batches export_import);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn unknown_job_is_not_found() {
@@ -137,6 +138,7 @@ pub async fn run_all(queue: &dyn Queue, prefix: &str) {
     queues_are_separate(queue, prefix).await;
     stats_and_list(queue, prefix).await;
     batches(queue, prefix).await;
+    export_import(queue, prefix).await;
 }
 
 /// `reserve_many` hands out jobs in `reserve`'s order (priority first, across queues),
@@ -1005,4 +1007,206 @@ pub async fn concurrent_consumers<S, H>(
     );
     let unique: HashSet<JobId> = acked.iter().copied().collect();
     assert_eq!(unique, ids, "{backend}: some job was acked twice or never");
+}
+
+/// Every job of a queue exports with its payload and key, in any state and page by page;
+/// imported under the same ids (here moved to another queue with fresh ids, as one
+/// backend cannot hold an id twice) each keeps its state, attempts, priority, run time,
+/// error and key: a running one is queued again with its attempt counted, a dead one
+/// can be requeued. A second import of an id changes nothing; finished jobs are refused.
+pub async fn export_import(queue: &dyn Queue, prefix: &str) {
+    let backend = queue.backend().to_owned();
+    let src = format!("{prefix}-export");
+    let dst = format!("{prefix}-import");
+    let lease = Duration::from_secs(30);
+    let mut later = NewJob::new(&src, "later", json!({}));
+    later.options.delay = Some(Duration::from_secs(3600));
+    let later = queue.enqueue(later).await.unwrap();
+    // One plain job at a time, reserved (then failed, left running, given up, succeeded).
+    let take = async |task: &str| {
+        let id = queue
+            .enqueue(NewJob::new(&src, task, json!({"task": task})))
+            .await
+            .unwrap();
+        let job = queue
+            .reserve(&reserve_opts(&src, lease))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{backend}: `{task}` was not reserved"));
+        assert_eq!(job.id, id, "{backend}");
+        job
+    };
+    let job = take("failed").await;
+    let failed = job.id;
+    let retry = NackOptions {
+        error: "try later".into(),
+        retry_after: Some(Duration::from_secs(3600)),
+        give_up: false,
+    };
+    queue.nack(&job.lease, retry).await.unwrap();
+    let running = take("running").await.id;
+    let job = take("dead").await;
+    let dead = job.id;
+    let give_up = NackOptions {
+        error: "hopeless".into(),
+        retry_after: None,
+        give_up: true,
+    };
+    queue.nack(&job.lease, give_up).await.unwrap();
+    let job = take("done").await;
+    let done = job.id;
+    queue.ack(&job.lease, Some(json!("ok"))).await.unwrap();
+    let mut keyed = NewJob::new(&src, "keyed", json!({"text": "héllo 🌍", "n": [1, 2]}));
+    keyed.options.priority = 5;
+    keyed.options.idempotency_key = Some("only-once".into());
+    let keyed = queue.enqueue(keyed).await.unwrap();
+
+    // Export two at a time.
+    let mut exported: Vec<PortableJob> = Vec::new();
+    loop {
+        let page = queue
+            .export(
+                &src,
+                PageOptions {
+                    limit: Some(2),
+                    after: exported.last().map(|j| j.status.id),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.len() <= 2, "{backend}: the page's limit");
+        if page.is_empty() {
+            break;
+        }
+        exported.extend(page);
+    }
+    let ids: Vec<JobId> = exported.iter().map(|j| j.status.id).collect();
+    let mut want = vec![keyed, later, failed, running, dead, done];
+    want.sort();
+    assert_eq!(ids, want, "{backend}: every job, oldest first");
+    let find = |id: JobId| exported.iter().find(|j| j.status.id == id).unwrap().clone();
+    let k = find(keyed);
+    assert_eq!(
+        k.payload,
+        json!({"text": "héllo 🌍", "n": [1, 2]}),
+        "{backend}"
+    );
+    assert_eq!(k.idempotency_key.as_deref(), Some("only-once"), "{backend}");
+    assert_eq!(k.status.priority, 5, "{backend}");
+    assert_eq!(find(running).status.state, JobState::Running, "{backend}");
+    assert_eq!(find(failed).status.state, JobState::Failed, "{backend}");
+    assert_eq!(find(later).status.state, JobState::Scheduled, "{backend}");
+    assert_eq!(find(dead).status.state, JobState::Dead, "{backend}");
+
+    // A finished job is refused; an id already here changes nothing.
+    let err = queue.import(find(done)).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        crate::ErrorKind::InvalidInput,
+        "{backend}: {err}"
+    );
+    assert!(
+        !queue.import(find(running)).await.unwrap(),
+        "{backend}: an id already here was imported again"
+    );
+    assert_eq!(
+        queue.status(running).await.unwrap().state,
+        JobState::Running,
+        "{backend}: a repeated import changed the job"
+    );
+
+    // Carry the unfinished and dead ones to `dst` under fresh ids.
+    let mut moved = std::collections::HashMap::new();
+    for id in [keyed, later, failed, running, dead] {
+        let mut job = find(id);
+        job.status.queue = dst.clone();
+        job.status.id = JobId::new();
+        moved.insert(id, job.status.id);
+        assert!(queue.import(job.clone()).await.unwrap(), "{backend}");
+        assert!(
+            !queue.import(job).await.unwrap(),
+            "{backend}: imported twice"
+        );
+    }
+    let stats = queue.stats(&dst).await.unwrap();
+    assert_eq!(
+        (
+            stats.queued,
+            stats.scheduled,
+            stats.failed,
+            stats.running,
+            stats.dead
+        ),
+        (2, 1, 1, 0, 1),
+        "{backend}: {stats:?}"
+    );
+    let f = queue.status(moved[&failed]).await.unwrap();
+    assert_eq!(
+        (f.state, f.attempts, f.last_error.as_deref()),
+        (JobState::Failed, 1, Some("try later")),
+        "{backend}"
+    );
+    let was = find(failed).status.run_at;
+    assert!(
+        (f.run_at - was).num_milliseconds().abs() < 1000,
+        "{backend}: the retry time moved from {was} to {}",
+        f.run_at
+    );
+    let d = queue.status(moved[&dead]).await.unwrap();
+    assert_eq!(
+        (d.state, d.last_error.as_deref()),
+        (JobState::Dead, Some("hopeless")),
+        "{backend}"
+    );
+    // The key came along: enqueuing with it finds the imported job.
+    let mut again = NewJob::new(&dst, "keyed", json!({}));
+    again.options.idempotency_key = Some("only-once".into());
+    assert_eq!(
+        queue.enqueue(again).await.unwrap(),
+        moved[&keyed],
+        "{backend}: the idempotency key did not move"
+    );
+    // Priority first: the keyed job, then the one that was running, on its second attempt.
+    let first = queue
+        .reserve(&reserve_opts(&dst, lease))
+        .await
+        .unwrap()
+        .expect("the keyed job");
+    assert_eq!(
+        (first.id, first.attempt, first.payload.clone()),
+        (moved[&keyed], 1, k.payload.clone()),
+        "{backend}"
+    );
+    let second = queue
+        .reserve(&reserve_opts(&dst, lease))
+        .await
+        .unwrap()
+        .expect("the job that was running");
+    assert_eq!(
+        (second.id, second.attempt, second.task.as_str()),
+        (moved[&running], 2, "running"),
+        "{backend}"
+    );
+    assert!(
+        queue
+            .reserve(&reserve_opts(&dst, lease))
+            .await
+            .unwrap()
+            .is_none(),
+        "{backend}: a scheduled or failed job ran early"
+    );
+    queue.ack(&first.lease, None).await.unwrap();
+    queue.ack(&second.lease, None).await.unwrap();
+    queue.requeue_dead(moved[&dead]).await.unwrap();
+    let back = queue
+        .reserve(&reserve_opts(&dst, lease))
+        .await
+        .unwrap()
+        .expect("the requeued dead job");
+    assert_eq!(back.id, moved[&dead], "{backend}");
+    queue.ack(&back.lease, None).await.unwrap();
+    for id in [later, failed, running, moved[&later], moved[&failed]] {
+        let _ = queue.cancel(id).await;
+    }
+    queue.purge_dead(&src).await.unwrap();
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{JobId, NewJob, Progress, backoff_delay};
+use super::{EnqueueOptions, JobId, JobState, NewJob, PortableJob, Progress, backoff_delay};
 use crate::error::{Error, Result};
 
 /// Priorities a job may have.
@@ -43,6 +43,42 @@ pub fn validate_new_job(job: &NewJob) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks a job handed to [`Queue::import`](super::Queue::import) like a new one, and
+/// says how to store it: a job that was running is queued again (its lease belonged to a
+/// worker of the old backend), a dead one keeps its finish time, no other keeps one;
+/// succeeded and cancelled jobs are refused.
+pub fn prepare_import(mut job: PortableJob) -> Result<PortableJob> {
+    let status = &mut job.status;
+    match status.state {
+        JobState::Succeeded | JobState::Cancelled => {
+            return Err(Error::invalid_input(format!(
+                "job {} has finished ({}): only unfinished and dead jobs are imported",
+                status.id, status.state
+            )));
+        }
+        JobState::Running => status.state = JobState::Queued,
+        JobState::Dead => {
+            status.finished_at.get_or_insert(status.updated_at);
+        }
+        JobState::Queued | JobState::Scheduled | JobState::Failed => {}
+    }
+    if status.state != JobState::Dead {
+        status.finished_at = None;
+    }
+    validate_new_job(&NewJob {
+        queue: status.queue.clone(),
+        task: status.task.clone(),
+        payload: serde_json::Value::Null,
+        options: EnqueueOptions {
+            delay: None,
+            max_attempts: Some(status.max_attempts),
+            idempotency_key: job.idempotency_key.clone(),
+            priority: status.priority,
+        },
+    })?;
+    Ok(job)
 }
 
 /// The error for an ack, nack, extension or progress report with a lease that is no

@@ -275,6 +275,19 @@ pub struct JobStatus {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A job with everything needed to carry it to another queue backend: what
+/// [`Queue::export`] reads and [`Queue::import`] writes (`zeroscale stage move
+/// --with-jobs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortableJob {
+    /// Its id, queue, task, state, attempts, priority, progress, last error and times.
+    pub status: JobStatus,
+    /// Its payload.
+    pub payload: Value,
+    /// The idempotency key it was enqueued with.
+    pub idempotency_key: Option<String>,
+}
+
 /// How many jobs of a queue are in each state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
@@ -403,6 +416,25 @@ pub trait Queue: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the backend is reachable (for `/readyz` and `doctor`).
     async fn health(&self) -> Result<()>;
+
+    /// Jobs of `queue` in any state with their payloads, oldest first and paged like
+    /// [`list`](Queue::list): what [`import`](Queue::import) needs to carry them to
+    /// another backend. The default says the backend cannot.
+    async fn export(&self, queue: &str, page: PageOptions) -> Result<Vec<PortableJob>> {
+        let _ = (queue, page);
+        Err(Error::not_supported("export jobs", self.backend()))
+    }
+
+    /// Adds `job` as it was elsewhere: same id, state, attempts, priority, run time, last
+    /// error and idempotency key. A job that was running there is queued again at once
+    /// (its worker stopped; the attempt it had started stays counted). Only unfinished
+    /// and dead jobs move: a succeeded or cancelled one is refused. Returns `false`, and
+    /// changes nothing, when a job with that id is already here, so an import that
+    /// stopped half way can run again. The default says the backend cannot.
+    async fn import(&self, job: PortableJob) -> Result<bool> {
+        let _ = job;
+        Err(Error::not_supported("import jobs", self.backend()))
+    }
 
     /// Resolves when a job may have become ready on one of `queues` (an enqueue that the
     /// backend hears of), so an idle worker need not poll. Never resolving is correct:

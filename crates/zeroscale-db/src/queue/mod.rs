@@ -36,11 +36,11 @@ pub use crate::WriteTxn;
 use serde_json::Value as Json;
 use zeroscale_core::config::{DatabaseQueueConfig, JobsConfig};
 use zeroscale_core::queue::driver::{
-    Backoff, lease_lost, new_lease_token, validate_new_job, validate_progress,
+    Backoff, lease_lost, new_lease_token, prepare_import, validate_new_job, validate_progress,
 };
 use zeroscale_core::queue::{
     JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome, NewJob,
-    PageOptions, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
+    PageOptions, PortableJob, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
 };
 use zeroscale_core::{Error, Result};
 
@@ -933,6 +933,95 @@ impl Queue for DbQueue {
         sql.push_str(&format!(" ORDER BY id LIMIT {}", page_limit(&page)));
         let rows = self.rows(self.db.conn(), &sql, values).await?;
         rows.iter().map(sql::status).collect()
+    }
+
+    async fn export(&self, queue: &str, page: PageOptions) -> Result<Vec<PortableJob>> {
+        self.sweep(true).await?;
+        let mut sql =
+            format!("SELECT {STATUS_COLUMNS}, idempotency_key FROM queue_jobs WHERE queue = ?");
+        let mut values: Vec<Value> = vec![queue.into()];
+        if let Some(after) = page.after {
+            sql.push_str(" AND id > ?");
+            values.push(after.to_string().into());
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", page_limit(&page)));
+        let rows = self.rows(self.db.conn(), &sql, values).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PortableJob {
+                    status: sql::status(row)?,
+                    payload: sql::payload(row)?,
+                    idempotency_key: get(row, "idempotency_key")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn import(&self, job: PortableJob) -> Result<bool> {
+        let PortableJob {
+            status,
+            payload,
+            idempotency_key,
+        } = prepare_import(job)?;
+        let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
+        let due_at = matches!(status.state, JobState::Scheduled | JobState::Failed)
+            .then(|| ms(status.run_at));
+        let txn = self.begin().await?;
+        let inserted = self
+            .exec(
+                &txn,
+                "INSERT INTO queue_jobs (id, queue, task, payload, state, priority, attempts, \
+                 max_attempts, run_at, due_at, idempotency_key, progress, last_error, \
+                 created_at, updated_at, finished_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO NOTHING",
+                vec![
+                    status.id.to_string().into(),
+                    status.queue.clone().into(),
+                    status.task.into(),
+                    to_text(&payload)?.into(),
+                    status.state.as_str().into(),
+                    status.priority.into(),
+                    i32::try_from(status.attempts).unwrap_or(i32::MAX).into(),
+                    i32::try_from(status.max_attempts)
+                        .unwrap_or(i32::MAX)
+                        .into(),
+                    ms(status.run_at).into(),
+                    due_at.into(),
+                    idempotency_key.clone().into(),
+                    status.progress.as_ref().map(to_text).transpose()?.into(),
+                    status.last_error.into(),
+                    ms(status.created_at).into(),
+                    ms(status.updated_at).into(),
+                    status.finished_at.map(ms).into(),
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        if status.state != JobState::Dead
+            && let Some(key) = idempotency_key
+        {
+            // The key comes along unless a job here holds it already.
+            self.exec(
+                &txn,
+                "INSERT INTO queue_idempotency (queue, idem_key, job_id) VALUES (?, ?, ?) \
+                 ON CONFLICT (queue, idem_key) DO NOTHING",
+                vec![
+                    status.queue.into(),
+                    key.into(),
+                    status.id.to_string().into(),
+                ],
+            )
+            .await?;
+        }
+        if status.state == JobState::Queued {
+            self.announce(&txn).await?;
+        }
+        self.commit(txn).await?;
+        self.wake.notify_waiters();
+        Ok(true)
     }
 
     async fn wait_for_jobs(&self, _queues: &[String]) {
