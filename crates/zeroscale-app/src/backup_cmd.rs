@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use zeroscale_core::config::{Config, LoadedConfig};
-use zeroscale_db::backup::{self, Manifest, Progress, RestoreOptions};
+use zeroscale_db::backup::{self, BackupOptions, Manifest, Progress, RestoreOptions};
 
 use crate::cli::DbCommand;
 
@@ -90,14 +90,16 @@ fn default_output(config: &Config) -> anyhow::Result<PathBuf> {
 pub(crate) async fn backup(
     loaded: &LoadedConfig,
     output: Option<PathBuf>,
+    with_jobs: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let db = open_db(&loaded.config).await?;
+    let what = BackupOptions { with_jobs };
     let mut reporter = Reporter::new();
     if output.as_deref() == Some(Path::new("-")) {
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
-        let manifest = backup::backup(&db, &mut lock, &mut |e| reporter.event(e))
+        let manifest = backup::backup(&db, &mut lock, what, &mut |e| reporter.event(e))
             .await
             .map_err(anyhow::Error::from)?;
         if json {
@@ -116,7 +118,7 @@ pub(crate) async fn backup(
     let partial = path.with_extension("partial");
     let mut file = std::fs::File::create(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
-    let result = backup::backup(&db, &mut file, &mut |e| reporter.event(e)).await;
+    let result = backup::backup(&db, &mut file, what, &mut |e| reporter.event(e)).await;
     let manifest = match result {
         Ok(m) => m,
         Err(e) => {
@@ -174,6 +176,7 @@ pub(crate) async fn db(command: DbCommand) -> anyhow::Result<ExitCode> {
     let DbCommand::Copy {
         from,
         to,
+        with_jobs,
         replace,
         json,
     } = command;
@@ -183,9 +186,16 @@ pub(crate) async fn db(command: DbCommand) -> anyhow::Result<ExitCode> {
     let target = open_db(&target).await.context("--to")?;
     eprintln!("copying {} -> {}", source.location(), target.location());
     let mut reporter = Reporter::new();
-    let report = backup::copy(&source, &target, RestoreOptions { replace }, &mut |e| {
-        reporter.event(e);
-    })
+    let what = BackupOptions { with_jobs };
+    let report = backup::copy(
+        &source,
+        &target,
+        what,
+        RestoreOptions { replace },
+        &mut |e| {
+            reporter.event(e);
+        },
+    )
     .await
     .map_err(anyhow::Error::from)
     .context("nothing was copied")?;

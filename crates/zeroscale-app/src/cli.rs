@@ -130,6 +130,10 @@ pub(crate) enum Command {
         /// `<data dir>/backups/`.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Include the database queue's jobs (`queue.kind = "database"`): without it
+        /// the archive holds the app's data only.
+        #[arg(long)]
+        with_jobs: bool,
         /// Print a machine-readable summary.
         #[arg(long)]
         json: bool,
@@ -162,8 +166,8 @@ pub(crate) enum Command {
 #[derive(Debug, Subcommand)]
 pub(crate) enum StageCommand {
     /// Move the app's database and files from one stage's config to another's: checks the
-    /// source is stopped and its queue drained, copies the database, syncs the files,
-    /// checks the counts, and says what to deploy next.
+    /// source is stopped and its queue drained (or moves its jobs, `--with-jobs`), copies
+    /// the database, syncs the files, checks the counts, and says what to deploy next.
     Move {
         /// The current stage: a profile name (`config/<NAME>.toml`) or a config file path.
         #[arg(long, value_name = "PROFILE|FILE")]
@@ -177,6 +181,10 @@ pub(crate) enum StageCommand {
         /// Replace the contents of a target database that has rows.
         #[arg(long)]
         replace: bool,
+        /// Move the jobs still waiting in the source queue (queued, scheduled, running,
+        /// waiting to retry, dead) to the target queue instead of requiring it drained.
+        #[arg(long)]
+        with_jobs: bool,
         /// Print a machine-readable summary.
         #[arg(long)]
         json: bool,
@@ -195,6 +203,9 @@ pub(crate) enum DbCommand {
         /// The target: a profile name or a config file path.
         #[arg(long, value_name = "PROFILE|FILE")]
         to: String,
+        /// Copy the database queue's jobs too (`queue.kind = "database"` on both sides).
+        #[arg(long)]
+        with_jobs: bool,
         /// Replace the contents of a target that has rows (refused without it).
         #[arg(long)]
         replace: bool,

@@ -105,7 +105,11 @@ fn run_async(
             Command::Storage { command } => storage_cmd::run(command).await,
             Command::Users { command } => users::run(&loaded, command).await,
             Command::Models { command } => models_cmd::run(&loaded, command).await,
-            Command::Backup { output, json } => backup_cmd::backup(&loaded, output, json).await,
+            Command::Backup {
+                output,
+                with_jobs,
+                json,
+            } => backup_cmd::backup(&loaded, output, with_jobs, json).await,
             Command::Restore {
                 file,
                 replace,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use zeroscale_core::config::Config;
-use zeroscale_db::backup::{self, RestoreOptions};
+use zeroscale_db::backup::{self, BackupOptions, RestoreOptions};
 use zeroscale_storage::sync::{SyncOptions, sync};
 
 use crate::cli::StageCommand;
@@ -34,37 +34,82 @@ async fn server_answers(config: &Config) -> bool {
     )
 }
 
-/// Refuses a source that may still change or that holds jobs; says what happens to the
-/// jobs of an in-memory queue.
-async fn check_source_is_quiet(config: &Config, notes: &mut Vec<String>) -> anyhow::Result<()> {
-    if server_answers(config).await {
+/// What becomes of the source's jobs.
+#[derive(Debug)]
+enum JobsPlan {
+    /// Nothing to move: the source queue is drained, or lived in the source's server.
+    Nothing,
+    /// Both stages use the same shared queue: the jobs stay where they are.
+    Shared,
+    /// Move the jobs of these queues (name, unfinished and dead jobs) to the target.
+    Move(Vec<(String, u64)>),
+}
+
+/// Whether two configs name one shared queue (the same Redis keys).
+fn same_queue(source: &Config, target: &Config) -> bool {
+    use zeroscale_core::config::QueueConfig;
+    match (&source.queue, &target.queue) {
+        (QueueConfig::Redis(a), QueueConfig::Redis(b)) => {
+            a.url.expose() == b.url.expose() && a.key_prefix == b.key_prefix
+        }
+        _ => false,
+    }
+}
+
+/// Refuses a source that may still change, or that holds jobs when they are not to
+/// move; says what becomes of the jobs.
+async fn check_source_is_quiet(
+    source: &Config,
+    target: &Config,
+    with_jobs: bool,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<JobsPlan> {
+    if server_answers(source).await {
         anyhow::bail!(
             "a zeroscale server answers at {} with the source config: stop every source server \
-             first, so nothing is written behind the copy (jobs still queued in an in-memory \
-             queue end with the server: let them finish, `zeroscale jobs stats` on a Redis queue)",
-            config.server.addr
+             and worker first, so nothing is written behind the copy (jobs still queued in an \
+             in-memory queue end with the server: let them finish first)",
+            source.server.addr
         );
     }
-    if !zeroscale_queue::registry::capabilities(config.queue.kind()).is_some_and(|c| c.shared) {
+    if !zeroscale_queue::registry::capabilities(source.queue.kind()).is_some_and(|c| c.shared) {
         notes.push(
             "the source's in-memory queue lived inside its server process: jobs still queued \
              when it stopped are gone (nothing to move)"
                 .to_owned(),
         );
-        return Ok(());
+        return Ok(JobsPlan::Nothing);
     }
-    let queue = crate::wiring::connect_queue(config)
+    if same_queue(source, target) {
+        notes.push(format!(
+            "both stages share the queue `{}`: its jobs stay where they are",
+            source.queue.kind()
+        ));
+        return Ok(JobsPlan::Shared);
+    }
+    let queue = crate::wiring::connect_queue(source)
         .await
-        .context("cannot reach the source queue to check it is drained")?;
-    for name in &config.workers.queues {
+        .context("cannot reach the source queue to see what it holds")?;
+    let mut to_move = Vec::new();
+    for name in &source.workers.queues {
         let stats = queue.stats(name).await.map_err(anyhow::Error::from)?;
         let waiting = stats.queued + stats.scheduled + stats.running + stats.failed;
-        if waiting > 0 {
+        if with_jobs {
+            if waiting + stats.dead > 0 {
+                to_move.push((name.clone(), waiting + stats.dead));
+            }
+            if stats.running > 0 {
+                notes.push(format!(
+                    "queue `{name}`: {} job(s) were running when the source stopped; they are \
+                     queued again on the target (make sure no source worker still runs them)",
+                    stats.running
+                ));
+            }
+        } else if waiting > 0 {
             anyhow::bail!(
                 "the source queue `{name}` still holds {waiting} job(s) (queued {}, scheduled \
                  {}, running {}, waiting to retry {}): run the workers until it is drained \
-                 (`zeroscale jobs stats --queue {name}`), then move; copying queued jobs is \
-                 not built yet",
+                 (`zeroscale jobs stats --queue {name}`), or pass --with-jobs to move them",
                 stats.queued,
                 stats.scheduled,
                 stats.running,
@@ -72,11 +117,109 @@ async fn check_source_is_quiet(config: &Config, notes: &mut Vec<String>) -> anyh
             );
         }
     }
+    if to_move.is_empty() {
+        notes.push(format!(
+            "the source queue ({}) is drained",
+            source.workers.queues.join(", ")
+        ));
+        return Ok(JobsPlan::Nothing);
+    }
+    if !zeroscale_queue::registry::capabilities(target.queue.kind()).is_some_and(|c| c.shared) {
+        anyhow::bail!(
+            "--with-jobs: the target's queue is `{}`, which lives inside its server and cannot \
+             be filled from outside; drain the source queue instead, or give the target a \
+             shared queue (`database` or `redis`)",
+            target.queue.kind()
+        );
+    }
+    let total: u64 = to_move.iter().map(|(_, n)| n).sum();
     notes.push(format!(
-        "the source queue ({}) is drained",
-        config.workers.queues.join(", ")
+        "{total} job(s) to move: {}",
+        to_move
+            .iter()
+            .map(|(q, n)| format!("{q} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
-    Ok(())
+    Ok(JobsPlan::Move(to_move))
+}
+
+/// Moves the jobs of `queues` from the source's queue to the target's, page by page, and
+/// checks the target holds them all. Jobs already on the target (a move run again) are
+/// left as they are. Returns the jobs moved.
+async fn move_jobs(
+    source: &Config,
+    target: &Config,
+    queues: &[(String, u64)],
+) -> anyhow::Result<u64> {
+    use zeroscale_core::queue::{JobState, PageOptions};
+    let from = crate::wiring::connect_queue(source)
+        .await
+        .context("--from: the queue")?;
+    let to = crate::wiring::connect_queue(target)
+        .await
+        .context("--to: the queue")?;
+    let mut total = 0;
+    for (name, expected) in queues {
+        let (mut moved, mut there, mut after) = (0u64, 0u64, None);
+        loop {
+            let page = from
+                .export(
+                    name,
+                    PageOptions {
+                        limit: Some(500),
+                        after,
+                    },
+                )
+                .await
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("reading the jobs of `{name}` from the source"))?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.status.id);
+            for job in page {
+                if matches!(job.status.state, JobState::Succeeded | JobState::Cancelled) {
+                    continue;
+                }
+                let id = job.status.id;
+                let new = to
+                    .import(job)
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| {
+                        format!(
+                            "job {id} of `{name}` did not move ({moved} did): run the move \
+                             again, jobs already moved are skipped"
+                        )
+                    })?;
+                if new {
+                    moved += 1;
+                } else {
+                    there += 1;
+                }
+            }
+            tracing::info!(queue = %name, moved, already_there = there, "moving jobs");
+        }
+        if moved + there < *expected {
+            anyhow::bail!(
+                "queue `{name}`: {expected} job(s) at the source, only {} read: did something \
+                 take jobs from the source meanwhile? Stop it and run the move again",
+                moved + there
+            );
+        }
+        // Every job moved now is unfinished or dead there (those already there may have
+        // run since).
+        let stats = to.stats(name).await.map_err(anyhow::Error::from)?;
+        let held = stats.queued + stats.scheduled + stats.running + stats.failed + stats.dead;
+        if held < moved {
+            anyhow::bail!(
+                "queue `{name}`: {moved} job(s) moved but the target holds {held}: run the \
+                 move again"
+            );
+        }
+        eprintln!("jobs:     `{name}`: {moved} moved, {there} already there");
+        total += moved + there;
+    }
+    Ok(total)
 }
 
 /// `zeroscale stage move`.
@@ -86,12 +229,13 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
         to,
         dry_run,
         replace,
+        with_jobs,
         json,
     } = command;
     let source = crate::wiring::load_named(&from).with_context(|| format!("--from {from}"))?;
     let target = crate::wiring::load_named(&to).with_context(|| format!("--to {to}"))?;
     let mut notes = Vec::new();
-    check_source_is_quiet(&source, &mut notes).await?;
+    let jobs = check_source_is_quiet(&source, &target, with_jobs, &mut notes).await?;
 
     let source_db = crate::wiring::open_db(&source).await.context("--from")?;
     let target_db = crate::wiring::open_db(&target).await.context("--to")?;
@@ -99,7 +243,7 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
         crate::storage_cmd::open_config(&source).context("--from")?;
     let (target_files, target_files_name) =
         crate::storage_cmd::open_config(&target).context("--to")?;
-    let counts = backup::table_counts(&source_db)
+    let counts = backup::table_counts(&source_db, BackupOptions::default())
         .await
         .map_err(anyhow::Error::from)?;
     let rows: u64 = counts.iter().map(|(_, n)| n).sum();
@@ -111,12 +255,16 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
     );
     eprintln!("files:    {source_files_name} -> {target_files_name}");
     for note in &notes {
-        eprintln!("queue:    {note}");
+        eprintln!("jobs:     {note}");
     }
 
     let sync_options = SyncOptions {
         dry_run,
         ..Default::default()
+    };
+    let jobs_to_move: u64 = match &jobs {
+        JobsPlan::Move(queues) => queues.iter().map(|(_, n)| n).sum(),
+        JobsPlan::Nothing | JobsPlan::Shared => 0,
     };
     if dry_run {
         let plan = sync(
@@ -135,6 +283,7 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
                     "tables": counts.iter().map(|(t, n)| serde_json::json!({"name": t, "rows": n})).collect::<Vec<_>>(),
                     "objects": plan.objects,
                     "objects_to_copy": plan.copied.len(),
+                    "jobs_to_move": jobs_to_move,
                     "notes": notes,
                 })
             );
@@ -151,6 +300,9 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
                 plan.copied_bytes,
                 plan.skipped
             );
+            if jobs_to_move > 0 {
+                println!("  move {jobs_to_move} job(s) to the target queue");
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -160,6 +312,7 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
     let report = backup::copy(
         &source_db,
         &target_db,
+        BackupOptions::default(),
         RestoreOptions { replace },
         &mut |e| reporter.event(e),
     )
@@ -176,7 +329,7 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::from)
         .context("the files did not all copy (the database was copied): run the move's `storage sync` again, it resumes")?;
     // The target now has what the source had, table by table.
-    let after = backup::table_counts(&target_db)
+    let after = backup::table_counts(&target_db, BackupOptions::default())
         .await
         .map_err(anyhow::Error::from)?;
     for (table, n) in &counts {
@@ -188,6 +341,15 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
             anyhow::bail!("table `{table}`: {n} rows at the source, {got} at the target");
         }
     }
+    let jobs_moved = match &jobs {
+        JobsPlan::Move(queues) => {
+            eprintln!("moving the jobs ...");
+            move_jobs(&source, &target, queues)
+                .await
+                .context("the database and files were copied, the jobs not all")?
+        }
+        JobsPlan::Nothing | JobsPlan::Shared => 0,
+    };
     let next = if to.ends_with(".toml") {
         format!("zeroscale --config {to} serve")
     } else {
@@ -202,19 +364,25 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
                 "tables": report.manifest.tables,
                 "objects": files.objects,
                 "objects_copied": files.copied.len(),
+                "jobs_moved": jobs_moved,
                 "notes": notes,
                 "next": next,
             })
         );
     } else {
         println!(
-            "moved {} rows in {} tables and {} file(s) ({} copied, {} already there); row and \
-             object counts checked on the target.",
+            "moved {} rows in {} tables and {} file(s) ({} copied, {} already there){}; row \
+             and object counts checked on the target.",
             report.rows,
             report.manifest.tables.len(),
             files.objects,
             files.copied.len(),
-            files.skipped
+            files.skipped,
+            if jobs_moved > 0 {
+                format!(" and {jobs_moved} job(s)")
+            } else {
+                String::new()
+            }
         );
         println!("next: deploy the target config: {next}");
     }

@@ -879,3 +879,200 @@ async fn stage_move_from_stage_1_to_stage_3() {
     );
     server.terminate();
 }
+
+/// `zeroscale stage move --with-jobs` from stage 2 (SQLite with the database queue) to
+/// PostgreSQL with Redis, then to PostgreSQL with the database queue: without the flag a
+/// source holding jobs is refused; with it every unfinished and dead job arrives with its
+/// state, attempts, payload and idempotency key, and a second run skips what is there.
+#[cfg(all(feature = "redis", feature = "database-queue"))]
+#[tokio::test]
+async fn stage_move_with_jobs() {
+    use std::time::Duration;
+    use zeroscale_core::config::{DatabaseConfig, DatabaseQueueConfig, JobsConfig, QueueConfig};
+    use zeroscale_core::queue::{JobState, NackOptions, NewJob, ReserveOptions};
+
+    let Some(redis) = require_service("ZEROSCALE_TEST_REDIS_URL", "Redis") else {
+        return;
+    };
+    let Some(pg) = fresh_postgres("movejobs").await else {
+        return;
+    };
+    let tmp = TempDir::new("movejobs");
+    let source_db = tmp.0.join("stage2.db");
+    let port = free_port();
+    let from = tmp.0.join("stage2.toml");
+    std::fs::write(
+        &from,
+        format!(
+            "[server]\naddr = \"127.0.0.1:{port}\"\n\n[database]\nkind = \"sqlite\"\n\
+             path = \"{}\"\n\n[queue]\nkind = \"database\"\n\n[storage]\nkind = \"local\"\n\
+             root = \"{}\"\n",
+            source_db.display(),
+            tmp.0.join("files-2").display()
+        ),
+    )
+    .unwrap();
+    let prefix = format!("movejobs-{}", std::process::id());
+    let to = tmp.0.join("stage3.toml");
+    std::fs::write(
+        &to,
+        format!(
+            "[database]\nkind = \"postgres\"\nurl = \"{pg}\"\n\n[queue]\nkind = \"redis\"\n\
+             url = \"{redis}\"\nkey_prefix = \"{prefix}\"\n\n[storage]\nkind = \"local\"\n\
+             root = \"{}\"\n",
+            tmp.0.join("files-3").display()
+        ),
+    )
+    .unwrap();
+
+    // Stage 2's queue: one job queued (with a key), one scheduled, one failed, one dead.
+    let db = zeroscale_db::Db::connect(&DatabaseConfig::Sqlite(
+        zeroscale_core::config::SqliteConfig {
+            path: Some(source_db.clone()),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    db.migrate_up().await.unwrap();
+    let context = zeroscale_queue::QueueContext::default().with_database(db.clone());
+    let q = zeroscale_queue::connect_with(
+        &QueueConfig::Database(DatabaseQueueConfig::default()),
+        &JobsConfig::default(),
+        &context,
+    )
+    .await
+    .unwrap();
+    let reserve = ReserveOptions {
+        queues: vec!["default".into()],
+        lease: Duration::from_secs(30),
+    };
+    let failed = q
+        .enqueue(NewJob::new("default", "flaky", serde_json::json!({"n": 1})))
+        .await
+        .unwrap();
+    let lease = q.reserve(&reserve).await.unwrap().unwrap().lease;
+    let later = NackOptions {
+        error: "try again".into(),
+        retry_after: Some(Duration::from_secs(3600)),
+        give_up: false,
+    };
+    q.nack(&lease, later).await.unwrap();
+    let dead = q
+        .enqueue(NewJob::new("default", "hopeless", serde_json::json!(null)))
+        .await
+        .unwrap();
+    let lease = q.reserve(&reserve).await.unwrap().unwrap().lease;
+    let give_up = NackOptions {
+        error: "bad input".into(),
+        retry_after: None,
+        give_up: true,
+    };
+    q.nack(&lease, give_up).await.unwrap();
+    let mut scheduled = NewJob::new("default", "report", serde_json::json!({}));
+    scheduled.options.delay = Some(Duration::from_secs(3600));
+    let scheduled = q.enqueue(scheduled).await.unwrap();
+    let mut keyed = NewJob::new(
+        "default",
+        "embed",
+        serde_json::json!({"text": "déjà vu 🌍"}),
+    );
+    keyed.options.idempotency_key = Some("doc-7".into());
+    keyed.options.priority = 3;
+    let keyed = q.enqueue(keyed).await.unwrap();
+    drop(q);
+    db.close().await.unwrap();
+
+    let move_cmd = |to: &Path, extra: &[&str]| {
+        let mut cmd = zeroscale(&tmp.0);
+        cmd.args(["stage", "move", "--from"])
+            .arg(&from)
+            .arg("--to")
+            .arg(to)
+            .args(extra);
+        cmd
+    };
+    let (out, _, stderr) = output(&mut move_cmd(&to, &[]));
+    assert!(!out.status.success(), "moved a source that holds jobs");
+    assert!(stderr.contains("--with-jobs"), "{stderr}");
+    let (out, stdout, stderr) = output(&mut move_cmd(&to, &["--with-jobs", "--dry-run", "--json"]));
+    assert!(out.status.success(), "{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(plan["jobs_to_move"], 4, "{plan}");
+    let (out, stdout, stderr) = output(&mut move_cmd(&to, &["--with-jobs", "--json"]));
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["jobs_moved"], 4, "{summary}");
+    assert!(stderr.contains("4 moved, 0 already there"), "{stderr}");
+
+    let redis_queue = zeroscale_queue::connect(
+        &QueueConfig::Redis(zeroscale_core::config::RedisQueueConfig {
+            url: redis.clone().into(),
+            key_prefix: prefix.clone(),
+            ..Default::default()
+        }),
+        &JobsConfig::default(),
+    )
+    .await
+    .unwrap();
+    let check = async |q: &dyn zeroscale_core::Queue| {
+        let state = async |id| q.status(id).await.unwrap();
+        let f = state(failed).await;
+        assert_eq!(
+            (f.state, f.attempts, f.last_error.as_deref()),
+            (JobState::Failed, 1, Some("try again"))
+        );
+        assert_eq!(state(dead).await.state, JobState::Dead);
+        assert_eq!(state(scheduled).await.state, JobState::Scheduled);
+        let mut again = NewJob::new("default", "embed", serde_json::json!({}));
+        again.options.idempotency_key = Some("doc-7".into());
+        assert_eq!(q.enqueue(again).await.unwrap(), keyed, "the key moved");
+        let job = q.reserve(&reserve).await.unwrap().expect("the queued job");
+        assert_eq!(
+            (job.id, job.payload),
+            (keyed, serde_json::json!({"text": "déjà vu 🌍"}))
+        );
+        q.ack(&job.lease, None).await.unwrap();
+    };
+    check(redis_queue.as_ref()).await;
+
+    // Again: the database is replaced; the jobs already in Redis (one of them done by now)
+    // are left as they are.
+    let (out, _, stderr) = output(&mut move_cmd(&to, &["--with-jobs", "--replace"]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("0 moved, 4 already there"), "{stderr}");
+
+    // And into PostgreSQL's own database queue.
+    let to_db = tmp.0.join("stage3-db.toml");
+    std::fs::write(
+        &to_db,
+        format!(
+            "[database]\nkind = \"postgres\"\nurl = \"{pg}\"\n\n[queue]\nkind = \"database\"\n\n\
+             [storage]\nkind = \"local\"\nroot = \"{}\"\n",
+            tmp.0.join("files-3").display()
+        ),
+    )
+    .unwrap();
+    let (out, _, stderr) = output(&mut move_cmd(&to_db, &["--with-jobs", "--replace"]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("4 moved, 0 already there"), "{stderr}");
+    let target = zeroscale_db::Db::connect(&DatabaseConfig::Postgres(
+        zeroscale_core::config::PostgresConfig {
+            url: pg.clone().into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let context = zeroscale_queue::QueueContext::default().with_database(target.clone());
+    let pg_queue = zeroscale_queue::connect_with(
+        &QueueConfig::Database(DatabaseQueueConfig::default()),
+        &JobsConfig::default(),
+        &context,
+    )
+    .await
+    .unwrap();
+    check(pg_queue.as_ref()).await;
+    drop(pg_queue);
+    target.close().await.unwrap();
+}

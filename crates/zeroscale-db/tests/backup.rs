@@ -11,7 +11,7 @@ use serde_json::json;
 use zeroscale_core::config::{ChatConfig, VectorSearch};
 use zeroscale_core::domain::{ChatRole, Role};
 use zeroscale_core::models::{EmbeddingCache, EmbeddingCacheKey};
-use zeroscale_db::backup::{self, Manifest, RestoreOptions};
+use zeroscale_db::backup::{self, BackupOptions, Manifest, RestoreOptions};
 use zeroscale_db::domain::{Domain, NewApiKey, NewDocument, NewGeneration, NewMessage, NewUser};
 
 fn chat() -> ChatConfig {
@@ -192,7 +192,9 @@ async fn check_services(d: &Domain, filled: &Filled, expected_hits: &[String]) {
 
 async fn archive_of(d: &zeroscale_db::Db) -> (Vec<u8>, Manifest) {
     let mut bytes = Vec::new();
-    let manifest = backup::backup(d, &mut bytes, &mut |_| {}).await.unwrap();
+    let manifest = backup::backup(d, &mut bytes, BackupOptions::default(), &mut |_| {})
+        .await
+        .unwrap();
     (bytes, manifest)
 }
 
@@ -267,6 +269,7 @@ async fn round_trip(pg_env: &str, engine: &str, label: &str, search: VectorSearc
     let copied = backup::copy(
         &source.db,
         &pg.db,
+        BackupOptions::default(),
         RestoreOptions { replace: true },
         &mut |_| {},
     )
@@ -713,4 +716,117 @@ async fn a_target_past_the_archives_schema_is_migrated_down_first() {
         let _ = db.close().await;
     }
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// The database queue's jobs travel only with `with_jobs`; then they restore on another
+/// engine with their states and payloads, ready for its workers. A target holding jobs is
+/// not empty, and a replaced one keeps none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_travel_only_when_asked() {
+    use std::time::Duration;
+    use zeroscale_core::Queue;
+    use zeroscale_core::config::{DatabaseQueueConfig, JobsConfig};
+    use zeroscale_core::queue::{JobState, NackOptions, NewJob, ReserveOptions};
+    use zeroscale_db::queue::DbQueue;
+
+    let queue_on = |db: &zeroscale_db::Db| {
+        DbQueue::new(
+            db.clone(),
+            JobsConfig::default(),
+            DatabaseQueueConfig::default(),
+        )
+    };
+    let reserve = ReserveOptions {
+        queues: vec!["default".into()],
+        lease: Duration::from_secs(30),
+    };
+    let source = common::sqlite("bk-jobs-src").await;
+    let q = queue_on(&source.db);
+    let mut keyed = NewJob::new("default", "embed", json!({"text": "é 🌍"}));
+    keyed.options.idempotency_key = Some("doc-1".into());
+    let keyed = q.enqueue(keyed).await.unwrap();
+    let failing = q
+        .enqueue(NewJob::new("default", "flaky", json!(1)))
+        .await
+        .unwrap();
+    let job = q.reserve(&reserve).await.unwrap().unwrap();
+    assert_eq!(job.id, keyed);
+    // Failed, to retry in an hour (its attempt counted); the next reservation is `flaky`.
+    let again = NackOptions {
+        error: "busy".into(),
+        retry_after: Some(Duration::from_secs(3600)),
+        give_up: false,
+    };
+    q.nack(&job.lease, again).await.unwrap();
+    let job = q.reserve(&reserve).await.unwrap().unwrap();
+    assert_eq!(job.id, failing);
+    q.nack(
+        &job.lease,
+        NackOptions {
+            error: "no".into(),
+            retry_after: None,
+            give_up: true,
+        },
+    )
+    .await
+    .unwrap();
+
+    let (plain, manifest) = archive_of(&source.db).await;
+    assert!(
+        manifest
+            .tables
+            .iter()
+            .all(|t| !t.name.starts_with("queue_")),
+        "a default backup holds no queue table: {:?}",
+        streams(&manifest)
+    );
+    let mut with_jobs = Vec::new();
+    let manifest = backup::backup(
+        &source.db,
+        &mut with_jobs,
+        BackupOptions { with_jobs: true },
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    let rows = |name: &str| {
+        manifest
+            .tables
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.rows)
+    };
+    assert_eq!(rows("queue_jobs"), Some(2));
+    assert_eq!(rows("queue_idempotency"), Some(1));
+    assert_eq!(rows("queue_notices"), None, "wake-up notices never travel");
+
+    let target = match common::postgres("bk-jobs-pg").await {
+        Some(pg) => pg,
+        None => common::sqlite("bk-jobs-dst").await,
+    };
+    restore_bytes(&target.db, &with_jobs, RestoreOptions::default())
+        .await
+        .unwrap();
+    let t = queue_on(&target.db);
+    let status = t.status(keyed).await.unwrap();
+    assert_eq!(
+        (status.state, status.attempts, status.last_error.as_deref()),
+        (JobState::Failed, 1, Some("busy"))
+    );
+    assert_eq!(t.status(failing).await.unwrap().state, JobState::Dead);
+    let mut same = NewJob::new("default", "embed", json!({}));
+    same.options.idempotency_key = Some("doc-1".into());
+    assert_eq!(t.enqueue(same).await.unwrap(), keyed, "the key came along");
+
+    // Jobs make a target non-empty; replacing it drops them.
+    let refused = restore_bytes(&target.db, &plain, RestoreOptions::default()).await;
+    assert!(refused.is_err(), "a target holding jobs was taken as empty");
+    assert_eq!(t.stats("default").await.unwrap().failed, 1, "unchanged");
+    restore_bytes(&target.db, &plain, RestoreOptions { replace: true })
+        .await
+        .unwrap();
+    let stats = t.stats("default").await.unwrap();
+    assert_eq!(stats, Default::default(), "the replaced target kept jobs");
+    source.cleanup().await;
+    target.cleanup().await;
 }

@@ -47,7 +47,15 @@ const FORMAT_NAME: &str = "zeroscale-backup";
 /// pgvector's side table (rebuilt from the documents).
 /// `vector_collections` holds version tokens for the in-memory vector index: a restore
 /// gives every collection fresh ones instead.
-const NOT_COPIED: &[&str] = &["seaql_migrations", "document_vectors", "vector_collections"];
+/// `queue_notices` holds wake-up signals of the database queue, worth nothing later.
+const NOT_COPIED: &[&str] = &[
+    "seaql_migrations",
+    "document_vectors",
+    "vector_collections",
+    "queue_notices",
+];
+/// The database queue's jobs: they travel only when asked ([`BackupOptions::with_jobs`]).
+pub const JOB_TABLES: &[&str] = &["queue_jobs", "queue_idempotency"];
 /// Rows per INSERT statement (PostgreSQL takes at most 65,535 parameters).
 const BATCH_PARAMS: usize = 30_000;
 /// SQLite's page cache while a restore loads, in KiB (see [`load`]).
@@ -105,6 +113,14 @@ pub enum Progress {
     },
 }
 
+/// What a backup (or the source side of a copy) includes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackupOptions {
+    /// Include the database queue's jobs ([`JOB_TABLES`]). Off by default: a backup is
+    /// of the app's data, and jobs restored elsewhere would run a second time.
+    pub with_jobs: bool,
+}
+
 /// A table as it travels: columns in byte order of their names, with their kinds.
 struct TablePlan {
     name: String,
@@ -127,11 +143,12 @@ fn io_err(e: std::io::Error) -> Error {
 }
 
 /// The tables to copy, parents before children (foreign keys), then by name.
-fn plan(schema: &schema::Schema) -> Result<Vec<TablePlan>> {
+fn plan(schema: &schema::Schema, options: BackupOptions) -> Result<Vec<TablePlan>> {
     let tables: BTreeMap<&String, &Table> = schema
         .tables
         .iter()
         .filter(|(name, _)| !NOT_COPIED.contains(&name.as_str()))
+        .filter(|(name, _)| options.with_jobs || !JOB_TABLES.contains(&name.as_str()))
         .collect();
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut ordered = Vec::new();
@@ -251,10 +268,11 @@ fn write_line(out: &mut dyn Write, value: &impl Serialize) -> Result<()> {
 pub async fn backup(
     db: &Db,
     out: &mut dyn Write,
+    options: BackupOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Manifest> {
     let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-    let manifest = write_archive(db, &mut gz, progress).await?;
+    let manifest = write_archive(db, &mut gz, options, progress).await?;
     gz.finish().map_err(io_err)?.flush().map_err(io_err)?;
     Ok(manifest)
 }
@@ -278,10 +296,11 @@ async fn snapshot(db: &Db) -> Result<DatabaseTransaction> {
 async fn write_archive(
     db: &Db,
     out: &mut dyn Write,
+    options: BackupOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Manifest> {
     let schema_name = schema_version(db).await?;
-    let tables = plan(&schema::introspect(db).await?)?;
+    let tables = plan(&schema::introspect(db).await?, options)?;
     let mut manifest = Manifest {
         format: FORMAT_NAME.to_owned(),
         version: FORMAT_VERSION,
@@ -347,10 +366,10 @@ async fn write_archive(
     Ok(manifest)
 }
 
-/// Rows per table that a backup of `db` would hold, in load order.
-pub async fn table_counts(db: &Db) -> Result<Vec<(String, u64)>> {
+/// Rows per table that a backup of `db` with `options` would hold, in load order.
+pub async fn table_counts(db: &Db, options: BackupOptions) -> Result<Vec<(String, u64)>> {
     let mut counts = Vec::new();
-    for table in plan(&schema::introspect(db).await?)? {
+    for table in plan(&schema::introspect(db).await?, options)? {
         let row = db
             .conn()
             .query_one_raw(Statement::from_string(
@@ -607,7 +626,10 @@ async fn prepare_target(
             db,
             conn: sea_orm::DatabaseExecutor::Transaction(txn),
         };
-        async move { plan(&schema::introspect_in(&src).await?) }
+        // Every table, jobs included: a target's jobs make it non-empty, and a
+        // replaced target keeps none of them.
+        let all = BackupOptions { with_jobs: true };
+        async move { plan(&schema::introspect_in(&src).await?, all) }
     };
     let current = read(txn).await?;
     for table in current.iter().rev() {
@@ -758,7 +780,10 @@ async fn load<R: BufRead>(
     // failing one leaves the target as it was.
     Migrator::up(&txn, None).await.map_err(|e| db.map_err(e))?;
     txn.commit().await.map_err(|e| db.map_err(e))?;
-    let targets = plan(&schema::introspect(db).await?)?;
+    let targets = plan(
+        &schema::introspect(db).await?,
+        BackupOptions { with_jobs: true },
+    )?;
     fix_engine_state(db, &targets).await?;
     Ok(RestoreReport {
         manifest,
@@ -926,12 +951,13 @@ pub async fn restore(
     load(db, reader, options, progress, Some(&manifest)).await
 }
 
-/// Copies every table of `from` into `to` with no file in between: a backup streamed
-/// through a pipe into a load, checked as it goes and committed only when the whole
-/// stream checks out.
+/// Copies every table of `from` (as a backup with `what` takes them) into `to` with no
+/// file in between: a backup streamed through a pipe into a load, checked as it goes and
+/// committed only when the whole stream checks out.
 pub async fn copy(
     from: &Db,
     to: &Db,
+    what: BackupOptions,
     options: RestoreOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RestoreReport> {
@@ -940,7 +966,7 @@ pub async fn copy(
     let handle = tokio::runtime::Handle::current();
     let producer = std::thread::spawn(move || {
         let mut writer = writer;
-        handle.block_on(async { backup(&source, &mut writer, &mut |_| {}).await })
+        handle.block_on(async { backup(&source, &mut writer, what, &mut |_| {}).await })
     });
     let loaded = load(to, Reader::new(gz_reader(reader)), options, progress, None).await;
     let produced = producer.join().map_err(|_| {
