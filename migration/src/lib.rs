@@ -11,6 +11,7 @@ mod m20261122_000001_domain;
 mod m20261123_000001_user_jobs;
 mod m20261202_000001_vector_collections;
 mod m20261203_000001_queue_jobs;
+mod m20261203_000002_rate_counters;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_user_jobs::Migration),
             Box::new(m20261202_000001_vector_collections::Migration),
             Box::new(m20261203_000001_queue_jobs::Migration),
+            Box::new(m20261203_000002_rate_counters::Migration),
         ]
     }
 }

@@ -19,6 +19,7 @@
 //! | `conformance` | [`conformance`] suites and [`testing`] helpers for backends' tests | no |
 
 pub mod config;
+pub mod counters;
 pub mod domain;
 pub mod download;
 pub mod error;
@@ -33,6 +34,7 @@ pub mod conformance;
 #[cfg(feature = "conformance")]
 pub mod testing;
 
+pub use counters::Counters;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use models::{EmbeddingCache, EmbeddingProvider, ImageProvider};
 pub use queue::{DynQueue, Queue, QueueExt};

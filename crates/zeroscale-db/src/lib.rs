@@ -14,6 +14,7 @@
 //! | `pgvector` | vector search through pgvector on PostgreSQL servers that have it (implies `postgres`) | no |
 
 pub mod backup;
+pub mod counters;
 pub mod domain;
 mod error;
 pub mod migrate;

@@ -74,6 +74,18 @@ pub(crate) fn fanout<'a>(
     })
 }
 
+/// The registry's counters for `queue.kind = "database"`: in the same database.
+pub(crate) fn counters<'a>(
+    config: &'a QueueConfig,
+    context: &'a QueueContext,
+) -> BoxFuture<'a, Result<Option<Arc<dyn zeroscale_core::Counters>>>> {
+    Box::pin(async move {
+        let db = database(config, context)?.clone();
+        Ok(Some(Arc::new(zeroscale_db::counters::DbCounters::new(db))
+            as Arc<dyn zeroscale_core::Counters>))
+    })
+}
+
 #[derive(Debug, Clone)]
 struct DbFanout {
     db: Db,

@@ -31,12 +31,15 @@
 //!
 //! The in-memory queue is always compiled.
 
+pub mod counters;
 #[cfg(feature = "database")]
 mod database;
 pub mod fanout;
 pub mod memory;
 #[cfg(feature = "redis")]
 mod redis_backend;
+#[cfg(feature = "redis")]
+mod redis_counters;
 #[cfg(feature = "redis")]
 mod redis_fanout;
 pub mod registry;

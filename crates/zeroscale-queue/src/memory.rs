@@ -588,6 +588,15 @@ pub(crate) fn fanout<'a>(
     Box::pin(async { Ok(None) })
 }
 
+/// The registry's counters for `queue.kind = "memory"`: no other process shares the
+/// queue's engine (the app counts in its database instead).
+pub(crate) fn counters<'a>(
+    _: &'a zeroscale_core::config::QueueConfig,
+    _: &'a crate::QueueContext,
+) -> futures::future::BoxFuture<'a, Result<Option<std::sync::Arc<dyn zeroscale_core::Counters>>>> {
+    Box::pin(async { Ok(None) })
+}
+
 /// The registry's probe for `queue.kind = "memory"`: always there.
 pub(crate) fn probe(
     _: &zeroscale_core::config::QueueConfig,

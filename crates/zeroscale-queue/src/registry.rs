@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use zeroscale_core::backend;
 use zeroscale_core::config::{JobsConfig, QueueConfig};
 use zeroscale_core::registry::Registry;
-use zeroscale_core::{Queue, Result};
+use zeroscale_core::{Counters, Queue, Result};
 
 use crate::QueueContext;
 use crate::fanout::Fanout;
@@ -23,6 +23,12 @@ pub type ConnectQueue = for<'a> fn(
 pub type ConnectFanout =
     for<'a> fn(&'a QueueConfig, &'a str, &'a QueueContext) -> BoxFuture<'a, Result<Option<Fanout>>>;
 
+/// Connects the shared counters on a queue's engine.
+pub type ConnectCounters = for<'a> fn(
+    &'a QueueConfig,
+    &'a QueueContext,
+) -> BoxFuture<'a, Result<Option<Arc<dyn Counters>>>>;
+
 /// A queue backend's entry points.
 #[derive(Debug)]
 pub struct QueueEntry {
@@ -33,6 +39,9 @@ pub struct QueueEntry {
     /// The fan-out of a topic among the processes sharing this queue; `None` when no
     /// other process shares it.
     pub fanout: ConnectFanout,
+    /// The counters (login throttling, rate limits) every process sharing this queue
+    /// shares; `None` when no other process shares it.
+    pub counters: ConnectCounters,
 }
 
 /// What a queue backend is, compiled in or not.
@@ -67,6 +76,7 @@ pub static BACKENDS: Registry<QueueEntry, QueueCapabilities> = Registry {
                 connect: crate::memory::connect,
                 probe: crate::memory::probe,
                 fanout: crate::memory::fanout,
+                counters: crate::memory::counters,
             },
         },
         backend! {
@@ -81,6 +91,7 @@ pub static BACKENDS: Registry<QueueEntry, QueueCapabilities> = Registry {
                 connect: crate::redis_backend::connect_queue,
                 probe: crate::redis_backend::probe_config,
                 fanout: crate::redis_fanout::fanout,
+                counters: crate::redis_counters::counters,
             },
         },
         backend! {
@@ -95,6 +106,7 @@ pub static BACKENDS: Registry<QueueEntry, QueueCapabilities> = Registry {
                 connect: crate::database::connect,
                 probe: crate::database::probe,
                 fanout: crate::database::fanout,
+                counters: crate::database::counters,
             },
         },
     ],

@@ -131,3 +131,35 @@ async fn database_postgres_queue(_check: &str) -> Option<Arc<dyn Queue>> {
 
 #[cfg(feature = "database")]
 zeroscale_core::queue_conformance!(database_postgres, database_postgres_queue);
+
+/// The shared counters on Redis, through the registry.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counters_redis() {
+    use zeroscale_core::config::{QueueConfig, RedisQueueConfig};
+    let Some(url) = zeroscale_core::testing::require_service("ZEROSCALE_TEST_REDIS_URL", "Redis")
+    else {
+        return;
+    };
+    let config = QueueConfig::Redis(RedisQueueConfig {
+        url: url.into(),
+        key_prefix: format!("counters-{}-{}", std::process::id(), nanos()),
+        ..Default::default()
+    });
+    let counters = zeroscale_queue::counters::connect_with(&config, &Default::default())
+        .await
+        .unwrap()
+        .expect("Redis shares counters");
+    zeroscale_core::conformance::counters::run_all(counters.as_ref(), "redis").await;
+}
+
+/// The in-memory queue shares nothing; the database queue's counters are in its database.
+#[tokio::test]
+async fn counters_follow_the_queue() {
+    use zeroscale_core::config::QueueConfig;
+    let none =
+        zeroscale_queue::counters::connect_with(&QueueConfig::default(), &Default::default())
+            .await
+            .unwrap();
+    assert!(none.is_none(), "the memory queue has no shared counters");
+}

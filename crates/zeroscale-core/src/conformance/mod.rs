@@ -3,5 +3,6 @@
 //!
 //! Each check panics with a message naming the backend and the broken guarantee.
 
+pub mod counters;
 pub mod queue;
 pub mod storage;

@@ -47,12 +47,14 @@ const FORMAT_NAME: &str = "zeroscale-backup";
 /// pgvector's side table (rebuilt from the documents).
 /// `vector_collections` holds version tokens for the in-memory vector index: a restore
 /// gives every collection fresh ones instead.
-/// `queue_notices` holds wake-up signals of the database queue, worth nothing later.
+/// `queue_notices` holds wake-up signals of the database queue, and `rate_counters` the
+/// throttling and rate-limit counters: both worth nothing later.
 const NOT_COPIED: &[&str] = &[
     "seaql_migrations",
     "document_vectors",
     "vector_collections",
     "queue_notices",
+    "rate_counters",
 ];
 /// The database queue's jobs: they travel only when asked ([`BackupOptions::with_jobs`]).
 pub const JOB_TABLES: &[&str] = &["queue_jobs", "queue_idempotency"];

@@ -22,7 +22,7 @@
 //!   that asked for it do.
 
 mod notify;
-mod sql;
+pub(crate) mod sql;
 
 pub use notify::NoticeListener;
 

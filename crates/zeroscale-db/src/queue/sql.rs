@@ -23,13 +23,13 @@ const PG_NOW_MS: &str = "(EXTRACT(EPOCH FROM now()) * 1000)::bigint";
 
 /// Builds statements for one dialect.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Sql {
-    pub(super) dialect: Dialect,
+pub(crate) struct Sql {
+    pub(crate) dialect: Dialect,
 }
 
 impl Sql {
     /// `sql` with its `NOW_MS` and placeholders made concrete for this dialect.
-    pub(super) fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
+    pub(crate) fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
         match self.dialect {
             Dialect::Sqlite => {
                 let now = Utc::now().timestamp_millis().to_string();
@@ -58,7 +58,7 @@ impl Sql {
     }
 
     /// `?, ?, …` for `n` values.
-    pub(super) fn list(n: usize) -> String {
+    pub(crate) fn list(n: usize) -> String {
         vec!["?"; n].join(", ")
     }
 }
