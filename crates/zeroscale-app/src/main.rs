@@ -31,6 +31,7 @@ mod serve;
 mod stage_cmd;
 mod storage_cmd;
 mod tasks;
+mod throttle;
 mod users;
 mod wiring;
 mod worker;

@@ -208,6 +208,8 @@ pub(crate) struct Services {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) models: Arc<Router>,
     pub(crate) queue: QueueHandle,
+    /// Login throttling and the client address it counts by.
+    pub(crate) throttle: crate::throttle::Throttle,
 }
 
 impl Services {
@@ -219,6 +221,7 @@ impl Services {
         let models = models(&config, &domain, storage.clone())?;
         Ok(Services {
             queue: QueueHandle::new(Arc::clone(&config), domain.db()),
+            throttle: crate::throttle::Throttle::new(Arc::clone(&config), domain.db().clone())?,
             config,
             domain,
             storage,

@@ -219,7 +219,12 @@ impl From<&Error> for PublicError {
             status,
             code: kind.code(),
             message: error.to_string(),
-            retry_after: error.retry_after().map(|d| d.as_secs().max(1)),
+            // Rounded up: a client that waits the whole seconds said is never early.
+            retry_after: error.retry_after().map(|d| {
+                u64::try_from(d.as_millis().div_ceil(1000))
+                    .unwrap_or(u64::MAX)
+                    .max(1)
+            }),
             reference: None,
         }
     }

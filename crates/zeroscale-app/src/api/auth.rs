@@ -191,17 +191,32 @@ pub(crate) struct LoginResponse {
     responses(
         (status = 200, description = "logged in", body = LoginResponse),
         (status = 401, description = "wrong username or password", body = super::error::ErrorBody),
+        (status = 429, description = "too many failed logins for this username or from this address; see `Retry-After`", body = super::error::ErrorBody),
     )
 )]
 pub(crate) async fn login(
     State(state): State<ApiState>,
+    client: crate::throttle::ClientAddr,
     Json(body): Json<Credentials>,
 ) -> ApiResult<Json<LoginResponse>> {
-    let user = state
+    state.throttle.check_login(&body.username, client.0).await?;
+    let user = match state
         .domain
         .users()
         .authenticate(&body.username, &body.password)
-        .await?;
+        .await
+    {
+        Ok(user) => {
+            state.throttle.login_succeeded(&body.username).await;
+            user
+        }
+        Err(e) => {
+            if e.kind() == zeroscale_core::ErrorKind::Unauthenticated {
+                state.throttle.login_failed(&body.username, client.0).await;
+            }
+            return Err(e.into());
+        }
+    };
     let session = state.domain.sessions().create(&user.id).await?;
     Ok(Json(LoginResponse {
         token: session.token,

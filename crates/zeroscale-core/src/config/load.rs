@@ -264,6 +264,7 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig> {
     check_unknown_keys(&figment, &config)?;
     config.models.validate()?;
     config.server.cors.validate()?;
+    config.server.trusted_proxies()?;
     config.resolve_paths()?;
     Ok(LoadedConfig {
         config,

@@ -35,6 +35,33 @@ pub struct ServerConfig {
     pub behind_tls: bool,
     /// Cross-origin requests from browser apps on other origins; off by default.
     pub cors: CorsConfig,
+    /// Reverse proxies (addresses or CIDR ranges, e.g. `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` is believed: a request from one of them counts as coming from
+    /// the address it forwarded for (login throttling, rate limits). Empty (the default):
+    /// the socket's peer address always, and `X-Forwarded-For` is ignored.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// The parsed `server.trusted_proxies`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether none is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// CORS for the API (`/v1`, except `/v1/admin`): which other origins' browser apps may
@@ -109,6 +136,29 @@ impl CorsConfig {
 }
 
 impl ServerConfig {
+    /// `trusted_proxies`, parsed; a bad entry is a config error naming it.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                let entry = entry.trim();
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        Error::config(
+                            "server.trusted_proxies",
+                            format!(
+                                "`{entry}` is neither an IP address nor a CIDR range (e.g. \
+                                 `10.0.0.1` or `10.0.0.0/8`)"
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(TrustedProxies)
+    }
+
     /// Which downloads may be inline (`inline_content_types`).
     pub fn download_policy(&self) -> crate::download::DownloadPolicy {
         crate::download::DownloadPolicy::new(self.inline_content_types.iter().cloned())
@@ -139,6 +189,7 @@ impl Default for ServerConfig {
                 .collect(),
             behind_tls: false,
             cors: CorsConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -171,6 +222,50 @@ pub struct AuthConfig {
     /// (`ZEROSCALE_AUTH__BOOTSTRAP_ADMIN`) on a fresh deployment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bootstrap_admin: Option<Secret<String>>,
+    /// Slowing down password guessing: per account and per client address.
+    pub login_throttle: LoginThrottleConfig,
+}
+
+/// Login throttling (`auth.login_throttle`): after a few failed logins an account must
+/// wait before its next attempt, the wait doubling with each failure, and after more it
+/// is locked for a while; a client address with many failures (across accounts) is
+/// locked too. While locked every login is answered 429 with `Retry-After`, the right
+/// password included. Counters live where every instance sees them (Redis when the queue
+/// is on Redis, else the database) and are forgotten `window_secs` after the first
+/// failure; a successful login clears the account's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct LoginThrottleConfig {
+    /// Whether logins are throttled at all. Default true.
+    pub enabled: bool,
+    /// Failed logins an account may have before each next attempt must wait. Default 5.
+    pub free_failures: u32,
+    /// The wait after the first failure beyond `free_failures`, in milliseconds; it
+    /// doubles with each further failure, up to `lock_secs`. Default 1000.
+    pub base_delay_ms: u64,
+    /// Failed logins after which an account is locked for `lock_secs`. Default 10.
+    pub lock_after: u32,
+    /// How long a lock lasts, and the longest wait. Default 900 (15 minutes).
+    pub lock_secs: u64,
+    /// Failed logins from one client address, any accounts, after which the address is
+    /// locked for `lock_secs`. Default 50.
+    pub address_lock_after: u32,
+    /// How long failures are counted, from the first one. Default 3600.
+    pub window_secs: u64,
+}
+
+impl Default for LoginThrottleConfig {
+    fn default() -> Self {
+        LoginThrottleConfig {
+            enabled: true,
+            free_failures: 5,
+            base_delay_ms: 1000,
+            lock_after: 10,
+            lock_secs: 900,
+            address_lock_after: 50,
+            window_secs: 3600,
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -184,6 +279,7 @@ impl Default for AuthConfig {
             allow_registration: true,
             signup_credits: 0,
             bootstrap_admin: None,
+            login_throttle: LoginThrottleConfig::default(),
         }
     }
 }
