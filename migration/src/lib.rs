@@ -12,6 +12,7 @@ mod m20261123_000001_user_jobs;
 mod m20261202_000001_vector_collections;
 mod m20261203_000001_queue_jobs;
 mod m20261203_000002_rate_counters;
+mod m20261203_000003_username_key;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_vector_collections::Migration),
             Box::new(m20261203_000001_queue_jobs::Migration),
             Box::new(m20261203_000002_rate_counters::Migration),
+            Box::new(m20261203_000003_username_key::Migration),
         ]
     }
 }

@@ -236,6 +236,17 @@ pub(crate) enum UsersCommand {
         #[arg(long, default_value_t = 0)]
         credits: i64,
     },
+    /// Rename a user (their password, keys, sessions and data stay theirs). Works on a
+    /// database the case-insensitive-names migration refuses, to settle names that differ
+    /// only by case.
+    Rename {
+        /// The current username, exactly as spelled.
+        #[arg(long)]
+        from: String,
+        /// The new username: free whatever its case.
+        #[arg(long)]
+        to: String,
+    },
     /// Create an API key for a user and print it (the only time it is shown).
     CreateKey {
         /// Whose key: requests with it act as this user.

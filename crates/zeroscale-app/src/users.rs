@@ -1,5 +1,6 @@
-//! `zeroscale users create-admin` (the first admin, or another) and `zeroscale users
-//! create-key` (an API key for a user, printed once), from the command line.
+//! `zeroscale users create-admin` (the first admin, or another), `zeroscale users
+//! rename` and `zeroscale users create-key` (an API key for a user, printed once), from
+//! the command line.
 
 use std::io::Read as _;
 use std::process::ExitCode;
@@ -54,6 +55,17 @@ pub(crate) async fn run(loaded: &LoadedConfig, command: UsersCommand) -> anyhow:
                 .await
                 .map_err(anyhow::Error::from)?;
             println!("created admin {} (id {})", user.username, user.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        UsersCommand::Rename { from, to } => {
+            // No migration first: this settles the names the newest one refuses.
+            let domain = crate::wiring::domain(&loaded.config).await?;
+            let id = domain
+                .users()
+                .rename(&from, &to)
+                .await
+                .map_err(anyhow::Error::from)?;
+            println!("renamed `{from}` to `{to}` (id {id})");
             Ok(ExitCode::SUCCESS)
         }
         UsersCommand::CreateKey {

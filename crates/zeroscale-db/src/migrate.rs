@@ -71,16 +71,21 @@ impl Db {
                 Ok(n)
             }
             Dialect::Sqlite => {
+                // One write transaction on one connection: another process migrating
+                // waits for it, and no statement runs on a pooled connection that has not
+                // seen the schema the one before it changed.
+                let txn = self.begin_write().await?;
                 let n = steps(
-                    Migrator::get_pending_migrations(self.conn())
+                    Migrator::get_pending_migrations(&txn)
                         .await
                         .map_err(|e| self.map_err(e))?,
                 );
                 if n > 0 {
-                    Migrator::up(self.conn(), Some(n as u32))
+                    Migrator::up(&txn, Some(n as u32))
                         .await
                         .map_err(|e| self.map_err(e))?;
                 }
+                txn.commit().await.map_err(|e| self.map_err(e))?;
                 Ok(n)
             }
         }
@@ -98,9 +103,12 @@ impl Db {
 
     /// Rolls back the last `steps` applied migrations.
     pub async fn migrate_down(&self, steps: u32) -> Result<()> {
-        Migrator::down(self.conn(), Some(steps))
+        // In one transaction, as `migrate_up`: all the steps or none.
+        let txn = self.begin_write().await?;
+        Migrator::down(&txn, Some(steps))
             .await
-            .map_err(|e| self.map_err(e))
+            .map_err(|e| self.map_err(e))?;
+        txn.commit().await.map_err(|e| self.map_err(e))
     }
 
     /// Drops every table and applies every migration from scratch. Destroys all data.

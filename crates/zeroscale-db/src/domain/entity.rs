@@ -14,6 +14,9 @@ pub(crate) mod users {
         pub id: String,
         #[sea_orm(unique)]
         pub username: String,
+        /// The username lower-cased: unique, what logins and lookups match.
+        #[sea_orm(unique)]
+        pub username_key: String,
         pub password_hash: String,
         pub role: String,
         pub active: bool,

@@ -51,6 +51,15 @@ pub(crate) fn to_user(m: users::Model) -> Result<User> {
     })
 }
 
+/// What makes two usernames the same: case does not count. Usernames are ASCII, and
+/// SQL's `lower()` (which the migration used) lower-cases exactly ASCII on both engines.
+pub(crate) fn username_key(username: &str) -> String {
+    username.trim().to_ascii_lowercase()
+}
+
+/// The name of the migration that added `users.username_key`.
+const USERNAME_KEY_MIGRATION: &str = "m20261203_000003_username_key";
+
 fn validate_username(username: &str) -> Result<()> {
     let ok_chars = username
         .chars()
@@ -97,6 +106,7 @@ impl<'a> Users<'a> {
         let model = users::ActiveModel {
             id: Set(new_id()),
             username: Set(new.username.clone()),
+            username_key: Set(username_key(&new.username)),
             password_hash: Set(hash),
             role: Set(new.role.as_str().to_owned()),
             active: Set(true),
@@ -108,9 +118,10 @@ impl<'a> Users<'a> {
         match model.insert(self.db.conn()).await {
             Ok(m) => to_user(m),
             Err(e) => Err(match self.db.map_err(e) {
-                Error::AlreadyExists { .. } => {
-                    Error::already_exists(format!("user `{}`", new.username))
-                }
+                Error::AlreadyExists { .. } => Error::already_exists(format!(
+                    "user `{}` (usernames are the same whatever their case)",
+                    new.username
+                )),
                 other => other,
             }),
         }
@@ -122,7 +133,7 @@ impl<'a> Users<'a> {
     /// older `auth.argon2_*` parameters is replaced on a successful login.
     pub async fn authenticate(&self, username: &str, password: &str) -> Result<User> {
         let found = users::Entity::find()
-            .filter(users::Column::Username.eq(username))
+            .filter(users::Column::UsernameKey.eq(username_key(username)))
             .one(self.db.conn())
             .await
             .map_err(|e| self.db.map_err(e))?;
@@ -154,6 +165,90 @@ impl<'a> Users<'a> {
         Ok(user)
     }
 
+    /// Renames the user named exactly `from` (case counts here, so one of two names that
+    /// differ only by case can be picked) to `to`, which must be free whatever its case.
+    /// Works before the migration that makes names case-insensitive, which refuses to run
+    /// while such pairs exist. Returns the user's id.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<String> {
+        use sea_orm::{ConnectionTrait, Statement};
+        validate_username(to)?;
+        let backend = self.db.conn().get_database_backend();
+        let p = |n: usize| match self.db.dialect() {
+            crate::Dialect::Postgres => format!("${n}"),
+            crate::Dialect::Sqlite => "?".to_owned(),
+        };
+        let map = |e| self.db.map_err(e);
+        let txn = self.db.begin_write().await?;
+        let row = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                format!("SELECT id FROM users WHERE username = {}", p(1)),
+                [from.into()],
+            ))
+            .await
+            .map_err(map)?
+            .ok_or_else(|| Error::not_found(format!("user `{from}` (exactly as spelled)")))?;
+        let id: String = row.try_get("", "id").map_err(map)?;
+        let taken = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "SELECT username FROM users WHERE lower(username) = {} AND id <> {}",
+                    p(1),
+                    p(2)
+                ),
+                [username_key(to).into(), id.clone().into()],
+            ))
+            .await
+            .map_err(map)?;
+        if let Some(row) = taken {
+            let other: String = row.try_get("", "username").map_err(map)?;
+            return Err(Error::already_exists(format!(
+                "user `{other}`: `{to}` is the same name whatever its case; pick another"
+            )));
+        }
+        let has_key = self
+            .db
+            .migrate_status()
+            .await?
+            .iter()
+            .any(|m| m.name == USERNAME_KEY_MIGRATION && m.applied);
+        let (sql, values): (String, Vec<sea_orm::Value>) = if has_key {
+            (
+                format!(
+                    "UPDATE users SET username = {}, username_key = {}, updated_at = {} \
+                     WHERE id = {}",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4)
+                ),
+                vec![
+                    to.into(),
+                    username_key(to).into(),
+                    now().into(),
+                    id.clone().into(),
+                ],
+            )
+        } else {
+            (
+                format!(
+                    "UPDATE users SET username = {}, updated_at = {} WHERE id = {}",
+                    p(1),
+                    p(2),
+                    p(3)
+                ),
+                vec![to.into(), now().into(), id.clone().into()],
+            )
+        };
+        txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await
+            .map_err(map)?;
+        txn.commit().await.map_err(map)?;
+        self.cache.changed(AuthChange::User(id.clone()));
+        Ok(id)
+    }
+
     /// A user by id.
     pub async fn get(&self, id: &str) -> Result<User> {
         let model = users::Entity::find_by_id(id.to_owned())
@@ -164,10 +259,10 @@ impl<'a> Users<'a> {
         to_user(model)
     }
 
-    /// A user by username.
+    /// A user by username, whatever its case.
     pub async fn by_username(&self, username: &str) -> Result<User> {
         let model = users::Entity::find()
-            .filter(users::Column::Username.eq(username))
+            .filter(users::Column::UsernameKey.eq(username_key(username)))
             .one(self.db.conn())
             .await
             .map_err(|e| self.db.map_err(e))?
