@@ -44,6 +44,11 @@ use zeroscale_core::config::{self, LoadedConfig};
 use crate::cli::{Cli, Command, ConfigCommand};
 
 fn main() -> ExitCode {
+    // Every file and folder zeroscale creates (the database and its WAL, keys, caches,
+    // uploads, backups) is private to its user: 0600 and 0700. Set before any thread
+    // starts, since the mask is the process's.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let loaded = match config::load(&cli.sources()).and_then(|loaded| {
         zeroscale_models::registry::validate(&loaded.config.models)?;

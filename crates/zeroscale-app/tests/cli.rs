@@ -1157,3 +1157,65 @@ async fn usernames_ignore_case_and_the_migration_refuses_duplicates() {
     assert!(stderr.contains("robert"), "{stderr}");
     server.terminate();
 }
+
+/// Every file zeroscale makes in its data dir is 0600 and every folder 0700, after a
+/// server's first start (database, WAL, keys, an upload) and after `migrate up`; `doctor`
+/// warns about an older, wider file.
+#[cfg(unix)]
+#[tokio::test]
+async fn data_dir_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    fn wide(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(path) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                out.push(format!("{} {mode:o}", path.display()));
+            }
+            if meta.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+        out
+    }
+    let tmp = TempDir::new("filemodes");
+    let server = Server::start(zeroscale(&tmp.0)).await;
+    let token = common::register(&server, "private").await;
+    let upload = server
+        .http
+        .post(format!("{}/v1/files?filename=note.txt", server.base))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 201);
+    let data = tmp.0.join("data");
+    let files: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.iter().any(|f| f == "zeroscale.db-wal"), "{files:?}");
+    assert_eq!(wide(&data), Vec::<String>::new(), "after the first start");
+    server.terminate();
+
+    let fresh = TempDir::new("filemodes-migrate");
+    let (out, _, stderr) = output(zeroscale(&fresh.0).args(["migrate", "up"]));
+    assert!(out.status.success(), "{stderr}");
+    let data = fresh.0.join("data");
+    assert!(data.join("zeroscale.db").is_file());
+    assert_eq!(wide(&data), Vec::<String>::new(), "after migrate up");
+
+    // An older install's database: doctor names it.
+    let db = data.join("zeroscale.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, stdout, _) = output(zeroscale(&fresh.0).arg("doctor"));
+    assert!(
+        stdout.contains("WARN") && stdout.contains("zeroscale.db (0644)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("chmod -R go-rwx"), "{stdout}");
+}

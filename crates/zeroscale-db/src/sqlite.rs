@@ -27,6 +27,7 @@ pub(crate) async fn connect(config: &SqliteConfig) -> Result<Db> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             ensure_private_dir(parent)?;
         }
+        create_private(&path)?;
         Some(path)
     };
     let location = file
@@ -70,6 +71,28 @@ pub(crate) async fn connect(config: &SqliteConfig) -> Result<Db> {
         )
     })?;
     Ok(Db::from_parts(conn, location))
+}
+
+/// Creates a missing database file empty (an empty file is an empty SQLite database)
+/// and readable by its owner only: SQLite gives its `-wal` and `-shm` files the
+/// database file's permissions, so they are private too. An existing file is left as
+/// it is (`zeroscale doctor` warns when it is wider).
+fn create_private(path: &std::path::Path) -> Result<()> {
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::unavailable_from(
+            format!("cannot create the SQLite database {}", path.display()),
+            e,
+        )),
+    }
 }
 
 /// The registry's connect for `database.kind = "sqlite"`.
