@@ -13,6 +13,7 @@ mod m20261202_000001_vector_collections;
 mod m20261203_000001_queue_jobs;
 mod m20261203_000002_rate_counters;
 mod m20261203_000003_username_key;
+mod m20261203_000004_api_key_rate_limit;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_queue_jobs::Migration),
             Box::new(m20261203_000002_rate_counters::Migration),
             Box::new(m20261203_000003_username_key::Migration),
+            Box::new(m20261203_000004_api_key_rate_limit::Migration),
         ]
     }
 }

@@ -23,6 +23,7 @@ mod cli;
 mod doctor;
 mod headers;
 mod jobs;
+mod limits;
 mod logging;
 mod migrate;
 mod models_cmd;

@@ -123,6 +123,9 @@ pub struct ApiKey {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Requests per minute this key may make, set by an admin; `None`: the default
+    /// (`limits.requests_per_minute_per_key`).
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 /// A named system prompt.

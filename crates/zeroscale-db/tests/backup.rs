@@ -75,6 +75,7 @@ async fn fill(d: &Domain) -> Filled {
             notes: None,
             system_prompt_id: Some(prompt.id.clone()),
             adapter_name: None,
+            rate_limit_per_minute: Some(120),
         })
         .await
         .unwrap();
@@ -86,6 +87,7 @@ async fn fill(d: &Domain) -> Filled {
             notes: Some(String::new()),
             system_prompt_id: None,
             adapter_name: Some("lora-1".into()),
+            rate_limit_per_minute: None,
         })
         .await
         .unwrap();

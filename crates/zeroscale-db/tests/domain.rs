@@ -232,6 +232,7 @@ async fn prompts_and_keys(d: &Domain) {
             notes: Some("v2 client".into()),
             system_prompt_id: Some(prompt.id.clone()),
             adapter_name: Some("tuned-v1".into()),
+            rate_limit_per_minute: Some(30),
         })
         .await
         .expect("create key");
@@ -245,6 +246,21 @@ async fn prompts_and_keys(d: &Domain) {
     assert_eq!(who.id, owner.id);
     assert!(key.last_used_at.is_some());
     assert_eq!(key.system_prompt_id.as_deref(), Some(prompt.id.as_str()));
+    assert_eq!(key.rate_limit_per_minute, Some(30));
+    let changed = d.api_keys().set_rate_limit(&key.id, None).await.unwrap();
+    assert_eq!(changed.rate_limit_per_minute, None);
+    let (key, _) = d.api_keys().validate(&created.plaintext).await.unwrap();
+    assert_eq!(
+        key.rate_limit_per_minute, None,
+        "the cached key saw the change"
+    );
+    d.api_keys().set_rate_limit(&key.id, Some(7)).await.unwrap();
+    assert!(
+        d.api_keys()
+            .set_rate_limit("no-such-key", Some(1))
+            .await
+            .is_err()
+    );
 
     let mut tampered = created.plaintext.clone();
     let last = tampered.pop().unwrap();

@@ -20,8 +20,8 @@ use super::error::{ApiError, ApiResult, Json};
 pub(crate) enum Credential {
     /// A login session, by its token.
     Session { token: String },
-    /// An API key: its id.
-    ApiKey { key_id: String },
+    /// An API key: its id and its own rate limit, if an admin set one.
+    ApiKey { key_id: String, limit: Option<u32> },
 }
 
 /// An authenticated caller.
@@ -75,19 +75,24 @@ impl FromRequestParts<ApiState> for Caller {
                  key>` (log in with POST /v1/auth/login)",
             )
         })?;
-        if token.starts_with(SESSION_TOKEN_PREFIX) {
+        let caller = if token.starts_with(SESSION_TOKEN_PREFIX) {
             let (_, user) = state.domain.sessions().validate(&token).await?;
-            Ok(Caller {
+            Caller {
                 user,
                 credential: Credential::Session { token },
-            })
+            }
         } else {
             let (key, user) = state.domain.api_keys().validate(&token).await?;
-            Ok(Caller {
+            Caller {
                 user,
-                credential: Credential::ApiKey { key_id: key.id },
-            })
-        }
+                credential: Credential::ApiKey {
+                    key_id: key.id,
+                    limit: key.rate_limit_per_minute,
+                },
+            }
+        };
+        crate::limits::check(parts, state, &caller).await?;
+        Ok(caller)
     }
 }
 
@@ -257,7 +262,7 @@ pub(crate) async fn logout(State(state): State<ApiState>, caller: Caller) -> Api
 pub(crate) async fn me(caller: Caller) -> Json<MeView> {
     let (via, api_key_id) = match caller.credential {
         Credential::Session { .. } => ("session", None),
-        Credential::ApiKey { key_id } => ("api_key", Some(key_id)),
+        Credential::ApiKey { key_id, .. } => ("api_key", Some(key_id)),
     };
     Json(MeView {
         user: caller.user.into(),

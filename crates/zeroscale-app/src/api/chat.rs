@@ -80,7 +80,7 @@ pub(crate) async fn append_message(
 ) -> ApiResult<impl IntoResponse> {
     let stored = scoped(&caller, &session_id)?;
     let api_key_id = match &caller.credential {
-        Credential::ApiKey { key_id } => Some(key_id.clone()),
+        Credential::ApiKey { key_id, .. } => Some(key_id.clone()),
         Credential::Session { .. } => None,
     };
     let message = state

@@ -124,6 +124,7 @@ pub(crate) struct EmbeddingsResponse {
         (status = 200, description = "one vector per input, in order", body = EmbeddingsResponse),
         (status = 400, description = "bad input", body = super::error::ErrorBody),
         (status = 404, description = "unknown model id", body = super::error::ErrorBody),
+        (status = 429, description = "a rate limit or the daily embedding token quota (`limits.*`) is spent; see `Retry-After`", body = super::error::ErrorBody),
         (status = 503, description = "no provider could serve", body = super::error::ErrorBody),
     )
 )]
@@ -148,8 +149,11 @@ pub(crate) async fn create_embeddings(
     let model = body
         .model
         .unwrap_or_else(|| state.config.models.default_embedding_model.clone());
+    crate::limits::check_embedding_quota(&state, &caller.user.id).await?;
     let routed = state.models.embed(&model, inputs).await?;
     let response = routed.value;
+    crate::limits::spend_embedding_tokens(&state, &caller.user.id, response.usage.total_tokens)
+        .await;
     if let Some(wanted) = body.dimensions
         && wanted != response.dimensions
     {

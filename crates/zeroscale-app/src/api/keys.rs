@@ -1,4 +1,5 @@
-//! API keys (admin only): create (the plaintext is shown once), list, revoke.
+//! API keys (admin only): create (the plaintext is shown once), list, change the rate
+//! limit, revoke.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,6 +28,8 @@ pub(crate) struct KeyView {
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    /// Requests per minute for this key; null: `limits.requests_per_minute_per_key`.
+    rate_limit_per_minute: Option<u32>,
 }
 
 impl From<ApiKey> for KeyView {
@@ -41,6 +44,7 @@ impl From<ApiKey> for KeyView {
             created_at: key.created_at,
             last_used_at: key.last_used_at,
             revoked_at: key.revoked_at,
+            rate_limit_per_minute: key.rate_limit_per_minute,
         }
     }
 }
@@ -61,6 +65,9 @@ pub(crate) struct CreateKey {
     /// A system prompt to link to the key.
     #[serde(default)]
     system_prompt_id: Option<String>,
+    /// Requests per minute for this key (over `limits.requests_per_minute_per_key`).
+    #[serde(default)]
+    rate_limit_per_minute: Option<u32>,
 }
 
 /// A new key and its secret.
@@ -100,6 +107,7 @@ pub(crate) async fn create_key(
             notes: body.notes,
             system_prompt_id: body.system_prompt_id,
             adapter_name: None,
+            rate_limit_per_minute: body.rate_limit_per_minute,
         })
         .await?;
     Ok((
@@ -148,6 +156,42 @@ pub(crate) async fn list_keys(
     Ok(Json(KeyList {
         data: keys.into_iter().map(KeyView::from).collect(),
     }))
+}
+
+/// What to change on a key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateKey {
+    /// Requests per minute for this key; null goes back to
+    /// `limits.requests_per_minute_per_key`.
+    rate_limit_per_minute: Option<u32>,
+}
+
+/// Changes an API key's rate limit; it applies at once.
+#[utoipa::path(
+    patch, path = "/v1/api-keys/{id}", tag = "api keys",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "the key's id")),
+    request_body = UpdateKey,
+    responses(
+        (status = 200, description = "changed", body = KeyView),
+        (status = 400, description = "invalid fields", body = super::error::ErrorBody),
+        (status = 403, description = "not an admin", body = super::error::ErrorBody),
+        (status = 404, description = "no such key", body = super::error::ErrorBody),
+    )
+)]
+pub(crate) async fn update_key(
+    State(state): State<ApiState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateKey>,
+) -> ApiResult<Json<KeyView>> {
+    let key = state
+        .domain
+        .api_keys()
+        .set_rate_limit(&id, body.rate_limit_per_minute)
+        .await?;
+    Ok(Json(key.into()))
 }
 
 /// Revokes an API key: it stops working at once.

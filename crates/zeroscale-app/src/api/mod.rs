@@ -87,6 +87,11 @@ pub(crate) fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
             );
             if secured {
                 add("401", "not authenticated");
+                add(
+                    "429",
+                    "the API key's or the user's requests per minute (`limits.*`) are spent; \
+                     `Retry-After` says when to try again, `X-RateLimit-*` the standing",
+                );
             }
             add(
                 "500",
@@ -128,7 +133,7 @@ pub(crate) fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
         .routes(routes!(keys::create_key, keys::list_keys))
-        .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::revoke_key, keys::update_key))
         .routes(routes!(prompts::create_prompt, prompts::list_prompts))
         .routes(routes!(
             prompts::get_prompt,
@@ -171,6 +176,8 @@ pub(crate) fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         )
         .with_state(state)
         .split_for_parts();
+    // `X-RateLimit-*` on every response a rate limit counted.
+    let router = router.layer(axum::middleware::from_fn(crate::limits::headers));
     let mut openapi = openapi;
     add_common_responses(&mut openapi);
     (router, openapi)

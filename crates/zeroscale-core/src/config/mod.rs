@@ -55,6 +55,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Chat history.
     pub chat: ChatConfig,
+    /// Request rate limits and quotas.
+    pub limits: LimitsConfig,
 }
 
 /// The JSON Schema of the whole config: every key, its doc comment as the description

@@ -226,6 +226,24 @@ pub struct AuthConfig {
     pub login_throttle: LoginThrottleConfig,
 }
 
+/// Request rate limits and quotas (`[limits]`), counted on the counters every instance
+/// shares (Redis when the queue is on Redis, else the database), so a limit holds across
+/// servers; exact within each window. A window starts at the first request it counts.
+/// 0 turns a limit off (the default: no limits).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Requests per minute one API key may make; an admin can set another number per key
+    /// (`PATCH /v1/api-keys/{id}`). Default 0: no limit.
+    pub requests_per_minute_per_key: u32,
+    /// Requests per minute one user may make, through sessions and all their keys
+    /// together. Default 0: no limit.
+    pub requests_per_minute_per_user: u32,
+    /// Embedding tokens one user may use in 24 hours (`POST /v1/embeddings`), counted
+    /// from their first use in the window. Default 0: no quota.
+    pub embedding_tokens_per_day_per_user: u64,
+}
+
 /// Login throttling (`auth.login_throttle`): after a few failed logins an account must
 /// wait before its next attempt, the wait doubling with each failure, and after more it
 /// is locked for a while; a client address with many failures (across accounts) is

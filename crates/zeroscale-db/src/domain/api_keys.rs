@@ -33,6 +33,8 @@ pub struct NewApiKey {
     pub system_prompt_id: Option<String>,
     /// A model adapter name.
     pub adapter_name: Option<String>,
+    /// Requests per minute for this key; `None`: the configured default.
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 /// A new key: the only time the plaintext is available.
@@ -64,7 +66,18 @@ fn to_key(m: api_keys::Model) -> ApiKey {
         created_at: m.created_at,
         last_used_at: m.last_used_at,
         revoked_at: m.revoked_at,
+        rate_limit_per_minute: m.rate_limit_per_minute.map(|n| n.max(0) as u32),
     }
+}
+
+fn limit_column(limit: Option<u32>) -> Result<Option<i32>> {
+    limit
+        .map(|n| {
+            i32::try_from(n).map_err(|_| {
+                Error::invalid_input(format!("rate_limit_per_minute {n} is too large"))
+            })
+        })
+        .transpose()
 }
 
 /// The lookup prefix of a plaintext key (`zs_<8 hex>`), if it has the right shape.
@@ -114,6 +127,7 @@ impl<'a> ApiKeys<'a> {
             created_at: Set(now()),
             last_used_at: Set(None),
             revoked_at: Set(None),
+            rate_limit_per_minute: Set(limit_column(new.rate_limit_per_minute)?),
         };
         let model = model
             .insert(self.db.conn())
@@ -219,6 +233,26 @@ impl<'a> ApiKeys<'a> {
             .into_iter()
             .map(to_key)
             .collect())
+    }
+
+    /// Sets (or, with `None`, clears) a key's requests-per-minute override; it applies
+    /// at once on this instance and, through the credential cache's announcements, on the
+    /// others.
+    pub async fn set_rate_limit(&self, id: &str, limit: Option<u32>) -> Result<ApiKey> {
+        let result = api_keys::Entity::update_many()
+            .col_expr(
+                api_keys::Column::RateLimitPerMinute,
+                Expr::value(limit_column(limit)?),
+            )
+            .filter(api_keys::Column::Id.eq(id))
+            .exec(self.db.conn())
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        if result.rows_affected == 0 {
+            return Err(Error::not_found(format!("API key {id}")));
+        }
+        self.cache.changed(AuthChange::ApiKey(id.to_owned()));
+        self.get(id).await
     }
 
     /// Revokes a key: it stops working at once. Revoking twice is fine.

@@ -109,6 +109,7 @@ pub(crate) mod api_keys {
         pub created_at: DateTimeUtc,
         pub last_used_at: Option<DateTimeUtc>,
         pub revoked_at: Option<DateTimeUtc>,
+        pub rate_limit_per_minute: Option<i32>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
