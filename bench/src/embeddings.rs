@@ -488,7 +488,73 @@ pub(crate) async fn run(plan: Plan, dir: &Path) -> anyhow::Result<Vec<Figure>> {
         .await,
     );
     figures.extend(cache(plan, dir, &model_dir, &chunks).await?);
+    figures.push(over_http(plan, dir, &model_dir, &model, singles).await?);
     Ok(figures)
+}
+
+/// One sentence at a time through `POST /v1/embeddings` of a release server on this
+/// machine (embedding cache off), against the same sentences in-process: what HTTP, JSON
+/// and the router add to a single-sentence request.
+async fn over_http(
+    plan: Plan,
+    dir: &Path,
+    model_dir: &Path,
+    model: &LocalEmbeddings,
+    singles: &[String],
+) -> anyhow::Result<Figure> {
+    let client = reqwest::Client::new();
+    let stage = crate::http::Stage {
+        profile: None,
+        env: vec![
+            (
+                "ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH".into(),
+                model_dir.display().to_string(),
+            ),
+            ("ZEROSCALE_MODELS__CACHE__EMBEDDINGS".into(), "false".into()),
+        ],
+    };
+    let (server, _) = crate::http::start(&dir.join("http"), &client, &stage).await?;
+    let token = crate::http::login(&client, &server.base).await?;
+    let url = format!("{}/v1/embeddings", server.base);
+    let over_http = |_| {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        async move {
+            let mut latencies = Vec::with_capacity(singles.len());
+            for text in singles {
+                let started = Instant::now();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"input": text}))
+                    .send()
+                    .await
+                    .expect("POST /v1/embeddings");
+                assert!(
+                    response.status().is_success(),
+                    "POST /v1/embeddings answered {}",
+                    response.status()
+                );
+                response.bytes().await.expect("the response body");
+                latencies.push(started.elapsed().as_secs_f64());
+            }
+            Duration::from_secs_f64(Stats::of(&latencies).median)
+        }
+    };
+    let figure = compare(
+        plan,
+        "embeddings",
+        format!(
+            "one sentence over HTTP (POST /v1/embeddings, cache off), p50 of {}: latency vs in-process",
+            singles.len()
+        ),
+        "in-process",
+        Goal::Report,
+        over_http,
+        |_| ours_single(model, singles),
+    )
+    .await;
+    drop(server);
+    Ok(figure)
 }
 
 /// A cache hit against computing: the same chunks through the router, once with every

@@ -18,9 +18,9 @@ const ADMIN: &str = "bench";
 const PASSWORD: &str = "correct horse battery";
 
 /// A running server; killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     _dir: PathBuf,
 }
 
@@ -105,7 +105,7 @@ pub(crate) fn configure(cmd: &mut Command, dir: &Path, stage: &Stage) -> anyhow:
 /// Starts `serve` for `stage` in a fresh data dir (after `migrate up` where the stage
 /// does not migrate on start); returns once `/healthz` answers 200, with how long that
 /// took from the spawn.
-async fn start(
+pub(crate) async fn start(
     dir: &Path,
     client: &reqwest::Client,
     stage: &Stage,
@@ -283,7 +283,7 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 }
 
 /// Logs in as the bench admin; the session token.
-async fn login(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+pub(crate) async fn login(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
     let (status, body) = post(
         client,
         format!("{base}/v1/auth/login"),
@@ -345,6 +345,20 @@ async fn routes(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Re
         "creating an API key answered {status}: {key}"
     );
     let key = key["plaintext"].as_str().unwrap_or_default().to_owned();
+    // A key under a rate limit it never reaches: every request is counted on the shared
+    // counters (the database at stage 1, Redis at stage 3), none refused.
+    let (status, limited) = post_as(
+        client,
+        format!("{base}/v1/api-keys"),
+        Some(token),
+        json!({"client_name": "bench-limited", "rate_limit_per_minute": 1_000_000_000}),
+    )
+    .await?;
+    anyhow::ensure!(
+        status == 201,
+        "creating a rate-limited API key answered {status}: {limited}"
+    );
+    let limited = limited["plaintext"].as_str().unwrap_or_default().to_owned();
     for i in 0..100 {
         let (status, body) = post_as(
             client,
@@ -388,6 +402,12 @@ async fn routes(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Re
         Route {
             name: "GET /v1/me (API key)",
             request: get("/v1/me".into(), "x-api-key", key),
+            goal: Goal::AtLeast { ratio: 0.5 },
+            fraction: 1,
+        },
+        Route {
+            name: "GET /v1/me (API key, rate-limited)",
+            request: get("/v1/me".into(), "x-api-key", limited),
             goal: Goal::AtLeast { ratio: 0.5 },
             fraction: 1,
         },
