@@ -2,16 +2,8 @@
 
 use std::time::Duration;
 
+use super::sleep;
 use crate::counters::Counters;
-
-async fn sleep(d: Duration) {
-    let (tx, rx) = futures::channel::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        std::thread::sleep(d);
-        let _ = tx.send(());
-    });
-    let _ = rx.await;
-}
 
 /// Every check one after the other; keys start with `prefix` (unique per run).
 pub async fn run_all(counters: &dyn Counters, prefix: &str) {

@@ -6,3 +6,14 @@
 pub mod counters;
 pub mod queue;
 pub mod storage;
+
+/// Sleeps without depending on a runtime: the suites run under whichever the backend's
+/// tests use.
+pub(crate) async fn sleep(d: std::time::Duration) {
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(d);
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+}

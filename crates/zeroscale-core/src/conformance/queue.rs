@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::sleep;
 use crate::error::Error;
 use crate::queue::{
     JobId, JobState, NackOptions, NackOutcome, NewJob, PageOptions, PortableJob, Progress, Queue,
@@ -20,15 +21,6 @@ fn reserve_opts(queue: &str, lease: Duration) -> ReserveOptions {
         queues: vec![queue.to_owned()],
         lease,
     }
-}
-
-async fn sleep(d: Duration) {
-    let (tx, rx) = futures::channel::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        std::thread::sleep(d);
-        let _ = tx.send(());
-    });
-    let _ = rx.await;
 }
 
 /// Reserves from `queue`, polling for up to `within`.
