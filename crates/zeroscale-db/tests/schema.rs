@@ -178,8 +178,14 @@ async fn migrations_round_trip(db: &Db) {
     assert!(status[0].applied, "{status:?}");
     let tables = introspect(db).await.unwrap();
     assert!(
-        !tables.tables["users"].columns.contains_key("username_key"),
-        "down dropped users.username_key"
+        !tables.tables["api_keys"]
+            .columns
+            .contains_key("rate_limit_per_minute"),
+        "down dropped api_keys.rate_limit_per_minute"
+    );
+    assert!(
+        tables.tables["users"].columns.contains_key("username_key"),
+        "and kept users.username_key"
     );
     for table in ["rate_counters", "queue_jobs", "vector_collections"] {
         assert!(tables.tables.contains_key(table), "and kept {table}");
