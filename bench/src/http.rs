@@ -359,6 +359,29 @@ async fn routes(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Re
         "creating a rate-limited API key answered {status}: {limited}"
     );
     let limited = limited["plaintext"].as_str().unwrap_or_default().to_owned();
+    // Sixteen more, taken in turn: the counters see as many keys as connections.
+    let mut many = Vec::new();
+    for i in 0..16 {
+        let (status, key) = post_as(
+            client,
+            format!("{base}/v1/api-keys"),
+            Some(token),
+            json!({"client_name": format!("bench-limited-{i}"), "rate_limit_per_minute": 1_000_000_000}),
+        )
+        .await?;
+        anyhow::ensure!(
+            status == 201,
+            "creating a rate-limited API key answered {status}: {key}"
+        );
+        many.push(key["plaintext"].as_str().unwrap_or_default().to_owned());
+    }
+    let many = Arc::new(many);
+    let next_key = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let me_url = format!("{base}/v1/me");
+    let many_keys: MakeRequest = Arc::new(move |c: &reqwest::Client| {
+        let n = next_key.fetch_add(1, Ordering::Relaxed);
+        c.get(&me_url).header("x-api-key", &many[n % many.len()])
+    });
     for i in 0..100 {
         let (status, body) = post_as(
             client,
@@ -408,6 +431,12 @@ async fn routes(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Re
         Route {
             name: "GET /v1/me (API key, rate-limited)",
             request: get("/v1/me".into(), "x-api-key", limited),
+            goal: Goal::AtLeast { ratio: 0.5 },
+            fraction: 1,
+        },
+        Route {
+            name: "GET /v1/me (16 API keys in turn, rate-limited)",
+            request: many_keys,
             goal: Goal::AtLeast { ratio: 0.5 },
             fraction: 1,
         },

@@ -127,16 +127,18 @@ impl Throttle {
         &self.config.auth.login_throttle
     }
 
-    /// The counters: on the queue's engine when it shares one, else in the database.
+    /// The counters: on the queue's engine when it shares one, else in the database;
+    /// concurrent hits go to the engine together.
     pub(crate) async fn counters(&self) -> zeroscale_core::Result<Arc<dyn Counters>> {
         self.counters
             .get_or_try_init(|| async {
                 let context = crate::wiring::queue_context(&self.db);
                 let shared =
                     zeroscale_queue::counters::connect_with(&self.config.queue, &context).await?;
-                Ok::<_, Error>(shared.unwrap_or_else(|| {
+                let counters = shared.unwrap_or_else(|| {
                     Arc::new(zeroscale_db::counters::DbCounters::new(self.db.clone()))
-                }))
+                });
+                Ok::<_, Error>(zeroscale_queue::counters::coalescing(counters))
             })
             .await
             .cloned()

@@ -27,6 +27,17 @@ pub struct WindowCount {
     pub resets_at: DateTime<Utc>,
 }
 
+/// One hit of a batch ([`Counters::hit_many`]): `n` on `key`, in windows of `window`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// The counter.
+    pub key: String,
+    /// How much to add.
+    pub n: u64,
+    /// The window a hit starts when none runs.
+    pub window: Duration,
+}
+
 /// The driver interface: what a shared engine implements.
 #[async_trait]
 pub trait Counters: Send + Sync + fmt::Debug + 'static {
@@ -36,6 +47,18 @@ pub trait Counters: Send + Sync + fmt::Debug + 'static {
     /// Adds `n` to `key` in its current window, starting a window of `window` when none
     /// runs; returns the count after the hit. Atomic across every instance.
     async fn hit(&self, key: &str, n: u64, window: Duration) -> Result<WindowCount>;
+
+    /// Applies `hits` in order, as [`Counters::hit`] one after the other would, and
+    /// returns the count after each. A key may appear more than once. Engines override
+    /// it to send a batch in one round trip; each hit stays atomic on its own (a batch is
+    /// not a transaction: when it fails, some of its hits may have counted).
+    async fn hit_many(&self, hits: &[Hit]) -> Result<Vec<WindowCount>> {
+        let mut counts = Vec::with_capacity(hits.len());
+        for hit in hits {
+            counts.push(self.hit(&hit.key, hit.n, hit.window).await?);
+        }
+        Ok(counts)
+    }
 
     /// `key`'s current window, without counting.
     async fn get(&self, key: &str) -> Result<WindowCount>;

@@ -1,18 +1,23 @@
 //! [`Counters`] in the application's database (`rate_counters`), for deployments whose
 //! queue is not on Redis: every change is one statement (`INSERT … ON CONFLICT DO
 //! UPDATE`), atomic on SQLite and PostgreSQL alike, so counts are exact across instances.
+//! A batch of hits on distinct keys is one multi-row statement.
 //! Ended windows and blocks are deleted from time to time, a bounded batch at once.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sea_orm::{ConnectionTrait, QueryResult, Value};
-use zeroscale_core::counters::{Counters, WindowCount, bounded_key};
+use zeroscale_core::counters::{Counters, Hit, WindowCount, bounded_key};
 use zeroscale_core::{Error, Result};
 
 use crate::Db;
 use crate::queue::sql::Sql;
+
+/// The most hits one statement carries.
+const MAX_BATCH: usize = 100;
 
 /// How often a process deletes ended rows.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -49,6 +54,33 @@ fn column<T: sea_orm::TryGetable>(row: &QueryResult, name: &str) -> Result<T> {
     })
 }
 
+/// `hits` cut, in order, into runs of at most [`MAX_BATCH`] with no key twice: one
+/// statement cannot update one row twice.
+fn distinct_chunks(hits: &[Hit]) -> Vec<Vec<(&Hit, String)>> {
+    let mut chunks: Vec<Vec<(&Hit, String)>> = Vec::new();
+    let mut keys = HashSet::new();
+    for hit in hits {
+        let key = bounded_key(&hit.key);
+        let full = chunks.last().is_none_or(|c| c.len() >= MAX_BATCH);
+        if full || keys.contains(&key) {
+            chunks.push(Vec::new());
+            keys.clear();
+        }
+        keys.insert(key.clone());
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push((hit, key));
+        }
+    }
+    chunks
+}
+
+fn no_row(key: &str) -> Error {
+    Error::backend(
+        "database counters",
+        std::io::Error::other(format!("the upsert of counter `{key}` returned no row")),
+    )
+}
+
 impl DbCounters {
     /// Counters in `db` (migrated: the table comes with the migrations).
     pub fn new(db: Db) -> Self {
@@ -78,6 +110,39 @@ impl DbCounters {
             .map_err(|e| self.db.map_err(e))
     }
 
+    /// Counts one chunk of distinct keys in one statement; the counts in its order.
+    async fn upsert(&self, chunk: Vec<(&Hit, String)>) -> Result<Vec<WindowCount>> {
+        let rows = vec!["(?, ?, NOW_MS + ?, NULL)"; chunk.len()].join(", ");
+        let mut values = Vec::with_capacity(chunk.len() * 3);
+        for (hit, key) in &chunk {
+            values.push(key.clone().into());
+            values.push(i64::try_from(hit.n).unwrap_or(i64::MAX / 4).into());
+            values.push(millis(hit.window).into());
+        }
+        let sql = format!(
+            "INSERT INTO rate_counters (\"key\", count, window_end, blocked_until) \
+             VALUES {rows} ON CONFLICT (\"key\") DO UPDATE SET \
+             count = CASE WHEN rate_counters.window_end <= NOW_MS THEN excluded.count \
+             ELSE rate_counters.count + excluded.count END, \
+             window_end = CASE WHEN rate_counters.window_end <= NOW_MS \
+             THEN excluded.window_end ELSE rate_counters.window_end END \
+             RETURNING \"key\", count, window_end"
+        );
+        let mut returned = HashMap::with_capacity(chunk.len());
+        for row in self.rows(&sql, values).await? {
+            let key: String = column(&row, "key")?;
+            let count = WindowCount {
+                count: column::<i64>(&row, "count")?.max(0) as u64,
+                resets_at: time(column(&row, "window_end")?),
+            };
+            returned.insert(key, count);
+        }
+        chunk
+            .iter()
+            .map(|(hit, key)| returned.get(key).copied().ok_or_else(|| no_row(&hit.key)))
+            .collect()
+    }
+
     /// Deletes ended rows, at most once a minute per process.
     async fn prune(&self) -> Result<()> {
         {
@@ -104,30 +169,25 @@ impl Counters for DbCounters {
     }
 
     async fn hit(&self, key: &str, n: u64, window: Duration) -> Result<WindowCount> {
+        let hit = Hit {
+            key: key.to_owned(),
+            n,
+            window,
+        };
+        let mut counts = self.hit_many(std::slice::from_ref(&hit)).await?;
+        counts.pop().ok_or_else(|| no_row(key))
+    }
+
+    async fn hit_many(&self, hits: &[Hit]) -> Result<Vec<WindowCount>> {
+        if hits.is_empty() {
+            return Ok(Vec::new());
+        }
         self.prune().await?;
-        let n = i64::try_from(n).unwrap_or(i64::MAX / 4);
-        let rows = self
-            .rows(
-                "INSERT INTO rate_counters (\"key\", count, window_end, blocked_until) \
-                 VALUES (?, ?, NOW_MS + ?, NULL) ON CONFLICT (\"key\") DO UPDATE SET \
-                 count = CASE WHEN rate_counters.window_end <= NOW_MS THEN excluded.count \
-                 ELSE rate_counters.count + excluded.count END, \
-                 window_end = CASE WHEN rate_counters.window_end <= NOW_MS \
-                 THEN excluded.window_end ELSE rate_counters.window_end END \
-                 RETURNING count, window_end",
-                vec![bounded_key(key).into(), n.into(), millis(window).into()],
-            )
-            .await?;
-        let row = rows.first().ok_or_else(|| {
-            Error::backend(
-                "database counters",
-                std::io::Error::other("the counter's upsert returned no row"),
-            )
-        })?;
-        Ok(WindowCount {
-            count: column::<i64>(row, "count")?.max(0) as u64,
-            resets_at: time(column(row, "window_end")?),
-        })
+        let mut counts = Vec::with_capacity(hits.len());
+        for chunk in distinct_chunks(hits) {
+            counts.extend(self.upsert(chunk).await?);
+        }
+        Ok(counts)
     }
 
     async fn get(&self, key: &str) -> Result<WindowCount> {

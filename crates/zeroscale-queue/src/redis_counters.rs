@@ -1,7 +1,8 @@
 //! [`Counters`] on Redis: a counter is a string key with the window as its expiry
 //! (`<prefix>:rate:<key>`), a block a key that expires when it ends
 //! (`<prefix>:block:<key>`). A hit is one script (`INCRBY`, and `PEXPIRE` when it made
-//! the key), so concurrent hits from any number of instances count exactly.
+//! the key), so concurrent hits from any number of instances count exactly; a batch is
+//! one script over its keys (all in the prefix's hash slot).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use futures::future::BoxFuture;
 use redis::Script;
 use redis::aio::ConnectionManager;
 use zeroscale_core::config::QueueConfig;
-use zeroscale_core::counters::{Counters, WindowCount, bounded_key};
+use zeroscale_core::counters::{Counters, Hit, WindowCount, bounded_key};
 use zeroscale_core::{Error, Result, redacted_url};
 
 const HIT: &str = r"
@@ -23,6 +24,27 @@ if c == tonumber(ARGV[1]) or ttl < 0 then
 end
 return {c, ttl}
 ";
+
+/// [`HIT`] for each key in turn: `ARGV` holds each one's amount and window; returns
+/// count and time left for each, flat.
+const HIT_MANY: &str = r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[2 * i - 1])
+  local c = redis.call('INCRBY', key, n)
+  local ttl = redis.call('PTTL', key)
+  if c == n or ttl < 0 then
+    redis.call('PEXPIRE', key, ARGV[2 * i])
+    ttl = tonumber(ARGV[2 * i])
+  end
+  out[2 * i - 1] = c
+  out[2 * i] = ttl
+end
+return out
+";
+
+/// The most hits one script call carries.
+const MAX_BATCH: usize = 100;
 
 const BLOCK: &str = r"
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
@@ -36,6 +58,7 @@ struct RedisCounters {
     prefix: String,
     location: String,
     hit: Script,
+    hit_many: Script,
     block: Script,
 }
 
@@ -90,6 +113,35 @@ impl Counters for RedisCounters {
             .await
             .map_err(|e| self.err(e))?;
         Ok(window(count, ttl))
+    }
+
+    async fn hit_many(&self, hits: &[Hit]) -> Result<Vec<WindowCount>> {
+        let mut counts = Vec::with_capacity(hits.len());
+        for chunk in hits.chunks(MAX_BATCH) {
+            let mut call = self.hit_many.prepare_invoke();
+            for hit in chunk {
+                call.key(self.rate_key(&hit.key))
+                    .arg(hit.n)
+                    .arg(millis(hit.window));
+            }
+            let mut conn = self.conn.clone();
+            let flat: Vec<i64> = call
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.err(e))?;
+            if flat.len() != chunk.len() * 2 {
+                return Err(Error::backend(
+                    "Redis counters",
+                    std::io::Error::other(format!(
+                        "{} hits answered with {} values",
+                        chunk.len(),
+                        flat.len()
+                    )),
+                ));
+            }
+            counts.extend(flat.chunks(2).map(|p| window(p[0], p[1])));
+        }
+        Ok(counts)
     }
 
     async fn get(&self, key: &str) -> Result<WindowCount> {
@@ -165,6 +217,7 @@ pub(crate) fn counters<'a>(
             prefix: format!("{{{}}}", c.key_prefix),
             location: redacted_url(c.url.expose()),
             hit: Script::new(HIT),
+            hit_many: Script::new(HIT_MANY),
             block: Script::new(BLOCK),
         }) as Arc<dyn Counters>))
     })

@@ -151,6 +151,31 @@ async fn counters_redis() {
         .unwrap()
         .expect("Redis shares counters");
     zeroscale_core::conformance::counters::run_all(counters.as_ref(), "redis").await;
+    let batching = zeroscale_queue::counters::coalescing(counters);
+    zeroscale_core::conformance::counters::run_all(batching.as_ref(), "redis-batching").await;
+}
+
+/// The batching counters over the database's, on SQLite: the same suite.
+#[cfg(feature = "database")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counters_batching_sqlite() {
+    use zeroscale_core::config::{DatabaseConfig, SqliteConfig};
+    let dir = std::env::temp_dir().join(format!("zs-counters-batching-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("counters.db");
+    let _ = std::fs::remove_file(&path);
+    let db = zeroscale_db::Db::connect(&DatabaseConfig::Sqlite(SqliteConfig {
+        path: Some(path),
+        ..Default::default()
+    }))
+    .await
+    .expect("open SQLite");
+    db.migrate_up().await.expect("migrate");
+    let counters = zeroscale_queue::counters::coalescing(Arc::new(
+        zeroscale_db::counters::DbCounters::new(db),
+    ));
+    zeroscale_core::conformance::counters::run_all(counters.as_ref(), "sqlite-batching").await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The in-memory queue shares nothing; the database queue's counters are in its database.

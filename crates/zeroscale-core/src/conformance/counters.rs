@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::sleep;
-use crate::counters::Counters;
+use crate::counters::{Counters, Hit};
 
 /// Every check one after the other; keys start with `prefix` (unique per run).
 pub async fn run_all(counters: &dyn Counters, prefix: &str) {
@@ -12,6 +12,7 @@ pub async fn run_all(counters: &dyn Counters, prefix: &str) {
     get_and_clear(counters, prefix).await;
     blocks(counters, prefix).await;
     long_keys(counters, prefix).await;
+    batches(counters, prefix).await;
 }
 
 /// Concurrent hits on one counter each see a different count: 1 to N, none twice.
@@ -134,4 +135,61 @@ pub async fn long_keys(counters: &dyn Counters, prefix: &str) {
         .await
         .unwrap();
     assert_eq!((x.count, y.count, x2.count), (1, 1, 2), "{backend}");
+}
+
+/// `hit_many` counts as the same hits one after the other would, repeated keys
+/// included, and batches racing each other and single hits stay exact.
+pub async fn batches(counters: &dyn Counters, prefix: &str) {
+    let backend = counters.backend().to_owned();
+    let hit = |key: &str, n: u64| Hit {
+        key: format!("{prefix}:batch:{key}"),
+        n,
+        window: Duration::from_secs(60),
+    };
+    assert!(
+        counters.hit_many(&[]).await.unwrap().is_empty(),
+        "{backend}: an empty batch"
+    );
+    let counts: Vec<u64> = counters
+        .hit_many(&[
+            hit("a", 2),
+            hit("b", 3),
+            hit("a", 1),
+            hit("c", 1),
+            hit("b", 4),
+        ])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.count)
+        .collect();
+    assert_eq!(counts, [2, 3, 3, 1, 7], "{backend}: a batch's counts");
+    assert_eq!(
+        counters.get(&hit("b", 0).key).await.unwrap().count,
+        7,
+        "{backend}"
+    );
+    // Batches of two hits on one counter, racing single hits on it: 80 in all, each
+    // count seen once.
+    let shared = hit("race", 1);
+    let pair = [shared.clone(), shared.clone()];
+    let batched = (0..20).map(|_| counters.hit_many(&pair));
+    let single = (0..40).map(|_| counters.hit(&shared.key, 1, shared.window));
+    let (batched, single) = futures::future::join(
+        futures::future::join_all(batched),
+        futures::future::join_all(single),
+    )
+    .await;
+    let mut seen: Vec<u64> = batched
+        .into_iter()
+        .flat_map(|r| r.expect("batch"))
+        .chain(single.into_iter().map(|r| r.expect("hit")))
+        .map(|w| w.count)
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=80).collect::<Vec<_>>(),
+        "{backend}: batches and hits racing were not counted exactly"
+    );
 }
