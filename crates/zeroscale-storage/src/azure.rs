@@ -73,6 +73,8 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
             multipart_threshold: c.multipart_threshold_bytes,
             suffix_ranges: false,
             signing: crate::app_signing(config, ctx)?,
+            #[cfg(feature = "local")]
+            local_files: None,
         },
     )))
 }

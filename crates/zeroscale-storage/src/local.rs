@@ -28,8 +28,9 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
             format!("cannot use {} as the storage folder: {e}", root.display()),
         )
     })?;
+    let store = Arc::new(store);
     Ok(Arc::new(ObjectStoreStorage::new(
-        Arc::new(store),
+        store.clone(),
         StoreOptions {
             backend: "local",
             location: root.display().to_string(),
@@ -38,6 +39,7 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
             multipart_threshold: c.multipart_threshold_bytes,
             suffix_ranges: true,
             signing: crate::app_signing(config, ctx)?,
+            local_files: Some(store),
         },
     )))
 }

@@ -24,6 +24,8 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
             suffix_ranges: true,
             signing: crate::app_signing(config, ctx)?,
+            #[cfg(feature = "local")]
+            local_files: None,
         },
     )))
 }

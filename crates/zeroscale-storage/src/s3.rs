@@ -97,6 +97,8 @@ fn connect(backend: &'static str, config: &S3StorageConfig) -> Result<Arc<dyn St
             multipart_threshold: config.multipart_threshold_bytes,
             suffix_ranges: true,
             signing: Signing::Native { signer: s3, prefix },
+            #[cfg(feature = "local")]
+            local_files: None,
         },
     )))
 }

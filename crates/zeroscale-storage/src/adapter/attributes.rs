@@ -40,7 +40,7 @@ struct Sidecar {
 }
 
 impl ObjectStoreStorage {
-    fn sidecar_path(&self, key: &ObjectKey) -> Result<Path> {
+    pub(super) fn sidecar_path(&self, key: &ObjectKey) -> Result<Path> {
         Path::parse(
             self.codec
                 .encode(&format!("{RESERVED_PREFIX}meta/{}.json", key.as_str())),
@@ -134,14 +134,25 @@ impl ObjectStoreStorage {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.map_err(key, e)),
         };
-        let Ok(sidecar) = serde_json::from_slice::<Sidecar>(&body) else {
-            return Ok(None);
-        };
-        // A sidecar written for another version of the object is stale.
-        if sidecar.etag != meta.e_tag || sidecar.size != meta.size {
-            return Ok(None);
+        Ok(parse_sidecar(&body, meta))
+    }
+
+    /// Core's metadata for a local object whose sidecar's bytes (if any) were read
+    /// already.
+    #[cfg(feature = "local")]
+    pub(super) fn sidecar_meta(
+        &self,
+        key: &ObjectKey,
+        meta: &object_store::ObjectMeta,
+        sidecar: Option<&[u8]>,
+    ) -> ObjectMeta {
+        let mut out = plain_meta(key.clone(), meta);
+        if let Some(side) = sidecar.and_then(|body| parse_sidecar(body, meta)) {
+            out.content_type = side.content_type;
+            out.content_disposition = side.content_disposition;
+            out.metadata = side.metadata;
         }
-        Ok(Some(sidecar))
+        out
     }
 
     /// Core's metadata for an object, with its attributes from wherever they are kept.
@@ -180,6 +191,13 @@ impl ObjectStoreStorage {
         }
         Ok(out)
     }
+}
+
+/// A sidecar's contents, unless unreadable or written for another version of the
+/// object (stale).
+fn parse_sidecar(body: &[u8], meta: &object_store::ObjectMeta) -> Option<Sidecar> {
+    let sidecar = serde_json::from_slice::<Sidecar>(body).ok()?;
+    (sidecar.etag == meta.e_tag && sidecar.size == meta.size).then_some(sidecar)
 }
 
 /// Metadata without attributes (what listings return).

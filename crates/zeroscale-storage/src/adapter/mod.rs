@@ -6,12 +6,15 @@
 //! - [`attributes`]: content type and metadata, native or in a sidecar;
 //! - [`listing`]: pages in key order without reading more than a page;
 //! - [`signing`]: presigned by the backend or app-served tokens;
-//! - [`errors`]: object_store's errors as core's kinds.
+//! - [`errors`]: object_store's errors as core's kinds;
+//! - `local_read`: a local get in one blocking task.
 
 mod attributes;
 mod codec;
 mod errors;
 mod listing;
+#[cfg(feature = "local")]
+mod local_read;
 mod signing;
 
 use std::fmt;
@@ -133,6 +136,9 @@ pub(crate) struct StoreOptions {
     /// Whether the store reads "the last n bytes" itself (Azure cannot: such a read
     /// becomes a `head` and a bounded read).
     pub(crate) suffix_ranges: bool,
+    /// The local store itself, whose gets are read in one blocking task.
+    #[cfg(feature = "local")]
+    pub(crate) local_files: Option<Arc<object_store::local::LocalFileSystem>>,
 }
 
 /// Storage over an object_store client.
@@ -146,6 +152,8 @@ pub(crate) struct ObjectStoreStorage {
     multipart_threshold: usize,
     signing: Signing,
     suffix_ranges: bool,
+    #[cfg(feature = "local")]
+    local_files: Option<Arc<object_store::local::LocalFileSystem>>,
 }
 
 impl fmt::Debug for ObjectStoreStorage {
@@ -177,12 +185,75 @@ impl ObjectStoreStorage {
             multipart_threshold: usize::try_from(options.multipart_threshold).unwrap_or(usize::MAX),
             signing: options.signing,
             suffix_ranges: options.suffix_ranges,
+            #[cfg(feature = "local")]
+            local_files: options.local_files,
         }
     }
 
     fn path(&self, key: &ObjectKey) -> Result<Path> {
         Path::parse(self.codec.encode(key.as_str()))
             .map_err(|e| Error::invalid_input(format!("object key `{key}` is not storable: {e}")))
+    }
+
+    /// A local get in one blocking task; `None` where object_store should answer (not a
+    /// local store, or anything but a plain read: missing, a folder, a bad range).
+    #[cfg(feature = "local")]
+    async fn get_local(
+        &self,
+        key: &ObjectKey,
+        path: &Path,
+        range: Option<&GetRange>,
+    ) -> Result<Option<GetResult>> {
+        let Some(files) = &self.local_files else {
+            return Ok(None);
+        };
+        let (Ok(file), Ok(side)) = (
+            files.path_to_filesystem(path),
+            self.sidecar_path(key).and_then(|p| {
+                files
+                    .path_to_filesystem(&p)
+                    .map_err(|e| self.map_err(key, e))
+            }),
+        ) else {
+            return Ok(None);
+        };
+        let (location, range) = (path.clone(), range.cloned());
+        let read = move || local_read::read(location, file, side, range.as_ref(), FILE_CHUNK);
+        let read = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn_blocking(read)
+                .await
+                .map_err(|e| Error::backend(self.backend, e))?,
+            Err(_) => read(),
+        };
+        let Some(read) = read else {
+            return Ok(None);
+        };
+        let meta = self.sidecar_meta(key, &read.meta, read.sidecar.as_deref());
+        let body = match read.body {
+            local_read::LocalBody::Read(bytes) if bytes.is_empty() => {
+                futures::stream::empty().boxed()
+            }
+            local_read::LocalBody::Read(bytes) => {
+                futures::stream::once(async move { Ok(bytes) }).boxed()
+            }
+            local_read::LocalBody::File(file, at) => body_stream(
+                object_store::GetResult {
+                    payload: object_store::GetResultPayload::File(file, at),
+                    meta: read.meta,
+                    range: read.range.clone(),
+                    attributes: Attributes::default(),
+                    extensions: Default::default(),
+                },
+                self.backend,
+                key.clone(),
+            ),
+        };
+        Ok(Some(GetResult {
+            meta,
+            range: read.range,
+            body,
+        }))
     }
 
     fn key_of(&self, path: &Path) -> Option<ObjectKey> {
@@ -347,6 +418,10 @@ impl Storage for ObjectStoreStorage {
             }
             other => other,
         };
+        #[cfg(feature = "local")]
+        if let Some(result) = self.get_local(key, &path, range.as_ref()).await? {
+            return Ok(result);
+        }
         let result = match self
             .store
             .get_opts(
