@@ -58,7 +58,7 @@ fn etag(metadata: &std::fs::Metadata, modified: SystemTime) -> String {
 pub(super) fn read(
     location: Path,
     file: PathBuf,
-    sidecar: PathBuf,
+    sidecar: &std::path::Path,
     range: Option<&GetRange>,
     whole_up_to: u64,
 ) -> Option<LocalRead> {
@@ -80,7 +80,7 @@ pub(super) fn read(
         e_tag: Some(etag(&metadata, modified)),
         version: None,
     };
-    let sidecar = match std::fs::read(&sidecar) {
+    let sidecar = match std::fs::read(sidecar) {
         Ok(bytes) => Some(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(_) => return None,
@@ -125,7 +125,7 @@ mod tests {
         let side = dir.join("side.json");
         std::fs::write(&side, b"{}").unwrap();
 
-        let read = read(location.clone(), file.clone(), side, None, 1 << 20).unwrap();
+        let read = read(location.clone(), file.clone(), &side, None, 1 << 20).unwrap();
         assert_eq!(read.meta, head);
         assert_eq!(read.meta.e_tag, put.e_tag);
         assert_eq!(read.sidecar.as_deref(), Some(&b"{}"[..]));
@@ -136,20 +136,20 @@ mod tests {
         let part = super::read(
             location.clone(),
             file.clone(),
-            missing,
+            &missing,
             Some(&range),
             1 << 20,
         )
         .unwrap();
         assert_eq!((part.range.clone(), part.sidecar.is_none()), (10..20, true));
-        let big = super::read(location.clone(), file.clone(), dir.join("x"), None, 100).unwrap();
+        let big = super::read(location.clone(), file.clone(), &dir.join("x"), None, 100).unwrap();
         assert!(matches!(big.body, LocalBody::File(..)));
 
         // Not ours to answer: a range past the end, a folder, a missing file.
         let past = GetRange::Offset(5000);
-        assert!(super::read(location.clone(), file, dir.join("x"), Some(&past), 100).is_none());
-        assert!(super::read(location.clone(), dir.join("a"), dir.join("x"), None, 100).is_none());
-        assert!(super::read(location, dir.join("gone"), dir.join("x"), None, 100).is_none());
+        assert!(super::read(location.clone(), file, &dir.join("x"), Some(&past), 100).is_none());
+        assert!(super::read(location.clone(), dir.join("a"), &dir.join("x"), None, 100).is_none());
+        assert!(super::read(location, dir.join("gone"), &dir.join("x"), None, 100).is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

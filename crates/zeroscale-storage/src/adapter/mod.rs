@@ -218,7 +218,7 @@ impl ObjectStoreStorage {
             return Ok(None);
         };
         let (location, range) = (path.clone(), range.cloned());
-        let read = move || local_read::read(location, file, side, range.as_ref(), FILE_CHUNK);
+        let read = move || local_read::read(location, file, &side, range.as_ref(), FILE_CHUNK);
         let read = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => runtime
                 .spawn_blocking(read)
