@@ -64,13 +64,13 @@ async fn database_queue(db: zeroscale_db::Db) -> Arc<dyn Queue> {
     .expect("connect")
 }
 
-/// The database queue on a fresh SQLite file per check.
+/// A fresh, migrated SQLite file named `name` in this test process's folder.
 #[cfg(feature = "database")]
-async fn database_sqlite_queue(check: &str) -> Option<Arc<dyn Queue>> {
+async fn fresh_sqlite(name: &str) -> zeroscale_db::Db {
     use zeroscale_core::config::{DatabaseConfig, SqliteConfig};
     let dir = std::env::temp_dir().join(format!("zs-queue-conformance-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{check}.db"));
+    let path = dir.join(format!("{name}.db"));
     let _ = std::fs::remove_file(&path);
     let db = zeroscale_db::Db::connect(&DatabaseConfig::Sqlite(SqliteConfig {
         path: Some(path),
@@ -79,7 +79,13 @@ async fn database_sqlite_queue(check: &str) -> Option<Arc<dyn Queue>> {
     .await
     .expect("open SQLite");
     db.migrate_up().await.expect("migrate");
-    Some(database_queue(db).await)
+    db
+}
+
+/// The database queue on a fresh SQLite file per check.
+#[cfg(feature = "database")]
+async fn database_sqlite_queue(check: &str) -> Option<Arc<dyn Queue>> {
+    Some(database_queue(fresh_sqlite(check).await).await)
 }
 
 #[cfg(feature = "database")]
@@ -159,23 +165,11 @@ async fn counters_redis() {
 #[cfg(feature = "database")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counters_batching_sqlite() {
-    use zeroscale_core::config::{DatabaseConfig, SqliteConfig};
-    let dir = std::env::temp_dir().join(format!("zs-counters-batching-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("counters.db");
-    let _ = std::fs::remove_file(&path);
-    let db = zeroscale_db::Db::connect(&DatabaseConfig::Sqlite(SqliteConfig {
-        path: Some(path),
-        ..Default::default()
-    }))
-    .await
-    .expect("open SQLite");
-    db.migrate_up().await.expect("migrate");
+    let db = fresh_sqlite("counters-batching").await;
     let counters = zeroscale_queue::counters::coalescing(Arc::new(
         zeroscale_db::counters::DbCounters::new(db),
     ));
     zeroscale_core::conformance::counters::run_all(counters.as_ref(), "sqlite-batching").await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The in-memory queue shares nothing; the database queue's counters are in its database.
