@@ -1,9 +1,10 @@
-//! Keeps the verified-credential caches of every instance fresh: what this process changes
-//! (a logout, a revoked key, a balance) is published on the queue's fan-out, and what
-//! other processes publish is dropped from this one's cache. With a queue no other process
+//! Keeps the verified-credential and chat-page caches of every instance fresh: what this
+//! process changes (a logout, a revoked key, a balance, a chat message) is published on the
+//! queue's fan-out, and what other processes publish is dropped from this one's caches. With a queue no other process
 //! shares (memory) there is nobody to tell, and nothing runs.
 //!
-//! While the fan-out is unreachable, changes show elsewhere within `auth.cache_ttl_ms`;
+//! While the fan-out is unreachable, changes show elsewhere within `auth.cache_ttl_ms`
+//! (`chat.cache_ttl_ms` for chat pages);
 //! each (re)subscription drops this process's whole cache, since messages sent while it
 //! was away are lost.
 
@@ -22,7 +23,7 @@ const TOPIC: &str = "auth";
 /// publishes, since it authenticates nobody).
 pub(crate) fn start(config: &Config, domain: &Domain, listen: bool) {
     if !zeroscale_queue::registry::capabilities(config.queue.kind()).is_some_and(|c| c.shared)
-        || config.auth.cache_ttl_ms == 0
+        || (config.auth.cache_ttl_ms == 0 && config.chat.cache_ttl_ms == 0)
     {
         return;
     }

@@ -210,6 +210,8 @@ pub(crate) struct Services {
     pub(crate) queue: QueueHandle,
     /// Login throttling and the client address it counts by.
     pub(crate) throttle: crate::throttle::Throttle,
+    /// The JSON of chat pages the domain serves from its cache.
+    pub(crate) rendered_pages: crate::api::chat::RenderedPages,
 }
 
 impl Services {
@@ -226,6 +228,7 @@ impl Services {
             domain,
             storage,
             models,
+            rendered_pages: Default::default(),
         })
     }
 }

@@ -1,5 +1,5 @@
-//! The verified-credential cache against real engines: two `Domain`s over one database
-//! stand for two instances. What one changes shows on itself at once, on the other once
+//! The verified-credential and chat-page caches against real engines: two `Domain`s over
+//! one database stand for two instances. What one changes shows on itself at once, on the other once
 //! the change is applied there (what the fan-out does), and without it within the TTL.
 
 mod common;
@@ -9,9 +9,10 @@ use std::time::Duration;
 use serde_json::json;
 use zeroscale_core::Error;
 use zeroscale_core::config::{AuthConfig, ChatConfig};
+use zeroscale_core::domain::ChatRole;
 use zeroscale_core::domain::Role;
 use zeroscale_db::Db;
-use zeroscale_db::domain::{AuthChange, Domain, NewApiKey, NewGeneration, NewUser};
+use zeroscale_db::domain::{AuthChange, Domain, NewApiKey, NewGeneration, NewMessage, NewUser};
 
 fn instance(db: &Db, cache_ttl_ms: u64) -> Domain {
     Domain::new(
@@ -190,10 +191,144 @@ async fn suite(db: &Db) {
     assert!(gap.num_milliseconds().abs() < 1, "stored {stored:?}");
 }
 
+fn chat_instance(db: &Db, cache_ttl_ms: u64) -> Domain {
+    Domain::new(
+        db.clone(),
+        common::test_auth(),
+        ChatConfig {
+            cache_ttl_ms,
+            ..ChatConfig::default()
+        },
+    )
+}
+
+async fn append(d: &Domain, session: &str, text: &str) {
+    d.chat()
+        .append(NewMessage {
+            session_id: session.into(),
+            role: ChatRole::User,
+            content: text.into(),
+            user_id: None,
+            api_key_id: None,
+            metadata: serde_json::Value::Null,
+        })
+        .await
+        .unwrap();
+}
+
+async fn texts(d: &Domain, session: &str, after: Option<&str>, limit: u64) -> Vec<String> {
+    d.chat()
+        .list(session, after, Some(limit))
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|m| m.content)
+        .collect()
+}
+
+async fn chat_suite(db: &Db) {
+    let a = chat_instance(db, 60_000);
+    let b = chat_instance(db, 60_000);
+    let mut heard = a.auth_changes();
+    append(&a, "u1:main", "one").await;
+    append(&a, "u1:other", "elsewhere").await;
+    while heard.try_recv().is_ok() {}
+    for d in [&a, &b] {
+        assert_eq!(texts(d, "u1:main", None, 100).await, ["one"]);
+        assert_eq!(texts(d, "u1:other", None, 100).await, ["elsewhere"]);
+    }
+    // A hit is the same page, not a copy read again.
+    let first = a
+        .chat()
+        .list_shared("u1:main", None, Some(100))
+        .await
+        .unwrap();
+    let again = a
+        .chat()
+        .list_shared("u1:main", None, Some(100))
+        .await
+        .unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &again),
+        "served from the cache"
+    );
+
+    // An append through `a` shows on `a` at once, on `b` once delivered.
+    append(&a, "u1:main", "two").await;
+    assert_eq!(texts(&a, "u1:main", None, 100).await, ["one", "two"]);
+    assert_eq!(
+        texts(&b, "u1:main", None, 100).await,
+        ["one"],
+        "`b` serves what it cached"
+    );
+    assert_eq!(deliver(&mut heard, &b), 1, "the append was announced");
+    assert_eq!(texts(&b, "u1:main", None, 100).await, ["one", "two"]);
+    // Other sessions stay cached; other cursors and sizes are their own pages.
+    let other = b
+        .chat()
+        .list_shared("u1:other", None, Some(100))
+        .await
+        .unwrap();
+    let other_again = b
+        .chat()
+        .list_shared("u1:other", None, Some(100))
+        .await
+        .unwrap();
+    assert!(std::sync::Arc::ptr_eq(&other, &other_again));
+    let page = a.chat().list("u1:main", None, Some(1)).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    let cursor = page.next_cursor.expect("a second page");
+    assert_eq!(texts(&a, "u1:main", Some(&cursor), 1).await, ["two"]);
+
+    // A delete through `a`.
+    assert_eq!(a.chat().delete_session("u1:main").await.unwrap(), 2);
+    assert!(texts(&a, "u1:main", None, 100).await.is_empty());
+    assert_eq!(
+        texts(&b, "u1:main", None, 100).await.len(),
+        2,
+        "not heard yet"
+    );
+    deliver(&mut heard, &b);
+    assert!(texts(&b, "u1:main", None, 100).await.is_empty());
+
+    // A missed announcement: `All` drops everything.
+    append(&a, "u1:other", "more").await;
+    b.apply_auth_change(&AuthChange::All);
+    assert_eq!(
+        texts(&b, "u1:other", None, 100).await,
+        ["elsewhere", "more"]
+    );
+
+    // Without the announcement, a change shows within the TTL; a TTL of 0 reads every time.
+    let short = chat_instance(db, 200);
+    let uncached = chat_instance(db, 0);
+    assert_eq!(texts(&short, "u1:other", None, 100).await.len(), 2);
+    assert_eq!(texts(&uncached, "u1:other", None, 100).await.len(), 2);
+    append(&a, "u1:other", "last").await;
+    assert_eq!(
+        texts(&short, "u1:other", None, 100).await.len(),
+        2,
+        "within the TTL"
+    );
+    assert_eq!(
+        texts(&uncached, "u1:other", None, 100).await.len(),
+        3,
+        "TTL 0"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        texts(&short, "u1:other", None, 100).await.len(),
+        3,
+        "after the TTL"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credential_cache_sqlite() {
     let db = common::sqlite("authcache").await;
     suite(&db.db).await;
+    chat_suite(&db.db).await;
     db.cleanup().await;
 }
 
@@ -203,5 +338,6 @@ async fn credential_cache_postgres() {
         return;
     };
     suite(&db.db).await;
+    chat_suite(&db.db).await;
     db.cleanup().await;
 }

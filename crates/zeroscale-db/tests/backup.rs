@@ -17,6 +17,7 @@ use zeroscale_db::domain::{Domain, NewApiKey, NewDocument, NewGeneration, NewMes
 fn chat() -> ChatConfig {
     ChatConfig {
         max_messages_per_session: 10_000,
+        ..ChatConfig::default()
     }
 }
 

@@ -16,6 +16,7 @@ use zeroscale_db::domain::{Domain, NewApiKey, NewDocument, NewGeneration, NewMes
 fn chat_config() -> ChatConfig {
     ChatConfig {
         max_messages_per_session: 5,
+        ..ChatConfig::default()
     }
 }
 

@@ -229,6 +229,7 @@ async fn sqlite_32_concurrent_writers_lose_nothing() {
     let db = common::sqlite("writers").await;
     let domain = Arc::new(db.domain(ChatConfig {
         max_messages_per_session: u64::MAX / 2,
+        ..ChatConfig::default()
     }));
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut tasks = Vec::new();

@@ -308,12 +308,23 @@ impl Default for AuthConfig {
 pub struct ChatConfig {
     /// Messages kept per chat session; appending past it is refused. Default 10000.
     pub max_messages_per_session: u64,
+    /// How long a page of messages, once read, is served from memory. An append or a
+    /// delete shows at once on the instance that made it and, where instances share a
+    /// Redis or database queue, on every other once its announcement arrives; this is the
+    /// bound when none can (a separate CLI process, a lost message). 0 turns the cache off.
+    /// Default 2000.
+    pub cache_ttl_ms: u64,
+    /// Memory the cached pages may take, in bytes (roughly: their text plus 200 bytes a
+    /// message). Default 33554432 (32 MiB).
+    pub cache_max_bytes: u64,
 }
 
 impl Default for ChatConfig {
     fn default() -> Self {
         ChatConfig {
             max_messages_per_session: 10_000,
+            cache_ttl_ms: 2000,
+            cache_max_bytes: 32 << 20,
         }
     }
 }

@@ -23,8 +23,8 @@ use zeroscale_core::domain::{ApiKey, Session, User};
 /// Entries kept at most; past it, expired entries go first, then everything.
 const CAPACITY: usize = 10_000;
 
-/// Something that changed what cached credentials may hold; every process that caches
-/// credentials must drop the entries it names.
+/// Something that changed what a process's caches may hold (credentials, chat pages);
+/// every process that caches them must drop the entries it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthChange {
     /// A user's activation, role, credits or login time (by user id).
@@ -33,6 +33,8 @@ pub enum AuthChange {
     Session(String),
     /// An API key was revoked (by key id).
     ApiKey(String),
+    /// A chat session's messages (by the session id as stored).
+    Chat(String),
     /// Anything may have changed (a missed announcement, a restore).
     All,
 }
@@ -44,6 +46,7 @@ impl AuthChange {
             AuthChange::User(id) => format!("user:{id}"),
             AuthChange::Session(id) => format!("session:{id}"),
             AuthChange::ApiKey(id) => format!("api_key:{id}"),
+            AuthChange::Chat(id) => format!("chat:{id}"),
             AuthChange::All => "all".to_owned(),
         }
     }
@@ -62,6 +65,7 @@ impl AuthChange {
             "user" => Some(AuthChange::User(id)),
             "session" => Some(AuthChange::Session(id)),
             "api_key" => Some(AuthChange::ApiKey(id)),
+            "chat" => Some(AuthChange::Chat(id)),
             _ => None,
         }
     }
@@ -182,6 +186,10 @@ impl AuthCache {
 
     /// Drops the entries `change` touches (a change made elsewhere).
     pub(crate) fn apply(&self, change: &AuthChange) {
+        if let AuthChange::Chat(_) = change {
+            // Not a credential: the chat cache's business.
+            return;
+        }
         let mut state = self.state();
         state.generation += 1;
         if *change == AuthChange::All {
@@ -258,6 +266,7 @@ mod tests {
             AuthChange::User("u1".into()),
             AuthChange::Session("s1".into()),
             AuthChange::ApiKey("k1".into()),
+            AuthChange::Chat("u1:main".into()),
             AuthChange::All,
         ] {
             assert_eq!(AuthChange::decode(&change.encode()), Some(change));

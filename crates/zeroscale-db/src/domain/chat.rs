@@ -1,5 +1,6 @@
 //! Chat history: append messages to a session (with a per-session cap), list them in
-//! order with cursor pagination, delete a session's history.
+//! order with cursor pagination, delete a session's history. Pages read are kept in
+//! memory for `chat.cache_ttl_ms` (see `chat_cache`).
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
@@ -10,6 +11,8 @@ use zeroscale_core::config::ChatConfig;
 use zeroscale_core::domain::{ChatMessage, ChatRole, new_id, now};
 use zeroscale_core::{Error, Result};
 
+use super::auth_cache::{AuthCache, AuthChange};
+use super::chat_cache::{ChatCache, Lookup};
 use super::entity::chat_messages;
 use super::page_limit;
 use crate::{Db, Dialect};
@@ -45,6 +48,8 @@ pub struct ChatPage {
 pub struct Chat<'a> {
     db: &'a Db,
     config: &'a ChatConfig,
+    cache: &'a ChatCache,
+    announce: &'a AuthCache,
 }
 
 fn to_message(m: chat_messages::Model) -> Result<ChatMessage> {
@@ -61,8 +66,25 @@ fn to_message(m: chat_messages::Model) -> Result<ChatMessage> {
 }
 
 impl<'a> Chat<'a> {
-    pub(crate) fn new(db: &'a Db, config: &'a ChatConfig) -> Self {
-        Chat { db, config }
+    pub(crate) fn new(
+        db: &'a Db,
+        config: &'a ChatConfig,
+        cache: &'a ChatCache,
+        announce: &'a AuthCache,
+    ) -> Self {
+        Chat {
+            db,
+            config,
+            cache,
+            announce,
+        }
+    }
+
+    /// Drops the session's cached pages here and tells other processes (after a commit).
+    fn changed(&self, session_id: &str) {
+        self.cache.changed(Some(session_id));
+        self.announce
+            .changed(AuthChange::Chat(session_id.to_owned()));
     }
 
     /// Appends a message. Past `chat.max_messages_per_session` this is [`Error::Conflict`]:
@@ -115,6 +137,7 @@ impl<'a> Chat<'a> {
         .await
         .map_err(|e| self.db.map_err(e))?;
         txn.commit().await.map_err(|e| self.db.map_err(e))?;
+        self.changed(&model.session_id);
         to_message(model)
     }
 
@@ -126,7 +149,35 @@ impl<'a> Chat<'a> {
         after: Option<&str>,
         limit: Option<u64>,
     ) -> Result<ChatPage> {
+        Ok(ChatPage::clone(
+            &*self.list_shared(session_id, after, limit).await?,
+        ))
+    }
+
+    /// [`Chat::list`] without copying a cached page: while it stays cached, every caller
+    /// gets the same `Arc` (so a caller may keep what it derives from a page, such as its
+    /// JSON, keyed by the `Arc`'s identity).
+    pub async fn list_shared(
+        &self,
+        session_id: &str,
+        after: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<std::sync::Arc<ChatPage>> {
         let limit = page_limit(limit, 100, 1000);
+        let generation = match self.cache.lookup(session_id, after, limit) {
+            Lookup::Hit(page) => return Ok(page),
+            Lookup::Miss(generation) => generation,
+        };
+        let page = self.read_page(session_id, after, limit).await?;
+        Ok(self.cache.store(session_id, after, limit, generation, page))
+    }
+
+    async fn read_page(
+        &self,
+        session_id: &str,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<ChatPage> {
         let mut query = chat_messages::Entity::find()
             .filter(chat_messages::Column::SessionId.eq(session_id))
             .order_by_asc(chat_messages::Column::Id);
@@ -173,6 +224,7 @@ impl<'a> Chat<'a> {
             .exec(self.db.conn())
             .await
             .map_err(|e| self.db.map_err(e))?;
+        self.changed(session_id);
         Ok(result.rows_affected)
     }
 }

@@ -10,6 +10,7 @@ mod api_keys;
 mod auth_cache;
 mod cache;
 mod chat;
+mod chat_cache;
 mod credits;
 mod documents;
 pub(crate) mod entity;
@@ -46,6 +47,7 @@ pub struct Domain {
     chat: ChatConfig,
     passwords: std::sync::Arc<passwords::Passwords>,
     auth_cache: std::sync::Arc<auth_cache::AuthCache>,
+    chat_cache: std::sync::Arc<chat_cache::ChatCache>,
     vectors: std::sync::Arc<vector_index::VectorIndex>,
 }
 
@@ -58,10 +60,15 @@ impl Domain {
         let auth_cache = std::sync::Arc::new(auth_cache::AuthCache::new(
             std::time::Duration::from_millis(auth.cache_ttl_ms),
         ));
+        let chat_cache = std::sync::Arc::new(chat_cache::ChatCache::new(
+            std::time::Duration::from_millis(chat.cache_ttl_ms),
+            usize::try_from(chat.cache_max_bytes).unwrap_or(usize::MAX),
+        ));
         Domain {
             db,
             auth: std::sync::Arc::new(auth),
             chat,
+            chat_cache,
             passwords,
             auth_cache,
             vectors: std::sync::Arc::default(),
@@ -69,17 +76,24 @@ impl Domain {
     }
 
     /// Changes made through this domain (and its clones) that other processes caching
-    /// credentials must apply: forward them to every other instance, which calls
+    /// credentials or chat pages must apply: forward them to every other instance, which calls
     /// [`Domain::apply_auth_change`]. A receiver that lags should forward
     /// [`AuthChange::All`].
     pub fn auth_changes(&self) -> tokio::sync::broadcast::Receiver<AuthChange> {
         self.auth_cache.subscribe()
     }
 
-    /// Drops the cached sessions and API keys that a change made elsewhere touched (see
-    /// [`Domain::auth_changes`]); it is not announced again.
+    /// Drops the cached sessions, API keys and chat pages that a change made elsewhere
+    /// touched (see [`Domain::auth_changes`]); it is not announced again.
     pub fn apply_auth_change(&self, change: &AuthChange) {
-        self.auth_cache.apply(change);
+        match change {
+            AuthChange::Chat(session_id) => self.chat_cache.changed(Some(session_id)),
+            AuthChange::All => {
+                self.auth_cache.apply(change);
+                self.chat_cache.changed(None);
+            }
+            _ => self.auth_cache.apply(change),
+        }
     }
 
     /// How many argon2 computations (password hashes and verifications) this domain and
@@ -122,7 +136,7 @@ impl Domain {
 
     /// Chat history.
     pub fn chat(&self) -> Chat<'_> {
-        Chat::new(&self.db, &self.chat)
+        Chat::new(&self.db, &self.chat, &self.chat_cache, &self.auth_cache)
     }
 
     /// Credit reservations and generations.
