@@ -16,7 +16,7 @@ use axum::routing::get;
 use futures::TryStreamExt;
 use zeroscale_core::download::{DOWNLOAD_CSP, DownloadPolicy};
 use zeroscale_core::error::PublicError;
-use zeroscale_core::storage::{ObjectKey, PutOptions, SignedMethod};
+use zeroscale_core::storage::{GetOptions, ObjectKey, ObjectMeta, PutOptions, SignedMethod};
 use zeroscale_core::{Error, Storage};
 
 use crate::UrlSigner;
@@ -169,50 +169,18 @@ pub async fn object_response(
     head_only: bool,
     policy: &DownloadPolicy,
 ) -> Result<Response, Error> {
+    let requested = requested_range(request);
+    if !head_only && requested.is_none() {
+        // The whole object: one trip, and the headers describe exactly the bytes sent.
+        let object = storage.get_opts(key, GetOptions::default()).await?;
+        let mut headers = object_headers(&object.meta, policy);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.meta.size));
+        return Ok((StatusCode::OK, headers, Body::from_stream(object.body)).into_response());
+    }
     let meta = storage.head(key).await?;
     let size = meta.size;
-    let mut headers = HeaderMap::new();
-    let content_type = meta
-        .content_type
-        .clone()
-        .unwrap_or_else(|| "application/octet-stream".to_owned());
-    if let Ok(v) = HeaderValue::from_str(&content_type) {
-        headers.insert(header::CONTENT_TYPE, v);
-    }
-    let disposition = policy.enforce(
-        meta.content_type.as_deref(),
-        meta.content_disposition.as_deref(),
-    );
-    let disposition = HeaderValue::from_str(&disposition)
-        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
-    headers.insert(header::CONTENT_DISPOSITION, disposition);
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(DOWNLOAD_CSP),
-    );
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(etag) = &meta.etag {
-        let quoted = if etag.starts_with('"') || etag.starts_with("W/") {
-            etag.clone()
-        } else {
-            format!("\"{etag}\"")
-        };
-        if let Ok(v) = HeaderValue::from_str(&quoted) {
-            headers.insert(header::ETAG, v);
-        }
-    }
-    let modified = meta
-        .last_modified
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string();
-    if let Ok(v) = HeaderValue::from_str(&modified) {
-        headers.insert(header::LAST_MODIFIED, v);
-    }
-    let range = match requested_range(request) {
+    let mut headers = object_headers(&meta, policy);
+    let range = match requested {
         None => None,
         Some((Some(start), end)) if start < size => {
             let end = end.map_or(size, |e| e.saturating_add(1).min(size));
@@ -249,6 +217,52 @@ pub async fn object_response(
     };
     let object = storage.get_opts(key, opts).await?;
     Ok((status, headers, Body::from_stream(object.body)).into_response())
+}
+
+/// The headers every answer about an object carries (all but the length and range).
+fn object_headers(meta: &ObjectMeta, policy: &DownloadPolicy) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let content_type = meta
+        .content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream");
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    let disposition = policy.enforce(
+        meta.content_type.as_deref(),
+        meta.content_disposition.as_deref(),
+    );
+    let disposition = HeaderValue::from_str(&disposition)
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    headers.insert(header::CONTENT_DISPOSITION, disposition);
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOWNLOAD_CSP),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(etag) = &meta.etag {
+        let quoted = if etag.starts_with('"') || etag.starts_with("W/") {
+            etag.clone()
+        } else {
+            format!("\"{etag}\"")
+        };
+        if let Ok(v) = HeaderValue::from_str(&quoted) {
+            headers.insert(header::ETAG, v);
+        }
+    }
+    let modified = meta
+        .last_modified
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(v) = HeaderValue::from_str(&modified) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    headers
 }
 
 async fn put_file(

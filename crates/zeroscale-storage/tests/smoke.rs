@@ -61,3 +61,77 @@ async fn s3_http_endpoint_needs_allow_http() {
         .expect_err("no bucket");
     assert!(err.to_string().contains("storage.bucket"), "{err}");
 }
+
+/// A whole-object GET (one trip to the store) carries the same headers as a HEAD and a
+/// ranged GET, and its length is the bytes sent.
+#[tokio::test]
+async fn a_whole_download_says_what_a_head_says() {
+    use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+    use zeroscale_core::download::DownloadPolicy;
+    use zeroscale_core::storage::{ObjectKey, PutOptions};
+    use zeroscale_storage::http::object_response;
+
+    let mut configs = vec![StorageConfig::Memory(MemoryStorageConfig::default())];
+    #[cfg(feature = "local")]
+    configs.push(StorageConfig::Local(LocalStorageConfig {
+        root: Some(ctx("whole").data_dir.join("blobs")),
+        ..Default::default()
+    }));
+    for config in configs {
+        let store = zeroscale_storage::connect(&config, &ctx("whole")).unwrap();
+        let key = ObjectKey::parse("files/u1/report").unwrap();
+        let bytes = vec![7u8; 70_000];
+        store
+            .put_opts(
+                &key,
+                bytes.clone().into(),
+                PutOptions {
+                    content_type: Some("text/html".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let policy = DownloadPolicy::default();
+        let none = HeaderMap::new();
+        let head = object_response(store.as_ref(), &key, &none, true, &policy)
+            .await
+            .unwrap();
+        let whole = object_response(store.as_ref(), &key, &none, false, &policy)
+            .await
+            .unwrap();
+        let mut ranged_request = HeaderMap::new();
+        ranged_request.insert(header::RANGE, HeaderValue::from_static("bytes=0-"));
+        let ranged = object_response(store.as_ref(), &key, &ranged_request, false, &policy)
+            .await
+            .unwrap();
+        assert_eq!(head.status(), StatusCode::OK);
+        assert_eq!(whole.status(), StatusCode::OK);
+        assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+        for name in [
+            header::CONTENT_TYPE,
+            header::CONTENT_DISPOSITION,
+            header::CONTENT_LENGTH,
+            header::ETAG,
+            header::LAST_MODIFIED,
+            header::X_CONTENT_TYPE_OPTIONS,
+            header::CONTENT_SECURITY_POLICY,
+            header::ACCEPT_RANGES,
+        ] {
+            let h = head.headers().get(&name);
+            assert!(h.is_some(), "{config:?}: HEAD has no {name}");
+            assert_eq!(h, whole.headers().get(&name), "{config:?}: {name}");
+            assert_eq!(h, ranged.headers().get(&name), "{config:?}: {name}");
+        }
+        assert_eq!(whole.headers()[header::CONTENT_LENGTH], "70000");
+        assert_eq!(
+            whole.headers()[header::CONTENT_DISPOSITION],
+            "attachment",
+            "{config:?}: HTML is never inline"
+        );
+        let body = axum::body::to_bytes(whole.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(body.as_ref(), bytes.as_slice());
+    }
+}
