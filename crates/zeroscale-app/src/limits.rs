@@ -92,13 +92,7 @@ pub(crate) async fn check(parts: &Parts, state: &ApiState, caller: &Caller) -> A
     if key.is_none() && user.is_none() {
         return Ok(());
     }
-    let counters = match state.throttle.counters().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e.chain(), "rate limits are off: their counters cannot be reached");
-            return Ok(());
-        }
-    };
+    let counters = state.throttle.counters();
     let mut tightest: Option<Standing> = None;
     let mut over: Option<(Standing, &str)> = None;
     // Both counters at once: with the batching counters they share one engine call.
@@ -147,10 +141,11 @@ pub(crate) async fn check_embedding_quota(state: &ApiState, user_id: &str) -> Ap
     if quota == 0 {
         return Ok(());
     }
-    let used = match state.throttle.counters().await {
-        Ok(c) => c.get(&format!("quota:embed:{user_id}")).await,
-        Err(e) => Err(e),
-    };
+    let used = state
+        .throttle
+        .counters()
+        .get(&format!("quota:embed:{user_id}"))
+        .await;
     match used {
         Ok(w) if w.count >= quota => {
             let left = (w.resets_at - chrono::Utc::now())
@@ -178,13 +173,12 @@ pub(crate) async fn spend_embedding_tokens(state: &ApiState, user_id: &str, toke
     if state.config.limits.embedding_tokens_per_day_per_user == 0 || tokens == 0 {
         return;
     }
-    let spent = match state.throttle.counters().await {
-        Ok(c) => c
-            .hit(&format!("quota:embed:{user_id}"), tokens, DAY)
-            .await
-            .map(|_| ()),
-        Err(e) => Err(e),
-    };
+    let spent = state
+        .throttle
+        .counters()
+        .hit(&format!("quota:embed:{user_id}"), tokens, DAY)
+        .await
+        .map(|_| ());
     if let Err(e) = spent {
         tracing::warn!(error = %e.chain(), tokens, "embedding tokens were not counted");
     }

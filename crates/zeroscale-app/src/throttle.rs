@@ -6,8 +6,10 @@
 //! account exists, and a throttled unknown name is answered exactly like a throttled
 //! real one, so throttling tells an attacker nothing about which accounts exist.
 //!
-//! When the counters cannot be reached (Redis down), logins go on unthrottled and the
-//! failure is logged: an outage of the counters' engine must not lock everyone out.
+//! When the shared counters cannot be reached (Redis or the database down), each process
+//! counts on its own until they answer (`zeroscale_queue::counters::with_fallback`):
+//! throttling becomes per instance, never off, and nobody is locked out by the outage
+//! itself. A lock-out set during the outage holds on its instance until it ends.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -80,12 +82,12 @@ impl FromRequestParts<ApiState> for ClientAddr {
     }
 }
 
-/// The shared counters (connected on first use) and the throttling settings.
+/// The shared counters (connected on first use, counting in the process while they are
+/// down) and the throttling settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Throttle {
     config: Arc<Config>,
-    db: Db,
-    counters: Arc<tokio::sync::OnceCell<Arc<dyn Counters>>>,
+    counters: Arc<dyn Counters>,
     pub(crate) proxies: Arc<TrustedProxies>,
 }
 
@@ -115,10 +117,23 @@ fn account_wait(failures: u64, config: &LoginThrottleConfig) -> Option<Duration>
 impl Throttle {
     pub(crate) fn new(config: Arc<Config>, db: Db) -> anyhow::Result<Self> {
         let proxies = Arc::new(config.server.trusted_proxies()?);
+        let queue = config.queue.clone();
+        let connect: zeroscale_queue::counters::Connect = Box::new(move || {
+            let (queue, db) = (queue.clone(), db.clone());
+            Box::pin(async move {
+                let context = crate::wiring::queue_context(&db);
+                let shared = zeroscale_queue::counters::connect_with(&queue, &context).await?;
+                Ok(shared.unwrap_or_else(|| {
+                    Arc::new(zeroscale_db::counters::DbCounters::new(db)) as Arc<dyn Counters>
+                }))
+            })
+        });
+        let counters = zeroscale_queue::counters::coalescing(
+            zeroscale_queue::counters::with_fallback(connect),
+        );
         Ok(Throttle {
             config,
-            db,
-            counters: Arc::default(),
+            counters,
             proxies,
         })
     }
@@ -127,21 +142,11 @@ impl Throttle {
         &self.config.auth.login_throttle
     }
 
-    /// The counters: on the queue's engine when it shares one, else in the database;
-    /// concurrent hits go to the engine together.
-    pub(crate) async fn counters(&self) -> zeroscale_core::Result<Arc<dyn Counters>> {
-        self.counters
-            .get_or_try_init(|| async {
-                let context = crate::wiring::queue_context(&self.db);
-                let shared =
-                    zeroscale_queue::counters::connect_with(&self.config.queue, &context).await?;
-                let counters = shared.unwrap_or_else(|| {
-                    Arc::new(zeroscale_db::counters::DbCounters::new(self.db.clone()))
-                });
-                Ok::<_, Error>(zeroscale_queue::counters::coalescing(counters))
-            })
-            .await
-            .cloned()
+    /// The counters: on the queue's engine when it shares one, else in the database,
+    /// and in this process while that engine is down; concurrent hits go to the engine
+    /// together.
+    pub(crate) fn counters(&self) -> Arc<dyn Counters> {
+        Arc::clone(&self.counters)
     }
 
     /// Refuses (429 with `Retry-After`) a login for `username` from `addr` while either
@@ -151,10 +156,7 @@ impl Throttle {
             return Ok(());
         }
         let keys = [account_key(username), address_key(addr)];
-        let blocked = match self.counters().await {
-            Ok(counters) => counters.blocked(&keys).await,
-            Err(e) => Err(e),
-        };
+        let blocked = self.counters.blocked(&keys).await;
         match blocked {
             Ok(None) => Ok(()),
             Ok(Some(left)) => {
@@ -171,7 +173,8 @@ impl Throttle {
                 .into())
             }
             Err(e) => {
-                tracing::warn!(error = %e.chain(), "login throttling is off: its counters cannot be read");
+                // Only the process-local counters can refuse, and they never do.
+                tracing::warn!(error = %e.chain(), "a login's lock-outs could not be read");
                 Ok(())
             }
         }
@@ -189,7 +192,7 @@ impl Throttle {
 
     async fn record_failure(&self, username: &str, addr: IpAddr) -> zeroscale_core::Result<()> {
         let settings = self.settings();
-        let counters = self.counters().await?;
+        let counters = &self.counters;
         let window = Duration::from_secs(settings.window_secs.max(1));
         let account = account_key(username);
         let failures = counters.hit(&account, 1, window).await?.count;
@@ -217,10 +220,7 @@ impl Throttle {
         if !self.settings().enabled {
             return;
         }
-        let cleared = match self.counters().await {
-            Ok(counters) => counters.clear(&account_key(username)).await,
-            Err(e) => Err(e),
-        };
+        let cleared = self.counters.clear(&account_key(username)).await;
         if let Err(e) = cleared {
             tracing::warn!(error = %e.chain(), "a login's failures were not cleared");
         }

@@ -261,3 +261,37 @@ async fn shared_by_two_servers_on_redis() {
     )
     .await;
 }
+
+/// With the counters' engine down (the queue on a Redis nobody answers), failures are
+/// counted in the process: the wait and the lock still come, never unlimited guessing.
+#[tokio::test]
+async fn throttling_holds_while_the_counters_are_down() {
+    let tmp = TempDir::new("throttle-down");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!(
+        "redis://127.0.0.1:{}/0",
+        listener.local_addr().unwrap().port()
+    );
+    drop(listener);
+    let mut cmd = throttled(&tmp.0, 2000, 5, 30, 1000);
+    cmd.env("ZEROSCALE_QUEUE__KIND", "redis")
+        .env("REDIS_URL", dead);
+    let server = Server::start(cmd).await;
+    common::register(&server, "offline").await;
+    let statuses: Vec<u16> = {
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            out.push(attempt(&server, "offline", "guess", "198.51.100.7").await.0);
+        }
+        out
+    };
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 429, 429],
+        "counted in the process"
+    );
+    let (status, retry, _) = attempt(&server, "offline", PASSWORD, "198.51.100.7").await;
+    assert_eq!(status, 429, "the right password during the wait");
+    assert!(retry.is_some_and(|r| (1..=2).contains(&r)), "{retry:?}");
+    server.terminate();
+}

@@ -275,3 +275,30 @@ async fn the_daily_embedding_quota() {
     }
     panic!("never refused after {used} tokens");
 }
+
+/// A Redis address nobody answers on (a port just freed).
+fn dead_redis() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("redis://127.0.0.1:{port}/0")
+}
+
+/// With the counters' engine down (the queue on a Redis nobody answers), limits are
+/// counted in the process: still exactly N of 2N, never unlimited.
+#[tokio::test]
+async fn limits_hold_per_process_while_the_counters_are_down() {
+    let tmp = TempDir::new("ratelimit-down");
+    let server = Server::start(server_cmd(
+        &tmp.0,
+        &[
+            ("ZEROSCALE_QUEUE__KIND", "redis".into()),
+            ("REDIS_URL", dead_redis()),
+        ],
+    ))
+    .await;
+    let (key, _) = limited_key(&server, 8).await;
+    let answers = burst(&[&server], &key, 8).await;
+    check_burst(&answers, 8, "counters down");
+    server.terminate();
+}

@@ -1,7 +1,8 @@
 //! The shared [`Counters`] (login throttling, rate limits) on the queue's engine: Redis
 //! for the Redis queue, the application's database for the database queue, and `None`
 //! for the in-memory queue, which no other process shares (the app then counts in its
-//! database). [`coalescing`] sends concurrent hits together, whichever the engine.
+//! database). [`coalescing`] sends concurrent hits together, whichever the engine;
+//! [`with_fallback`] counts in the process ([`MemoryCounters`]) while the engine is down.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -16,6 +17,9 @@ use zeroscale_core::counters::{Hit, WindowCount};
 use zeroscale_core::{Counters, Error, Result};
 
 use crate::registry::BACKENDS;
+
+pub use crate::fallback_counters::{Connect, with_fallback};
+pub use crate::memory_counters::MemoryCounters;
 
 /// The counters on the engine of the queue `config` describes, or `None` when that
 /// queue is private to this process.

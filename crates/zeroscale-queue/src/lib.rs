@@ -34,8 +34,10 @@
 pub mod counters;
 #[cfg(feature = "database")]
 mod database;
+mod fallback_counters;
 pub mod fanout;
 pub mod memory;
+mod memory_counters;
 #[cfg(feature = "redis")]
 mod redis_backend;
 #[cfg(feature = "redis")]
