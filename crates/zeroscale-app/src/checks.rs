@@ -32,6 +32,8 @@ pub(crate) struct Check {
     /// (`model.<id>`); a provider that is down while every model id using it has another
     /// that works is not required, so it does not take the server out of rotation.
     pub(crate) required: bool,
+    /// Not ok yet, but on its way: the local model is still installing in this process.
+    pub(crate) starting: bool,
 }
 
 /// Runs checks: `doctor`'s from config (it connects to each backend itself), or
@@ -102,6 +104,7 @@ impl Checker {
             ));
             if let Some(check) = checks.last_mut() {
                 check.required = false;
+                check.starting = !check.ok && crate::models_cmd::installing(config, &name);
             }
         }
         for (id, entry) in &config.models.registry {
@@ -139,7 +142,15 @@ impl Checker {
                     }
                 }
             }
-            checks.push(finish(&format!("model.{id}"), "router", true, result));
+            let mut check = finish(&format!("model.{id}"), "router", true, result);
+            check.starting = !check.ok
+                && checks.iter().any(|c| {
+                    c.starting
+                        && chain
+                            .iter()
+                            .any(|name| c.concern == format!("models.{name}"))
+                });
+            checks.push(check);
         }
         checks
     }
@@ -241,5 +252,6 @@ fn finish(concern: &str, backend: &str, compiled_in: bool, result: Result<String
         ok,
         detail,
         required: true,
+        starting: false,
     }
 }

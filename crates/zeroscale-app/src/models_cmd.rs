@@ -39,6 +39,14 @@ fn local_models(config: &Config) -> Vec<LocalModel> {
         .collect()
 }
 
+/// Whether this process is installing provider `name`'s local model right now (an
+/// attempt under way, not one waiting to be retried).
+pub(crate) fn installing(config: &Config, name: &str) -> bool {
+    local_models(config).iter().any(|m| {
+        m.provider == name && matches!(install::status(&m.dir), Some(InstallState::Running(_)))
+    })
+}
+
 /// A bar for the install, drawn on stderr when it is a terminal.
 fn bar() -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {

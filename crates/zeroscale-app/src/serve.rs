@@ -21,6 +21,8 @@ use crate::checks::Checker;
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     checker: Arc<Checker>,
+    /// To recognise an admin, who sees `/readyz`'s detail.
+    api: crate::api::ApiState,
 }
 
 /// The router, separate from the listener so tests can drive it.
@@ -47,22 +49,46 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// Every required check passes (database, storage, queue, and at least one provider per
-/// model id): 200, else 503; JSON per check either way.
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+/// model id): 200, else 503. Anyone sees each concern as `ok`, `starting` (the local
+/// model still installing) or `unavailable`; an admin's credentials add each check's
+/// backend and detail (addresses, paths, what to fix), which is also what `doctor` shows.
+async fn readyz(
+    State(state): State<AppState>,
+    mut parts: axum::http::request::Parts,
+) -> impl IntoResponse {
     let checks = state.checker.run().await;
     let ready = checks.iter().all(|c| c.ok || !c.required);
+    let admin = (parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
+        || parts.headers.contains_key("x-api-key"))
+        && <crate::api::auth::Admin as axum::extract::FromRequestParts<_>>::from_request_parts(
+            &mut parts, &state.api,
+        )
+        .await
+        .is_ok();
     let body: serde_json::Map<String, serde_json::Value> = checks
         .iter()
         .map(|c| {
-            (
-                c.concern.clone(),
+            let word = if c.ok {
+                "ok"
+            } else if c.starting {
+                "starting"
+            } else {
+                "unavailable"
+            };
+            let value = if admin {
                 json!({
+                    "state": word,
                     "backend": c.backend,
                     "ok": c.ok,
                     "required": c.required,
                     "detail": c.detail,
-                }),
-            )
+                })
+            } else {
+                json!(word)
+            };
+            (c.concern.clone(), value)
         })
         .collect();
     let status = if ready {
@@ -179,6 +205,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     };
     let state = AppState {
         checker: Arc::new(Checker::live(services.clone())),
+        api: services.clone(),
     };
     let api = services;
     let mut app = router(state, api);

@@ -37,7 +37,7 @@ async fn serves_health_and_readiness_on_the_embedded_defaults() {
     let (status, body) = server.get("/healthz").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
 
-    let (status, body) = server.get("/readyz").await;
+    let (status, body) = server.readyz_detail().await;
     assert_eq!(status, 200, "{body:#}");
     assert_eq!(body["status"], "ready");
     let checks = &body["checks"];
@@ -47,19 +47,40 @@ async fn serves_health_and_readiness_on_the_embedded_defaults() {
     assert_eq!(checks["models.local"]["ok"], true);
     assert_eq!(checks["models.placeholder"]["ok"], true);
     assert!(
+        checks["database"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("zeroscale.db"),
+        "an admin sees where: {checks:#}"
+    );
+    assert!(
         tmp.0.join("data").join("zeroscale.db").is_file(),
         "SQLite file in the data dir"
     );
+    // Anyone else sees one word per concern: no backend, address or path.
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{body:#}");
+    for (concern, state) in body["checks"].as_object().unwrap() {
+        assert_eq!(state, "ok", "{concern}: {body:#}");
+    }
+    let text = body.to_string();
+    for secret in ["sqlite", "zeroscale.db", tmp.0.to_str().unwrap()] {
+        assert!(!text.contains(secret), "`{secret}` in {text}");
+    }
 
     // Take the model away: not ready, and the body says what to run.
     std::fs::remove_file(model.join("model.safetensors")).unwrap();
-    let (status, body) = server.get("/readyz").await;
+    let (status, body) = server.readyz_detail().await;
     assert_eq!(status, 503, "{body:#}");
     assert_eq!(body["status"], "not_ready");
     assert_eq!(body["checks"]["models.local"]["ok"], false);
     let detail = body["checks"]["models.local"]["detail"].as_str().unwrap();
     assert!(detail.contains("cargo xtask models fetch"), "{detail}");
     assert_eq!(body["checks"]["database"]["ok"], true);
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{body:#}");
+    assert_eq!(body["checks"]["models.local"], "unavailable", "{body:#}");
+    assert!(!body.to_string().contains("xtask"), "{body}");
 
     server.terminate();
     #[cfg(unix)]
@@ -85,9 +106,10 @@ async fn serve_installs_a_missing_model_on_first_start() {
     let (status, _) = server.get("/healthz").await;
     assert_eq!(status, 200);
     let mut progress = Vec::new();
+    let mut starting = 0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
-        let (status, body) = server.get("/readyz").await;
+        let (status, body) = server.readyz_detail().await;
         if status == 200 {
             break;
         }
@@ -102,6 +124,11 @@ async fn serve_installs_a_missing_model_on_first_start() {
         );
         if detail.contains("installing the local model all-MiniLM-L6-v2 (") {
             progress.push(detail);
+            // Anyone sees only that it is on its way (a later poll may find it done).
+            let (_, anonymous) = server.get("/readyz").await;
+            let state = &anonymous["checks"]["models.local"];
+            assert!(state == "starting" || state == "ok", "{anonymous:#}");
+            starting += usize::from(state == "starting");
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -110,6 +137,7 @@ async fn serve_installs_a_missing_model_on_first_start() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(!progress.is_empty(), "/readyz never reported the install");
+    assert!(starting > 0, "anonymous callers never saw `starting`");
     let model = tmp.0.join("data").join("models").join("all-MiniLM-L6-v2");
     assert!(
         zeroscale_models::install::is_installed(&model),
@@ -183,7 +211,7 @@ async fn a_failed_model_install_is_retried_and_reported() {
         || std::fs::read_to_string(tmp.0.join("python-runs")).map_or(0, |s| s.lines().count());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let detail = loop {
-        let (status, body) = server.get("/readyz").await;
+        let (status, body) = server.readyz_detail().await;
         assert_eq!(status, 503, "{body:#}");
         let detail = body["checks"]["models.local"]["detail"]
             .as_str()
@@ -248,7 +276,7 @@ async fn readiness_against_postgres_s3_and_redis() {
             model_dir(&tmp.0),
         );
     let server = Server::start(cmd).await;
-    let (status, body) = server.get("/readyz").await;
+    let (status, body) = server.readyz_detail().await;
     assert_eq!(status, 200, "{body:#}");
     assert_eq!(body["checks"]["database"]["backend"], "postgres");
     assert_eq!(body["checks"]["storage"]["backend"], "s3");
@@ -267,7 +295,7 @@ async fn readiness_fails_when_an_engine_is_down() {
             model_dir(&tmp.0),
         );
     let server = Server::start(cmd).await;
-    let (status, body) = server.get("/readyz").await;
+    let (status, body) = server.readyz_detail().await;
     assert_eq!(status, 503, "{body:#}");
     assert_eq!(body["checks"]["queue"]["ok"], false);
     assert_eq!(body["checks"]["database"]["ok"], true);
@@ -460,10 +488,15 @@ async fn readiness_reports_pending_migrations() {
         model_dir(&tmp.0),
     );
     let server = Server::start(cmd).await;
+    // Nobody can log in before the migrations: anyone sees which concern is down, and
+    // `doctor` (an operator's tool) says what to run.
     let (status, body) = server.get("/readyz").await;
     assert_eq!(status, 503, "{body:#}");
-    let detail = body["checks"]["database"]["detail"].as_str().unwrap();
-    assert!(detail.contains("zeroscale migrate up"), "{detail}");
+    assert_eq!(body["checks"]["database"], "unavailable", "{body:#}");
+    assert_eq!(body["checks"]["storage"], "ok", "{body:#}");
+    let (out, stdout, _) = output(server.command().arg("doctor"));
+    assert!(!out.status.success());
+    assert!(stdout.contains("zeroscale migrate up"), "{stdout}");
     server.terminate();
 }
 
@@ -494,7 +527,7 @@ fallbacks = ["placeholder"]
         model_dir(&tmp.0),
     );
     let server = Server::start(cmd).await;
-    let (status, body) = server.get("/readyz").await;
+    let (status, body) = server.readyz_detail().await;
     assert_eq!(status, 200, "{body:#}");
     let down = &body["checks"]["models.down"];
     assert_eq!(
@@ -849,7 +882,7 @@ async fn stage_move_from_stage_1_to_stage_3() {
         cmd
     }))
     .await;
-    let (status, body) = server.get("/readyz").await;
+    let (status, body) = server.readyz_detail().await;
     assert_eq!(body["checks"]["database"]["backend"], "postgres", "{body}");
     assert_eq!(body["checks"]["storage"]["backend"], "s3", "{body}");
     assert_eq!(status, 200, "{body}");

@@ -73,6 +73,18 @@ pub struct Server {
     pub base: String,
     pub log: std::path::PathBuf,
     pub http: reqwest::Client,
+    /// How it was started (program, arguments, environment, folder), to run CLI commands
+    /// against the same configuration.
+    launch: Launch,
+    /// An admin's session, made on first use by [`Server::readyz_detail`].
+    admin: tokio::sync::OnceCell<String>,
+}
+
+struct Launch {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
+    dir: Option<std::path::PathBuf>,
 }
 
 impl Server {
@@ -85,6 +97,19 @@ impl Server {
             .unwrap_or_else(std::env::temp_dir);
         let log = dir.join(format!("server-{port}.log"));
         let file = std::fs::File::create(&log).expect("create the server log");
+        let launch = Launch {
+            program: cmd.get_program().to_owned(),
+            args: cmd
+                .get_args()
+                .filter(|a| *a != "serve")
+                .map(ToOwned::to_owned)
+                .collect(),
+            envs: cmd
+                .get_envs()
+                .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+                .collect(),
+            dir: cmd.get_current_dir().map(Path::to_path_buf),
+        };
         cmd.env("ZEROSCALE_SERVER__ADDR", format!("127.0.0.1:{port}"))
             .env("ZEROSCALE_SERVER__SHUTDOWN_GRACE_SECS", "5")
             .stdout(Stdio::null())
@@ -95,6 +120,8 @@ impl Server {
             base: format!("http://127.0.0.1:{port}"),
             log,
             http: reqwest::Client::new(),
+            launch,
+            admin: tokio::sync::OnceCell::new(),
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
@@ -124,6 +151,34 @@ impl Server {
     /// The server's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `zeroscale` with the server's configuration (its arguments but `serve`, its
+    /// environment and folder), to run CLI commands against it.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.launch.program);
+        cmd.args(&self.launch.args);
+        for (key, value) in &self.launch.envs {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        if let Some(dir) = &self.launch.dir {
+            cmd.current_dir(dir);
+        }
+        cmd
+    }
+
+    /// `/readyz` as an admin sees it (each check's backend and detail); the admin is
+    /// made with `zeroscale users create-admin` on first use.
+    pub async fn readyz_detail(&self) -> (u16, serde_json::Value) {
+        let token = self
+            .admin
+            .get_or_init(|| admin_token(self, self.command(), "readyz-admin"))
+            .await;
+        self.call(reqwest::Method::GET, "/readyz", Some(token), None)
+            .await
     }
 
     /// GET `path` without credentials: status and JSON body.

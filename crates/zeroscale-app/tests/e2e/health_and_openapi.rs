@@ -8,7 +8,7 @@ pub(crate) async fn run(d: &Deployment) {
     // Ready in every respect but one: the overlay's `broken` model has no provider that
     // works (by design), and readiness says so, naming the provider. (`flaky` uses the
     // same dead provider but falls back to the placeholder, so it is fine.)
-    let (status, body) = d.server.get("/readyz").await;
+    let (status, body) = d.server.readyz_detail().await;
     assert_eq!(status, 503, "[{}] {body:#}", d.name);
     let failing: Vec<&String> = body["checks"]
         .as_object()
