@@ -84,6 +84,7 @@ fn cors_layer(cors: &CorsConfig) -> Option<CorsLayer> {
         header::ETAG,
         header::RETRY_AFTER,
         HeaderName::from_static("x-zeroscale-provider"),
+        crate::request_id::HEADER,
     ];
     Some(
         CorsLayer::new()

@@ -28,6 +28,7 @@ mod logging;
 mod migrate;
 mod models_cmd;
 mod owned;
+mod request_id;
 mod serve;
 mod stage_cmd;
 mod storage_cmd;

@@ -218,6 +218,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
             download_policy.clone(),
         ));
     }
+    let app = app.layer(axum::middleware::from_fn(crate::request_id::layer));
     let app = crate::headers::secure(app, &server_config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(

@@ -299,6 +299,60 @@ async fn readiness_fails_when_an_engine_is_down() {
     assert_eq!(status, 503, "{body:#}");
     assert_eq!(body["checks"]["queue"]["ok"], false);
     assert_eq!(body["checks"]["database"]["ok"], true);
+
+    // A request that needs the queue: 503 with the request's id and no address or
+    // developer command; the log has the detail under the same id.
+    let token = common::register(&server, "queued").await;
+    let response = server
+        .http
+        .post(format!("{}/v1/jobs", server.base))
+        .bearer_auth(&token)
+        .header("x-request-id", "client-chosen-42")
+        .json(&serde_json::json!({"task": "zeroscale.echo", "payload": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["x-request-id"], "client-chosen-42");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(body["error"]["request_id"], "client-chosen-42", "{body}");
+    let text = body.to_string();
+    for internal in ["127.0.0.1", "redis", "xtask", "REDIS_URL"] {
+        assert!(!text.contains(internal), "`{internal}` in {text}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !server
+        .log_text()
+        .lines()
+        .any(|l| l.contains("client-chosen-42") && l.contains("127.0.0.1"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line with the id and the detail:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // An id a client cannot use to forge log lines is replaced by a new one.
+    let response = server
+        .http
+        .get(format!("{}/v1/files/{}", server.base, "0".repeat(32)))
+        .bearer_auth(&token)
+        .header("x-request-id", "two words")
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(id, "two words");
+    assert_eq!(response.status(), 404);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["request_id"], id.as_str(), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("files/"), "the storage key in {message}");
     server.terminate();
 }
 

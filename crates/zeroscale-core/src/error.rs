@@ -184,7 +184,10 @@ impl ErrorKind {
 
 /// What an HTTP client is told about an [`Error`]: its status, code and message, except
 /// that a 500's details (SQL, paths, backend errors) are replaced by a reference that the
-/// caller logs next to the details ([`PublicError::reference`]).
+/// caller logs next to the details ([`PublicError::reference`]), and an unavailable
+/// engine's (its address, what to check) by a sentence that names none of it (an
+/// overloaded service keeps its message: it says when to come back). The caller logs
+/// [`Error::chain`] for both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicError {
     /// The HTTP status.
@@ -215,10 +218,17 @@ impl From<&Error> for PublicError {
                 reference: Some(reference),
             };
         }
+        // An engine that cannot be reached is described by its address and what an
+        // operator should check: that detail is for the log, not for clients.
+        let message = if kind == ErrorKind::Unavailable && !error.is_overloaded() {
+            "a service this request needs is unavailable right now: try again shortly".to_owned()
+        } else {
+            error.to_string()
+        };
         PublicError {
             status,
             code: kind.code(),
-            message: error.to_string(),
+            message,
             // Rounded up: a client that waits the whole seconds said is never early.
             retry_after: error.retry_after().map(|d| {
                 u64::try_from(d.as_millis().div_ceil(1000))

@@ -95,6 +95,8 @@ fn error_response(e: &Error) -> Response {
     let public = PublicError::from(e);
     if let Some(reference) = &public.reference {
         tracing::error!(error = %e.chain(), reference, "signed file request failed");
+    } else if public.status == 503 {
+        tracing::warn!(error = %e.chain(), "signed file request: storage is unavailable");
     }
     let status = StatusCode::from_u16(public.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::json!({"error": {"code": public.code, "message": public.message}});

@@ -1,5 +1,8 @@
-//! Errors as HTTP responses: `{"error": {"code", "message"}}` with the status that fits
-//! the core error kind, and JSON extraction that names the offending field.
+//! Errors as HTTP responses: `{"error": {"code", "message", "request_id"}}` with the
+//! status that fits the core error kind, and JSON extraction that names the offending
+//! field. A response carries its error as an [`ErrorReport`] extension; the request-id
+//! layer (`crate::request_id`) writes the body with the request's id and logs the
+//! operator's detail under it.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -27,6 +30,21 @@ pub(crate) struct ErrorDetail {
     pub(crate) code: String,
     /// For people: what went wrong and, where possible, how to fix it.
     pub(crate) message: String,
+    /// The request's id, also in the `x-request-id` response header: the server's log
+    /// has the details of a 5xx under it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) request_id: Option<String>,
+}
+
+/// An error response's parts, for the request-id layer to finish.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorReport {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    /// What the operator needs (engine addresses, SQL, paths): logged, never sent.
+    pub(crate) detail: Option<String>,
+    /// A 500's log reference.
+    pub(crate) reference: Option<String>,
 }
 
 /// An error on its way to becoming a response.
@@ -36,6 +54,8 @@ pub(crate) struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
+    detail: Option<String>,
+    reference: Option<String>,
 }
 
 pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
@@ -47,6 +67,8 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            detail: None,
+            reference: None,
         }
     }
 
@@ -66,16 +88,15 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let public = PublicError::from(&error);
-        if let Some(reference) = &public.reference {
-            // Internal details (SQL, file paths) stay in the log, tagged so they can be found.
-            tracing::error!(error = %error.chain(), reference, "request failed");
-        }
         ApiError {
             status: StatusCode::from_u16(public.status)
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code: public.code,
+            // Internal details (SQL, file paths, engine addresses) go to the log only.
+            detail: (public.status >= 500).then(|| error.chain()),
             message: public.message,
             retry_after: public.retry_after,
+            reference: public.reference,
         }
     }
 }
@@ -85,10 +106,17 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
-                message: self.message,
+                message: self.message.clone(),
+                request_id: None,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(ErrorReport {
+            code: self.code,
+            message: self.message,
+            detail: self.detail,
+            reference: self.reference,
+        });
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

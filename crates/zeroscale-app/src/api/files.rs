@@ -237,10 +237,18 @@ async fn serve_file(
     let key = file_key(&caller.user.id, id)?;
     let storage = state.storage.as_ref();
     let policy = state.config.server.download_policy();
-    Ok(
-        zeroscale_storage::http::object_response(storage, &key, headers, head_only, &policy)
-            .await?,
-    )
+    zeroscale_storage::http::object_response(storage, &key, headers, head_only, &policy)
+        .await
+        .map_err(|e| by_id(e, id))
+}
+
+/// `e` with a missing object named by the file's id: the storage key (with the owner's
+/// user id) is the server's business, not the client's.
+fn by_id(e: Error, id: &str) -> ApiError {
+    match e {
+        Error::NotFound { .. } => Error::not_found(format!("file {id}")).into(),
+        other => other.into(),
+    }
 }
 
 /// Downloads a file, streamed; honours one `Range: bytes=…` (206, or 416 when it is
@@ -385,7 +393,7 @@ pub(crate) async fn signed_url(
     Json(body): Json<SignRequest>,
 ) -> ApiResult<Json<SignedView>> {
     let key = file_key(&caller.user.id, &id)?;
-    state.storage.head(&key).await?;
+    state.storage.head(&key).await.map_err(|e| by_id(e, &id))?;
     Ok(Json(
         sign(
             state.storage.as_ref(),

@@ -1,0 +1,86 @@
+//! Request ids: every response carries `x-request-id` (the caller's, when it sent a
+//! sensible one, else a new one), every log line of the request is in a span with it, and
+//! every API error body says it (`error.request_id`), so a client's report leads to the
+//! operator's log line with the details the client was not shown.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument as _;
+
+use crate::api::error::{ErrorBody, ErrorDetail, ErrorReport};
+
+/// The header, on requests and responses.
+pub(crate) const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest id taken from a caller.
+const MAX_LEN: usize = 64;
+
+/// The caller's id when it is 1 to 64 letters, digits, `-`, `_`, `.` or `:` (anything
+/// else could forge log lines or bloat them), else `None`.
+fn accepted(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let fine = !text.is_empty()
+        && text.len() <= MAX_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    fine.then(|| text.to_owned())
+}
+
+/// The layer: names the request, runs it in a span with its id, and finishes error
+/// responses (the id in the body, the detail in the log).
+pub(crate) async fn layer(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&HEADER)
+        .and_then(accepted)
+        .unwrap_or_else(zeroscale_core::domain::new_id);
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = next.run(request).instrument(span).await;
+    if let Some(report) = response.extensions_mut().remove::<ErrorReport>() {
+        let status = response.status().as_u16();
+        if let Some(detail) = &report.detail {
+            match &report.reference {
+                Some(reference) => tracing::error!(
+                    request_id = %id, status, reference, error = %detail, "request failed"
+                ),
+                None => tracing::warn!(request_id = %id, status, error = %detail, "request failed"),
+            }
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: report.code.to_owned(),
+                message: report.message,
+                request_id: Some(id.clone()),
+            },
+        };
+        if let Ok(bytes) = serde_json::to_vec(&body) {
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+            *response.body_mut() = Body::from(bytes);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HEADER, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_ids_are_taken_from_callers() {
+        let ok = |s: &str| accepted(&HeaderValue::from_str(s).unwrap());
+        assert_eq!(ok("abc-123_x.y:z").as_deref(), Some("abc-123_x.y:z"));
+        assert_eq!(ok(""), None);
+        assert_eq!(ok("has space"), None);
+        assert_eq!(ok("line\tbreak"), None);
+        assert_eq!(ok(&"a".repeat(64)).map(|s| s.len()), Some(64));
+        assert_eq!(ok(&"a".repeat(65)), None);
+        assert_eq!(ok("{\"json\":1}"), None);
+    }
+}
