@@ -32,7 +32,8 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
     let mut builder = MicrosoftAzureBuilder::from_env()
         .with_account(&c.account)
         .with_container_name(&c.container)
-        .with_allow_http(c.allow_http);
+        .with_allow_http(c.allow_http)
+        .with_retry(crate::adapter::retry());
     if let Some(endpoint) = &c.endpoint {
         if endpoint.starts_with("http://") && !c.allow_http {
             return Err(Error::config(

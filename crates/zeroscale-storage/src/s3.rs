@@ -25,7 +25,8 @@ pub(crate) fn build(config: &S3StorageConfig) -> Result<(AmazonS3, String)> {
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(&config.bucket)
         .with_region(&config.region)
-        .with_allow_http(config.allow_http);
+        .with_allow_http(config.allow_http)
+        .with_retry(crate::adapter::retry());
     if let Some(endpoint) = &config.endpoint {
         if endpoint.starts_with("http://") && !config.allow_http {
             return Err(Error::config(

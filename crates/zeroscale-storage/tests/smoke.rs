@@ -135,3 +135,48 @@ async fn a_whole_download_says_what_a_head_says() {
         assert_eq!(body.as_ref(), bytes.as_slice());
     }
 }
+
+/// A store nobody answers is *unavailable* (503, retry later), not an internal error,
+/// and says so within seconds (a bounded retry), for writes, reads and listings.
+#[cfg(feature = "s3")]
+#[tokio::test]
+async fn an_unreachable_store_is_unavailable_within_seconds() {
+    use zeroscale_core::ErrorKind;
+    use zeroscale_core::config::S3StorageConfig;
+    use zeroscale_core::storage::{ListOptions, ObjectKey};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = StorageConfig::S3(S3StorageConfig {
+        bucket: "b".into(),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        allow_http: true,
+        access_key_id: Some("test".to_owned().into()),
+        secret_access_key: Some("test".to_owned().into()),
+        ..Default::default()
+    });
+    let store = zeroscale_storage::connect(&config, &ctx("unreachable")).unwrap();
+    let key = ObjectKey::parse("files/u1/x").unwrap();
+    let started = std::time::Instant::now();
+    let errors = [
+        store
+            .put_opts(&key, b"hi".to_vec().into(), Default::default())
+            .await
+            .map(|_| ()),
+        store.head(&key).await.map(|_| ()),
+        store.list(ListOptions::default()).await.map(|_| ()),
+    ];
+    for e in errors {
+        let e = e.expect_err("nobody answers");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{}", e.chain());
+        assert!(e.is_retriable(), "{}", e.chain());
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -4,9 +4,12 @@ use object_store::{GetRange, ObjectStore, ObjectStoreExt};
 use zeroscale_core::storage::ObjectKey;
 use zeroscale_core::{Error, Result};
 
-/// Maps object_store's errors to core's kinds. `Generic` errors (network, server, anything
-/// object_store does not classify) become [`Error::Backend`]; an unsatisfiable range is
-/// recognised by [`range_error`], which can ask the store for the object's size.
+/// Maps object_store's errors to core's kinds. A `Generic` error caused by a store that
+/// cannot be reached (refused, reset or timed-out connections, found by the types in its
+/// source chain) becomes [`Error::Unavailable`] (503, retry later); other `Generic` errors
+/// (a server's error answer, anything object_store does not classify) become
+/// [`Error::Backend`]; an unsatisfiable range is recognised by [`range_error`], which can
+/// ask the store for the object's size.
 pub(crate) fn map_os_err(backend: &str, key: &ObjectKey, e: object_store::Error) -> Error {
     use object_store::Error as E;
     match e {
@@ -17,8 +20,57 @@ pub(crate) fn map_os_err(backend: &str, key: &ObjectKey, e: object_store::Error)
             Error::not_supported(e.to_string(), backend)
         }
         E::InvalidPath { .. } => Error::invalid_input(format!("object key `{key}`: {e}")),
+        other if unreachable(&other) => Error::unavailable_from(
+            format!("{backend} storage cannot be reached (object `{key}`)"),
+            other,
+        ),
         other => Error::backend(backend.to_owned(), other),
     }
+}
+
+/// An error that is not about one object (a listing): [`Error::Unavailable`] when the
+/// store cannot be reached, else [`Error::Backend`].
+pub(crate) fn map_store_err(backend: &str, e: object_store::Error) -> Error {
+    if unreachable(&e) {
+        Error::unavailable_from(format!("{backend} storage cannot be reached"), e)
+    } else {
+        Error::backend(backend.to_owned(), e)
+    }
+}
+
+/// Whether `e` comes from a connection the store did not answer: an HTTP client error of
+/// kind connect, request, timeout or interrupted, or an I/O error of a refused, reset or
+/// timed-out connection, anywhere in its source chain.
+fn unreachable(e: &object_store::Error) -> bool {
+    use std::io::ErrorKind as Io;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        #[cfg(any(feature = "s3", feature = "azure"))]
+        if let Some(http) = err.downcast_ref::<object_store::client::HttpError>() {
+            use object_store::client::HttpErrorKind as K;
+            if matches!(
+                http.kind(),
+                K::Connect | K::Request | K::Timeout | K::Interrupted
+            ) {
+                return true;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                Io::ConnectionRefused
+                    | Io::ConnectionReset
+                    | Io::ConnectionAborted
+                    | Io::NotConnected
+                    | Io::TimedOut
+                    | Io::BrokenPipe
+            )
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// The error for a ranged read that failed with `e`: `InvalidInput` when the range cannot

@@ -80,7 +80,7 @@ impl ObjectStoreStorage {
         };
         let mut objects = Vec::new();
         while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| Error::backend(self.backend.to_owned(), e))?;
+            let meta = meta.map_err(|e| super::errors::map_store_err(self.backend, e))?;
             let Some(key) = self.key_of(&meta.location) else {
                 continue;
             };

@@ -38,6 +38,18 @@ use zeroscale_core::{Error, Result};
 
 pub(crate) use attributes::AttributeStore;
 use codec::Codec;
+
+/// How the cloud stores retry a failed request: 3 times over at most 10 s (object_store's
+/// default is 10 times over 3 minutes), so a store that is down answers 503 within
+/// seconds instead of holding every request for minutes.
+#[cfg(any(feature = "s3", feature = "azure"))]
+pub(crate) fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
+    }
+}
 pub(crate) use signing::Signing;
 
 /// Parts of a multipart upload in flight at once.
