@@ -765,6 +765,44 @@ fn serve_waits_for_a_database_that_is_down() {
     assert!(status.success(), "{status}");
 }
 
+/// A login PostgreSQL refuses (a role it does not know) is not waited for: `serve` exits
+/// at once, non-zero, with the server's words and what to check.
+#[test]
+fn serve_exits_when_the_database_refuses_the_login() {
+    let Some(url) =
+        zeroscale_core::testing::require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL")
+    else {
+        return;
+    };
+    let mut url = reqwest::Url::parse(&url).unwrap();
+    url.set_username("no_such_role").unwrap();
+    url.set_password(Some("wrong")).unwrap();
+    let tmp = TempDir::new("db-refused");
+    let started = std::time::Instant::now();
+    let (out, _, stderr) = output(
+        zeroscale(&tmp.0)
+            .env("DATABASE_URL", url.as_str())
+            .env(
+                "ZEROSCALE_SERVER__ADDR",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .arg("serve"),
+    );
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "waited {:?}:\n{stderr}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("no_such_role"),
+        "the server's words:\n{stderr}"
+    );
+    assert!(stderr.contains("database.url"), "what to check:\n{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert!(!stderr.contains("wrong@"), "the password leaked:\n{stderr}");
+}
+
 /// `zeroscale backup` of a stage-1 database, `restore` into PostgreSQL (refused a second
 /// time without `--replace`), the user logs in there; `db copy` between two configs.
 #[tokio::test]

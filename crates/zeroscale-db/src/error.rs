@@ -84,6 +84,15 @@ fn sqlx_error(err: &DbErr) -> Option<&sea_orm::sqlx::Error> {
     }
 }
 
+/// Whether PostgreSQL refused the connection for a reason waiting cannot fix: a wrong
+/// password (28P01), a role it does not know or `pg_hba.conf` refusing it (28000), a
+/// database that does not exist (3D000), or no right to connect (42501).
+#[cfg(feature = "postgres")]
+pub(crate) fn login_refused(err: &DbErr) -> bool {
+    database_code(err)
+        .is_some_and(|code| matches!(code.as_str(), "28P01" | "28000" | "3D000" | "42501"))
+}
+
 /// SQLSTATEs that mean the connection, not the statement, failed.
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "postgres")),

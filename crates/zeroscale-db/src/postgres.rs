@@ -44,6 +44,18 @@ pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
         }
     }
     let conn = Database::connect(options).await.map_err(|e| {
+        if crate::error::login_refused(&e) {
+            // Not retried: no amount of waiting fixes a wrong password or a missing role.
+            return Error::config(
+                "database.url",
+                format!(
+                    "PostgreSQL at {location} refused the connection: {}: check the user, \
+                     password and database name in `database.url` (or DATABASE_URL) and the \
+                     role's rights",
+                    database_message(&e)
+                ),
+            );
+        }
         Error::unavailable_from(
             format!(
                 "cannot connect to PostgreSQL at {location}: check that it is running and the \
@@ -55,6 +67,18 @@ pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
     let mut db = Db::from_parts(conn, location);
     db.vectors = choose_vector_backend(&db, config.vector_search).await?;
     Ok(db)
+}
+
+/// The server's own words for a refused connection (without the URL).
+fn database_message(err: &sea_orm::DbErr) -> String {
+    use sea_orm::{DbErr, RuntimeErr};
+    match err {
+        DbErr::Conn(RuntimeErr::SqlxError(e)) => match e.as_ref() {
+            sea_orm::sqlx::Error::Database(db) => db.message().to_owned(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 /// Picks exact or pgvector search per `database.vector_search`.
