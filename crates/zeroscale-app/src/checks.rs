@@ -46,6 +46,8 @@ pub(crate) struct Checker {
     live: Option<Services>,
     /// `doctor`'s database connection.
     db: Mutex<Option<Db>>,
+    /// On a server: the queue engine's persistence warning, asked once.
+    queue_note: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl Checker {
@@ -55,6 +57,7 @@ impl Checker {
             config,
             live: None,
             db: Mutex::new(None),
+            queue_note: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -64,6 +67,7 @@ impl Checker {
             config: services.config.as_ref().clone(),
             live: Some(services),
             db: Mutex::new(None),
+            queue_note: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -184,7 +188,21 @@ impl Checker {
         };
         let queue = live.queue.get().await?;
         queue.health().await?;
-        Ok(format!("{} queue answers", queue.backend()))
+        // Asked once (a connection of its own): whether the engine keeps jobs across a
+        // restart does not change while it runs.
+        let note = self
+            .queue_note
+            .get_or_init(|| async {
+                zeroscale_queue::persistence_warning(&self.config.queue)
+                    .await
+                    .ok()
+                    .flatten()
+            })
+            .await;
+        Ok(match note {
+            Some(warning) => format!("{} queue answers; warning: {warning}", queue.backend()),
+            None => format!("{} queue answers", queue.backend()),
+        })
     }
 
     async fn database(&self) -> Result<String> {

@@ -139,6 +139,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         env!("CARGO_PKG_VERSION")
     );
     log_backends(&config);
+    warn_if_the_queue_forgets(&config);
     crate::models_cmd::start_auto_installs(&config);
 
     let addr = config.server.addr;
@@ -266,6 +267,17 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs, in the background, a warning when the queue's engine may lose queued jobs on a
+/// restart (Redis without its append-only file, or one that will not say).
+pub(crate) fn warn_if_the_queue_forgets(config: &Config) {
+    let queue = config.queue.clone();
+    tokio::spawn(async move {
+        if let Ok(Some(warning)) = zeroscale_queue::persistence_warning(&queue).await {
+            tracing::warn!(warning = %warning, "the queue may lose jobs on a restart");
+        }
+    });
 }
 
 /// Connects to the queue (retrying while it is unreachable: `/readyz` reports it

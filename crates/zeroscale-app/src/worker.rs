@@ -105,6 +105,7 @@ pub(crate) fn build(queue: Arc<dyn Queue>, services: &Services) -> Worker {
 pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
     let config = &loaded.config;
     crate::models_cmd::start_auto_installs(config);
+    crate::serve::warn_if_the_queue_forgets(config);
     let db = crate::wiring::open_db(config).await?;
     crate::serve::auto_migrate(config, &db).await?;
     let services = Services::with_db(config, db)?;

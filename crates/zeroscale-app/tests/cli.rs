@@ -281,7 +281,54 @@ async fn readiness_against_postgres_s3_and_redis() {
     assert_eq!(body["checks"]["database"]["backend"], "postgres");
     assert_eq!(body["checks"]["storage"]["backend"], "s3");
     assert_eq!(body["checks"]["queue"]["backend"], "redis");
+    // The test Redis runs with its append-only file, as production should.
+    let queue = body["checks"]["queue"]["detail"].as_str().unwrap();
+    assert!(!queue.contains("warning"), "{queue}");
     server.terminate();
+}
+
+/// A Redis that keeps nothing across a restart is reported by `doctor` (and in an admin's
+/// `/readyz`), with what to set.
+#[test]
+fn doctor_warns_when_redis_keeps_no_jobs() {
+    if require_service("ZEROSCALE_TEST_REDIS_URL", "Redis").is_none() {
+        return;
+    }
+    let server = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .expect("redis-server (the test Redis runs, so it is installed)");
+    let tmp = TempDir::new("redis-volatile");
+    let port = free_port();
+    let mut redis = Command::new(server)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&tmp.0)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (_, stdout, stderr) = output(
+        zeroscale(&tmp.0)
+            .env("REDIS_URL", format!("redis://127.0.0.1:{port}/0"))
+            .env("ZEROSCALE_QUEUE__KIND", "redis")
+            .arg("doctor"),
+    );
+    let _ = redis.kill();
+    let _ = redis.wait();
+    assert!(
+        stdout.contains("no persistence") && stdout.contains("appendonly yes"),
+        "{stdout}\n{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -91,9 +91,22 @@ pub async fn connect_with(
     (BACKENDS.entry(config.kind())?.connect)(config, jobs, context).await
 }
 
-/// Proves the configured backend answers; returns where it is (no secrets).
+/// Proves the configured backend answers; returns where it is (no secrets), with a
+/// warning when it may lose queued jobs on a restart ([`persistence_warning`]).
 pub async fn probe(config: &QueueConfig) -> Result<String> {
     (BACKENDS.entry(config.kind())?.probe)(config).await
+}
+
+/// A warning when the configured queue's engine may lose queued jobs on a restart: Redis
+/// without its append-only file, or a Redis that will not say (`CONFIG GET` refused).
+/// `None` for every other queue and for a Redis with `appendonly yes`. Opens a connection
+/// of its own.
+pub async fn persistence_warning(config: &QueueConfig) -> Result<Option<String>> {
+    match config {
+        #[cfg(feature = "redis")]
+        QueueConfig::Redis(redis) => redis_backend::persistence_warning(redis).await,
+        _ => Ok(None),
+    }
 }
 
 pub use zeroscale_core::queue::driver::PRIORITY_RANGE;

@@ -69,7 +69,53 @@ pub(crate) async fn probe(config: &RedisQueueConfig) -> Result<String> {
             "Redis at {location} answered PING with {pong:?}"
         )));
     }
-    Ok(location)
+    match persistence(&mut conn).await {
+        Some(warning) => Ok(format!("{location}; warning: {warning}")),
+        None => Ok(location),
+    }
+}
+
+/// What Redis keeps across a restart, as a warning when it may lose jobs: `None` when the
+/// append-only file is on. Without it, RDB snapshots (`save`) lose what changed since the
+/// last one, and with neither a restart loses everything; a Redis that refuses `CONFIG`
+/// (many managed services) cannot be asked, and the warning says so.
+pub(crate) async fn persistence(conn: &mut ConnectionManager) -> Option<String> {
+    async fn get(conn: &mut ConnectionManager, key: &str) -> Option<String> {
+        let pair: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(key)
+            .query_async(conn)
+            .await
+            .ok()?;
+        pair.into_iter().nth(1)
+    }
+    let Some(appendonly) = get(conn, "appendonly").await else {
+        return Some(
+            "cannot tell whether Redis keeps queued jobs across a restart (it refused `CONFIG \
+             GET`): make sure its append-only file (appendonly yes) is on"
+                .to_owned(),
+        );
+    };
+    if appendonly == "yes" {
+        return None;
+    }
+    let save = get(conn, "save").await.unwrap_or_default();
+    Some(if save.trim().is_empty() {
+        "Redis has no persistence (appendonly no, save \"\"): a restart loses every queued \
+         job; set `appendonly yes`"
+            .to_owned()
+    } else {
+        format!(
+            "Redis keeps only RDB snapshots (appendonly no, save \"{save}\"): a restart loses the \
+             jobs changed since the last one; set `appendonly yes`"
+        )
+    })
+}
+
+/// [`persistence`] of the Redis `config` names (a connection of its own).
+pub(crate) async fn persistence_warning(config: &RedisQueueConfig) -> Result<Option<String>> {
+    let mut conn = connect(config).await?;
+    Ok(persistence(&mut conn).await)
 }
 
 /// The scripts, one per state change, each with the shared prelude (`lua/prelude.lua`)

@@ -35,7 +35,9 @@ pub(super) fn redis_up(services: &Path) -> Result<Vec<(String, String)>> {
     let port = free_port()?;
     run(Command::new(server)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
+        // The append-only file, as production should run it: tests see what operators get.
+        .args(["--daemonize", "yes", "--save", "", "--appendonly", "yes"])
+        .args(["--appendfsync", "everysec"])
         .arg("--dir")
         .arg(&dir)
         .arg("--pidfile")
