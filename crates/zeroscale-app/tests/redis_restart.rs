@@ -55,6 +55,20 @@ fn start_redis(server: &Path, dir: &Path, port: u16) -> Child {
     child
 }
 
+/// Whether Redis at `url` answers PING with PONG, on a connection of its own.
+async fn pong(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .is_ok_and(|p| p == "PONG")
+}
+
 async fn finished(url: &str, prefix: &str) -> Option<Vec<String>> {
     let client = redis::Client::open(url).ok()?;
     let mut conn = client.get_multiplexed_async_connection().await.ok()?;
@@ -134,10 +148,44 @@ async fn redis_restart_keeps_acks_and_queued_jobs() {
             acked.insert(id, (s.attempts, s.finished_at));
         }
     }
+    // A second handle, so that each of the two enqueues below is the first call on a
+    // connection that Redis's restart broke.
+    let other: Arc<dyn Queue> = zeroscale_queue::connect(
+        &zeroscale_core::config::QueueConfig::Redis(config.clone()),
+        &JobsConfig::default(),
+    )
+    .await
+    .unwrap();
+    other.stats("restart-extra").await.unwrap();
     redis.kill().unwrap(); // SIGKILL: only the append-only file survives
     redis.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis = start_redis(&server, &dir, port);
+    // Redis answers again once PING does (before, it is reading its append-only file).
+    let answering = Instant::now();
+    while !pong(&url).await {
+        assert!(
+            answering.elapsed() < Duration::from_secs(60),
+            "Redis did not answer PING after its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The first enqueue after Redis is back succeeds, with or without an idempotency key
+    // (on a queue no worker serves, so the jobs stay put).
+    let plain = queue
+        .enqueue(NewJob::new("restart-extra", "zeroscale.echo", json!({})))
+        .await
+        .expect("the first enqueue without an idempotency key after the restart");
+    let mut keyed = NewJob::new("restart-extra", "zeroscale.echo", json!({}));
+    keyed.options.idempotency_key = Some("after-restart".into());
+    let keyed = other
+        .enqueue(keyed)
+        .await
+        .expect("the first enqueue with an idempotency key after the restart");
+    for id in [plain, keyed] {
+        assert_eq!(queue.status(id).await.unwrap().state, JobState::Queued);
+    }
 
     let start = Instant::now();
     loop {

@@ -263,12 +263,27 @@ impl RedisQueue {
             || e.is_connection_refusal()
         {
             Error::unavailable_from(format!("Redis at {} is not reachable", self.location), e)
+        } else if matches!(e.retry_method(), redis::RetryMethod::WaitAndRetry) {
+            // LOADING (reading its append-only file after a restart), TRYAGAIN, MASTERDOWN:
+            // Redis is there and asks to be asked again.
+            Error::unavailable_from(
+                format!(
+                    "Redis at {} is not ready yet (it says to retry)",
+                    self.location
+                ),
+                e,
+            )
         } else {
             Error::backend("redis", e)
         }
     }
 
     async fn run(&self, script: &Script, args: &[String]) -> Result<Reply> {
+        let values = self.run_raw(script, args).await.map_err(|e| self.err(e))?;
+        Reply::parse(values)
+    }
+
+    async fn run_raw(&self, script: &Script, args: &[String]) -> redis::RedisResult<Vec<String>> {
         let mut invocation = script.prepare_invoke();
         invocation
             .arg(&self.prefix)
@@ -277,11 +292,7 @@ impl RedisQueue {
             invocation.arg(a);
         }
         let mut conn = self.conn.clone();
-        let values: Vec<String> = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Reply::parse(values)
+        invocation.invoke_async(&mut conn).await
     }
 
     /// Reads and idempotent scripts are retried once when the connection dropped (the
@@ -418,24 +429,42 @@ impl Queue for RedisQueue {
         let id = JobId::new();
         let payload = serde_json::to_string(&job.payload)
             .map_err(|e| Error::invalid_input(format!("payload is not JSON: {e}")))?;
-        let reply = self
-            .run(
-                &self.scripts.enqueue,
-                &[
-                    id.to_string(),
-                    job.queue,
-                    job.task,
-                    payload,
-                    job.options
-                        .max_attempts
-                        .unwrap_or(self.jobs.default_max_attempts)
-                        .to_string(),
-                    job.options.priority.to_string(),
-                    job.options.delay.map_or(0, ms).to_string(),
-                    job.options.idempotency_key.unwrap_or_default(),
-                ],
-            )
-            .await?;
+        let args = [
+            id.to_string(),
+            job.queue,
+            job.task,
+            payload,
+            job.options
+                .max_attempts
+                .unwrap_or(self.jobs.default_max_attempts)
+                .to_string(),
+            job.options.priority.to_string(),
+            job.options.delay.map_or(0, ms).to_string(),
+            job.options.idempotency_key.unwrap_or_default(),
+        ];
+        let values = match self.run_raw(&self.scripts.enqueue, &args).await {
+            Ok(values) => values,
+            // The connection was gone (Redis restarted, a network blip): the connection
+            // manager reconnects on this failure. The job id is ours, so whether the
+            // script ran is a lookup away; if it did not, run it once more on the new
+            // connection. A timeout is not retried: the script may still run.
+            Err(e)
+                if (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
+                    && !e.is_timeout() =>
+            {
+                let exists: bool = self
+                    .read_retrying(redis::cmd("EXISTS").arg(format!("{}:job:{id}", self.prefix)))
+                    .await?;
+                if exists {
+                    return Ok(id);
+                }
+                self.run_raw(&self.scripts.enqueue, &args)
+                    .await
+                    .map_err(|e| self.err(e))?
+            }
+            Err(e) => return Err(self.err(e)),
+        };
+        let reply = Reply::parse(values)?;
         match reply.word.as_str() {
             "ok" => reply.get(0)?.parse(),
             other => Err(unexpected(other)),
