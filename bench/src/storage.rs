@@ -31,10 +31,7 @@ fn local_pair(dir: &Path) -> anyhow::Result<Pair> {
     let ours_root = dir.join("ours");
     let raw_root = dir.join("raw");
     std::fs::create_dir_all(&raw_root)?;
-    let ctx = StorageContext {
-        data_dir: dir.join("data"),
-        public_url: "http://127.0.0.1:1".into(),
-    };
+    let ctx = StorageContext::new(dir.join("data"), "http://127.0.0.1:1");
     let ours = zeroscale_storage::connect(
         &StorageConfig::Local(LocalStorageConfig {
             root: Some(ours_root),
@@ -63,10 +60,7 @@ fn s3_pair(dir: &Path, endpoint: &str, bucket: &str) -> anyhow::Result<Pair> {
         prefix: Some(format!("{run}-ours")),
         ..Default::default()
     };
-    let ctx = StorageContext {
-        data_dir: dir.join("data"),
-        public_url: "http://127.0.0.1:1".into(),
-    };
+    let ctx = StorageContext::new(dir.join("data"), "http://127.0.0.1:1");
     let ours = zeroscale_storage::connect(&StorageConfig::S3(config), &ctx)?;
     let s3 = object_store::aws::AmazonS3Builder::new()
         .with_bucket_name(bucket)

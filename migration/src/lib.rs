@@ -14,6 +14,7 @@ mod m20261203_000001_queue_jobs;
 mod m20261203_000002_rate_counters;
 mod m20261203_000003_username_key;
 mod m20261203_000004_api_key_rate_limit;
+mod m20261204_000001_storage_uploads;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000002_rate_counters::Migration),
             Box::new(m20261203_000003_username_key::Migration),
             Box::new(m20261203_000004_api_key_rate_limit::Migration),
+            Box::new(m20261204_000001_storage_uploads::Migration),
         ]
     }
 }

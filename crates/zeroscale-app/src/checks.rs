@@ -164,10 +164,10 @@ impl Checker {
             live.storage.health().await?;
             return Ok(live.storage.location().to_owned());
         }
-        let ctx = zeroscale_storage::StorageContext {
-            data_dir: self.config.data_dir()?,
-            public_url: self.config.storage_public_url(),
-        };
+        let ctx = zeroscale_storage::StorageContext::new(
+            self.config.data_dir()?,
+            self.config.storage_public_url(),
+        );
         zeroscale_storage::probe(&self.config.storage, &ctx).await
     }
 

@@ -191,6 +191,10 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         services.clone(),
         stop_workers_rx.clone(),
     ));
+    tokio::spawn(crate::tasks::upload_sweeper(
+        services.clone(),
+        stop_workers_rx.clone(),
+    ));
     let workers = if config.workers.mode == zeroscale_core::config::WorkersMode::InProcess {
         tracing::info!(
             concurrency = config.workers.concurrency,

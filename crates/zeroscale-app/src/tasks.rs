@@ -217,3 +217,36 @@ pub(crate) async fn stale_generation_sweeper(
         }
     }
 }
+
+/// Sweeps storage of what interrupted uploads left (see `Storage::sweep`) at start-up and
+/// then every quarter of `server.upload_sweep_after_secs` (at most hourly) until `stop`.
+pub(crate) async fn upload_sweeper(
+    services: Services,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let age = std::time::Duration::from_secs(services.config.server.upload_sweep_after_secs);
+    let every = std::time::Duration::from_secs(
+        (services.config.server.upload_sweep_after_secs / 4).clamp(1, 3600),
+    );
+    loop {
+        match services.storage.sweep(age).await {
+            Ok(report) if !report.is_empty() => tracing::info!(
+                aborted_uploads = report.aborted_uploads,
+                removed_files = report.removed_files,
+                older_than_secs = age.as_secs(),
+                "removed what interrupted uploads left in storage"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(
+                    error = %e.chain(),
+                    "sweeping interrupted uploads failed; trying again later"
+                );
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

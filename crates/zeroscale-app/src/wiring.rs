@@ -54,13 +54,14 @@ pub(crate) async fn domain(config: &Config) -> anyhow::Result<Domain> {
 pub(crate) fn storage_context(
     config: &Config,
 ) -> anyhow::Result<zeroscale_storage::StorageContext> {
-    Ok(zeroscale_storage::StorageContext {
-        data_dir: config.data_dir()?,
-        public_url: config.storage_public_url(),
-    })
+    Ok(zeroscale_storage::StorageContext::new(
+        config.data_dir()?,
+        config.storage_public_url(),
+    ))
 }
 
-/// Connects the configured storage.
+/// Connects the configured storage, its upload ids kept in memory (for the commands that
+/// copy between stores; the server keeps them in its database).
 pub(crate) fn storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     zeroscale_storage::connect(&config.storage, &storage_context(config)?)
         .map_err(anyhow::Error::from)
@@ -218,7 +219,14 @@ impl Services {
     /// Everything `config` names, over an open database.
     pub(crate) fn with_db(config: &Config, db: Db) -> anyhow::Result<Services> {
         let config = Arc::new(config.clone());
-        let storage = storage(&config)?;
+        // Multipart upload ids go to the database, so a sweep after a crash finds them.
+        let uploads = Arc::new(zeroscale_db::upload_log::DbUploadLog::new(db.clone()));
+        let storage = zeroscale_storage::connect(
+            &config.storage,
+            &storage_context(&config)?.with_upload_log(uploads),
+        )
+        .map_err(anyhow::Error::from)
+        .context("cannot set up storage")?;
         let domain = Domain::new(db, config.auth.clone(), config.chat.clone());
         let models = models(&config, &domain, storage.clone())?;
         Ok(Services {

@@ -34,10 +34,7 @@ fn local(dir: &Path, root: &Path) -> std::sync::Arc<dyn zeroscale_core::Storage>
         root: Some(root.to_path_buf()),
         ..Default::default()
     });
-    let ctx = StorageContext {
-        data_dir: dir.join("data"),
-        public_url: "http://127.0.0.1:1".into(),
-    };
+    let ctx = StorageContext::new(dir.join("data"), "http://127.0.0.1:1");
     zeroscale_storage::connect(&config, &ctx).unwrap()
 }
 

@@ -11,6 +11,8 @@
 //! - [`domain`]: users, sessions, keys, prompts, chat, generations, documents.
 //! - [`registry`]: the table of backends each concern crate declares ([`backend!`]).
 //! - [`secret`]: [`Secret`], a value that never prints.
+//! - [`uploads`]: the [`uploads::UploadLog`] of multipart uploads in flight, which
+//!   [`Storage::sweep`] cleans up after a crash.
 //!
 //! # Feature flags
 //!
@@ -28,6 +30,7 @@ pub mod queue;
 pub mod registry;
 pub mod secret;
 pub mod storage;
+pub mod uploads;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

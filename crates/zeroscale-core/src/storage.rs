@@ -358,6 +358,17 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the backend is reachable and usable (for `/readyz` and `doctor`).
     async fn health(&self) -> Result<()>;
+
+    /// Removes what writes interrupted more than `older_than` ago left behind: aborts the
+    /// multipart uploads its [`UploadLog`](crate::uploads::UploadLog) still records, and
+    /// deletes a local folder's partly written files. Objects are never touched. Safe to
+    /// run from several processes at once; `older_than` must be longer than any upload
+    /// takes, or a slow upload in flight is cut off. The default removes nothing (a
+    /// backend whose writes leave nothing behind).
+    async fn sweep(&self, older_than: Duration) -> Result<crate::uploads::SweepReport> {
+        let _ = older_than;
+        Ok(crate::uploads::SweepReport::default())
+    }
 }
 
 /// The storage interface as shared in the app.

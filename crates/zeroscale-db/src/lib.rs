@@ -27,6 +27,7 @@ pub mod registry;
 pub mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+pub mod upload_log;
 
 use std::fmt;
 

@@ -178,10 +178,14 @@ async fn migrations_round_trip(db: &Db) {
     assert!(status[0].applied, "{status:?}");
     let tables = introspect(db).await.unwrap();
     assert!(
-        !tables.tables["api_keys"]
+        !tables.tables.contains_key("storage_uploads"),
+        "down dropped storage_uploads"
+    );
+    assert!(
+        tables.tables["api_keys"]
             .columns
             .contains_key("rate_limit_per_minute"),
-        "down dropped api_keys.rate_limit_per_minute"
+        "and kept api_keys.rate_limit_per_minute"
     );
     assert!(
         tables.tables["users"].columns.contains_key("username_key"),

@@ -410,10 +410,7 @@ async fn images_with_an_explicit_seed_are_cached_in_storage() {
     let dir = std::env::temp_dir().join(format!("zs-image-cache-{}", std::process::id()));
     let storage = zeroscale_storage::connect(
         &zeroscale_core::config::StorageConfig::Memory(Default::default()),
-        &zeroscale_storage::StorageContext {
-            data_dir: dir,
-            public_url: "http://127.0.0.1:1".into(),
-        },
+        &zeroscale_storage::StorageContext::new(dir, "http://127.0.0.1:1"),
     )
     .unwrap();
     let provider = Arc::new(CountingImages {

@@ -76,6 +76,10 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
             signing: crate::app_signing(config, ctx)?,
             #[cfg(feature = "local")]
             local_files: None,
+            // Azure takes no attributes when a block list is started by id; its
+            // uncommitted blocks are discarded by the service after 7 days.
+            multipart: None,
+            uploads: Arc::clone(&ctx.uploads),
         },
     )))
 }

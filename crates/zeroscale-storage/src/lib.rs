@@ -33,24 +33,51 @@ pub mod registry;
 mod s3;
 pub mod signed;
 pub mod sync;
+mod upload_log;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use zeroscale_core::config::StorageConfig;
 use zeroscale_core::storage::UrlSigning;
+use zeroscale_core::uploads::UploadLog;
 use zeroscale_core::{Result, Storage};
 
 pub use registry::BACKENDS;
 pub use signed::UrlSigner;
+pub use upload_log::MemoryUploadLog;
 
-/// What storage needs from the app besides its own config.
+/// What storage needs from the app besides its own config. Build it with
+/// [`StorageContext::new`]; more may be added without breaking callers.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StorageContext {
     /// The data dir (where the URL-signing secret is kept when config sets none).
     pub data_dir: PathBuf,
     /// The URL clients reach the app at, for app-signed `/files/…` URLs.
     pub public_url: String,
+    /// Where multipart upload ids are recorded until their upload ends, so
+    /// [`Storage::sweep`] can abort the ones a crash left behind. Default: in memory
+    /// ([`MemoryUploadLog`]), which does not survive the process; the app uses its
+    /// database.
+    pub uploads: Arc<dyn UploadLog>,
+}
+
+impl StorageContext {
+    /// A context with an in-memory upload log.
+    pub fn new(data_dir: impl Into<PathBuf>, public_url: impl Into<String>) -> Self {
+        StorageContext {
+            data_dir: data_dir.into(),
+            public_url: public_url.into(),
+            uploads: Arc::new(MemoryUploadLog::new()),
+        }
+    }
+
+    /// The same context with `uploads` as its upload log.
+    pub fn with_upload_log(mut self, uploads: Arc<dyn UploadLog>) -> Self {
+        self.uploads = uploads;
+        self
+    }
 }
 
 /// Whether this build contains the storage backend `kind`.

@@ -40,6 +40,8 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
             suffix_ranges: true,
             signing: crate::app_signing(config, ctx)?,
             local_files: Some(store),
+            multipart: None,
+            uploads: Arc::clone(&ctx.uploads),
         },
     )))
 }

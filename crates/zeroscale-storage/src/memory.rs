@@ -14,8 +14,9 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
     let StorageConfig::Memory(_) = config else {
         return Err(wrong_config("memory", config.kind()));
     };
+    let store = Arc::new(object_store::memory::InMemory::new());
     Ok(Arc::new(ObjectStoreStorage::new(
-        Arc::new(object_store::memory::InMemory::new()),
+        store.clone(),
         StoreOptions {
             backend: "memory",
             location: "memory".to_owned(),
@@ -26,6 +27,8 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
             signing: crate::app_signing(config, ctx)?,
             #[cfg(feature = "local")]
             local_files: None,
+            multipart: Some(store),
+            uploads: Arc::clone(&ctx.uploads),
         },
     )))
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::MultipartStore;
 use object_store::prefix::PrefixStore;
 use zeroscale_core::config::{S3StorageConfig, StorageConfig};
 use zeroscale_core::registry::wrong_config;
@@ -65,28 +66,35 @@ pub(crate) fn build(config: &S3StorageConfig) -> Result<(AmazonS3, String)> {
 }
 
 /// The storage for `storage.kind = "s3"`.
-pub(crate) fn connect_s3(config: &StorageConfig, _: &StorageContext) -> Result<Arc<dyn Storage>> {
+pub(crate) fn connect_s3(config: &StorageConfig, ctx: &StorageContext) -> Result<Arc<dyn Storage>> {
     match config {
-        StorageConfig::S3(c) => connect("s3", c),
+        StorageConfig::S3(c) => connect("s3", c, ctx),
         other => Err(wrong_config("s3", other.kind())),
     }
 }
 
 /// The storage for `storage.kind = "r2"` (S3 with R2's endpoint).
-pub(crate) fn connect_r2(config: &StorageConfig, _: &StorageContext) -> Result<Arc<dyn Storage>> {
+pub(crate) fn connect_r2(config: &StorageConfig, ctx: &StorageContext) -> Result<Arc<dyn Storage>> {
     match config {
-        StorageConfig::R2(c) => connect("r2", &c.to_s3()),
+        StorageConfig::R2(c) => connect("r2", &c.to_s3(), ctx),
         other => Err(wrong_config("r2", other.kind())),
     }
 }
 
-fn connect(backend: &'static str, config: &S3StorageConfig) -> Result<Arc<dyn Storage>> {
+fn connect(
+    backend: &'static str,
+    config: &S3StorageConfig,
+    ctx: &StorageContext,
+) -> Result<Arc<dyn Storage>> {
     let (s3, location) = build(config)?;
     let s3 = Arc::new(s3);
     let prefix = config.prefix.clone().filter(|p| !p.is_empty());
-    let store: Arc<dyn ObjectStore> = match &prefix {
-        Some(p) => Arc::new(PrefixStore::new(s3.as_ref().clone(), p.as_str())),
-        None => s3.clone(),
+    let (store, multipart): (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) = match &prefix {
+        Some(p) => {
+            let prefixed = Arc::new(PrefixStore::new(s3.as_ref().clone(), p.as_str()));
+            (prefixed.clone(), prefixed)
+        }
+        None => (s3.clone(), s3.clone()),
     };
     Ok(Arc::new(ObjectStoreStorage::new(
         store,
@@ -100,6 +108,8 @@ fn connect(backend: &'static str, config: &S3StorageConfig) -> Result<Arc<dyn St
             signing: Signing::Native { signer: s3, prefix },
             #[cfg(feature = "local")]
             local_files: None,
+            multipart: Some(multipart),
+            uploads: Arc::clone(&ctx.uploads),
         },
     )))
 }

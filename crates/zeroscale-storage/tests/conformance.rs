@@ -42,10 +42,10 @@ async fn connect_serving_files(
     data_dir: std::path::PathBuf,
 ) -> Arc<dyn Storage> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ctx = StorageContext {
+    let ctx = StorageContext::new(
         data_dir,
-        public_url: format!("http://{}", listener.local_addr().unwrap()),
-    };
+        format!("http://{}", listener.local_addr().unwrap()),
+    );
     let store = zeroscale_storage::connect(config, &ctx).unwrap();
     if let Some(signer) = zeroscale_storage::app_signer(config, &ctx).unwrap() {
         let router = zeroscale_storage::http::files_router(
@@ -186,10 +186,7 @@ async fn signed_put_respects_the_size_limit() {
     let dir = temp("put-limit");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let ctx = StorageContext {
-        data_dir: dir.clone(),
-        public_url: base,
-    };
+    let ctx = StorageContext::new(dir.clone(), base);
     let config = StorageConfig::Memory(MemoryStorageConfig::default());
     let store = zeroscale_storage::connect(&config, &ctx).unwrap();
     let signer = zeroscale_storage::app_signer(&config, &ctx)

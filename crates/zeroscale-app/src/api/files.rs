@@ -155,19 +155,28 @@ pub(crate) async fn upload_file(
         .download_policy()
         .disposition(content_type.as_deref(), query.filename.as_deref());
     let opts = PutOptions {
-        content_type,
+        content_type: content_type.clone(),
         content_disposition: Some(content_disposition),
         metadata,
         ..Default::default()
     };
-    match state.storage.put_stream(&key, stream, opts).await {
-        Ok(_) => {}
+    // The put is the commit: the object shows in listings only once it is complete, and
+    // nothing that could fail comes after it, so a file is listed only if its 201 was
+    // decided. (A crash in between the two leaves a file its client was not told of.)
+    let stored = match state.storage.put_stream(&key, stream, opts).await {
+        Ok(stored) => stored,
         // The put wrote nothing (a failed multipart upload is aborted).
         Err(_) if exceeded.load(Ordering::Relaxed) => return Err(too_large()),
         Err(e) => return Err(e.into()),
-    }
-    let meta = state.storage.head(&key).await?;
-    Ok((StatusCode::CREATED, Json(file_view(&meta))).into_response())
+    };
+    let view = FileView {
+        id,
+        filename: query.filename,
+        content_type,
+        size: stored.size,
+        updated_at: Utc::now(),
+    };
+    Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 /// Paging through files.

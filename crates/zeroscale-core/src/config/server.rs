@@ -23,6 +23,11 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// Largest file upload, in bytes. Default 100 MiB.
     pub max_upload_bytes: u64,
+    /// Seconds after which what an interrupted upload left in storage (a multipart
+    /// upload never completed, a local staging file) is removed by the sweep each server
+    /// runs at start-up and then every quarter of this (at most hourly). Must be longer
+    /// than any upload takes. Default 86400 (a day).
+    pub upload_sweep_after_secs: u64,
     /// Seconds a request may take before it is answered 408 (uploads and downloads
     /// excepted). Default 60.
     pub request_timeout_secs: u64,
@@ -182,6 +187,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             max_body_bytes: 2 * 1024 * 1024,
             max_upload_bytes: 100 * 1024 * 1024,
+            upload_sweep_after_secs: 24 * 3600,
             request_timeout_secs: 60,
             inline_content_types: crate::download::DEFAULT_INLINE_TYPES
                 .iter()

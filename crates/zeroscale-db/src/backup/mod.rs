@@ -48,13 +48,16 @@ const FORMAT_NAME: &str = "zeroscale-backup";
 /// `vector_collections` holds version tokens for the in-memory vector index: a restore
 /// gives every collection fresh ones instead.
 /// `queue_notices` holds wake-up signals of the database queue, and `rate_counters` the
-/// throttling and rate-limit counters: both worth nothing later.
+/// throttling and rate-limit counters: both worth nothing later. `storage_uploads`
+/// names multipart uploads in flight in the storage this database served, which a sweep
+/// of that storage cleans up.
 const NOT_COPIED: &[&str] = &[
     "seaql_migrations",
     "document_vectors",
     "vector_collections",
     "queue_notices",
     "rate_counters",
+    "storage_uploads",
 ];
 /// The database queue's jobs: they travel only when asked ([`BackupOptions::with_jobs`]).
 pub const JOB_TABLES: &[&str] = &["queue_jobs", "queue_idempotency"];

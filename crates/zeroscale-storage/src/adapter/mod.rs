@@ -7,7 +7,9 @@
 //! - [`listing`]: pages in key order without reading more than a page;
 //! - [`signing`]: presigned by the backend or app-served tokens;
 //! - [`errors`]: object_store's errors as core's kinds;
-//! - `local_read`: a local get in one blocking task.
+//! - `local_read`: a local get in one blocking task;
+//! - [`parts`]: multipart uploads recorded in the upload log, and their sweep;
+//! - `staging`: a local folder's partly written files, and their sweep.
 
 mod attributes;
 mod codec;
@@ -15,7 +17,10 @@ mod errors;
 mod listing;
 #[cfg(feature = "local")]
 mod local_read;
+mod parts;
 mod signing;
+#[cfg(feature = "local")]
+mod staging;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -24,6 +29,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{
     Attributes, GetRange, ObjectStore, ObjectStoreExt, PutMode as OsPutMode, PutMultipartOptions,
@@ -34,6 +40,7 @@ use zeroscale_core::storage::{
     PutMode, PutOptions, PutResult, RESERVED_PREFIX, SignedUrl, SignedUrlOptions, Storage,
     UrlSigning,
 };
+use zeroscale_core::uploads::{SweepReport, UploadLog};
 use zeroscale_core::{Error, Result};
 
 pub(crate) use attributes::AttributeStore;
@@ -51,6 +58,10 @@ pub(crate) fn retry() -> object_store::RetryConfig {
     }
 }
 pub(crate) use signing::Signing;
+
+/// Recorded uploads a sweep reads at once, and how many such pages it takes.
+const SWEEP_PAGE: usize = 100;
+const SWEEP_PAGES: usize = 10;
 
 /// Parts of a multipart upload in flight at once.
 const UPLOAD_CONCURRENCY: usize = 4;
@@ -131,7 +142,6 @@ pub(crate) enum Layout {
 }
 
 /// What a backend module says about its store.
-#[derive(Debug)]
 pub(crate) struct StoreOptions {
     /// The backend's name (`memory`, `local`, `s3`, …).
     pub(crate) backend: &'static str,
@@ -151,6 +161,11 @@ pub(crate) struct StoreOptions {
     /// The local store itself, whose gets are read in one blocking task.
     #[cfg(feature = "local")]
     pub(crate) local_files: Option<Arc<object_store::local::LocalFileSystem>>,
+    /// The same store's multipart API, when its upload ids can be recorded (S3, R2,
+    /// memory); other stores upload in parts through object_store's writer.
+    pub(crate) multipart: Option<Arc<dyn MultipartStore>>,
+    /// Where upload ids are recorded.
+    pub(crate) uploads: Arc<dyn UploadLog>,
 }
 
 /// Storage over an object_store client.
@@ -166,6 +181,8 @@ pub(crate) struct ObjectStoreStorage {
     suffix_ranges: bool,
     #[cfg(feature = "local")]
     local_files: Option<Arc<object_store::local::LocalFileSystem>>,
+    multipart: Option<Arc<dyn MultipartStore>>,
+    uploads: Arc<dyn UploadLog>,
 }
 
 impl fmt::Debug for ObjectStoreStorage {
@@ -199,6 +216,8 @@ impl ObjectStoreStorage {
             suffix_ranges: options.suffix_ranges,
             #[cfg(feature = "local")]
             local_files: options.local_files,
+            multipart: options.multipart,
+            uploads: options.uploads,
         }
     }
 
@@ -400,6 +419,14 @@ impl Storage for ObjectStoreStorage {
         if opts.mode == PutMode::Create && self.exists_raw(key).await? {
             return Err(Error::already_exists(format!("object `{key}`")));
         }
+        if let Some(store) = &self.multipart {
+            let done = self
+                .recorded_multipart(store, key, buffer.freeze(), body, &opts)
+                .await?;
+            self.write_sidecar(key, &opts, done.etag.clone(), done.size)
+                .await?;
+            return Ok(done);
+        }
         self.multipart(key, buffer.freeze(), body, &opts).await
     }
 
@@ -533,6 +560,45 @@ impl Storage for ObjectStoreStorage {
 
     async fn signed_url(&self, key: &ObjectKey, opts: SignedUrlOptions) -> Result<SignedUrl> {
         self.signing.sign(self.backend, key, opts).await
+    }
+
+    async fn sweep(&self, older_than: std::time::Duration) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        if let Some(store) = &self.multipart {
+            // Bounded: a few pages per sweep; the next sweep goes on.
+            for _ in 0..SWEEP_PAGES {
+                let old = self
+                    .uploads
+                    .started_before(&self.location, cutoff, SWEEP_PAGE)
+                    .await?;
+                for upload in &old {
+                    match parts::sweep_one(store.as_ref(), self.uploads.as_ref(), upload).await {
+                        Ok(true) => report.aborted_uploads += 1,
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(
+                                upload_id = %upload.upload_id,
+                                path = %upload.path,
+                                "could not abort a multipart upload left by an interrupted write"
+                            );
+                            return Err(errors::map_store_err(self.backend, e));
+                        }
+                    }
+                }
+                if old.len() < SWEEP_PAGE {
+                    break;
+                }
+            }
+        }
+        #[cfg(feature = "local")]
+        if let Layout::LocalFiles { root } = &self.layout {
+            report.removed_files += staging::sweep(root.clone(), older_than)
+                .await
+                .map_err(|e| Error::backend(self.backend, e))?;
+        }
+        Ok(report)
     }
 
     async fn health(&self) -> Result<()> {
