@@ -177,6 +177,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     };
     auto_migrate(&config, &db).await?;
     let services = crate::wiring::Services::with_db(&config, db)?;
+    crate::wiring::check_queue_login(&services.queue).await?;
     crate::auth_sync::start(&config, &services.domain, true);
     crate::wiring::bootstrap_admin(&config, &services.domain).await?;
     let storage = services.storage.clone();

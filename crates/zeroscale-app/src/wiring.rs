@@ -170,6 +170,31 @@ impl QueueHandle {
     }
 }
 
+/// Fails when the queue's engine refuses this process's login (a wrong password, a
+/// missing one, no permission): waiting cannot fix that, so `serve` and `worker` exit with
+/// the engine's words. An engine that does not answer within a few seconds is only logged:
+/// the queue connects again on first use, and `/readyz` reports it meanwhile.
+pub(crate) async fn check_queue_login(queue: &QueueHandle) -> anyhow::Result<()> {
+    let check = async {
+        let connected = queue.get().await?;
+        connected.health().await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), check).await {
+        Ok(Err(e)) if e.kind() == zeroscale_core::ErrorKind::Config => {
+            Err(anyhow::Error::from(e).context("cannot use the queue"))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e.chain(), "the queue is not reachable yet; it is tried again on use");
+            Ok(())
+        }
+        Ok(Ok(())) => Ok(()),
+        Err(_) => {
+            tracing::warn!("the queue did not answer within 5 s; it is tried again on use");
+            Ok(())
+        }
+    }
+}
+
 /// What the queue crate may use of the app: its database, where `queue.kind =
 /// "database"` keeps the jobs.
 pub(crate) fn queue_context(db: &Db) -> zeroscale_queue::QueueContext {

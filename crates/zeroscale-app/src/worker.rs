@@ -109,6 +109,7 @@ pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
     let db = crate::wiring::open_db(config).await?;
     crate::serve::auto_migrate(config, &db).await?;
     let services = Services::with_db(config, db)?;
+    crate::wiring::check_queue_login(&services.queue).await?;
     crate::auth_sync::start(config, &services.domain, false);
     let queue = services
         .queue

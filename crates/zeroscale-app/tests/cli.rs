@@ -294,29 +294,8 @@ fn doctor_warns_when_redis_keeps_no_jobs() {
     if require_service("ZEROSCALE_TEST_REDIS_URL", "Redis").is_none() {
         return;
     }
-    let server = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .expect("redis-server (the test Redis runs, so it is installed)");
     let tmp = TempDir::new("redis-volatile");
-    let port = free_port();
-    let mut redis = Command::new(server)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&tmp.0)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (mut redis, port) = private_redis(&tmp.0, &["--save", "", "--appendonly", "no"]);
     let (_, stdout, stderr) = output(
         zeroscale(&tmp.0)
             .env("REDIS_URL", format!("redis://127.0.0.1:{port}/0"))
@@ -329,6 +308,79 @@ fn doctor_warns_when_redis_keeps_no_jobs() {
         stdout.contains("no persistence") && stdout.contains("appendonly yes"),
         "{stdout}\n{stderr}"
     );
+}
+
+/// A redis-server of the test's own on a free port, with `args`, its files in `dir`.
+fn private_redis(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, u16) {
+    let server = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .expect("redis-server (the test Redis runs, so it is installed)");
+    let port = free_port();
+    let redis = Command::new(server)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (redis, port)
+}
+
+/// `serve` and `worker` exit at once, with Redis's words and what to check, when Redis
+/// refuses the login: no password where one is needed (NOAUTH), or a wrong one
+/// (WRONGPASS). Waiting cannot fix either.
+#[test]
+fn serve_and_worker_exit_when_redis_refuses_the_login() {
+    if require_service("ZEROSCALE_TEST_REDIS_URL", "Redis").is_none() {
+        return;
+    }
+    let tmp = TempDir::new("redis-auth");
+    let (mut redis, port) = private_redis(&tmp.0, &["--requirepass", "right-pass", "--save", ""]);
+    for (url, command) in [
+        (format!("redis://127.0.0.1:{port}/0"), "serve"),
+        (format!("redis://:wrong-pass@127.0.0.1:{port}/0"), "serve"),
+        (format!("redis://:wrong-pass@127.0.0.1:{port}/0"), "worker"),
+    ] {
+        let started = std::time::Instant::now();
+        let (out, _, stderr) = output(
+            zeroscale(&tmp.0)
+                .env("REDIS_URL", &url)
+                .env("ZEROSCALE_QUEUE__KIND", "redis")
+                .env(
+                    "ZEROSCALE_SERVER__ADDR",
+                    format!("127.0.0.1:{}", free_port()),
+                )
+                .arg(command),
+        );
+        assert!(!out.status.success(), "{command} with {url}: {stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "waited {:?}:\n{stderr}",
+            started.elapsed()
+        );
+        assert!(
+            stderr.contains("refused the login"),
+            "{command} with {url}:\n{stderr}"
+        );
+        assert!(stderr.contains("queue.url"), "what to check:\n{stderr}");
+        assert!(
+            !stderr.contains("wrong-pass"),
+            "the password leaked:\n{stderr}"
+        );
+    }
+    let _ = redis.kill();
+    let _ = redis.wait();
 }
 
 #[tokio::test]

@@ -28,6 +28,25 @@ use crate::{Backoff, lease_token, prepare_import, validate_new_job, validate_pro
 
 use zeroscale_core::redacted_url;
 
+/// Whether Redis refused the login, which waiting cannot fix: a wrong password or user
+/// (`WRONGPASS`, or the client's own "authentication failed"), a password it needs and was
+/// not given (`NOAUTH`), or a user without the right (`NOPERM`).
+pub(crate) fn login_refused(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+}
+
+/// The config error for a refused login at `location` (no password in it).
+pub(crate) fn refused(location: &str, e: &redis::RedisError) -> Error {
+    Error::config(
+        "queue.url",
+        format!(
+            "Redis at {location} refused the login ({e}): check the user and password in \
+             `queue.url` / `REDIS_URL` and the server's `requirepass` or ACL"
+        ),
+    )
+}
+
 /// Opens a reconnecting connection to the configured Redis.
 pub(crate) async fn connect(config: &RedisQueueConfig) -> Result<ConnectionManager> {
     let url = config.url.expose();
@@ -43,6 +62,9 @@ pub(crate) async fn connect(config: &RedisQueueConfig) -> Result<ConnectionManag
         .get_connection_manager_with_config(manager_config)
         .await
         .map_err(|e| {
+            if login_refused(&e) {
+                return refused(&location, &e);
+            }
             Error::unavailable_from(
                 format!(
                     "cannot connect to Redis at {location}: check that it is running and \
@@ -62,6 +84,9 @@ pub(crate) async fn probe(config: &RedisQueueConfig) -> Result<String> {
         .query_async(&mut conn)
         .await
         .map_err(|e| {
+            if login_refused(&e) {
+                return refused(&location, &e);
+            }
             Error::unavailable_from(format!("Redis at {location} did not answer PING"), e)
         })?;
     if pong != "PONG" {
@@ -257,7 +282,9 @@ impl RedisQueue {
     }
 
     fn err(&self, e: redis::RedisError) -> Error {
-        if e.is_io_error()
+        if login_refused(&e) {
+            refused(&self.location, &e)
+        } else if e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
