@@ -229,12 +229,17 @@ impl From<&Error> for PublicError {
             status,
             code: kind.code(),
             message,
-            // Rounded up: a client that waits the whole seconds said is never early.
-            retry_after: error.retry_after().map(|d| {
-                u64::try_from(d.as_millis().div_ceil(1000))
-                    .unwrap_or(u64::MAX)
-                    .max(1)
-            }),
+            // Rounded up: a client that waits the whole seconds said is never early. An
+            // engine that is down said nothing: a second is when a retry may first help
+            // (a restart, a failover, a probe closing the database's breaker).
+            retry_after: error
+                .retry_after()
+                .or((kind == ErrorKind::Unavailable).then_some(Duration::from_secs(1)))
+                .map(|d| {
+                    u64::try_from(d.as_millis().div_ceil(1000))
+                        .unwrap_or(u64::MAX)
+                        .max(1)
+                }),
             reference: None,
         }
     }
@@ -456,6 +461,23 @@ mod tests {
             e.to_string(),
             "rate limited: openai said 429 (retry after 1.5s)"
         );
+    }
+
+    #[test]
+    fn public_unavailable_hides_the_engine_and_says_when_to_retry() {
+        let down = PublicError::from(&Error::unavailable(
+            "the postgres database at db.internal:5432/app does not answer",
+        ));
+        assert_eq!((down.status, down.code), (503, "unavailable"));
+        assert!(!down.message.contains("db.internal"), "{}", down.message);
+        assert_eq!(down.retry_after, Some(1), "an engine that is down: 1 s");
+        let busy = PublicError::from(&Error::overloaded(
+            "queue full",
+            Duration::from_millis(2100),
+        ));
+        assert_eq!(busy.retry_after, Some(3), "rounded up");
+        let missing = PublicError::from(&Error::not_found("file `x`"));
+        assert_eq!(missing.retry_after, None);
     }
 
     #[test]

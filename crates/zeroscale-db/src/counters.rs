@@ -95,7 +95,7 @@ impl DbCounters {
 
     async fn rows(&self, sql: &str, values: Vec<Value>) -> Result<Vec<QueryResult>> {
         self.db
-            .conn()
+            .conn()?
             .query_all_raw(self.sql.stmt(sql, values))
             .await
             .map_err(|e| self.db.map_err(e))
@@ -103,7 +103,7 @@ impl DbCounters {
 
     async fn exec(&self, sql: &str, values: Vec<Value>) -> Result<()> {
         self.db
-            .conn()
+            .conn()?
             .execute_raw(self.sql.stmt(sql, values))
             .await
             .map(|_| ())

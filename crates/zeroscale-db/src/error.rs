@@ -72,6 +72,20 @@ fn connection_lost(err: &DbErr) -> bool {
     }
 }
 
+/// Whether the error says the server could not be reached or the connection failed
+/// (what the circuit breaker counts), as opposed to a statement or data error.
+pub(crate) fn connection_failed(err: &DbErr) -> bool {
+    matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) || connection_lost(err)
+}
+
+/// Whether the pool was closed on purpose ([`crate::Db::close`]).
+pub(crate) fn pool_closed(err: &DbErr) -> bool {
+    matches!(
+        err,
+        DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::ConnectionClosed)
+    )
+}
+
 /// The driver's error under a sea-orm error, when there is one.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn sqlx_error(err: &DbErr) -> Option<&sea_orm::sqlx::Error> {

@@ -14,6 +14,7 @@
 //! | `pgvector` | vector search through pgvector on PostgreSQL servers that have it (implies `postgres`) | no |
 
 pub mod backup;
+mod breaker;
 pub mod counters;
 pub mod domain;
 mod error;
@@ -79,6 +80,8 @@ pub struct Db {
     /// One-time pgvector setup (extension, side table, backfill), shared by clones.
     #[cfg_attr(not(feature = "pgvector"), allow(dead_code))]
     vector_setup: std::sync::Arc<tokio::sync::OnceCell<VectorSetup>>,
+    /// Fails calls at once while the server is known to be down; shared by clones.
+    breaker: std::sync::Arc<breaker::Breaker>,
 }
 
 /// What the one-time pgvector setup found out about the server's extension.
@@ -128,12 +131,26 @@ impl Db {
 
     /// The sea-orm connection, for the domain services and migrations (never public: no
     /// engine type crosses this crate's API; tests reach it through [`testing`]).
-    pub(crate) fn conn(&self) -> &DatabaseConnection {
-        &self.conn
+    ///
+    /// Fails at once with [`Error::Unavailable`] while the circuit breaker is open (the
+    /// server stopped answering and no probe has got through since), so a call does not
+    /// wait out the pool's acquire timeout for a server known to be down.
+    pub(crate) fn conn(&self) -> Result<&DatabaseConnection> {
+        self.breaker.check()?;
+        Ok(&self.conn)
     }
 
-    /// Runs `SELECT 1` to prove the database answers.
+    /// Whether calls fail at once because the server stopped answering (the circuit
+    /// breaker is open: `database.breaker_failures` connection failures in a row) and no
+    /// probe has reached it since. Always `false` when the breaker is off.
+    pub fn is_known_down(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// Runs `SELECT 1` to prove the database answers (at once `Unavailable` while it is
+    /// known to be down; see [`Db::is_known_down`]).
     pub async fn ping(&self) -> Result<()> {
+        self.breaker.check()?;
         let backend = self.conn.get_database_backend();
         self.conn
             .query_one_raw(Statement::from_string(backend, "SELECT 1"))
@@ -148,8 +165,12 @@ impl Db {
         self.conn.close().await.map_err(|e| map_db_err(dialect, e))
     }
 
-    /// Maps a sea-orm error from this database to core's error kinds.
+    /// Maps a sea-orm error from this database to core's error kinds, counting a
+    /// connection failure towards the circuit breaker.
     pub(crate) fn map_err(&self, e: sea_orm::DbErr) -> Error {
+        if error::connection_failed(&e) {
+            self.breaker.record_failure(&self.conn);
+        }
         map_db_err(self.dialect, e)
     }
 
@@ -162,13 +183,16 @@ impl Db {
                 .then_some(SqliteTransactionMode::Immediate),
             ..Default::default()
         };
-        self.conn
+        self.conn()?
             .begin_with_options(options)
             .await
             .map_err(|e| self.map_err(e))
     }
 
     fn unavailable(&self, e: sea_orm::DbErr) -> Error {
+        if error::connection_failed(&e) {
+            self.breaker.record_failure(&self.conn);
+        }
         Error::unavailable_from(
             format!(
                 "{} database at {} does not answer",
@@ -194,7 +218,22 @@ impl Db {
             location,
             vectors: VectorBackend::Exact,
             vector_setup: std::sync::Arc::default(),
+            breaker: std::sync::Arc::new(breaker::Breaker::new(
+                breaker::BreakerOptions::OFF,
+                String::new(),
+            )),
         }
+    }
+
+    /// Turns the circuit breaker on with `options`.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        allow(dead_code, reason = "only PostgreSQL has a server to be down")
+    )]
+    pub(crate) fn with_breaker(mut self, options: breaker::BreakerOptions) -> Db {
+        let what = format!("the {} database at {}", self.dialect.name(), self.location);
+        self.breaker = std::sync::Arc::new(breaker::Breaker::new(options, what));
+        self
     }
 }
 
@@ -253,7 +292,7 @@ pub mod testing {
 
     /// The sea-orm connection of `db`.
     pub fn conn(db: &crate::Db) -> &sea_orm::DatabaseConnection {
-        db.conn()
+        &db.conn
     }
 
     /// A fresh, migrated database named `name` on the PostgreSQL server at `admin_url`
@@ -268,7 +307,7 @@ pub mod testing {
         use sea_orm::ConnectionTrait;
         let admin = postgres(admin_url, 2).await?;
         admin
-            .conn()
+            .conn()?
             .execute_raw(sea_orm::Statement::from_string(
                 sea_orm::DatabaseBackend::Postgres,
                 format!("CREATE DATABASE \"{name}\""),
@@ -291,7 +330,7 @@ pub mod testing {
         use sea_orm::ConnectionTrait;
         let admin = postgres(admin_url, 2).await?;
         admin
-            .conn()
+            .conn()?
             .execute_raw(sea_orm::Statement::from_string(
                 sea_orm::DatabaseBackend::Postgres,
                 format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),

@@ -50,7 +50,7 @@ impl Db {
         };
         match self.dialect() {
             Dialect::Postgres => {
-                let txn = self.conn().begin().await.map_err(|e| self.map_err(e))?;
+                let txn = self.conn()?.begin().await.map_err(|e| self.map_err(e))?;
                 txn.execute_raw(Statement::from_string(
                     DatabaseBackend::Postgres,
                     format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"),
@@ -113,14 +113,14 @@ impl Db {
 
     /// Drops every table and applies every migration from scratch. Destroys all data.
     pub async fn migrate_fresh(&self) -> Result<()> {
-        Migrator::fresh(self.conn())
+        Migrator::fresh(self.conn()?)
             .await
             .map_err(|e| self.map_err(e))
     }
 
     /// Every migration, oldest first, with whether it is applied.
     pub async fn migrate_status(&self) -> Result<Vec<MigrationState>> {
-        let migrations = Migrator::get_migration_with_status_read_only(self.conn())
+        let migrations = Migrator::get_migration_with_status_read_only(self.conn()?)
             .await
             .map_err(|e| self.map_err(e))?;
         Ok(migrations

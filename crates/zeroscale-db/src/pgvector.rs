@@ -30,7 +30,7 @@ use crate::{Db, VectorSetup};
 /// Whether the server can `CREATE EXTENSION vector`.
 pub(crate) async fn available(db: &Db) -> Result<bool> {
     let row = db
-        .conn()
+        .conn()?
         .query_one_raw(Statement::from_string(
             DatabaseBackend::Postgres,
             "SELECT count(*) AS n FROM pg_available_extensions WHERE name = 'vector'",
@@ -94,7 +94,7 @@ fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
 pub(crate) async fn ensure_setup(db: &Db) -> Result<VectorSetup> {
     db.vector_setup
         .get_or_try_init(|| async {
-            let txn = db.conn().begin().await.map_err(|e| db.map_err(e))?;
+            let txn = db.conn()?.begin().await.map_err(|e| db.map_err(e))?;
             // One process at a time sets up (replicas may start together).
             exec(db, &txn, "SELECT pg_advisory_xact_lock(7661626)").await?;
             exec(db, &txn, "CREATE EXTENSION IF NOT EXISTS vector").await?;
@@ -124,7 +124,7 @@ pub(crate) async fn ensure_setup(db: &Db) -> Result<VectorSetup> {
 /// that has none (after a restore loaded documents behind its back).
 pub(crate) async fn rebuild(db: &Db) -> Result<()> {
     ensure_setup(db).await?;
-    let txn = db.conn().begin().await.map_err(|e| db.map_err(e))?;
+    let txn = db.conn()?.begin().await.map_err(|e| db.map_err(e))?;
     exec(db, &txn, "SELECT pg_advisory_xact_lock(7661626)").await?;
     backfill(db, &txn).await?;
     txn.commit().await.map_err(|e| db.map_err(e))
@@ -168,7 +168,7 @@ async fn ensure_index(db: &Db, dims: usize) -> Result<()> {
     {
         return Ok(());
     }
-    let txn = db.conn().begin().await.map_err(|e| db.map_err(e))?;
+    let txn = db.conn()?.begin().await.map_err(|e| db.map_err(e))?;
     exec(db, &txn, "SELECT pg_advisory_xact_lock(7661626)").await?;
     exec(
         db,
@@ -237,7 +237,7 @@ pub(crate) async fn search(
          LIMIT {k}"
     );
     let query = Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values);
-    let txn = db.conn().begin().await.map_err(|e| db.map_err(e))?;
+    let txn = db.conn()?.begin().await.map_err(|e| db.map_err(e))?;
     if setup.iterative_scan {
         // Keep scanning the index until `k` rows pass the filters, in exact distance order.
         exec(db, &txn, "SET LOCAL hnsw.iterative_scan = strict_order").await?;

@@ -7,6 +7,7 @@ use sea_orm::{ConnectOptions, Database};
 use zeroscale_core::config::{PostgresConfig, PostgresTls, VectorSearch};
 use zeroscale_core::{Error, Result};
 
+use crate::breaker::BreakerOptions;
 use crate::{Db, Dialect, VectorBackend, map_db_err};
 use zeroscale_core::redacted_url;
 
@@ -64,7 +65,14 @@ pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
             map_db_err(Dialect::Postgres, e),
         )
     })?;
-    let mut db = Db::from_parts(conn, location);
+    let acquire = Duration::from_secs(config.acquire_timeout_secs);
+    let mut db = Db::from_parts(conn, location).with_breaker(BreakerOptions {
+        failures: config.breaker_failures,
+        window: acquire + Duration::from_secs(5),
+        probe_every: Duration::from_millis(config.breaker_probe_ms.max(1)),
+        // A slow server is not a down one: a probe may take as long as a call may wait.
+        probe_timeout: acquire.max(Duration::from_secs(1)),
+    });
     db.vectors = choose_vector_backend(&db, config.vector_search).await?;
     Ok(db)
 }

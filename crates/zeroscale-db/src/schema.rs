@@ -173,7 +173,7 @@ fn get<T: sea_orm::TryGetable>(row: &QueryResult, col: &str, db: &Db) -> Result<
 pub async fn introspect(db: &Db) -> Result<Schema> {
     introspect_in(&Src {
         db,
-        conn: DatabaseExecutor::Connection(db.conn()),
+        conn: DatabaseExecutor::Connection(db.conn()?),
     })
     .await
 }

@@ -48,7 +48,7 @@ impl DbUploadLog {
 
     async fn exec(&self, sql: &str, values: Vec<Value>) -> Result<()> {
         self.db
-            .conn()
+            .conn()?
             .execute_raw(self.sql.stmt(sql, values))
             .await
             .map(|_| ())
@@ -88,7 +88,7 @@ impl UploadLog for DbUploadLog {
     ) -> Result<Vec<PendingUpload>> {
         let rows = self
             .db
-            .conn()
+            .conn()?
             .query_all_raw(self.sql.stmt(
                 "SELECT store, upload_id, path, started_at FROM storage_uploads \
                  WHERE store = ? AND started_at < ? ORDER BY started_at LIMIT ?",

@@ -87,6 +87,13 @@ pub struct PostgresConfig {
     pub connect_timeout_secs: u64,
     /// Seconds to wait for a pooled connection. Default 10.
     pub acquire_timeout_secs: u64,
+    /// Connection failures in a row (each within the acquire timeout plus 5 s of the one
+    /// before) after which calls fail at once with 503 instead of each waiting out the
+    /// acquire timeout, until a probe reaches the server again. Default 3; 0 turns the
+    /// breaker off.
+    pub breaker_failures: u32,
+    /// Milliseconds between two probes (`SELECT 1`) while the breaker is open. Default 500.
+    pub breaker_probe_ms: u64,
     /// TLS mode.
     pub tls: PostgresTls,
     /// Run pending migrations at start-up. Default off: run `zeroscale migrate up`.
@@ -119,6 +126,8 @@ impl Default for PostgresConfig {
             min_connections: 1,
             connect_timeout_secs: 10,
             acquire_timeout_secs: 10,
+            breaker_failures: 3,
+            breaker_probe_ms: 500,
             tls: PostgresTls::FromUrl,
             auto_migrate: false,
             vector_search: VectorSearch::Auto,

@@ -285,7 +285,7 @@ pub async fn backup(
 async fn snapshot(db: &Db) -> Result<DatabaseTransaction> {
     let txn = match db.dialect() {
         Dialect::Postgres => {
-            db.conn()
+            db.conn()?
                 .begin_with_config(
                     Some(IsolationLevel::RepeatableRead),
                     Some(AccessMode::ReadOnly),
@@ -293,7 +293,7 @@ async fn snapshot(db: &Db) -> Result<DatabaseTransaction> {
                 .await
         }
         // Under WAL one read transaction sees one state from its first read on.
-        Dialect::Sqlite => db.conn().begin().await,
+        Dialect::Sqlite => db.conn()?.begin().await,
     };
     txn.map_err(|e| db.map_err(e))
 }
@@ -335,7 +335,7 @@ async fn write_archive(
         let sql = select_sql(db.dialect(), table);
         let mut stream = txn
             .stream_raw(Statement::from_string(
-                db.conn().get_database_backend(),
+                db.conn()?.get_database_backend(),
                 sql,
             ))
             .await
@@ -376,9 +376,9 @@ pub async fn table_counts(db: &Db, options: BackupOptions) -> Result<Vec<(String
     let mut counts = Vec::new();
     for table in plan(&schema::introspect(db).await?, options)? {
         let row = db
-            .conn()
+            .conn()?
             .query_one_raw(Statement::from_string(
-                db.conn().get_database_backend(),
+                db.conn()?.get_database_backend(),
                 format!("SELECT COUNT(*) AS n FROM {}", quote(&table.name)),
             ))
             .await
@@ -721,7 +721,7 @@ impl Batch<'_> {
             sql.push(')');
         }
         txn.execute_raw(Statement::from_sql_and_values(
-            db.conn().get_database_backend(),
+            db.conn()?.get_database_backend(),
             sql,
             values,
         ))
@@ -910,7 +910,7 @@ async fn load_in<R: BufRead>(
 
 /// After a load: sequences (PostgreSQL), statistics, pgvector's side table.
 async fn fix_engine_state(db: &Db, tables: &[TablePlan]) -> Result<()> {
-    let backend = db.conn().get_database_backend();
+    let backend = db.conn()?.get_database_backend();
     if db.dialect() == Dialect::Postgres {
         for table in tables {
             for (column, kind) in table.columns.iter().zip(&table.kinds) {
@@ -924,14 +924,14 @@ async fn fix_engine_state(db: &Db, tables: &[TablePlan]) -> Result<()> {
                     t = quote(&table.name),
                     col = column.replace('\'', "''"),
                 );
-                db.conn()
+                db.conn()?
                     .execute_raw(Statement::from_string(backend, sql))
                     .await
                     .map_err(|e| db.map_err(e))?;
             }
         }
     }
-    db.conn()
+    db.conn()?
         .execute_raw(Statement::from_string(backend, "ANALYZE"))
         .await
         .map_err(|e| db.map_err(e))?;

@@ -101,13 +101,13 @@ impl<'a> ApiKeys<'a> {
             ));
         }
         users::Entity::find_by_id(new.user_id.clone())
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .ok_or_else(|| Error::not_found(format!("user {}", new.user_id)))?;
         if let Some(prompt) = &new.system_prompt_id {
             system_prompts::Entity::find_by_id(prompt.clone())
-                .one(self.db.conn())
+                .one(self.db.conn()?)
                 .await
                 .map_err(|e| self.db.map_err(e))?
                 .ok_or_else(|| Error::not_found(format!("system prompt {prompt}")))?;
@@ -130,7 +130,7 @@ impl<'a> ApiKeys<'a> {
             rate_limit_per_minute: Set(limit_column(new.rate_limit_per_minute)?),
         };
         let model = model
-            .insert(self.db.conn())
+            .insert(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         Ok(CreatedApiKey {
@@ -174,7 +174,7 @@ impl<'a> ApiKeys<'a> {
         api_keys::Entity::update_many()
             .col_expr(api_keys::Column::LastUsedAt, Expr::value(Some(at)))
             .filter(api_keys::Column::Id.eq(&key.id))
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         let mut key = key;
@@ -190,7 +190,7 @@ impl<'a> ApiKeys<'a> {
         let found = api_keys::Entity::find()
             .filter(api_keys::Column::Prefix.eq(prefix))
             .find_also_related(users::Entity)
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         // The same work whether or not the prefix exists: compare the presented hash with
@@ -213,7 +213,7 @@ impl<'a> ApiKeys<'a> {
     /// A key by id.
     pub async fn get(&self, id: &str) -> Result<ApiKey> {
         api_keys::Entity::find_by_id(id.to_owned())
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .map(to_key)
@@ -227,7 +227,7 @@ impl<'a> ApiKeys<'a> {
             query = query.filter(api_keys::Column::UserId.eq(user_id));
         }
         Ok(query
-            .all(self.db.conn())
+            .all(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .into_iter()
@@ -245,7 +245,7 @@ impl<'a> ApiKeys<'a> {
                 Expr::value(limit_column(limit)?),
             )
             .filter(api_keys::Column::Id.eq(id))
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         if result.rows_affected == 0 {
@@ -262,7 +262,7 @@ impl<'a> ApiKeys<'a> {
             .col_expr(api_keys::Column::RevokedAt, Expr::value(Some(now())))
             .filter(api_keys::Column::Id.eq(id))
             .filter(api_keys::Column::RevokedAt.is_null())
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         let _ = result;

@@ -60,7 +60,7 @@ impl DbEmbeddingCache {
                     ])
                     .to_owned(),
             )
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         Ok(())
@@ -71,7 +71,7 @@ impl DbEmbeddingCache {
 impl EmbeddingCache for DbEmbeddingCache {
     async fn get(&self, key: &EmbeddingCacheKey) -> Result<Option<Vec<f32>>> {
         let row = embedding_cache::Entity::find_by_id(key.as_str().to_owned())
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         row.map(|row| self.decode(key.as_str(), &row.vector))
@@ -88,7 +88,7 @@ impl EmbeddingCache for DbEmbeddingCache {
         for part in keys.chunks(PER_QUERY) {
             let rows = embedding_cache::Entity::find()
                 .filter(embedding_cache::Column::Key.is_in(part.iter().map(|k| k.as_str())))
-                .all(self.db.conn())
+                .all(self.db.conn()?)
                 .await
                 .map_err(|e| self.db.map_err(e))?;
             for row in rows {

@@ -186,7 +186,7 @@ impl<'a> Chat<'a> {
         }
         let mut rows = query
             .limit(limit + 1)
-            .all(self.db.conn())
+            .all(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         let more = rows.len() as u64 > limit;
@@ -211,7 +211,7 @@ impl<'a> Chat<'a> {
         Ok(chat_messages::Entity::find()
             .filter(chat_messages::Column::SessionId.eq(session_id))
             .order_by_asc(chat_messages::Column::Id)
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .and_then(|m| m.user_id))
@@ -221,7 +221,7 @@ impl<'a> Chat<'a> {
     pub async fn delete_session(&self, session_id: &str) -> Result<u64> {
         let result = chat_messages::Entity::delete_many()
             .filter(chat_messages::Column::SessionId.eq(session_id))
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         self.changed(session_id);

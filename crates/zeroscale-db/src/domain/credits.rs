@@ -279,7 +279,7 @@ impl<'a> Credits<'a> {
             .filter(generations::Column::CreatedAt.lt(before))
             .order_by_asc(generations::Column::Id)
             .limit(limit)
-            .all(self.db.conn())
+            .all(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .into_iter()
@@ -290,7 +290,7 @@ impl<'a> Credits<'a> {
     /// A generation by id.
     pub async fn get(&self, id: &str) -> Result<Generation> {
         let model = generations::Entity::find_by_id(id.to_owned())
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .ok_or_else(|| Error::not_found(format!("generation {id}")))?;
@@ -312,7 +312,7 @@ impl<'a> Credits<'a> {
         }
         query
             .limit(page_limit(limit, 50, 500))
-            .all(self.db.conn())
+            .all(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .into_iter()

@@ -177,7 +177,7 @@ impl<'a> Documents<'a> {
     /// A document by id.
     pub async fn get(&self, id: &str) -> Result<Document> {
         documents::Entity::find_by_id(id.to_owned())
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .map(to_document)
@@ -217,7 +217,7 @@ impl<'a> Documents<'a> {
     pub async fn count(&self, collection: &str) -> Result<u64> {
         documents::Entity::find()
             .filter(documents::Column::Collection.eq(collection))
-            .count(self.db.conn())
+            .count(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))
     }
@@ -258,7 +258,7 @@ impl<'a> Documents<'a> {
         let mut rows = documents::Entity::find()
             .filter(documents::Column::Collection.eq(collection))
             .filter(documents::Column::Dimensions.eq(dimensions))
-            .stream(self.db.conn())
+            .stream(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         while let Some(model) = rows.try_next().await.map_err(|e| self.db.map_err(e))? {
@@ -298,7 +298,7 @@ impl<'a> Documents<'a> {
         let mut found: std::collections::HashMap<String, documents::Model> =
             documents::Entity::find()
                 .filter(documents::Column::Id.is_in(best.iter().map(|(id, _)| id.clone())))
-                .all(self.db.conn())
+                .all(self.db.conn()?)
                 .await
                 .map_err(|e| self.db.map_err(e))?
                 .into_iter()

@@ -65,7 +65,7 @@ impl<'a> UserJobs<'a> {
             created_at: Set(now()),
         };
         user_jobs::Entity::insert(model)
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         self.find(job_id)
@@ -107,7 +107,7 @@ impl<'a> UserJobs<'a> {
     /// The record of `job_id`, if any user submitted it.
     pub async fn find(&self, job_id: &str) -> Result<Option<OwnedJob>> {
         Ok(user_jobs::Entity::find_by_id(job_id.to_owned())
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .map(to_owned_job))
@@ -127,7 +127,7 @@ impl<'a> UserJobs<'a> {
         Ok(query
             .order_by_desc(user_jobs::Column::JobId)
             .limit(page_limit(limit, 50, 200))
-            .all(self.db.conn())
+            .all(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .into_iter()

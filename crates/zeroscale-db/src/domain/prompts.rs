@@ -64,7 +64,7 @@ impl<'a> Prompts<'a> {
             updated_at: Set(at),
         };
         model
-            .insert(self.db.conn())
+            .insert(self.db.conn()?)
             .await
             .map(to_prompt)
             .map_err(|e| self.name_taken(name, e))
@@ -73,7 +73,7 @@ impl<'a> Prompts<'a> {
     /// A prompt by id.
     pub async fn get(&self, id: &str) -> Result<SystemPrompt> {
         system_prompts::Entity::find_by_id(id.to_owned())
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .map(to_prompt)
@@ -84,7 +84,7 @@ impl<'a> Prompts<'a> {
     pub async fn get_by_name(&self, name: &str) -> Result<SystemPrompt> {
         system_prompts::Entity::find()
             .filter(system_prompts::Column::Name.eq(name))
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .map(to_prompt)
@@ -95,7 +95,7 @@ impl<'a> Prompts<'a> {
     pub async fn list(&self) -> Result<Vec<SystemPrompt>> {
         Ok(system_prompts::Entity::find()
             .order_by_asc(system_prompts::Column::Name)
-            .all(self.db.conn())
+            .all(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .into_iter()
@@ -125,7 +125,7 @@ impl<'a> Prompts<'a> {
             update = update.col_expr(system_prompts::Column::Content, Expr::value(content));
         }
         let result = update
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.name_taken(name.unwrap_or_default(), e))?;
         if result.rows_affected == 0 {
@@ -139,7 +139,7 @@ impl<'a> Prompts<'a> {
     pub async fn delete(&self, id: &str) -> Result<()> {
         let linked = api_keys::Entity::find()
             .filter(api_keys::Column::SystemPromptId.eq(id))
-            .count(self.db.conn())
+            .count(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         if linked > 0 {
@@ -149,7 +149,7 @@ impl<'a> Prompts<'a> {
             )));
         }
         let result = system_prompts::Entity::delete_by_id(id.to_owned())
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| match self.db.map_err(e) {
                 // A key linked it between the check and the delete.

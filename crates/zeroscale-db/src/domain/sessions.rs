@@ -64,7 +64,7 @@ impl<'a> Sessions<'a> {
             revoked_at: Set(None),
         };
         let model = model
-            .insert(self.db.conn())
+            .insert(self.db.conn()?)
             .await
             .map_err(|e| match self.db.map_err(e) {
                 Error::Conflict { .. } => Error::not_found(format!("user {user_id}")),
@@ -108,7 +108,7 @@ impl<'a> Sessions<'a> {
         let found = sessions::Entity::find()
             .filter(sessions::Column::TokenHash.eq(hash))
             .find_also_related(users::Entity)
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         let Some((session, user)) = found else {
@@ -135,12 +135,12 @@ impl<'a> Sessions<'a> {
             .col_expr(sessions::Column::RevokedAt, Expr::value(Some(now())))
             .filter(sessions::Column::Id.eq(id))
             .filter(sessions::Column::RevokedAt.is_null())
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         if result.rows_affected == 0 {
             sessions::Entity::find_by_id(id.to_owned())
-                .one(self.db.conn())
+                .one(self.db.conn()?)
                 .await
                 .map_err(|e| self.db.map_err(e))?
                 .ok_or_else(|| Error::not_found(format!("session {id}")))?;
@@ -163,7 +163,7 @@ impl<'a> Sessions<'a> {
                     .add(sessions::Column::ExpiresAt.lte(now()))
                     .add(sessions::Column::RevokedAt.is_not_null()),
             )
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         Ok(result.rows_affected)

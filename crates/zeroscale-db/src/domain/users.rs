@@ -115,7 +115,7 @@ impl<'a> Users<'a> {
             updated_at: Set(at),
             last_login_at: Set(None),
         };
-        match model.insert(self.db.conn()).await {
+        match model.insert(self.db.conn()?).await {
             Ok(m) => to_user(m),
             Err(e) => Err(match self.db.map_err(e) {
                 Error::AlreadyExists { .. } => Error::already_exists(format!(
@@ -134,7 +134,7 @@ impl<'a> Users<'a> {
     pub async fn authenticate(&self, username: &str, password: &str) -> Result<User> {
         let found = users::Entity::find()
             .filter(users::Column::UsernameKey.eq(username_key(username)))
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         let stored = found.as_ref().map(|m| m.password_hash.as_str());
@@ -156,7 +156,7 @@ impl<'a> Users<'a> {
             update = update.col_expr(users::Column::PasswordHash, Expr::value(rehashed));
         }
         update
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         self.cache.changed(AuthChange::User(model.id.clone()));
@@ -172,7 +172,7 @@ impl<'a> Users<'a> {
     pub async fn rename(&self, from: &str, to: &str) -> Result<String> {
         use sea_orm::{ConnectionTrait, Statement};
         validate_username(to)?;
-        let backend = self.db.conn().get_database_backend();
+        let backend = self.db.conn()?.get_database_backend();
         let p = |n: usize| match self.db.dialect() {
             crate::Dialect::Postgres => format!("${n}"),
             crate::Dialect::Sqlite => "?".to_owned(),
@@ -252,7 +252,7 @@ impl<'a> Users<'a> {
     /// A user by id.
     pub async fn get(&self, id: &str) -> Result<User> {
         let model = users::Entity::find_by_id(id.to_owned())
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .ok_or_else(|| Error::not_found(format!("user {id}")))?;
@@ -263,7 +263,7 @@ impl<'a> Users<'a> {
     pub async fn by_username(&self, username: &str) -> Result<User> {
         let model = users::Entity::find()
             .filter(users::Column::UsernameKey.eq(username_key(username)))
-            .one(self.db.conn())
+            .one(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .ok_or_else(|| Error::not_found(format!("user `{username}`")))?;
@@ -279,7 +279,7 @@ impl<'a> Users<'a> {
         }
         query
             .limit(page_limit(limit, 50, 500))
-            .all(self.db.conn())
+            .all(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .into_iter()
@@ -290,7 +290,7 @@ impl<'a> Users<'a> {
     /// How many users there are (to know whether the first admin must be created).
     pub async fn count(&self) -> Result<u64> {
         users::Entity::find()
-            .count(self.db.conn())
+            .count(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))
     }
@@ -300,7 +300,7 @@ impl<'a> Users<'a> {
             .col_expr(col, value)
             .col_expr(users::Column::UpdatedAt, Expr::value(now()))
             .filter(users::Column::Id.eq(id))
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         if result.rows_affected == 0 {
@@ -345,7 +345,7 @@ impl<'a> Users<'a> {
             update = update.filter(users::Column::Credits.gte(-delta));
         }
         let result = update
-            .exec(self.db.conn())
+            .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         if result.rows_affected == 0 {

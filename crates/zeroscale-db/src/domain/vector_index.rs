@@ -347,7 +347,7 @@ pub(crate) async fn bump(
 /// After a restore: every collection with documents gets a row, and every row a fresh
 /// version, so no index anywhere trusts what it held before.
 pub(crate) async fn reset_versions(db: &Db) -> Result<()> {
-    let backend = db.conn().get_database_backend();
+    let backend = db.conn()?.get_database_backend();
     let version = new_version()?;
     let (insert, update) = match db.dialect() {
         Dialect::Sqlite => (
@@ -362,7 +362,7 @@ pub(crate) async fn reset_versions(db: &Db) -> Result<()> {
         ),
     };
     for sql in [insert, update] {
-        db.conn()
+        db.conn()?
             .execute_raw(Statement::from_sql_and_values(
                 backend,
                 sql,
@@ -430,7 +430,7 @@ impl VectorIndex {
         query: &[f32],
         k: usize,
     ) -> Result<Vec<(String, f32)>> {
-        let current = version(db, db.conn(), collection).await?;
+        let current = version(db, db.conn()?, collection).await?;
         let slab = self.slab(collection, query.len());
         let guard = {
             let read = slab.clone().read_owned().await;
@@ -442,7 +442,7 @@ impl VectorIndex {
                 if write.version != Some(current) {
                     // The version is read before the scan: a write that lands during it
                     // makes the next search look again.
-                    let current = version(db, db.conn(), collection).await?;
+                    let current = version(db, db.conn()?, collection).await?;
                     sync(db, collection, &mut write).await?;
                     write.version = Some(current);
                 }
@@ -468,7 +468,7 @@ async fn sync(db: &Db, collection: &str, slab: &mut Slab) -> Result<()> {
         .select_only()
         .column(documents::Column::Id)
         .into_tuple::<String>()
-        .stream(db.conn())
+        .stream(db.conn()?)
         .await
         .map_err(map_err(db))?
         .try_collect()
@@ -494,7 +494,7 @@ async fn sync(db: &Db, collection: &str, slab: &mut Slab) -> Result<()> {
             .column(documents::Column::Id)
             .column(documents::Column::Vector)
             .into_tuple::<(String, Vec<u8>)>()
-            .stream(db.conn())
+            .stream(db.conn()?)
             .await
             .map_err(map_err(db))?;
         while let Some((id, bytes)) = rows.try_next().await.map_err(map_err(db))? {
@@ -511,7 +511,7 @@ async fn sync(db: &Db, collection: &str, slab: &mut Slab) -> Result<()> {
             .column(documents::Column::Id)
             .column(documents::Column::Vector)
             .into_tuple()
-            .all(db.conn())
+            .all(db.conn()?)
             .await
             .map_err(map_err(db))?;
         for (id, bytes) in rows {

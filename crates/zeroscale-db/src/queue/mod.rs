@@ -345,7 +345,7 @@ impl DbQueue {
     async fn timer_due(&self) -> Result<bool> {
         let row = self
             .row(
-                self.db.conn(),
+                self.db.conn()?,
                 "SELECT id FROM queue_jobs WHERE state IN ('scheduled', 'failed', 'running') \
                  AND due_at <= NOW_MS LIMIT 1",
                 vec![],
@@ -364,7 +364,7 @@ impl DbQueue {
              SELECT id FROM queue_jobs WHERE state IN ('scheduled', 'failed') \
              AND due_at <= NOW_MS ORDER BY due_at LIMIT {SWEEP_BATCH}{pick})"
         );
-        self.exec(self.db.conn(), &sql, vec![]).await?;
+        self.exec(self.db.conn()?, &sql, vec![]).await?;
         Ok(())
     }
 
@@ -385,7 +385,7 @@ impl DbQueue {
                      lease_token = NULL, due_at = NULL, last_error = ?, updated_at = NOW_MS \
                      FROM expired e WHERE j.id = e.id"
                 );
-                self.exec(self.db.conn(), &sql, vec![LEASE_EXPIRED.into()])
+                self.exec(self.db.conn()?, &sql, vec![LEASE_EXPIRED.into()])
                     .await?;
             }
             Dialect::Sqlite => {
@@ -434,7 +434,7 @@ impl DbQueue {
         let mut total = 0;
         loop {
             let n = self
-                .exec(self.db.conn(), &sql, vec![retention.into()])
+                .exec(self.db.conn()?, &sql, vec![retention.into()])
                 .await?;
             total += n;
             if n < u64::from(batch) {
@@ -487,7 +487,7 @@ impl DbQueue {
                 values.extend(opts.queues.iter().map(|q| Value::from(q.clone())));
             }
         }
-        let rows = self.rows(self.db.conn(), &sql, values).await?;
+        let rows = self.rows(self.db.conn()?, &sql, values).await?;
         let mut jobs = Vec::with_capacity(rows.len());
         for row in &rows {
             let id = job_id(&get::<String>(row, "id")?)?;
@@ -516,9 +516,13 @@ impl DbQueue {
 
     /// Why a statement on a held lease changed nothing: the job is gone, or the lease is.
     async fn not_held(&self, lease: &LeaseToken) -> Error {
+        let conn = match self.db.conn() {
+            Ok(conn) => conn,
+            Err(e) => return e,
+        };
         match self
             .row(
-                self.db.conn(),
+                conn,
                 "SELECT id FROM queue_jobs WHERE id = ?",
                 vec![lease.job_id.to_string().into()],
             )
@@ -641,7 +645,7 @@ impl Queue for DbQueue {
             self.commit(txn).await?;
             id
         } else {
-            self.insert(self.db.conn(), job).await?
+            self.insert(self.db.conn()?, job).await?
         };
         self.wake.notify_waiters();
         Ok(id)
@@ -745,7 +749,7 @@ impl Queue for DbQueue {
         values.extend(Self::lease_values(lease));
         let row = self
             .row(
-                self.db.conn(),
+                self.db.conn()?,
                 &format!(
                     "UPDATE queue_jobs SET due_at = NOW_MS + ?, updated_at = NOW_MS \
                      WHERE {} RETURNING due_at",
@@ -763,7 +767,7 @@ impl Queue for DbQueue {
         // A job cancelled while running keeps its token so the handler can be told.
         let cancelled = self
             .row(
-                self.db.conn(),
+                self.db.conn()?,
                 "SELECT id FROM queue_jobs WHERE id = ? AND lease_token = ? AND state = 'cancelled'",
                 Self::lease_values(lease),
             )
@@ -783,7 +787,7 @@ impl Queue for DbQueue {
         values.extend(Self::lease_values(lease));
         let n = self
             .exec(
-                self.db.conn(),
+                self.db.conn()?,
                 &format!(
                     "UPDATE queue_jobs SET progress = ?, updated_at = NOW_MS WHERE {}",
                     Self::held_clause()
@@ -801,7 +805,7 @@ impl Queue for DbQueue {
         self.sweep(true).await?;
         let row = self
             .row(
-                self.db.conn(),
+                self.db.conn()?,
                 &format!("SELECT {STATUS_COLUMNS} FROM queue_jobs WHERE id = ?"),
                 vec![id.to_string().into()],
             )
@@ -885,7 +889,7 @@ impl Queue for DbQueue {
 
     async fn purge_dead(&self, queue: &str) -> Result<u64> {
         self.exec(
-            self.db.conn(),
+            self.db.conn()?,
             "DELETE FROM queue_jobs WHERE queue = ? AND state = 'dead'",
             vec![queue.into()],
         )
@@ -896,7 +900,7 @@ impl Queue for DbQueue {
         self.sweep(true).await?;
         let rows = self
             .rows(
-                self.db.conn(),
+                self.db.conn()?,
                 "SELECT state, COUNT(*) AS n FROM queue_jobs WHERE queue = ? GROUP BY state",
                 vec![queue.into()],
             )
@@ -931,7 +935,7 @@ impl Queue for DbQueue {
             values.push(after.to_string().into());
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", page_limit(&page)));
-        let rows = self.rows(self.db.conn(), &sql, values).await?;
+        let rows = self.rows(self.db.conn()?, &sql, values).await?;
         rows.iter().map(sql::status).collect()
     }
 
@@ -945,7 +949,7 @@ impl Queue for DbQueue {
             values.push(after.to_string().into());
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", page_limit(&page)));
-        let rows = self.rows(self.db.conn(), &sql, values).await?;
+        let rows = self.rows(self.db.conn()?, &sql, values).await?;
         rows.iter()
             .map(|row| {
                 Ok(PortableJob {
@@ -1030,7 +1034,7 @@ impl Queue for DbQueue {
     }
 
     async fn health(&self) -> Result<()> {
-        self.row(self.db.conn(), "SELECT id FROM queue_jobs LIMIT 1", vec![])
+        self.row(self.db.conn()?, "SELECT id FROM queue_jobs LIMIT 1", vec![])
             .await
             .map_err(|e| {
                 Error::unavailable_from(

@@ -36,7 +36,7 @@ impl Db {
         let sql = Sql {
             dialect: self.dialect(),
         };
-        let conn = self.conn();
+        let conn = self.conn()?;
         let run = |text: &str, values: Vec<Value>| {
             let stmt = sql.stmt(text, values);
             async move { conn.execute_raw(stmt).await.map_err(|e| self.map_err(e)) }
@@ -73,7 +73,7 @@ impl Db {
         match self.dialect() {
             #[cfg(feature = "postgres")]
             Dialect::Postgres => {
-                let pool = self.conn().get_postgres_connection_pool();
+                let pool = self.conn()?.get_postgres_connection_pool();
                 let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool)
                     .await
                     .map_err(|e| self.listen_failed(e))?;
@@ -91,7 +91,7 @@ impl Db {
             Dialect::Postgres => Err(Error::unavailable("this build has no PostgreSQL")),
             Dialect::Sqlite => {
                 let row = self
-                    .conn()
+                    .conn()?
                     .query_one_raw(
                         Sql {
                             dialect: Dialect::Sqlite,
@@ -176,7 +176,7 @@ impl NoticeListener {
                 }
                 let rows = self
                     .db
-                    .conn()
+                    .conn()?
                     .query_all_raw(
                         Sql {
                             dialect: Dialect::Sqlite,

@@ -1,7 +1,12 @@
 //! Helpers for tests that need a real engine: find the addresses written by
-//! `cargo xtask services up`, and skip (locally) or fail (in CI) when an engine is missing.
+//! `cargo xtask services up`, and skip (locally) or fail (in CI) when an engine is missing;
+//! cut an engine off with a [`FaultProxy`].
 
 use std::path::{Path, PathBuf};
+
+mod proxy;
+
+pub use proxy::{FaultProxy, ProxyMode};
 
 /// The env file `cargo xtask services up` writes, relative to the workspace root.
 pub const SERVICES_ENV_FILE: &str = "target/zeroscale-services/services.env";
