@@ -95,6 +95,45 @@ pub(crate) fn test(extra: &[&str]) -> Result<()> {
     stopped
 }
 
+/// Services up, the fault suite alone (`crates/zeroscale-app/tests/faults.rs`: stage 3
+/// under engine restarts, kills and a partitioned S3), services down; prints its table.
+pub(crate) fn faults() -> Result<()> {
+    let vars = match services::up() {
+        Ok(vars) => vars,
+        Err(e) => {
+            let _ = services::down();
+            return Err(e);
+        }
+    };
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--package",
+        "zeroscale-app",
+        "--all-features",
+        "--test",
+        "faults",
+        "--",
+        "--nocapture",
+    ]);
+    cmd.envs(vars);
+    // Engines must be there: without CI the suite would skip.
+    cmd.env("CI", "true");
+    let result = run(&mut cmd);
+    let stopped = services::down();
+    result.context("the fault suite failed (its table and the server's log are above)")?;
+    print_fault_report();
+    stopped
+}
+
+/// The fault suite's table, written by the suite to `target/faults/report.md`.
+fn print_fault_report() {
+    let path = root().join("target").join("faults").join("report.md");
+    if let Ok(report) = std::fs::read_to_string(&path) {
+        println!("\n{report}\n(also in {})", path.display());
+    }
+}
+
 /// Everything CI checks, in order of cost, then the API fuzz run.
 pub(crate) fn ci() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))
@@ -143,6 +182,8 @@ pub(crate) fn ci() -> Result<()> {
         "pgvector_binaries_have_no_avx512",
     ]))?;
     test(&[])?;
+    // The workspace tests include the fault suite; its table goes into the CI log.
+    print_fault_report();
     // Generated requests from the server's own OpenAPI document: no 5xx.
     crate::fuzz::fuzz_api()?;
     // The benchmark harness keeps building and running (small sizes, goals not judged).

