@@ -162,9 +162,15 @@ pub(crate) async fn upload_file(
     };
     // The put is the commit: the object shows in listings only once it is complete, and
     // nothing that could fail comes after it, so a file is listed only if its 201 was
-    // decided. (A crash in between the two leaves a file its client was not told of.)
+    // decided. (A crash in between the two leaves a file its client was not told of.) A
+    // put that fails or is dropped may still have reached the store (its answer lost):
+    // the guard removes whatever it left.
+    let guard = super::unacknowledged::Guard::new(state.storage.clone(), key.clone());
     let stored = match state.storage.put_stream(&key, stream, opts).await {
-        Ok(stored) => stored,
+        Ok(stored) => {
+            guard.acknowledged();
+            stored
+        }
         // The put wrote nothing (a failed multipart upload is aborted).
         Err(_) if exceeded.load(Ordering::Relaxed) => return Err(too_large()),
         Err(e) => return Err(e.into()),

@@ -23,6 +23,7 @@ pub(crate) mod images;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod prompts;
+pub(crate) mod unacknowledged;
 
 use axum::Router;
 use utoipa::OpenApi;
