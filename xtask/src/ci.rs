@@ -78,6 +78,15 @@ fn cargo() -> Command {
 /// Services up, every test of the workspace with every backend compiled in, services down
 /// (also when the tests fail). Extra arguments go to `cargo test`.
 pub(crate) fn test(extra: &[&str]) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
+    cmd.args(extra);
+    with_services(cmd, "tests failed")
+}
+
+/// Services up, `cmd` with their addresses in its environment, services down (also when
+/// `cmd` fails; its failure, with `failed` as context, comes first).
+fn with_services(mut cmd: Command, failed: &'static str) -> Result<()> {
     let vars = match services::up() {
         Ok(vars) => vars,
         Err(e) => {
@@ -85,26 +94,16 @@ pub(crate) fn test(extra: &[&str]) -> Result<()> {
             return Err(e);
         }
     };
-    let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
-    cmd.args(extra);
     cmd.envs(vars);
     let result = run(&mut cmd);
     let stopped = services::down();
-    result.context("tests failed")?;
+    result.context(failed)?;
     stopped
 }
 
 /// Services up, the fault suite alone (`crates/zeroscale-app/tests/faults.rs`: stage 3
 /// under engine restarts, kills and a partitioned S3), services down; prints its table.
 pub(crate) fn faults() -> Result<()> {
-    let vars = match services::up() {
-        Ok(vars) => vars,
-        Err(e) => {
-            let _ = services::down();
-            return Err(e);
-        }
-    };
     let mut cmd = cargo();
     cmd.args([
         "test",
@@ -116,14 +115,14 @@ pub(crate) fn faults() -> Result<()> {
         "--",
         "--nocapture",
     ]);
-    cmd.envs(vars);
     // Engines must be there: without CI the suite would skip.
     cmd.env("CI", "true");
-    let result = run(&mut cmd);
-    let stopped = services::down();
-    result.context("the fault suite failed (its table and the server's log are above)")?;
+    with_services(
+        cmd,
+        "the fault suite failed (its table and the server's log are above)",
+    )?;
     print_fault_report();
-    stopped
+    Ok(())
 }
 
 /// The fault suite's table, written by the suite to `target/faults/report.md`.
