@@ -31,6 +31,7 @@
 //!
 //! The in-memory queue is always compiled.
 
+mod acker;
 pub mod counters;
 #[cfg(feature = "database")]
 mod database;

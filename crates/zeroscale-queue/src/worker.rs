@@ -220,7 +220,7 @@ impl Worker {
         let timeouts = Arc::new(self.timeouts);
         let report = Arc::new(std::sync::Mutex::new(WorkerReport::default()));
         let (stop_jobs_tx, stop_jobs_rx) = watch::channel(false);
-        let (acks, acker) = Acker::start(self.queue.clone(), report.clone());
+        let (acks, acker) = crate::acker::start(self.queue.clone(), report.clone());
         let shared = Arc::new(Shared {
             queue: self.queue.clone(),
             handlers,
@@ -309,56 +309,13 @@ impl Worker {
     }
 }
 
-/// Acks of finished jobs, sent in batches by one task: whatever finished while the
-/// previous batch was on its way goes in the next, so a busy worker acks many jobs per
-/// round trip, and a job's slot is free for the next reservation while its ack travels.
-struct Acker;
-
-type AckSender =
-    tokio::sync::mpsc::UnboundedSender<(zeroscale_core::queue::LeaseToken, Option<Value>)>;
-
-impl Acker {
-    /// Most acks in one batch.
-    const BATCH: usize = 256;
-
-    fn start(
-        queue: Arc<dyn Queue>,
-        report: Arc<std::sync::Mutex<WorkerReport>>,
-    ) -> (AckSender, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                while batch.len() < Self::BATCH
-                    && let Ok(more) = rx.try_recv()
-                {
-                    batch.push(more);
-                }
-                let results = queue.ack_many(&batch).await;
-                let mut acked = 0;
-                for ((lease, _), result) in batch.drain(..).zip(results) {
-                    match result {
-                        Ok(()) => acked += 1,
-                        Err(e) => {
-                            tracing::warn!(job = %lease.job_id, error = %e.chain(), "ack failed");
-                        }
-                    }
-                }
-                report.lock().unwrap_or_else(|p| p.into_inner()).succeeded += acked;
-            }
-        });
-        (tx, task)
-    }
-}
-
 /// What every job of a run shares.
 struct Shared {
     queue: Arc<dyn Queue>,
     handlers: Arc<HashMap<String, BoxHandler>>,
     dead_hooks: Arc<HashMap<String, BoxDeadHook>>,
     report: Arc<std::sync::Mutex<WorkerReport>>,
-    acks: AckSender,
+    acks: crate::acker::AckSender,
 }
 
 async fn run_job(
@@ -403,6 +360,8 @@ async fn run_job(
     };
     // The handler runs in its own task so a panic is caught as a JoinError.
     let mut handle = tokio::spawn(handler(ctx, job.payload.clone()));
+    // The lease runs from the reservation, just before this; each heartbeat renews it.
+    let mut lease_until = tokio::time::Instant::now() + options.lease;
     let beat = (options.lease / 3).max(Duration::from_millis(50));
     let deadline = tokio::time::sleep(options.job_timeout);
     tokio::pin!(deadline);
@@ -427,6 +386,7 @@ async fn run_job(
                 while let Ok(progress) = progress_rx.try_recv() {
                     let _ = queue.update_progress(&job.lease, progress).await;
                 }
+                let asked = tokio::time::Instant::now();
                 match queue.extend_lease(&job.lease, options.lease).await {
                     Ok(state) if state.cancelled => {
                         tracing::info!("job cancelled while running; stopping its handler");
@@ -434,7 +394,16 @@ async fn run_job(
                         handle.abort();
                         break None;
                     }
-                    Ok(_) => {}
+                    Ok(_) => lease_until = asked + options.lease,
+                    // The queue cannot be reached (Redis restarting): the lease still
+                    // holds until it runs out, so the handler goes on and the next beat
+                    // tries again.
+                    Err(e)
+                        if e.kind() == zeroscale_core::ErrorKind::Unavailable
+                            && tokio::time::Instant::now() + beat < lease_until =>
+                    {
+                        tracing::debug!(error = %e.chain(), "could not renew the job's lease; trying again at the next beat");
+                    }
                     Err(e) => {
                         // The lease is gone (it expired, or the job finished elsewhere).
                         tracing::warn!(error = %e.chain(), "lost the job's lease; stopping its handler");
@@ -468,7 +437,7 @@ async fn run_job(
     match outcome {
         Some(Ok(result)) => {
             // The acker sends it (with others) and counts it; it outlives this task.
-            let _ = acks.send((job.lease, result));
+            let _ = acks.send(crate::acker::Ack::new(job.lease, result, lease_until));
         }
         Some(Err(error)) => {
             let text = error.chain();

@@ -393,12 +393,45 @@ async fn rate_limited_handlers_retry_after_what_the_limiter_said() {
     );
 }
 
-/// A queue that records how many jobs each reservation and each ack batch carried.
-#[derive(Debug)]
+/// A queue that records how many jobs each reservation and each ack batch carried, and
+/// can play unreachable for its next acks and lease renewals.
+#[derive(Debug, Default)]
 struct Counting {
-    inner: Arc<dyn Queue>,
+    inner: Option<Arc<dyn Queue>>,
     reserved: std::sync::Mutex<Vec<usize>>,
     acked: std::sync::Mutex<Vec<usize>>,
+    /// Ack batches and lease renewals still to fail as `unavailable`.
+    unreachable_for: AtomicUsize,
+    failed_calls: AtomicUsize,
+}
+
+impl Counting {
+    fn on(inner: Arc<dyn Queue>) -> Counting {
+        Counting {
+            inner: Some(inner),
+            ..Default::default()
+        }
+    }
+
+    fn inner(&self) -> &Arc<dyn Queue> {
+        self.inner.as_ref().expect("an inner queue")
+    }
+
+    /// Whether this call plays the outage.
+    fn unreachable(&self) -> bool {
+        let hit = self
+            .unreachable_for
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if hit {
+            self.failed_calls.fetch_add(1, Ordering::SeqCst);
+        }
+        hit
+    }
+}
+
+fn outage() -> zeroscale_core::Error {
+    zeroscale_core::Error::unavailable("the queue is restarting (a test outage)")
 }
 
 #[async_trait::async_trait]
@@ -407,7 +440,7 @@ impl Queue for Counting {
         "counting"
     }
     async fn enqueue(&self, job: NewJob) -> zeroscale_core::Result<JobId> {
-        self.inner.enqueue(job).await
+        self.inner().enqueue(job).await
     }
     async fn reserve(
         &self,
@@ -420,7 +453,7 @@ impl Queue for Counting {
         opts: &zeroscale_core::queue::ReserveOptions,
         max: usize,
     ) -> zeroscale_core::Result<Vec<zeroscale_core::queue::ReservedJob>> {
-        let jobs = self.inner.reserve_many(opts, max).await?;
+        let jobs = self.inner().reserve_many(opts, max).await?;
         if !jobs.is_empty() {
             self.reserved.lock().unwrap().push(jobs.len());
         }
@@ -442,54 +475,60 @@ impl Queue for Counting {
     ) -> Vec<zeroscale_core::Result<()>> {
         // Slow acks, so that jobs finishing meanwhile pile up for the next batch.
         tokio::time::sleep(Duration::from_millis(20)).await;
+        if self.unreachable() {
+            return done.iter().map(|_| Err(outage())).collect();
+        }
         self.acked.lock().unwrap().push(done.len());
-        self.inner.ack_many(done).await
+        self.inner().ack_many(done).await
     }
     async fn nack(
         &self,
         lease: &zeroscale_core::queue::LeaseToken,
         opts: zeroscale_core::queue::NackOptions,
     ) -> zeroscale_core::Result<zeroscale_core::queue::NackOutcome> {
-        self.inner.nack(lease, opts).await
+        self.inner().nack(lease, opts).await
     }
     async fn extend_lease(
         &self,
         lease: &zeroscale_core::queue::LeaseToken,
         by: Duration,
     ) -> zeroscale_core::Result<zeroscale_core::queue::LeaseState> {
-        self.inner.extend_lease(lease, by).await
+        if self.unreachable() {
+            return Err(outage());
+        }
+        self.inner().extend_lease(lease, by).await
     }
     async fn update_progress(
         &self,
         lease: &zeroscale_core::queue::LeaseToken,
         progress: zeroscale_core::queue::Progress,
     ) -> zeroscale_core::Result<()> {
-        self.inner.update_progress(lease, progress).await
+        self.inner().update_progress(lease, progress).await
     }
     async fn status(&self, id: JobId) -> zeroscale_core::Result<zeroscale_core::queue::JobStatus> {
-        self.inner.status(id).await
+        self.inner().status(id).await
     }
     async fn cancel(&self, id: JobId) -> zeroscale_core::Result<JobState> {
-        self.inner.cancel(id).await
+        self.inner().cancel(id).await
     }
     async fn list_dead(
         &self,
         queue: &str,
         page: zeroscale_core::queue::PageOptions,
     ) -> zeroscale_core::Result<Vec<zeroscale_core::queue::JobStatus>> {
-        self.inner.list_dead(queue, page).await
+        self.inner().list_dead(queue, page).await
     }
     async fn requeue_dead(&self, id: JobId) -> zeroscale_core::Result<()> {
-        self.inner.requeue_dead(id).await
+        self.inner().requeue_dead(id).await
     }
     async fn purge_dead(&self, queue: &str) -> zeroscale_core::Result<u64> {
-        self.inner.purge_dead(queue).await
+        self.inner().purge_dead(queue).await
     }
     async fn stats(
         &self,
         queue: &str,
     ) -> zeroscale_core::Result<zeroscale_core::queue::QueueStats> {
-        self.inner.stats(queue).await
+        self.inner().stats(queue).await
     }
     async fn list(
         &self,
@@ -497,10 +536,10 @@ impl Queue for Counting {
         state: Option<JobState>,
         page: zeroscale_core::queue::PageOptions,
     ) -> zeroscale_core::Result<Vec<zeroscale_core::queue::JobStatus>> {
-        self.inner.list(queue, state, page).await
+        self.inner().list(queue, state, page).await
     }
     async fn health(&self) -> zeroscale_core::Result<()> {
-        self.inner.health().await
+        self.inner().health().await
     }
 }
 
@@ -508,11 +547,7 @@ impl Queue for Counting {
 /// way go together; every job is still acked once, and counted once the ack is confirmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservations_and_acks_go_in_batches() {
-    let counting = Arc::new(Counting {
-        inner: queue(),
-        reserved: Default::default(),
-        acked: Default::default(),
-    });
+    let counting = Arc::new(Counting::on(queue()));
     let q: Arc<dyn Queue> = counting.clone();
     let mut ids = Vec::new();
     for n in 0..40 {
@@ -552,4 +587,46 @@ async fn reservations_and_acks_go_in_batches() {
         acked.len() < 40 && acked.iter().any(|&n| n > 1),
         "acks were sent one at a time: {acked:?}"
     );
+}
+
+/// A queue that cannot be reached for a moment (Redis restarting) fails acks and lease
+/// renewals; a job that finished meanwhile is acked once the queue answers, within its
+/// lease, and a running one keeps going: neither runs a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_queue_outage_does_not_run_jobs_twice() {
+    let counting = Arc::new(Counting::on(queue()));
+    let q: Arc<dyn Queue> = counting.clone();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut worker = Worker::new(q.clone(), options());
+    worker.register("slow", {
+        let runs = runs.clone();
+        move |_ctx, ms: u64| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(None)
+            }
+        }
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let running = tokio::spawn(worker.run(stop_rx));
+    // A heartbeat fails while a job runs (one every 200 ms of its 600 ms lease): the
+    // handler goes on, and the next heartbeat renews the lease.
+    let long = q.enqueue_json("default", "slow", &500u64).await.unwrap();
+    wait_for(&q, long, JobState::Running).await;
+    counting.unreachable_for.store(1, Ordering::SeqCst);
+    let status = wait_for(&q, long, JobState::Succeeded).await;
+    assert_eq!(status.attempts, 1, "the job ran again: {status:?}");
+    assert_eq!(counting.failed_calls.load(Ordering::SeqCst), 1);
+    // A finished job's ack fails twice: it is sent again, within the lease.
+    counting.unreachable_for.store(2, Ordering::SeqCst);
+    let short = q.enqueue_json("default", "slow", &10u64).await.unwrap();
+    let status = wait_for(&q, short, JobState::Succeeded).await;
+    assert_eq!(status.attempts, 1, "the job ran again: {status:?}");
+    stop.send(true).unwrap();
+    let report = running.await.unwrap();
+    assert_eq!(counting.failed_calls.load(Ordering::SeqCst), 3);
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "a handler ran twice");
+    assert_eq!(report.succeeded, 2, "{report:?}");
 }

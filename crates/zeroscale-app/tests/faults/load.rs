@@ -33,6 +33,8 @@ pub struct Acked {
     pub messages: Vec<(String, String, String)>,
     /// (token, job id) of each enqueued job.
     pub jobs: Vec<(String, String)>,
+    /// Ids of the jobs the killed worker was running.
+    pub held_jobs: Vec<String>,
 }
 
 /// What one phase saw.
