@@ -7,6 +7,7 @@ use zeroscale_core::domain::{ApiKey, User, new_id, now};
 use zeroscale_core::{Error, Result};
 
 use super::auth_cache::{AuthCache, AuthChange, Lookup, Verified};
+use super::by_key::ByKey;
 use super::entity::{api_keys, system_prompts, users};
 use super::users::to_user;
 use super::{constant_time_eq, random_hex, sha256_hex};
@@ -101,13 +102,13 @@ impl<'a> ApiKeys<'a> {
             ));
         }
         users::Entity::find_by_id(new.user_id.clone())
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .ok_or_else(|| Error::not_found(format!("user {}", new.user_id)))?;
         if let Some(prompt) = &new.system_prompt_id {
             system_prompts::Entity::find_by_id(prompt.clone())
-                .one(self.db.conn()?)
+                .by_key(self.db.conn()?)
                 .await
                 .map_err(|e| self.db.map_err(e))?
                 .ok_or_else(|| Error::not_found(format!("system prompt {prompt}")))?;
@@ -190,7 +191,7 @@ impl<'a> ApiKeys<'a> {
         let found = api_keys::Entity::find()
             .filter(api_keys::Column::Prefix.eq(prefix))
             .find_also_related(users::Entity)
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         // The same work whether or not the prefix exists: compare the presented hash with
@@ -213,7 +214,7 @@ impl<'a> ApiKeys<'a> {
     /// A key by id.
     pub async fn get(&self, id: &str) -> Result<ApiKey> {
         api_keys::Entity::find_by_id(id.to_owned())
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .map(to_key)

@@ -7,6 +7,7 @@ use zeroscale_core::domain::now;
 use zeroscale_core::models::{EmbeddingCache, EmbeddingCacheKey};
 use zeroscale_core::{Error, Result};
 
+use super::by_key::ByKey;
 use super::documents::{decode_vector, encode_vector};
 use super::entity::embedding_cache;
 use crate::Db;
@@ -71,7 +72,7 @@ impl DbEmbeddingCache {
 impl EmbeddingCache for DbEmbeddingCache {
     async fn get(&self, key: &EmbeddingCacheKey) -> Result<Option<Vec<f32>>> {
         let row = embedding_cache::Entity::find_by_id(key.as_str().to_owned())
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         row.map(|row| self.decode(key.as_str(), &row.vector))

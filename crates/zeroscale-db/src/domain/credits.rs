@@ -13,6 +13,7 @@ use zeroscale_core::domain::{Generation, GenerationStatus, new_id, now};
 use zeroscale_core::{Error, Result};
 
 use super::auth_cache::{AuthCache, AuthChange};
+use super::by_key::ByKey;
 use super::entity::{generations, users};
 use super::page_limit;
 use crate::{Db, WriteTxn};
@@ -113,7 +114,7 @@ impl<'a> Credits<'a> {
             .map_err(|e| self.db.map_err(e))?;
         if debited.rows_affected == 0 {
             let user = users::Entity::find_by_id(new.user_id.clone())
-                .one(txn)
+                .by_key(txn)
                 .await
                 .map_err(|e| self.db.map_err(e))?
                 .ok_or_else(|| Error::not_found(format!("user {}", new.user_id)))?;
@@ -176,7 +177,7 @@ impl<'a> Credits<'a> {
             return Err(self.pending_or_conflict(conn, id).await);
         }
         generations::Entity::find_by_id(id.to_owned())
-            .one(conn)
+            .by_key(conn)
             .await
             .map_err(|e| self.db.map_err(e))?
             .ok_or_else(|| Error::not_found(format!("generation {id}")))
@@ -184,7 +185,7 @@ impl<'a> Credits<'a> {
 
     async fn pending_or_conflict<C: ConnectionTrait>(&self, conn: &C, id: &str) -> Error {
         match generations::Entity::find_by_id(id.to_owned())
-            .one(conn)
+            .by_key(conn)
             .await
         {
             Ok(Some(g)) => Error::conflict(format!("generation {id} is already {}", g.status)),
@@ -290,7 +291,7 @@ impl<'a> Credits<'a> {
     /// A generation by id.
     pub async fn get(&self, id: &str) -> Result<Generation> {
         let model = generations::Entity::find_by_id(id.to_owned())
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .ok_or_else(|| Error::not_found(format!("generation {id}")))?;

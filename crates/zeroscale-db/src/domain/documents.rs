@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use zeroscale_core::domain::{Document, SearchHit, new_id, now};
 use zeroscale_core::{Error, Result};
 
+use super::by_key::ByKey;
 use super::entity::documents;
 use super::vector_index::{self, Change, Scored, TopK, VectorIndex, cosine_of, norm};
 use crate::Db;
@@ -177,7 +178,7 @@ impl<'a> Documents<'a> {
     /// A document by id.
     pub async fn get(&self, id: &str) -> Result<Document> {
         documents::Entity::find_by_id(id.to_owned())
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .map(to_document)

@@ -5,6 +5,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Se
 use zeroscale_core::domain::now;
 use zeroscale_core::{Error, Result};
 
+use super::by_key::ByKey;
 use super::entity::user_jobs;
 use super::page_limit;
 use crate::{Db, WriteTxn};
@@ -84,7 +85,7 @@ impl<'a> UserJobs<'a> {
         task: &str,
     ) -> Result<()> {
         let existing = user_jobs::Entity::find_by_id(job_id.to_owned())
-            .one(&txn.txn)
+            .by_key(&txn.txn)
             .await
             .map_err(|e| self.db.map_err(e))?;
         if existing.is_some() {
@@ -107,7 +108,7 @@ impl<'a> UserJobs<'a> {
     /// The record of `job_id`, if any user submitted it.
     pub async fn find(&self, job_id: &str) -> Result<Option<OwnedJob>> {
         Ok(user_jobs::Entity::find_by_id(job_id.to_owned())
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .map(to_owned_job))

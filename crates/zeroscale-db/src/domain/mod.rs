@@ -8,6 +8,7 @@
 
 mod api_keys;
 mod auth_cache;
+mod by_key;
 mod cache;
 mod chat;
 mod chat_cache;

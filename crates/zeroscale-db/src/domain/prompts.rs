@@ -8,6 +8,7 @@ use sea_orm::{
 use zeroscale_core::domain::{SystemPrompt, new_id, now};
 use zeroscale_core::{Error, Result};
 
+use super::by_key::ByKey;
 use super::entity::{api_keys, system_prompts};
 use crate::Db;
 
@@ -73,7 +74,7 @@ impl<'a> Prompts<'a> {
     /// A prompt by id.
     pub async fn get(&self, id: &str) -> Result<SystemPrompt> {
         system_prompts::Entity::find_by_id(id.to_owned())
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .map(to_prompt)
@@ -84,7 +85,7 @@ impl<'a> Prompts<'a> {
     pub async fn get_by_name(&self, name: &str) -> Result<SystemPrompt> {
         system_prompts::Entity::find()
             .filter(system_prompts::Column::Name.eq(name))
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .map(to_prompt)

@@ -9,6 +9,7 @@ use zeroscale_core::domain::{Session, User, new_id, now};
 use zeroscale_core::{Error, Result};
 
 use super::auth_cache::{AuthCache, AuthChange, Lookup, Verified};
+use super::by_key::ByKey;
 use super::entity::sessions;
 use super::users::to_user;
 use super::{entity::users, random_hex, sha256_hex};
@@ -108,7 +109,7 @@ impl<'a> Sessions<'a> {
         let found = sessions::Entity::find()
             .filter(sessions::Column::TokenHash.eq(hash))
             .find_also_related(users::Entity)
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         let Some((session, user)) = found else {
@@ -140,7 +141,7 @@ impl<'a> Sessions<'a> {
             .map_err(|e| self.db.map_err(e))?;
         if result.rows_affected == 0 {
             sessions::Entity::find_by_id(id.to_owned())
-                .one(self.db.conn()?)
+                .by_key(self.db.conn()?)
                 .await
                 .map_err(|e| self.db.map_err(e))?
                 .ok_or_else(|| Error::not_found(format!("session {id}")))?;

@@ -11,6 +11,7 @@ use zeroscale_core::domain::{Role, User, new_id, now};
 use zeroscale_core::{Error, Result};
 
 use super::auth_cache::{AuthCache, AuthChange};
+use super::by_key::ByKey;
 use super::entity::users;
 use super::page_limit;
 use super::passwords::Passwords;
@@ -134,7 +135,7 @@ impl<'a> Users<'a> {
     pub async fn authenticate(&self, username: &str, password: &str) -> Result<User> {
         let found = users::Entity::find()
             .filter(users::Column::UsernameKey.eq(username_key(username)))
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
         let stored = found.as_ref().map(|m| m.password_hash.as_str());
@@ -252,7 +253,7 @@ impl<'a> Users<'a> {
     /// A user by id.
     pub async fn get(&self, id: &str) -> Result<User> {
         let model = users::Entity::find_by_id(id.to_owned())
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .ok_or_else(|| Error::not_found(format!("user {id}")))?;
@@ -263,7 +264,7 @@ impl<'a> Users<'a> {
     pub async fn by_username(&self, username: &str) -> Result<User> {
         let model = users::Entity::find()
             .filter(users::Column::UsernameKey.eq(username_key(username)))
-            .one(self.db.conn()?)
+            .by_key(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?
             .ok_or_else(|| Error::not_found(format!("user `{username}`")))?;
