@@ -328,6 +328,20 @@ impl Queue for MemoryQueue {
         Ok(NackOutcome::Retrying { run_at })
     }
 
+    async fn release(&self, lease: &LeaseToken) -> Result<()> {
+        let at = now();
+        let mut inner = self.lock();
+        let r = inner.held(lease, at)?;
+        r.status.attempts = r.status.attempts.saturating_sub(1);
+        r.status.updated_at = at;
+        if let Some((_, expires)) = r.lease.take() {
+            inner.leases.remove(&(expires, lease.job_id));
+        }
+        // Its sequence number is its enqueue order: it goes back where it was.
+        inner.make_ready(lease.job_id);
+        Ok(())
+    }
+
     async fn extend_lease(&self, lease: &LeaseToken, by: Duration) -> Result<LeaseState> {
         let at = now();
         let mut inner = self.lock();

@@ -150,6 +150,7 @@ struct Scripts {
     reserve: Script,
     ack: Script,
     nack: Script,
+    release: Script,
     extend: Script,
     progress: Script,
     cancel: Script,
@@ -170,6 +171,7 @@ impl Scripts {
             reserve: s(include_str!("../lua/reserve.lua")),
             ack: s(include_str!("../lua/ack.lua")),
             nack: s(include_str!("../lua/nack.lua")),
+            release: s(include_str!("../lua/release.lua")),
             extend: s(include_str!("../lua/extend.lua")),
             progress: s(include_str!("../lua/progress.lua")),
             cancel: s(include_str!("../lua/cancel.lua")),
@@ -623,6 +625,19 @@ impl Queue for RedisQueue {
             "retry" => Ok(NackOutcome::Retrying {
                 run_at: time(reply.get(0)?).unwrap_or_else(Utc::now),
             }),
+            _ => Err(reply.lease_error(lease.job_id)),
+        }
+    }
+
+    async fn release(&self, lease: &LeaseToken) -> Result<()> {
+        let reply = self
+            .run(
+                &self.scripts.release,
+                &[lease.job_id.to_string(), lease.token.clone()],
+            )
+            .await?;
+        match reply.word.as_str() {
+            "ok" => Ok(()),
             _ => Err(reply.lease_error(lease.job_id)),
         }
     }

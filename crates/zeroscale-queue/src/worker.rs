@@ -1,7 +1,7 @@
 //! The worker runtime: handlers registered by task name with typed payloads, run with a
 //! concurrency limit, a per-job timeout and an automatic lease heartbeat; panics become
 //! nacks; shutdown stops reserving, waits for in-flight jobs up to a deadline, then hands
-//! their jobs back to the queue.
+//! their jobs back to the queue (`Queue::release`: the attempt is not spent).
 //!
 //! Handlers return core's [`Error`], and the runtime acts on its kind: a permanent error
 //! ([`Error::is_permanent`]: bad input, something missing, a refusal) sends the job to dead
@@ -418,14 +418,11 @@ async fn run_job(
             }
             _ = stop.changed() => {
                 handle.abort();
-                // Hand the job back at once for another worker.
-                let _ = queue
-                    .nack(&job.lease, NackOptions {
-                        error: "worker shut down before the job finished".into(),
-                        retry_after: Some(Duration::ZERO),
-                        give_up: false,
-                    })
-                    .await;
+                // Hand the job back at once for another worker, the attempt not spent:
+                // the job did not fail, its worker stopped.
+                if let Err(e) = queue.release(&job.lease).await {
+                    tracing::warn!(error = %e.chain(), "could not hand the job back at shutdown; it runs again when its lease expires");
+                }
                 bump(|r| r.released += 1);
                 break None;
             }

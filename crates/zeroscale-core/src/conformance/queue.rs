@@ -64,7 +64,8 @@ macro_rules! queue_conformance {
                 give_up_dead_letters_at_once lease_expiry_redelivers
                 extend_lease_prevents_redelivery delayed_jobs_wait priority_then_fifo
                 idempotency_key cancel progress_and_status stale_lease_is_conflict
-                queues_are_separate stats_and_list batches export_import);
+                queues_are_separate stats_and_list batches export_import
+                release_keeps_the_attempt);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn unknown_job_is_not_found() {
@@ -131,6 +132,7 @@ pub async fn run_all(queue: &dyn Queue, prefix: &str) {
     stats_and_list(queue, prefix).await;
     batches(queue, prefix).await;
     export_import(queue, prefix).await;
+    release_keeps_the_attempt(queue, prefix).await;
 }
 
 /// `reserve_many` hands out jobs in `reserve`'s order (priority first, across queues),
@@ -1201,4 +1203,50 @@ pub async fn export_import(queue: &dyn Queue, prefix: &str) {
         let _ = queue.cancel(id).await;
     }
     queue.purge_dead(&src).await.unwrap();
+}
+
+/// `release` hands a held job back unfinished: queued again at once, ahead of jobs
+/// enqueued after it, its attempt not counted (a job on its last attempt does not go to
+/// dead letters); the released lease no longer works.
+pub async fn release_keeps_the_attempt(queue: &dyn Queue, prefix: &str) {
+    let backend = queue.backend().to_owned();
+    let name = format!("{prefix}-release");
+    let mut first = NewJob::new(&name, "t", json!(1));
+    first.options.max_attempts = Some(1);
+    let first = queue.enqueue(first).await.unwrap();
+    let second = queue
+        .enqueue(NewJob::new(&name, "t", json!(2)))
+        .await
+        .unwrap();
+    let held = reserve_within(queue, &name, Duration::from_secs(30), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(held.id, first);
+    assert_eq!(held.attempt, 1);
+    queue.release(&held.lease).await.expect("release");
+    let status = queue.status(first).await.unwrap();
+    assert_eq!(status.state, JobState::Queued, "{backend}: {status:?}");
+    assert_eq!(
+        status.attempts, 0,
+        "{backend}: a released attempt is not counted"
+    );
+    let err = queue
+        .ack(&held.lease, None)
+        .await
+        .expect_err("ack after release");
+    assert!(matches!(err, Error::Conflict { .. }), "{backend}: {err}");
+    let err = queue.release(&held.lease).await.expect_err("release twice");
+    assert!(matches!(err, Error::Conflict { .. }), "{backend}: {err}");
+    // Back in its old place, and its one attempt still there to spend.
+    let again = reserve_within(queue, &name, Duration::from_secs(30), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(again.id, first, "{backend}: a released job keeps its place");
+    assert_eq!(again.attempt, 1);
+    queue.ack(&again.lease, None).await.unwrap();
+    let next = reserve_within(queue, &name, Duration::from_secs(30), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(next.id, second);
+    queue.ack(&next.lease, None).await.unwrap();
 }

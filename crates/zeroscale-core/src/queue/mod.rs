@@ -381,6 +381,13 @@ pub trait Queue: Send + Sync + fmt::Debug + 'static {
     /// Fails an attempt: retry with backoff, or dead-letter after the last attempt.
     async fn nack(&self, lease: &LeaseToken, opts: NackOptions) -> Result<NackOutcome>;
 
+    /// Hands a held job back unfinished, without counting its attempt: it is queued
+    /// again at once, in its old place (priority, then enqueue order), for any worker.
+    /// For a worker that stops before the job finished (shutdown) or that reserved more
+    /// jobs than it ran (prefetch); a failure is [`nack`](Queue::nack)'s. Fails with
+    /// [`Error::Conflict`] if the lease is no longer held.
+    async fn release(&self, lease: &LeaseToken) -> Result<()>;
+
     /// Extends a held lease by `by` from now.
     async fn extend_lease(&self, lease: &LeaseToken, by: Duration) -> Result<LeaseState>;
 

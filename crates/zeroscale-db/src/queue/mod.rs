@@ -742,6 +742,30 @@ impl Queue for DbQueue {
         Ok(NackOutcome::Retrying { run_at })
     }
 
+    async fn release(&self, lease: &LeaseToken) -> Result<()> {
+        // Its id is its enqueue order: queued again, it goes back where it was.
+        let txn = self.begin().await?;
+        let n = self
+            .exec(
+                &txn,
+                &format!(
+                    "UPDATE queue_jobs SET state = 'queued', attempts = attempts - 1, \
+                     lease_token = NULL, due_at = NULL, updated_at = NOW_MS WHERE {}",
+                    Self::held_clause()
+                ),
+                Self::lease_values(lease),
+            )
+            .await?;
+        if n == 0 {
+            drop(txn);
+            return Err(self.not_held(lease).await);
+        }
+        self.announce(&txn).await?;
+        self.commit(txn).await?;
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
     async fn extend_lease(&self, lease: &LeaseToken, by: Duration) -> Result<LeaseState> {
         let by_ms =
             i64::try_from(by.as_millis()).map_err(|_| Error::invalid_input("lease too long"))?;
