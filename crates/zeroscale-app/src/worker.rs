@@ -21,6 +21,8 @@ pub(crate) fn options(config: &Config) -> WorkerOptions {
         lease: Duration::from_secs(config.jobs.lease_secs.max(1)),
         job_timeout: Duration::from_secs(config.workers.job_timeout_secs),
         shutdown_grace: Duration::from_secs(config.workers.shutdown_grace_secs),
+        prefetch: config.workers.prefetch,
+        prefetch_hold: Duration::from_millis(config.workers.prefetch_hold_ms),
         ..Default::default()
     }
 }

@@ -39,6 +39,7 @@ mod fallback_counters;
 pub mod fanout;
 pub mod memory;
 mod memory_counters;
+mod prefetch;
 #[cfg(feature = "redis")]
 mod redis_backend;
 #[cfg(feature = "redis")]

@@ -88,6 +88,14 @@ pub struct WorkerOptions {
     pub shutdown_grace: Duration,
     /// Longest sleep between polls of an empty queue.
     pub max_poll_interval: Duration,
+    /// Jobs reserved beyond the free slots and held for the next slot that frees, so
+    /// short jobs do not cost a round trip each. Held jobs not started within
+    /// `prefetch_hold` go back to the queue (their attempt not spent) for other workers,
+    /// and the worker then holds fewer. 0 turns it off: for jobs that each take long,
+    /// spread over many workers. At most 1000.
+    pub prefetch: usize,
+    /// How long a held job may wait for a slot; at most a third of the lease.
+    pub prefetch_hold: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -99,6 +107,8 @@ impl Default for WorkerOptions {
             job_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
             max_poll_interval: Duration::from_millis(500),
+            prefetch: 8,
+            prefetch_hold: Duration::from_millis(500),
         }
     }
 }
@@ -234,49 +244,83 @@ impl Worker {
         };
         let mut idle = Duration::from_millis(20);
         let mut tasks = tokio::task::JoinSet::new();
+        let hold = self.options.prefetch_hold.min(self.options.lease / 3);
+        let mut held = crate::prefetch::Held::new(self.options.prefetch, hold);
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            let hold_over = async {
+                match held.deadline() {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => futures::future::pending().await,
+                }
+            };
             let first = tokio::select! {
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
                 _ = shutdown.changed() => break,
+                () = hold_over => {
+                    // No slot freed in time: the held jobs are for other workers.
+                    held.release_all(self.queue.as_ref(), true).await;
+                    continue;
+                }
             };
-            // Every free slot, filled in one reservation.
+            // Every free slot, filled from the held jobs or in one reservation.
             let mut slots = vec![first];
             while let Ok(permit) = permits.clone().try_acquire_owned() {
                 slots.push(permit);
             }
-            let jobs = match self.queue.reserve_many(&reserve, slots.len()).await {
-                Ok(jobs) if jobs.is_empty() => {
-                    drop(slots);
-                    tokio::select! {
-                        _ = tokio::time::sleep(idle) => {}
-                        () = self.queue.wait_for_jobs(&reserve.queues) => {}
-                        _ = shutdown.changed() => break,
+            let jobs = if held.len() > 0 {
+                slots.truncate(held.len());
+                held.take(slots.len())
+            } else {
+                let asked = tokio::time::Instant::now();
+                match self
+                    .queue
+                    .reserve_many(&reserve, slots.len() + held.ahead())
+                    .await
+                {
+                    Ok(jobs) if jobs.is_empty() => {
+                        drop(slots);
+                        tokio::select! {
+                            _ = tokio::time::sleep(idle) => {}
+                            () = self.queue.wait_for_jobs(&reserve.queues) => {}
+                            _ = shutdown.changed() => break,
+                        }
+                        idle = (idle * 2).min(self.options.max_poll_interval);
+                        continue;
                     }
-                    idle = (idle * 2).min(self.options.max_poll_interval);
-                    continue;
-                }
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    drop(slots);
-                    tracing::warn!(error = %e.chain(), "reserving a job failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.options.max_poll_interval) => {}
-                        _ = shutdown.changed() => break,
+                    Ok(mut jobs) => {
+                        if jobs.len() > slots.len() {
+                            held.keep(jobs.split_off(slots.len()), asked);
+                        }
+                        jobs.into_iter().map(|job| (job, asked)).collect()
                     }
-                    continue;
+                    Err(e) => {
+                        drop(slots);
+                        tracing::warn!(error = %e.chain(), "reserving a job failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.options.max_poll_interval) => {}
+                            _ = shutdown.changed() => break,
+                        }
+                        continue;
+                    }
                 }
             };
             idle = Duration::from_millis(20);
-            for (job, permit) in jobs.into_iter().zip(slots) {
+            for ((job, reserved_at), permit) in jobs.into_iter().zip(slots) {
                 let span = tracing::info_span!("job", id = %job.id, task = %job.task, attempt = job.attempt);
                 let mut options = self.options.clone();
                 if let Some(timeout) = timeouts.get(&job.task) {
                     options.job_timeout = *timeout;
                 }
-                let run = run_job(shared.clone(), job, options, stop_jobs_rx.clone());
+                let run = run_job(
+                    shared.clone(),
+                    job,
+                    reserved_at,
+                    options,
+                    stop_jobs_rx.clone(),
+                );
                 tasks.spawn(
                     async move {
                         run.await;
@@ -288,6 +332,8 @@ impl Worker {
             // Reap finished tasks so the set does not grow.
             while tasks.try_join_next().is_some() {}
         }
+        // Held jobs never started: straight back to the queue for other workers.
+        held.release_all(self.queue.as_ref(), false).await;
         // Stop reserving; let in-flight jobs finish within the grace period.
         let drained = tokio::time::timeout(self.options.shutdown_grace, async {
             while tasks.join_next().await.is_some() {}
@@ -321,6 +367,7 @@ struct Shared {
 async fn run_job(
     shared: Arc<Shared>,
     job: ReservedJob,
+    reserved_at: tokio::time::Instant,
     options: WorkerOptions,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -360,8 +407,9 @@ async fn run_job(
     };
     // The handler runs in its own task so a panic is caught as a JoinError.
     let mut handle = tokio::spawn(handler(ctx, job.payload.clone()));
-    // The lease runs from the reservation, just before this; each heartbeat renews it.
-    let mut lease_until = tokio::time::Instant::now() + options.lease;
+    // The lease runs from the reservation (just before this, or a held job's, at most a
+    // third of the lease ago); each heartbeat renews it.
+    let mut lease_until = reserved_at + options.lease;
     let beat = (options.lease / 3).max(Duration::from_millis(50));
     let deadline = tokio::time::sleep(options.job_timeout);
     tokio::pin!(deadline);

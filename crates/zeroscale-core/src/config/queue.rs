@@ -139,6 +139,14 @@ pub struct WorkersConfig {
     pub job_timeout_secs: u64,
     /// Seconds to wait for in-flight jobs on shutdown. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Jobs a worker reserves beyond its free slots and holds for the next slot that
+    /// frees: short jobs then cost no round trip each. Held jobs not started within
+    /// `prefetch_hold_ms` go back to the queue, their attempt not spent. 0 turns it off
+    /// (long jobs spread over many worker processes). Default 8.
+    pub prefetch: usize,
+    /// Milliseconds a held job may wait for a slot (at most a third of the lease).
+    /// Default 500.
+    pub prefetch_hold_ms: u64,
     /// Seconds after which an image generation still pending (its job lost, timed out on
     /// its last attempt, or never run) is failed and its credits refunded. Every
     /// `zeroscale serve` checks. Default 3600.
@@ -153,6 +161,8 @@ impl Default for WorkersConfig {
             queues: vec!["default".to_owned()],
             job_timeout_secs: 300,
             shutdown_grace_secs: 30,
+            prefetch: 8,
+            prefetch_hold_ms: 500,
             generation_timeout_secs: 3600,
         }
     }
