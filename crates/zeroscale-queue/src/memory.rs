@@ -18,7 +18,9 @@ use zeroscale_core::queue::{
 };
 use zeroscale_core::{Error, Result};
 
-use crate::{Backoff, lease_token, prepare_import, validate_new_job, validate_progress};
+use crate::{
+    Backoff, lease_token, prepare_import, validate_batch, validate_new_job, validate_progress,
+};
 
 struct Record {
     status: JobStatus,
@@ -132,6 +134,65 @@ impl Inner {
         }
     }
 
+    /// Adds a checked job (or, for a repeated idempotency key, answers the first job's id).
+    fn add(
+        &mut self,
+        job: NewJob,
+        at: DateTime<Utc>,
+        run_at: DateTime<Utc>,
+        default_max_attempts: u32,
+    ) -> JobId {
+        if let Some(key) = &job.options.idempotency_key
+            && let Some(&existing) = self.idempotency.get(&(job.queue.clone(), key.clone()))
+        {
+            return existing;
+        }
+        let id = JobId::new();
+        self.seq += 1;
+        let seq = self.seq;
+        let delayed = run_at > at;
+        let status = JobStatus {
+            id,
+            queue: job.queue.clone(),
+            task: job.task,
+            state: if delayed {
+                JobState::Scheduled
+            } else {
+                JobState::Queued
+            },
+            attempts: 0,
+            max_attempts: job.options.max_attempts.unwrap_or(default_max_attempts),
+            priority: job.options.priority,
+            progress: None,
+            result: None,
+            last_error: None,
+            created_at: at,
+            updated_at: at,
+            run_at,
+            finished_at: None,
+        };
+        if let Some(key) = &job.options.idempotency_key {
+            self.idempotency
+                .insert((job.queue.clone(), key.clone()), id);
+        }
+        self.jobs.insert(
+            id,
+            Record {
+                status,
+                payload: job.payload,
+                lease: None,
+                idempotency_key: job.options.idempotency_key,
+                seq,
+            },
+        );
+        if delayed {
+            self.waiting.insert((run_at, seq, id));
+        } else {
+            self.make_ready(id);
+        }
+        id
+    }
+
     /// The running record whose lease `lease` is, or `Conflict`.
     fn held(&mut self, lease: &LeaseToken, at: DateTime<Utc>) -> Result<&mut Record> {
         let r = self
@@ -148,6 +209,15 @@ impl Inner {
             }
             _ => Err(crate::lease_lost(lease.job_id)),
         }
+    }
+}
+
+/// When `job` may first run: now, or after its delay.
+fn run_at(at: DateTime<Utc>, job: &NewJob) -> Result<DateTime<Utc>> {
+    match job.options.delay {
+        Some(d) if !d.is_zero() => Ok(at
+            + chrono::Duration::from_std(d).map_err(|_| Error::invalid_input("delay too long"))?),
+        _ => Ok(at),
     }
 }
 
@@ -183,68 +253,27 @@ impl Queue for MemoryQueue {
     async fn enqueue(&self, job: NewJob) -> Result<JobId> {
         validate_new_job(&job)?;
         let at = now();
+        let run_at = run_at(at, &job)?;
         let mut inner = self.lock();
         inner.tick(at, self.retention());
-        if let Some(key) = &job.options.idempotency_key
-            && let Some(&existing) = inner.idempotency.get(&(job.queue.clone(), key.clone()))
-        {
-            return Ok(existing);
-        }
-        let id = JobId::new();
-        inner.seq += 1;
-        let seq = inner.seq;
-        let run_at = match job.options.delay {
-            Some(d) if !d.is_zero() => {
-                at + chrono::Duration::from_std(d)
-                    .map_err(|_| Error::invalid_input("delay too long"))?
-            }
-            _ => at,
-        };
-        let delayed = run_at > at;
-        let status = JobStatus {
-            id,
-            queue: job.queue.clone(),
-            task: job.task,
-            state: if delayed {
-                JobState::Scheduled
-            } else {
-                JobState::Queued
-            },
-            attempts: 0,
-            max_attempts: job
-                .options
-                .max_attempts
-                .unwrap_or(self.config.default_max_attempts),
-            priority: job.options.priority,
-            progress: None,
-            result: None,
-            last_error: None,
-            created_at: at,
-            updated_at: at,
-            run_at,
-            finished_at: None,
-        };
-        if let Some(key) = &job.options.idempotency_key {
-            inner
-                .idempotency
-                .insert((job.queue.clone(), key.clone()), id);
-        }
-        inner.jobs.insert(
-            id,
-            Record {
-                status,
-                payload: job.payload,
-                lease: None,
-                idempotency_key: job.options.idempotency_key,
-                seq,
-            },
-        );
-        if delayed {
-            inner.waiting.insert((run_at, seq, id));
-        } else {
-            inner.make_ready(id);
-        }
-        Ok(id)
+        Ok(inner.add(job, at, run_at, self.config.default_max_attempts))
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        validate_batch(&jobs)?;
+        let at = now();
+        // Everything that can fail is checked before the first job is added.
+        let run_ats = jobs
+            .iter()
+            .map(|job| run_at(at, job))
+            .collect::<Result<Vec<_>>>()?;
+        let mut inner = self.lock();
+        inner.tick(at, self.retention());
+        Ok(jobs
+            .into_iter()
+            .zip(run_ats)
+            .map(|(job, run_at)| inner.add(job, at, run_at, self.config.default_max_attempts))
+            .collect())
     }
 
     async fn reserve(&self, opts: &ReserveOptions) -> Result<Option<ReservedJob>> {

@@ -24,7 +24,7 @@ use zeroscale_core::queue::{
 };
 use zeroscale_core::{Error, Result};
 
-use crate::{Backoff, lease_token, prepare_import, validate_new_job, validate_progress};
+use crate::{Backoff, lease_token, prepare_import, validate_batch, validate_progress};
 
 use zeroscale_core::redacted_url;
 
@@ -454,38 +454,66 @@ impl Queue for RedisQueue {
     }
 
     async fn enqueue(&self, job: NewJob) -> Result<JobId> {
-        validate_new_job(&job)?;
-        let id = JobId::new();
-        let payload = serde_json::to_string(&job.payload)
-            .map_err(|e| Error::invalid_input(format!("payload is not JSON: {e}")))?;
-        let args = [
-            id.to_string(),
-            job.queue,
-            job.task,
-            payload,
-            job.options
-                .max_attempts
-                .unwrap_or(self.jobs.default_max_attempts)
-                .to_string(),
-            job.options.priority.to_string(),
-            job.options.delay.map_or(0, ms).to_string(),
-            job.options.idempotency_key.unwrap_or_default(),
-        ];
+        self.enqueue_many(vec![job])
+            .await?
+            .pop()
+            .ok_or_else(|| unexpected("enqueue"))
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        validate_batch(&jobs)?;
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = jobs.len();
+        let mut args = Vec::with_capacity(1 + 8 * count);
+        args.push(count.to_string());
+        // A job without an idempotency key: whether it exists says whether the script ran.
+        let mut probe = None;
+        for job in jobs {
+            let id = JobId::new();
+            if job.options.idempotency_key.is_none() {
+                probe.get_or_insert(id);
+            }
+            let payload = serde_json::to_string(&job.payload)
+                .map_err(|e| Error::invalid_input(format!("payload is not JSON: {e}")))?;
+            args.extend([
+                id.to_string(),
+                job.queue,
+                job.task,
+                payload,
+                job.options
+                    .max_attempts
+                    .unwrap_or(self.jobs.default_max_attempts)
+                    .to_string(),
+                job.options.priority.to_string(),
+                job.options.delay.map_or(0, ms).to_string(),
+                job.options.idempotency_key.unwrap_or_default(),
+            ]);
+        }
         let values = match self.run_raw(&self.scripts.enqueue, &args).await {
             Ok(values) => values,
             // The connection was gone (Redis restarted, a network blip): the connection
-            // manager reconnects on this failure. The job id is ours, so whether the
-            // script ran is a lookup away; if it did not, run it once more on the new
-            // connection. A timeout is not retried: the script may still run.
+            // manager reconnects on this failure. The job ids are ours and the script adds
+            // all or none, so whether it ran is a lookup of a job without an idempotency
+            // key away; if it did not, run it once more on the new connection (a batch
+            // whose every job has a key runs again: the keys make that harmless). A
+            // timeout is not retried: the script may still run.
             Err(e)
                 if (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
                     && !e.is_timeout() =>
             {
-                let exists: bool = self
-                    .read_retrying(redis::cmd("EXISTS").arg(format!("{}:job:{id}", self.prefix)))
-                    .await?;
+                let exists: bool = match probe {
+                    Some(id) => {
+                        self.read_retrying(
+                            redis::cmd("EXISTS").arg(format!("{}:job:{id}", self.prefix)),
+                        )
+                        .await?
+                    }
+                    None => false,
+                };
                 if exists {
-                    return Ok(id);
+                    return args[1..].chunks(8).map(|job| job[0].parse()).collect();
                 }
                 self.run_raw(&self.scripts.enqueue, &args)
                     .await
@@ -494,10 +522,10 @@ impl Queue for RedisQueue {
             Err(e) => return Err(self.err(e)),
         };
         let reply = Reply::parse(values)?;
-        match reply.word.as_str() {
-            "ok" => reply.get(0)?.parse(),
-            other => Err(unexpected(other)),
+        if reply.word != "ok" || reply.rest.len() != count {
+            return Err(unexpected(&reply.word));
         }
+        reply.rest.iter().map(|id| id.parse()).collect()
     }
 
     async fn reserve(&self, opts: &ReserveOptions) -> Result<Option<ReservedJob>> {

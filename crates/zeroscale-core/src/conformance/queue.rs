@@ -65,7 +65,7 @@ macro_rules! queue_conformance {
                 extend_lease_prevents_redelivery delayed_jobs_wait priority_then_fifo
                 idempotency_key cancel progress_and_status stale_lease_is_conflict
                 queues_are_separate stats_and_list batches export_import
-                release_keeps_the_attempt);
+                release_keeps_the_attempt enqueue_many_all_or_none);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn unknown_job_is_not_found() {
@@ -133,6 +133,7 @@ pub async fn run_all(queue: &dyn Queue, prefix: &str) {
     batches(queue, prefix).await;
     export_import(queue, prefix).await;
     release_keeps_the_attempt(queue, prefix).await;
+    enqueue_many_all_or_none(queue, prefix).await;
 }
 
 /// `reserve_many` hands out jobs in `reserve`'s order (priority first, across queues),
@@ -1249,4 +1250,72 @@ pub async fn release_keeps_the_attempt(queue: &dyn Queue, prefix: &str) {
         .unwrap();
     assert_eq!(next.id, second);
     queue.ack(&next.lease, None).await.unwrap();
+}
+
+/// `enqueue_many` adds a batch in order, each job as `enqueue` would (a key repeated in the
+/// batch answers the first job's id; a delayed job waits); a bad job refuses the whole
+/// batch, naming its place, and adds nothing; an empty batch adds nothing.
+pub async fn enqueue_many_all_or_none(queue: &dyn Queue, prefix: &str) {
+    let backend = queue.backend().to_owned();
+    let name = format!("{prefix}-many");
+    let keyed = |n: i64| {
+        let mut job = NewJob::new(&name, "t", json!(n));
+        job.options.idempotency_key = Some("once".into());
+        job
+    };
+    let mut delayed = NewJob::new(&name, "t", json!(2));
+    delayed.options.delay = Some(Duration::from_secs(3600));
+    let ids = queue
+        .enqueue_many(vec![
+            NewJob::new(&name, "t", json!(0)),
+            keyed(1),
+            delayed,
+            keyed(3),
+            NewJob::new(&name, "t", json!(4)),
+        ])
+        .await
+        .expect("enqueue_many");
+    assert_eq!(ids.len(), 5, "{backend}: one id per job");
+    assert_eq!(ids[3], ids[1], "{backend}: a key repeated in the batch");
+    assert_eq!(
+        queue.status(ids[2]).await.unwrap().state,
+        JobState::Scheduled,
+        "{backend}"
+    );
+    let stats = queue.stats(&name).await.unwrap();
+    assert_eq!((stats.queued, stats.scheduled), (3, 1), "{backend}: {stats:?}");
+    for (expected, payload) in [(ids[0], 0), (ids[1], 1), (ids[4], 4)] {
+        let job = reserve_within(queue, &name, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(job.id, expected, "{backend}: batch order");
+        assert_eq!(job.payload, json!(payload));
+        queue.ack(&job.lease, None).await.unwrap();
+    }
+
+    let mut bad = NewJob::new(&name, "t", json!(null));
+    bad.options.priority = 5_000;
+    let err = queue
+        .enqueue_many(vec![NewJob::new(&name, "t", json!(null)), bad])
+        .await
+        .expect_err("a bad job refuses the batch");
+    assert!(
+        matches!(&err, Error::InvalidInput { message } if message.contains("job 1")),
+        "{backend}: {err}"
+    );
+    let too_many = (0..=crate::queue::driver::MAX_BATCH)
+        .map(|_| NewJob::new(&name, "t", json!(null)))
+        .collect();
+    let err = queue
+        .enqueue_many(too_many)
+        .await
+        .expect_err("too many jobs");
+    assert!(matches!(err, Error::InvalidInput { .. }), "{backend}: {err}");
+    assert!(queue.enqueue_many(Vec::new()).await.unwrap().is_empty());
+    let stats = queue.stats(&name).await.unwrap();
+    assert_eq!(
+        (stats.queued, stats.scheduled),
+        (0, 1),
+        "{backend}: a refused batch adds nothing: {stats:?}"
+    );
 }

@@ -45,6 +45,30 @@ pub fn validate_new_job(job: &NewJob) -> Result<()> {
     Ok(())
 }
 
+/// The most jobs one [`Queue::enqueue_many`](super::Queue::enqueue_many) call adds.
+pub const MAX_BATCH: usize = 1000;
+
+/// Checks the jobs of one [`Queue::enqueue_many`](super::Queue::enqueue_many) call, each
+/// as [`validate_new_job`] does, and their number: a bad job refuses the whole batch, its
+/// place in the batch named.
+pub fn validate_batch(jobs: &[NewJob]) -> Result<()> {
+    if jobs.len() > MAX_BATCH {
+        return Err(Error::invalid_input(format!(
+            "{} jobs in one enqueue_many call: at most {MAX_BATCH}; split the batch",
+            jobs.len()
+        )));
+    }
+    for (n, job) in jobs.iter().enumerate() {
+        validate_new_job(job).map_err(|e| match e {
+            Error::InvalidInput { message, .. } => {
+                Error::invalid_input(format!("job {n} of the batch: {message}"))
+            }
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
 /// Checks a job handed to [`Queue::import`](super::Queue::import) like a new one, and
 /// says how to store it: a job that was running is queued again (its lease belonged to a
 /// worker of the old backend), a dead one keeps its finish time, no other keeps one;

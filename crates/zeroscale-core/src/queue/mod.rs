@@ -346,6 +346,22 @@ pub trait Queue: Send + Sync + fmt::Debug + 'static {
     /// Adds a job; returns its id (or, for a repeated idempotency key, the first job's id).
     async fn enqueue(&self, job: NewJob) -> Result<JobId>;
 
+    /// Adds several jobs at once: one id per job, in order, each what
+    /// [`enqueue`](Queue::enqueue) would answer (a repeated idempotency key, also one
+    /// repeated within the batch, answers the first job's id). At most
+    /// [`driver::MAX_BATCH`] jobs; a bad job refuses the whole batch. The built-in
+    /// backends add all or none (memory: under one lock; Redis: one script, one round
+    /// trip; database: one transaction, one commit); the default enqueues one at a time,
+    /// so an error can leave the jobs before it enqueued.
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        driver::validate_batch(&jobs)?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            ids.push(self.enqueue(job).await?);
+        }
+        Ok(ids)
+    }
+
     /// Hands the next due job to the caller under a lease, or `None` if nothing is due.
     async fn reserve(&self, opts: &ReserveOptions) -> Result<Option<ReservedJob>>;
 

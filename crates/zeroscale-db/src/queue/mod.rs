@@ -36,7 +36,8 @@ pub use crate::WriteTxn;
 use serde_json::Value as Json;
 use zeroscale_core::config::{DatabaseQueueConfig, JobsConfig};
 use zeroscale_core::queue::driver::{
-    Backoff, lease_lost, new_lease_token, prepare_import, validate_new_job, validate_progress,
+    Backoff, lease_lost, new_lease_token, prepare_import, validate_batch, validate_new_job,
+    validate_progress,
 };
 use zeroscale_core::queue::{
     JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome, NewJob,
@@ -649,6 +650,22 @@ impl Queue for DbQueue {
         };
         self.wake.notify_waiters();
         Ok(id)
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        validate_batch(&jobs)?;
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // All or none: one transaction, so one commit (and one fsync) for the batch.
+        let txn = self.begin().await?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            ids.push(self.insert(&txn, job).await?);
+        }
+        self.commit(txn).await?;
+        self.wake.notify_waiters();
+        Ok(ids)
     }
 
     async fn reserve(&self, opts: &ReserveOptions) -> Result<Option<ReservedJob>> {
