@@ -55,6 +55,9 @@ impl Done {
     }
 }
 
+/// Jobs per call of a batched producer.
+const BATCH: usize = 100;
+
 /// Every queue figure; Redis from `ZEROSCALE_TEST_REDIS_URL`.
 pub(crate) async fn run(plan: Plan) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
@@ -70,49 +73,60 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<Vec<Figure>> {
     };
     let run_id = std::process::id();
     for consumers in [1, 8, 32] {
-        let ours = |round: usize| {
-            let url = url.clone();
-            async move {
-                zeroscale_redis(
-                    &url,
-                    &format!("zsb-{run_id}-{consumers}-{round}"),
-                    n,
-                    consumers,
-                )
-                .await
-            }
-        };
-        let apalis_side = |round: usize| {
-            let url = url.clone();
-            async move {
-                apalis_redis_run(
-                    &url,
-                    &format!("apb-{run_id}-{consumers}-{round}"),
-                    n,
-                    consumers,
-                )
-                .await
-            }
-        };
-        let mut figure = compare(
-            plan,
-            "queue",
-            format!("Redis {n} jobs enqueue→ack, {consumers} consumer(s) (time; goal = ≥ 1.5× apalis jobs/s)"),
-            "apalis 1.0 + apalis-redis on the same Redis",
-            Goal::AtMost { ratio: 0.667 },
-            ours,
-            apalis_side,
-        )
-        .await;
-        figure.name = format!(
-            "{}; {:.0} vs {:.0} jobs/s",
-            figure.name,
-            n as f64 / (figure.ours.median / 1e3),
-            figure
-                .theirs
-                .map_or(f64::NAN, |t| n as f64 / (t.median / 1e3)),
-        );
-        figures.push(figure);
+        // One job per enqueue call, then 100 per call (`enqueue_many`, apalis's
+        // `push_bulk`): a producer with many jobs at hand.
+        for batch in [1, BATCH] {
+            let ours = |round: usize| {
+                let url = url.clone();
+                async move {
+                    zeroscale_redis(
+                        &url,
+                        &format!("zsb-{run_id}-{consumers}-{batch}-{round}"),
+                        n,
+                        consumers,
+                        batch,
+                    )
+                    .await
+                }
+            };
+            let apalis_side = |round: usize| {
+                let url = url.clone();
+                async move {
+                    apalis_redis_run(
+                        &url,
+                        &format!("apb-{run_id}-{consumers}-{batch}-{round}"),
+                        n,
+                        consumers,
+                        batch,
+                    )
+                    .await
+                }
+            };
+            let producer = if batch == 1 {
+                "one job per enqueue".to_owned()
+            } else {
+                format!("{batch} jobs per enqueue_many / push_bulk")
+            };
+            let mut figure = compare(
+                plan,
+                "queue",
+                format!("Redis {n} jobs enqueue→ack, {consumers} consumer(s), {producer} (time; goal = ≥ 1.5× apalis jobs/s)"),
+                "apalis 1.0 + apalis-redis on the same Redis",
+                Goal::AtMost { ratio: 0.667 },
+                ours,
+                apalis_side,
+            )
+            .await;
+            figure.name = format!(
+                "{}; {:.0} vs {:.0} jobs/s",
+                figure.name,
+                n as f64 / (figure.ours.median / 1e3),
+                figure
+                    .theirs
+                    .map_or(f64::NAN, |t| n as f64 / (t.median / 1e3)),
+            );
+            figures.push(figure);
+        }
 
         let ours = |round: usize| {
             let url = url.clone();
@@ -122,6 +136,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<Vec<Figure>> {
                     &format!("zsr-{run_id}-{consumers}-{round}"),
                     n,
                     consumers,
+                    1,
                 )
                 .await
             }
@@ -177,6 +192,17 @@ pub(crate) async fn run_ours(
     n: usize,
     consumers: usize,
 ) -> Duration {
+    run_ours_batched(queue, name, n, consumers, 1).await
+}
+
+/// [`run_ours`] with the producer enqueueing `batch` jobs per call (`enqueue_many`).
+pub(crate) async fn run_ours_batched(
+    queue: Arc<dyn zeroscale_core::Queue>,
+    name: &str,
+    n: usize,
+    consumers: usize,
+    batch: usize,
+) -> Duration {
     let done = Done::new(n);
     let mut worker = Worker::new(queue.clone(), worker_options(name, consumers));
     let counter = done.clone();
@@ -190,11 +216,20 @@ pub(crate) async fn run_ours(
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(worker.run(stop_rx));
     let start = Instant::now();
-    for i in 0..n {
-        queue
-            .enqueue(NewJob::new(name, "noop", json!({ "n": i })))
-            .await
-            .expect("enqueue");
+    if batch <= 1 {
+        for i in 0..n {
+            queue
+                .enqueue(NewJob::new(name, "noop", json!({ "n": i })))
+                .await
+                .expect("enqueue");
+        }
+    } else {
+        for first in (0..n).step_by(batch) {
+            let jobs = (first..(first + batch).min(n))
+                .map(|i| NewJob::new(name, "noop", json!({ "n": i })))
+                .collect();
+            queue.enqueue_many(jobs).await.expect("enqueue_many");
+        }
     }
     done.wait("zeroscale").await;
     let took = start.elapsed();
@@ -203,7 +238,13 @@ pub(crate) async fn run_ours(
     took
 }
 
-async fn zeroscale_redis(url: &str, prefix: &str, n: usize, consumers: usize) -> Duration {
+async fn zeroscale_redis(
+    url: &str,
+    prefix: &str,
+    n: usize,
+    consumers: usize,
+    batch: usize,
+) -> Duration {
     let config = QueueConfig::Redis(RedisQueueConfig {
         url: url.to_owned().into(),
         key_prefix: prefix.to_owned(),
@@ -212,13 +253,19 @@ async fn zeroscale_redis(url: &str, prefix: &str, n: usize, consumers: usize) ->
     let queue = zeroscale_queue::connect(&config, &JobsConfig::default())
         .await
         .expect("connect the zeroscale Redis queue");
-    let took = run_ours(queue, "bench", n, consumers).await;
+    let took = run_ours_batched(queue, "bench", n, consumers, batch).await;
     cleanup(url, &format!("{{{prefix}}}*")).await;
     took
 }
 
 /// apalis with apalis-redis: a worker with `consumers` in flight (its concurrency limit).
-async fn apalis_redis_run(url: &str, queue: &str, n: usize, consumers: usize) -> Duration {
+async fn apalis_redis_run(
+    url: &str,
+    queue: &str,
+    n: usize,
+    consumers: usize,
+    batch: usize,
+) -> Duration {
     let conn = apalis_redis::connect(url.to_owned())
         .await
         .expect("connect apalis-redis");
@@ -249,8 +296,15 @@ async fn apalis_redis_run(url: &str, queue: &str, n: usize, consumers: usize) ->
         Ok::<(), std::io::Error>(())
     }));
     let start = Instant::now();
-    for i in 0..n as u64 {
-        storage.push(i).await.expect("apalis push");
+    if batch <= 1 {
+        for i in 0..n as u64 {
+            storage.push(i).await.expect("apalis push");
+        }
+    } else {
+        for first in (0..n as u64).step_by(batch) {
+            let tasks = (first..(first + batch as u64).min(n as u64)).collect();
+            storage.push_bulk(tasks).await.expect("apalis push_bulk");
+        }
     }
     stopper.wait("apalis").await;
     let took = start.elapsed();

@@ -5,7 +5,9 @@
 //! - At-least-once delivery with leases: [`reserve`](zeroscale_core::Queue::reserve) hands
 //!   a job to one worker for a lease period; `ack` completes it, `nack` fails the attempt;
 //!   a lease that runs out (worker crashed or hung) makes the job available again and
-//!   counts as an attempt. `extend_lease` keeps a long job's lease.
+//!   counts as an attempt. `extend_lease` keeps a long job's lease; `release` hands a
+//!   held job back unfinished (queued in its old place, the attempt not counted).
+//! - `enqueue_many` adds up to 1,000 jobs in one step, all or none.
 //! - Retries with exponential backoff (base `jobs.backoff_base_ms`, doubling, at most
 //!   `jobs.backoff_max_secs`, ±25% jitter) up to `max_attempts`; then the job is dead,
 //!   with its last error, until requeued (fresh attempts) or purged.

@@ -1283,7 +1283,11 @@ pub async fn enqueue_many_all_or_none(queue: &dyn Queue, prefix: &str) {
         "{backend}"
     );
     let stats = queue.stats(&name).await.unwrap();
-    assert_eq!((stats.queued, stats.scheduled), (3, 1), "{backend}: {stats:?}");
+    assert_eq!(
+        (stats.queued, stats.scheduled),
+        (3, 1),
+        "{backend}: {stats:?}"
+    );
     for (expected, payload) in [(ids[0], 0), (ids[1], 1), (ids[4], 4)] {
         let job = reserve_within(queue, &name, Duration::from_secs(30), Duration::ZERO)
             .await
@@ -1310,7 +1314,10 @@ pub async fn enqueue_many_all_or_none(queue: &dyn Queue, prefix: &str) {
         .enqueue_many(too_many)
         .await
         .expect_err("too many jobs");
-    assert!(matches!(err, Error::InvalidInput { .. }), "{backend}: {err}");
+    assert!(
+        matches!(err, Error::InvalidInput { .. }),
+        "{backend}: {err}"
+    );
     assert!(queue.enqueue_many(Vec::new()).await.unwrap().is_empty());
     let stats = queue.stats(&name).await.unwrap();
     assert_eq!(
