@@ -55,6 +55,17 @@ impl Done {
     }
 }
 
+/// Adds both sides' jobs/s (from the median times of `n` jobs) to `figure`'s name.
+pub(crate) fn name_rates(figure: &mut Figure, n: usize) {
+    let rate = |ms: f64| n as f64 / (ms / 1e3);
+    figure.name = format!(
+        "{}; {:.0} vs {:.0} jobs/s",
+        figure.name,
+        rate(figure.ours.median),
+        figure.theirs.map_or(f64::NAN, |t| rate(t.median)),
+    );
+}
+
 /// Jobs per call of a batched producer.
 const BATCH: usize = 100;
 
@@ -117,14 +128,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<Vec<Figure>> {
                 apalis_side,
             )
             .await;
-            figure.name = format!(
-                "{}; {:.0} vs {:.0} jobs/s",
-                figure.name,
-                n as f64 / (figure.ours.median / 1e3),
-                figure
-                    .theirs
-                    .map_or(f64::NAN, |t| n as f64 / (t.median / 1e3)),
-            );
+            name_rates(&mut figure, n);
             figures.push(figure);
         }
 

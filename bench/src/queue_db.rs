@@ -161,14 +161,7 @@ pub(crate) async fn run(
                 theirs,
             )
             .await;
-            figure.name = format!(
-                "{}; {:.0} vs {:.0} jobs/s",
-                figure.name,
-                n as f64 / (figure.ours.median / 1e3),
-                figure
-                    .theirs
-                    .map_or(f64::NAN, |t| n as f64 / (t.median / 1e3)),
-            );
+            crate::queue::name_rates(&mut figure, n);
             figures.push(figure);
         }
         let samples = plan.size(40, 10);
