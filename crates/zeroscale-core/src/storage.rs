@@ -341,6 +341,15 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Reads an object, or a range of it.
     async fn get_opts(&self, key: &ObjectKey, opts: GetOptions) -> Result<GetResult>;
 
+    /// Reads an object, or a range of it, into memory. What [`StorageExt::get_bytes`]
+    /// and [`StorageExt::get_range`] call. Backends that read a whole object faster than
+    /// they stream it override this (a local file: one read into one buffer, where a
+    /// stream reads it in pieces); the default collects [`get_opts`](Storage::get_opts)'s
+    /// body.
+    async fn get_bytes_opts(&self, key: &ObjectKey, opts: GetOptions) -> Result<Bytes> {
+        self.get_opts(key, opts).await?.bytes().await
+    }
+
     /// Reads an object's metadata.
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta>;
 
@@ -385,10 +394,7 @@ pub trait StorageExt: Storage {
 
     /// Reads a whole object into memory.
     async fn get_bytes(&self, key: &ObjectKey) -> Result<Bytes> {
-        self.get_opts(key, GetOptions::default())
-            .await?
-            .bytes()
-            .await
+        self.get_bytes_opts(key, GetOptions::default()).await
     }
 
     /// Reads `range` of an object into memory.
@@ -396,7 +402,7 @@ pub trait StorageExt: Storage {
         let opts = GetOptions {
             range: Some(ByteRange::Bounded(range)),
         };
-        self.get_opts(key, opts).await?.bytes().await
+        self.get_bytes_opts(key, opts).await
     }
 
     /// Stores `value` as JSON (content type `application/json`).

@@ -487,7 +487,7 @@ pub async fn listing(store: &dyn Storage, prefix: &str) {
 }
 
 /// A 20 MiB upload streamed in small chunks (multipart above the threshold) reads back
-/// byte-identical, with its content type.
+/// byte-identical, with its content type, streamed and into memory.
 pub async fn streamed_multipart_upload(store: &dyn Storage, prefix: &str) {
     let backend = store.backend().to_owned();
     let k = key(&format!("{prefix}/multipart/big.bin"));
@@ -528,6 +528,18 @@ pub async fn streamed_multipart_upload(store: &dyn Storage, prefix: &str) {
         read += piece.len();
     }
     assert_eq!(read, total, "{backend}: streamed download length");
+    // Read into memory in one step (`get_bytes_opts`: one read of a local file), whole
+    // and a range larger than a streamed piece.
+    let all = store.get_bytes(&k).await.unwrap();
+    assert!(all == data, "{backend}: get_bytes of 20 MiB differs");
+    let part = store
+        .get_range(&k, 5 * 1024 * 1024..15 * 1024 * 1024 + 7)
+        .await
+        .unwrap();
+    assert!(
+        part == data.slice(5 * 1024 * 1024..15 * 1024 * 1024 + 7),
+        "{backend}: a 10 MiB range differs"
+    );
     store.delete(&k).await.unwrap();
 }
 

@@ -72,6 +72,10 @@ const MIN_PART: usize = 5 * 1024 * 1024;
 #[cfg(feature = "local")]
 const FILE_CHUNK: u64 = 4 * 1024 * 1024;
 
+/// A streamed local get whose range is at most this is read whole in its first blocking
+/// task (larger ones in pieces of [`FILE_CHUNK`]).
+const LOCAL_READ_AT_ONCE: u64 = 4 * 1024 * 1024;
+
 /// An object's bytes as a stream. A local file is read in pieces of up to 4 MiB with one
 /// positioned read each (object_store's own stream reads 8 KiB at a time, which made a
 /// large local read several times slower than reading the file).
@@ -234,6 +238,7 @@ impl ObjectStoreStorage {
         key: &ObjectKey,
         path: &Path,
         range: Option<&GetRange>,
+        whole_up_to: u64,
     ) -> Result<Option<GetResult>> {
         let Some(files) = &self.local_files else {
             return Ok(None);
@@ -249,7 +254,7 @@ impl ObjectStoreStorage {
             return Ok(None);
         };
         let (location, range) = (path.clone(), range.cloned());
-        let read = move || local_read::read(location, file, &side, range.as_ref(), FILE_CHUNK);
+        let read = move || local_read::read(location, file, &side, range.as_ref(), whole_up_to);
         let read = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => runtime
                 .spawn_blocking(read)
@@ -285,6 +290,77 @@ impl ObjectStoreStorage {
             range: read.range,
             body,
         }))
+    }
+
+    /// A get whose local file is read in the first blocking task when the range is at most
+    /// `whole_up_to` bytes (streamed in pieces otherwise).
+    async fn get_with(
+        &self,
+        key: &ObjectKey,
+        opts: GetOptions,
+        whole_up_to: u64,
+    ) -> Result<GetResult> {
+        let range = opts.range.map(|r| match r {
+            ByteRange::Bounded(r) => GetRange::Bounded(r),
+            ByteRange::From(o) => GetRange::Offset(o),
+            ByteRange::Suffix(n) => GetRange::Suffix(n),
+        });
+        if let Some(range) = &range {
+            errors::check_range(key, range)?;
+        }
+        let path = self.path(key)?;
+        let range = match range {
+            Some(GetRange::Suffix(n)) if !self.suffix_ranges => {
+                let size = self
+                    .store
+                    .head(&path)
+                    .await
+                    .map_err(|e| self.map_err(key, e))?
+                    .size;
+                if size == 0 || n == 0 {
+                    return Err(Error::invalid_input(format!(
+                        "object `{key}` is {size} bytes long: it has no last {n} bytes to read"
+                    )));
+                }
+                Some(GetRange::Bounded(size.saturating_sub(n)..size))
+            }
+            other => other,
+        };
+        #[cfg(feature = "local")]
+        if let Some(result) = self
+            .get_local(key, &path, range.as_ref(), whole_up_to)
+            .await?
+        {
+            return Ok(result);
+        }
+        #[cfg(not(feature = "local"))]
+        let _ = whole_up_to;
+        let result = match self
+            .store
+            .get_opts(
+                &path,
+                object_store::GetOptions {
+                    range: range.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => {
+                return Err(match &range {
+                    Some(range) => {
+                        errors::range_error(self.store.as_ref(), self.backend, key, &path, range, e)
+                            .await
+                    }
+                    None => self.map_err(key, e),
+                });
+            }
+        };
+        let meta = self.to_meta(key, &result.meta, &result.attributes).await?;
+        let range = result.range.clone();
+        let body = body_stream(result, self.backend, key.clone());
+        Ok(GetResult { meta, range, body })
     }
 
     fn key_of(&self, path: &Path) -> Option<ObjectKey> {
@@ -431,62 +507,12 @@ impl Storage for ObjectStoreStorage {
     }
 
     async fn get_opts(&self, key: &ObjectKey, opts: GetOptions) -> Result<GetResult> {
-        let range = opts.range.map(|r| match r {
-            ByteRange::Bounded(r) => GetRange::Bounded(r),
-            ByteRange::From(o) => GetRange::Offset(o),
-            ByteRange::Suffix(n) => GetRange::Suffix(n),
-        });
-        if let Some(range) = &range {
-            errors::check_range(key, range)?;
-        }
-        let path = self.path(key)?;
-        let range = match range {
-            Some(GetRange::Suffix(n)) if !self.suffix_ranges => {
-                let size = self
-                    .store
-                    .head(&path)
-                    .await
-                    .map_err(|e| self.map_err(key, e))?
-                    .size;
-                if size == 0 || n == 0 {
-                    return Err(Error::invalid_input(format!(
-                        "object `{key}` is {size} bytes long: it has no last {n} bytes to read"
-                    )));
-                }
-                Some(GetRange::Bounded(size.saturating_sub(n)..size))
-            }
-            other => other,
-        };
-        #[cfg(feature = "local")]
-        if let Some(result) = self.get_local(key, &path, range.as_ref()).await? {
-            return Ok(result);
-        }
-        let result = match self
-            .store
-            .get_opts(
-                &path,
-                object_store::GetOptions {
-                    range: range.clone(),
-                    ..Default::default()
-                },
-            )
-            .await
-        {
-            Ok(result) => result,
-            Err(e) => {
-                return Err(match &range {
-                    Some(range) => {
-                        errors::range_error(self.store.as_ref(), self.backend, key, &path, range, e)
-                            .await
-                    }
-                    None => self.map_err(key, e),
-                });
-            }
-        };
-        let meta = self.to_meta(key, &result.meta, &result.attributes).await?;
-        let range = result.range.clone();
-        let body = body_stream(result, self.backend, key.clone());
-        Ok(GetResult { meta, range, body })
+        self.get_with(key, opts, LOCAL_READ_AT_ONCE).await
+    }
+
+    async fn get_bytes_opts(&self, key: &ObjectKey, opts: GetOptions) -> Result<Bytes> {
+        // All of it is wanted in memory: a local file is read in one go, into one buffer.
+        self.get_with(key, opts, u64::MAX).await?.bytes().await
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
