@@ -164,7 +164,7 @@ pub(crate) async fn run(
             crate::queue::name_rates(&mut figure, n);
             figures.push(figure);
         }
-        let samples = plan.size(40, 10);
+        let samples = plan.size(20, 6);
         let ours = |round: usize| async move {
             let db = RoundDb::new(engine, &format!("{run_id}-lat-{round}"), postgres).await;
             let p50 = start_latency(db.queue().await, samples).await;
@@ -224,8 +224,11 @@ async fn start_latency(queue: Arc<dyn Queue>, samples: usize) -> Duration {
     let running = tokio::spawn(worker.run(stop_rx));
     let mut latencies = Vec::with_capacity(samples);
     for i in 0..samples {
-        // Long enough for the worker's polls to back off, as in a quiet app.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Long enough for the worker's polls to back off, as in a quiet app, and spread
+        // (300-800 ms) so the enqueues do not line up with the polls' schedule (a poll
+        // falls due 20, 60, 140, 300, 620 ms after the last job): a queue that does not
+        // wake its idle workers shows here as tens or hundreds of ms.
+        tokio::time::sleep(Duration::from_millis(300 + (i as u64 * 137) % 500)).await;
         let sent = Instant::now();
         queue
             .enqueue(NewJob::new("latency", "mark", json!({ "i": i })))

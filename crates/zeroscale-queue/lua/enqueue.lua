@@ -1,8 +1,10 @@
 -- ARGV: 3 how many jobs, then for each job 8 values: id, queue, task, payload, max
 -- attempts, priority, delay ms, idempotency key ('' for none). All are added or none.
 -- Reply: {'ok', id...}, one id per job in order (the existing job's id for a repeated
--- idempotency key, also when the repeat is earlier in the same call).
+-- idempotency key, also when the repeat is earlier in the same call). Idle workers are
+-- woken (`PUBLISH <prefix>:wake <queue>`) once per call that made a job ready.
 local out = {'ok'}
+local woke = false
 for i = 0, tonumber(ARGV[3]) - 1 do
   local b = 4 + 8 * i
   local id, q, task, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
@@ -28,8 +30,10 @@ for i = 0, tonumber(ARGV[3]) - 1 do
       redis.call('ZADD', P .. ':waiting', run_at, id)
     else
       redis.call('ZADD', P .. ':ready:' .. q, score(pr, seq), id)
+      woke = q
     end
     out[#out + 1] = id
   end
 end
+if woke then redis.call('PUBLISH', P .. ':wake', woke) end
 return out

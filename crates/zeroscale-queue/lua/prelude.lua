@@ -29,6 +29,11 @@ local function make_ready(id)
   end
 end
 
+-- Wakes idle workers for a job just made ready (`redis_wake.rs` subscribes).
+local function wake(id)
+  redis.call('PUBLISH', P .. ':wake', redis.call('HGET', job(id), 'queue') or '')
+end
+
 local function finish(id, state)
   local k = job(id)
   local q, idem, seq = unpack(redis.call('HMGET', k, 'queue', 'idem', 'seq'))

@@ -7,4 +7,5 @@ redis.call('ZREM', P .. ':leases', id)
 redis.call('HINCRBY', job(id), 'attempts', -1)
 redis.call('HSET', job(id), 'token', '', 'lease_exp', '', 'updated', now)
 make_ready(id)
+wake(id)
 return {'ok'}

@@ -8,4 +8,5 @@ redis.call('HSET', job(id), 'attempts', 0, 'finished', '', 'updated', now, 'run_
   'token', '', 'lease_exp', '')
 if idem and idem ~= '' then redis.call('SET', P .. ':idem:' .. q .. ':' .. idem, id, 'NX') end
 make_ready(id)
+wake(id)
 return {'ok'}

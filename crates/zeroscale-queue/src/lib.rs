@@ -48,7 +48,10 @@ mod redis_backend;
 mod redis_counters;
 #[cfg(feature = "redis")]
 mod redis_fanout;
+#[cfg(feature = "redis")]
+mod redis_wake;
 pub mod registry;
+mod wake;
 pub mod worker;
 
 use std::sync::Arc;

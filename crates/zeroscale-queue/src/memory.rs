@@ -51,6 +51,7 @@ pub struct MemoryQueue {
     inner: Mutex<Inner>,
     config: JobsConfig,
     backoff: Backoff,
+    wake: crate::wake::Wake,
 }
 
 impl std::fmt::Debug for MemoryQueue {
@@ -228,6 +229,7 @@ impl MemoryQueue {
             backoff: Backoff::from_config(&config),
             inner: Mutex::default(),
             config,
+            wake: crate::wake::Wake::default(),
         }
     }
 
@@ -254,9 +256,13 @@ impl Queue for MemoryQueue {
         validate_new_job(&job)?;
         let at = now();
         let run_at = run_at(at, &job)?;
-        let mut inner = self.lock();
-        inner.tick(at, self.retention());
-        Ok(inner.add(job, at, run_at, self.config.default_max_attempts))
+        let id = {
+            let mut inner = self.lock();
+            inner.tick(at, self.retention());
+            inner.add(job, at, run_at, self.config.default_max_attempts)
+        };
+        self.wake.wake();
+        Ok(id)
     }
 
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
@@ -267,13 +273,16 @@ impl Queue for MemoryQueue {
             .iter()
             .map(|job| run_at(at, job))
             .collect::<Result<Vec<_>>>()?;
-        let mut inner = self.lock();
-        inner.tick(at, self.retention());
-        Ok(jobs
-            .into_iter()
-            .zip(run_ats)
-            .map(|(job, run_at)| inner.add(job, at, run_at, self.config.default_max_attempts))
-            .collect())
+        let ids = {
+            let mut inner = self.lock();
+            inner.tick(at, self.retention());
+            jobs.into_iter()
+                .zip(run_ats)
+                .map(|(job, run_at)| inner.add(job, at, run_at, self.config.default_max_attempts))
+                .collect()
+        };
+        self.wake.wake();
+        Ok(ids)
     }
 
     async fn reserve(&self, opts: &ReserveOptions) -> Result<Option<ReservedJob>> {
@@ -368,6 +377,8 @@ impl Queue for MemoryQueue {
         }
         // Its sequence number is its enqueue order: it goes back where it was.
         inner.make_ready(lease.job_id);
+        drop(inner);
+        self.wake.wake();
         Ok(())
     }
 
@@ -503,6 +514,8 @@ impl Queue for MemoryQueue {
             inner.idempotency.entry(key).or_insert(id);
         }
         inner.make_ready(id);
+        drop(inner);
+        self.wake.wake();
         Ok(())
     }
 
@@ -599,13 +612,21 @@ impl Queue for MemoryQueue {
                 inner.waiting.insert((run_at, seq, id));
             }
             JobState::Dead => {}
-            _ => inner.make_ready(id),
+            _ => {
+                inner.make_ready(id);
+                drop(inner);
+                self.wake.wake();
+            }
         }
         Ok(true)
     }
 
     async fn health(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn wait_for_jobs(&self, _queues: &[String]) {
+        self.wake.wait().await;
     }
 }
 

@@ -239,6 +239,7 @@ pub(crate) struct RedisQueue {
     jobs: JobsConfig,
     backoff: Backoff,
     scripts: Scripts,
+    wake: crate::redis_wake::WakeListener,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -273,10 +274,17 @@ impl RedisQueue {
     /// Connects to the configured Redis.
     pub(crate) async fn connect(config: &RedisQueueConfig, jobs: &JobsConfig) -> Result<Self> {
         let conn = connect(config).await?;
+        let prefix = format!("{{{}}}", config.key_prefix);
+        let location = redacted_url(config.url.expose());
+        // `connect` has checked the URL.
+        let client = redis::Client::open(config.url.expose().as_str()).map_err(|e| {
+            Error::config("queue.url", format!("`{location}` is not a Redis URL: {e}"))
+        })?;
         Ok(RedisQueue {
             conn,
-            prefix: format!("{{{}}}", config.key_prefix),
-            location: redacted_url(config.url.expose()),
+            wake: crate::redis_wake::WakeListener::new(client, &prefix, location.clone()),
+            prefix,
+            location,
             jobs: jobs.clone(),
             backoff: Backoff::from_config(jobs),
             scripts: Scripts::new(),
@@ -853,6 +861,10 @@ impl Queue for RedisQueue {
     async fn health(&self) -> Result<()> {
         let _: String = self.read_retrying(&redis::cmd("PING")).await?;
         Ok(())
+    }
+
+    async fn wait_for_jobs(&self, _queues: &[String]) {
+        self.wake.wait().await;
     }
 }
 
