@@ -89,6 +89,14 @@ impl std::fmt::Debug for DbQueue {
     }
 }
 
+/// Wakes this process's idle workers, and leaves one wake-up for the next to wait: a
+/// worker whose reservation came back empty just before the job arrived, and that was
+/// not yet waiting, reserves again at once instead of sleeping until its next poll.
+fn wake_workers(wake: &tokio::sync::Notify) {
+    wake.notify_waiters();
+    wake.notify_one();
+}
+
 impl DbQueue {
     /// The queue in `db` (migrated: the tables come with the migrations), with the job
     /// settings of `[jobs]` and the sweep settings of `[queue]`.
@@ -119,7 +127,7 @@ impl DbQueue {
         let id = self.insert(&txn.txn, job).await?;
         // This process's idle workers look once the job is visible.
         let wake = Arc::clone(&self.wake);
-        txn.after_commit(move || wake.notify_waiters());
+        txn.after_commit(move || wake_workers(&wake));
         Ok(id)
     }
 
@@ -157,14 +165,14 @@ impl DbQueue {
                         delay = Duration::from_millis(100);
                         // Woken at once: jobs enqueued while not listening are found.
                         if let Some(wake) = wake.upgrade() {
-                            wake.notify_waiters();
+                            wake_workers(&wake);
                         }
                         loop {
                             match tokio::time::timeout(Duration::from_secs(30), listener.next())
                                 .await
                             {
                                 Ok(Ok(_)) => match wake.upgrade() {
-                                    Some(wake) => wake.notify_waiters(),
+                                    Some(wake) => wake_workers(&wake),
                                     None => return,
                                 },
                                 Ok(Err(e)) => {
@@ -648,7 +656,7 @@ impl Queue for DbQueue {
         } else {
             self.insert(self.db.conn()?, job).await?
         };
-        self.wake.notify_waiters();
+        wake_workers(&self.wake);
         Ok(id)
     }
 
@@ -664,7 +672,7 @@ impl Queue for DbQueue {
             ids.push(self.insert(&txn, job).await?);
         }
         self.commit(txn).await?;
-        self.wake.notify_waiters();
+        wake_workers(&self.wake);
         Ok(ids)
     }
 
@@ -779,7 +787,7 @@ impl Queue for DbQueue {
         }
         self.announce(&txn).await?;
         self.commit(txn).await?;
-        self.wake.notify_waiters();
+        wake_workers(&self.wake);
         Ok(())
     }
 
@@ -924,7 +932,7 @@ impl Queue for DbQueue {
         }
         self.announce(&txn).await?;
         self.commit(txn).await?;
-        self.wake.notify_waiters();
+        wake_workers(&self.wake);
         Ok(())
     }
 
@@ -1065,7 +1073,7 @@ impl Queue for DbQueue {
             self.announce(&txn).await?;
         }
         self.commit(txn).await?;
-        self.wake.notify_waiters();
+        wake_workers(&self.wake);
         Ok(true)
     }
 
