@@ -128,7 +128,10 @@ fn log_backends(config: &Config) {
     tracing::info!(models = %models.join(", "), "models");
 }
 
-pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    loaded: LoadedConfig,
+    extensions: Arc<crate::app::Extensions>,
+) -> anyhow::Result<ExitCode> {
     let config = loaded.config;
     let data_dir = config.data_dir()?;
     ensure_private_dir(&data_dir)?;
@@ -176,10 +179,12 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
         }
     };
     auto_migrate(&config, &db).await?;
-    let services = crate::wiring::Services::with_db(&config, db)?;
+    let services = crate::wiring::Services::with_db(&config, db, extensions)?;
     crate::wiring::check_queue_login(&services.queue).await?;
     crate::auth_sync::start(&config, &services.domain, true);
     crate::wiring::bootstrap_admin(&config, &services.domain).await?;
+    services.extensions.started(&services).await?;
+    let stopping = services.clone();
     let storage = services.storage.clone();
     let files_signer =
         zeroscale_storage::app_signer(&config.storage, &crate::wiring::storage_context(&config)?)
@@ -240,6 +245,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
     tokio::select! {
         result = &mut server => {
             result.context("the server task failed")??;
+            stopping.extensions.stopped(&stopping).await;
             return Ok(ExitCode::SUCCESS);
         }
         signal = shutdown_signal() => {
@@ -271,6 +277,7 @@ pub(crate) async fn run(loaded: LoadedConfig) -> anyhow::Result<ExitCode> {
             server.abort();
         }
     }
+    stopping.extensions.stopped(&stopping).await;
     Ok(ExitCode::SUCCESS)
 }
 

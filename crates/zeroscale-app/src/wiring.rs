@@ -226,9 +226,11 @@ pub(crate) async fn connect_queue(
         .map_err(anyhow::Error::from)
 }
 
-/// Everything the API handlers and the task handlers use.
+/// The connected backends every API handler and job handler uses: the database with its
+/// domain services, storage, the queue and the model router, with the config they were
+/// made from. Cheap to clone (shared handles).
 #[derive(Debug, Clone)]
-pub(crate) struct Services {
+pub struct Services {
     pub(crate) config: Arc<Config>,
     pub(crate) domain: Domain,
     pub(crate) storage: Arc<dyn Storage>,
@@ -238,11 +240,64 @@ pub(crate) struct Services {
     pub(crate) throttle: crate::throttle::Throttle,
     /// The JSON of chat pages the domain serves from its cache.
     pub(crate) rendered_pages: crate::api::chat::RenderedPages,
+    /// What the app adds: its routes, jobs and hooks.
+    pub(crate) extensions: Arc<crate::app::Extensions>,
 }
 
 impl Services {
-    /// Everything `config` names, over an open database.
-    pub(crate) fn with_db(config: &Config, db: Db) -> anyhow::Result<Services> {
+    /// The loaded configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The domain services (users, sessions, API keys, chat, documents, credits) over the
+    /// database; `domain().db()` is the database itself.
+    pub fn domain(&self) -> &Domain {
+        &self.domain
+    }
+
+    /// The configured object storage.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The model router: embeddings and images by model id, with failover and caches.
+    pub fn models(&self) -> &Arc<Router> {
+        &self.models
+    }
+
+    /// The configured queue, connected on first use (an unreachable engine is
+    /// `unavailable` and tried again on the next call).
+    pub async fn queue(&self) -> zeroscale_core::Result<Arc<dyn zeroscale_core::Queue>> {
+        self.queue.get().await
+    }
+
+    /// Enqueues `job` on behalf of the user `user_id` and returns its status: the user
+    /// then sees it at `GET /v1/jobs/{id}` (with its progress and result) and may cancel
+    /// it, as with `POST /v1/jobs`.
+    pub async fn enqueue_for(
+        &self,
+        user_id: &str,
+        job: zeroscale_core::queue::NewJob,
+    ) -> zeroscale_core::Result<zeroscale_core::queue::JobStatus> {
+        let queue = self.queue.get().await?;
+        let (queue_name, task) = (job.queue.clone(), job.task.clone());
+        let id = queue.enqueue(job).await?;
+        self.domain
+            .jobs()
+            .record(&id.to_string(), user_id, &queue_name, &task)
+            .await?;
+        queue.status(id).await
+    }
+}
+
+impl Services {
+    /// Everything `config` names, over an open database, with what the app adds.
+    pub(crate) fn with_db(
+        config: &Config,
+        db: Db,
+        extensions: Arc<crate::app::Extensions>,
+    ) -> anyhow::Result<Services> {
         let config = Arc::new(config.clone());
         // Multipart upload ids go to the database, so a sweep after a crash finds them.
         let uploads = Arc::new(zeroscale_db::upload_log::DbUploadLog::new(db.clone()));
@@ -262,6 +317,7 @@ impl Services {
             storage,
             models,
             rendered_pages: Default::default(),
+            extensions,
         })
     }
 }

@@ -74,6 +74,9 @@ pub(crate) fn build(queue: Arc<dyn Queue>, services: &Services) -> Worker {
             }
         },
     );
+    // The app's own jobs.
+    let extensions = std::sync::Arc::clone(&services.extensions);
+    extensions.register_jobs(&mut worker, services);
     // The job went to dead letters: settle the generation now, so its credits do not stay
     // reserved until the sweeper's timeout.
     let settle = services.clone();
@@ -104,13 +107,16 @@ pub(crate) fn build(queue: Arc<dyn Queue>, services: &Services) -> Worker {
 }
 
 /// Runs a worker until SIGINT/SIGTERM.
-pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    loaded: &LoadedConfig,
+    extensions: Arc<crate::app::Extensions>,
+) -> anyhow::Result<ExitCode> {
     let config = &loaded.config;
     crate::models_cmd::start_auto_installs(config);
     crate::serve::warn_if_the_queue_forgets(config);
     let db = crate::wiring::open_db(config).await?;
     crate::serve::auto_migrate(config, &db).await?;
-    let services = Services::with_db(config, db)?;
+    let services = Services::with_db(config, db, extensions)?;
     crate::wiring::check_queue_login(&services.queue).await?;
     crate::auth_sync::start(config, &services.domain, false);
     let queue = services
@@ -125,6 +131,7 @@ pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
              `queue.kind = \"database\"` or `\"redis\"` to share jobs between processes"
         );
     }
+    services.extensions.started(&services).await?;
     let worker = build(queue, &services);
     tracing::info!(
         queues = ?config.workers.queues,
@@ -144,5 +151,6 @@ pub(crate) async fn run(loaded: &LoadedConfig) -> anyhow::Result<ExitCode> {
         released = report.released,
         "worker stopped"
     );
+    services.extensions.stopped(&services).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -24,22 +24,44 @@ pub(crate) enum Credential {
     ApiKey { key_id: String, limit: Option<u32> },
 }
 
-/// An authenticated caller.
+/// An authenticated caller: extract it in a handler to require credentials (a session
+/// token or an API key, as `Authorization: Bearer …` or `X-API-Key`). A request without
+/// them is answered 401; the caller's per-minute rate limits (`limits.*`) are counted and
+/// enforced (429) before the handler runs.
 #[derive(Debug, Clone)]
-pub(crate) struct Caller {
+pub struct Caller {
     pub(crate) user: User,
     pub(crate) credential: Credential,
 }
 
 impl Caller {
-    pub(crate) fn is_admin(&self) -> bool {
+    /// The user behind the credentials.
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// Whether the user is an admin.
+    pub fn is_admin(&self) -> bool {
         self.user.role == Role::Admin
+    }
+
+    /// Whether the credentials are an API key (rather than a login session).
+    pub fn is_api_key(&self) -> bool {
+        matches!(self.credential, Credential::ApiKey { .. })
     }
 }
 
-/// An authenticated admin.
+/// An authenticated admin: extract it to make a route admin-only (401 without
+/// credentials, 403 for a user who is not an admin).
 #[derive(Debug, Clone)]
-pub(crate) struct Admin(pub(crate) Caller);
+pub struct Admin(pub(crate) Caller);
+
+impl Admin {
+    /// The admin, as a caller.
+    pub fn caller(&self) -> &Caller {
+        &self.0
+    }
+}
 
 fn presented_token(parts: &Parts) -> ApiResult<Option<String>> {
     if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {

@@ -15,9 +15,9 @@ use utoipa::ToSchema;
 use zeroscale_core::Error;
 use zeroscale_core::error::PublicError;
 
-/// The body of every error response.
+/// The body of every error response (schema `ErrorBody` in `/openapi.json`).
 #[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorBody {
+pub struct ErrorBody {
     pub(crate) error: ErrorDetail,
 }
 
@@ -47,9 +47,11 @@ pub(crate) struct ErrorReport {
     pub(crate) reference: Option<String>,
 }
 
-/// An error on its way to becoming a response.
+/// An error on its way to becoming a response: the status, a stable code and a message
+/// for people, sent as [`ErrorBody`] with the request's id. Any `zeroscale_core::Error`
+/// converts with `?` (not found is 404, invalid input 400, unavailable 503, …).
 #[derive(Debug)]
-pub(crate) struct ApiError {
+pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -58,10 +60,13 @@ pub(crate) struct ApiError {
     reference: Option<String>,
 }
 
-pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
+/// A handler's result: its response, or an [`ApiError`].
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error answered with `status`, the machine-readable `code` (`not_found`,
+    /// `conflict`, … or your own) and `message` for people.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -72,16 +77,24 @@ impl ApiError {
         }
     }
 
-    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+    /// 400 `invalid_input`: say which field is wrong and why.
+    pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
     }
 
-    pub(crate) fn unauthenticated(message: impl Into<String>) -> Self {
+    /// 401 `unauthenticated`.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
     }
 
-    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+    /// 403 `permission_denied`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "permission_denied", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 }
 
@@ -158,7 +171,7 @@ impl From<JsonRejection> for ApiError {
 
 /// `axum::Json` whose rejections are [`ApiError`]s.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Json<T>(pub(crate) T);
+pub struct Json<T>(pub T);
 
 impl<T, S> FromRequest<S> for Json<T>
 where
@@ -181,7 +194,7 @@ impl<T: Serialize> IntoResponse for Json<T> {
 
 /// `axum::extract::Query` whose rejections are [`ApiError`]s.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Query<T>(pub(crate) T);
+pub struct Query<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for Query<T>
 where

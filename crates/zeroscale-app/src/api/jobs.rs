@@ -107,7 +107,7 @@ pub(crate) struct EnqueueRequest {
     request_body = EnqueueRequest,
     responses(
         (status = 202, description = "enqueued", body = JobView),
-        (status = 400, description = "invalid fields or unknown queue", body = ErrorBody),
+        (status = 400, description = "invalid fields, a task no worker handles, or an unknown queue", body = ErrorBody),
         (status = 403, description = "an internal task", body = ErrorBody),
         (status = 503, description = "the queue is unreachable", body = ErrorBody),
     )
@@ -121,6 +121,13 @@ pub(crate) async fn enqueue_job(
         return Err(ApiError::forbidden(format!(
             "task `{}` is started by the app itself, not through /v1/jobs",
             body.task
+        )));
+    }
+    if !state.extensions.accepts_task(&body.task) {
+        return Err(ApiError::bad_request(format!(
+            "task: no worker of this app handles `{}` (tasks: {})",
+            body.task,
+            state.extensions.task_names().join(", ")
         )));
     }
     let queue_name = body.queue.unwrap_or_else(|| "default".to_owned());
@@ -151,15 +158,7 @@ pub(crate) async fn enqueue_job(
 
 /// Enqueues `job` for `user_id`, records the owner and returns the job's status.
 pub(crate) async fn submit(state: &ApiState, user_id: &str, job: NewJob) -> ApiResult<JobStatus> {
-    let queue = state.queue.get().await?;
-    let (queue_name, task) = (job.queue.clone(), job.task.clone());
-    let id = queue.enqueue(job).await?;
-    state
-        .domain
-        .jobs()
-        .record(&id.to_string(), user_id, &queue_name, &task)
-        .await?;
-    Ok(queue.status(id).await?)
+    Ok(state.enqueue_for(user_id, job).await?)
 }
 
 /// The caller's job `id` (any job for an admin); another user's job is not found.

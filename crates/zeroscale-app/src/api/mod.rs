@@ -128,7 +128,40 @@ impl utoipa::Modify for Security {
 /// The API routes and their OpenAPI document.
 pub(crate) fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
     let body_limit = usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX);
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let extensions = std::sync::Arc::clone(&state.extensions);
+    let mut api = if extensions.builtin_api {
+        builtin()
+    } else {
+        OpenApiRouter::with_openapi(ApiDoc::openapi())
+    };
+    // The app's own routes, under the same limits as ours.
+    for routes in extensions.routes() {
+        api = api.merge(routes);
+    }
+    let (router, openapi) = api
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            std::time::Duration::from_secs(state.config.server.request_timeout_secs.max(1)),
+            timeout,
+        ))
+        // Uploads stream to storage under their own limit (`server.max_upload_bytes`).
+        .merge(if extensions.builtin_api {
+            file_routes()
+        } else {
+            OpenApiRouter::new()
+        })
+        .with_state(state)
+        .split_for_parts();
+    // `X-RateLimit-*` on every response a rate limit counted.
+    let router = router.layer(axum::middleware::from_fn(crate::limits::headers));
+    let mut openapi = openapi;
+    add_common_responses(&mut openapi);
+    (router, openapi)
+}
+
+/// zeroscale's own `/v1` routes but the file transfers.
+fn builtin() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::register))
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
@@ -157,31 +190,21 @@ pub(crate) fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::dead_jobs))
         .routes(routes!(admin::list_users))
         .routes(routes!(admin::update_user))
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            std::time::Duration::from_secs(state.config.server.request_timeout_secs.max(1)),
-            timeout,
+}
+
+/// The file transfers, which stream under their own limit (`server.max_upload_bytes`)
+/// and are not timed.
+fn file_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(files::upload_file, files::list_files))
+        .routes(routes!(
+            files::download_file,
+            files::head_file,
+            files::delete_file
         ))
-        // Uploads stream to storage under their own limit (`server.max_upload_bytes`).
-        .merge(
-            OpenApiRouter::new()
-                .routes(routes!(files::upload_file, files::list_files))
-                .routes(routes!(
-                    files::download_file,
-                    files::head_file,
-                    files::delete_file
-                ))
-                .routes(routes!(files::signed_url))
-                .routes(routes!(files::upload_url))
-                .layer(axum::extract::DefaultBodyLimit::disable()),
-        )
-        .with_state(state)
-        .split_for_parts();
-    // `X-RateLimit-*` on every response a rate limit counted.
-    let router = router.layer(axum::middleware::from_fn(crate::limits::headers));
-    let mut openapi = openapi;
-    add_common_responses(&mut openapi);
-    (router, openapi)
+        .routes(routes!(files::signed_url))
+        .routes(routes!(files::upload_url))
+        .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// Answers 503 when a request takes longer than `server.request_timeout_secs` (file

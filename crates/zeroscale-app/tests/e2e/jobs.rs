@@ -50,6 +50,27 @@ pub(crate) async fn run(d: &Deployment, alice: &str, bob: &str) {
     )
     .await;
     assert_eq!((status, error_code(&body)), (403, "permission_denied"));
+    // A task no worker of the app handles is refused, not left to go dead.
+    let (status, body) = call(
+        d,
+        Method::POST,
+        "/v1/jobs",
+        Some(alice),
+        Some(json!({"task": "nobody.handles_this", "payload": {}})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_input"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("zeroscale.echo"),
+        "the message lists the tasks: {body}"
+    );
     let (status, _) = call(
         d,
         Method::POST,

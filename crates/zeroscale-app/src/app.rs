@@ -1,0 +1,421 @@
+//! The app definition: zeroscale's server with your routes, jobs and hooks added, and the
+//! command line that runs it ([`App::run`]).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use serde::de::DeserializeOwned;
+use utoipa_axum::router::OpenApiRouter;
+use zeroscale_core::config::{self, LoadedConfig};
+use zeroscale_queue::worker::{HandlerResult, JobContext, Worker};
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::wiring::Services;
+
+/// A background job of your app: a task name, its payload type and what running it does.
+///
+/// Register it with [`App::job`]: `zeroscale worker` (and `serve`'s in-process workers)
+/// then run it, and `POST /v1/jobs` accepts its name. A job can run more than once (a
+/// worker that dies mid-job, a retry after an error): make [`Job::run`] idempotent, for
+/// example keyed by [`JobContext::id`].
+///
+/// ```
+/// use zeroscale_app::{Job, TaskContext};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Greet {
+///     name: String,
+/// }
+///
+/// struct SayHello;
+///
+/// impl Job for SayHello {
+///     const NAME: &'static str = "myapp.say_hello";
+///     type Payload = Greet;
+///
+///     async fn run(
+///         &self,
+///         _cx: TaskContext,
+///         payload: Greet,
+///     ) -> zeroscale_app::HandlerResult {
+///         Ok(Some(serde_json::json!({ "greeting": format!("hello, {}", payload.name) })))
+///     }
+/// }
+///
+/// let app = zeroscale_app::App::new().job(SayHello);
+/// # drop(app);
+/// ```
+pub trait Job: Send + Sync + 'static {
+    /// The task name jobs are enqueued under: your app's prefix and a verb
+    /// (`myapp.resize_image`). `zeroscale.` and `internal.` are zeroscale's.
+    const NAME: &'static str;
+    /// The payload, deserialized from the job's JSON; a payload that does not match fails
+    /// the attempt with the serde error.
+    type Payload: DeserializeOwned + Send + 'static;
+
+    /// Runs one attempt: `Ok(Some(value))` is kept as the job's result; an error is
+    /// retried with backoff unless it is permanent (invalid input, not found, …), and goes
+    /// to dead letters after the last attempt.
+    fn run(
+        &self,
+        cx: TaskContext,
+        payload: Self::Payload,
+    ) -> impl Future<Output = HandlerResult> + Send;
+}
+
+/// What a [`Job`] runs with: the attempt (id, attempt number, progress, cancellation)
+/// and the app's connected backends.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// This attempt: its id, attempt number, [`JobContext::progress`] and
+    /// [`JobContext::is_cancelled`].
+    pub job: JobContext,
+    /// The backends: database, storage, queue, models.
+    pub services: Services,
+}
+
+type RoutesFn = Box<dyn Fn() -> OpenApiRouter<Services> + Send + Sync>;
+type RegisterFn = Box<dyn Fn(&mut Worker, &Services) + Send + Sync>;
+type HookFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+type HookFn = Box<dyn Fn(Services) -> HookFuture + Send + Sync>;
+
+/// The tasks zeroscale's own workers run that `POST /v1/jobs` accepts (diagnostics).
+pub(crate) const BUILTIN_TASKS: [&str; 2] = ["zeroscale.echo", "zeroscale.sleep"];
+
+/// What an [`App`] adds to zeroscale's server, shared by the server, the workers and the
+/// API.
+#[derive(Default)]
+pub(crate) struct Extensions {
+    /// Whether zeroscale's own `/v1` routes are served.
+    pub(crate) builtin_api: bool,
+    routes: Vec<RoutesFn>,
+    jobs: Vec<(&'static str, RegisterFn)>,
+    /// Tasks handled by workers this app does not build (still accepted by `/v1/jobs`).
+    external_tasks: BTreeSet<String>,
+    on_start: Vec<HookFn>,
+    on_stop: Vec<HookFn>,
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extensions")
+            .field("builtin_api", &self.builtin_api)
+            .field("routes", &self.routes.len())
+            .field(
+                "jobs",
+                &self.jobs.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("external_tasks", &self.external_tasks)
+            .field("on_start", &self.on_start.len())
+            .field("on_stop", &self.on_stop.len())
+            .finish()
+    }
+}
+
+impl Extensions {
+    /// The routers the app adds, fresh for one server.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = OpenApiRouter<Services>> + '_ {
+        self.routes.iter().map(|make| make())
+    }
+
+    /// Registers the app's jobs on `worker`.
+    pub(crate) fn register_jobs(&self, worker: &mut Worker, services: &Services) {
+        for (_, register) in &self.jobs {
+            register(worker, services);
+        }
+    }
+
+    /// Whether `POST /v1/jobs` may enqueue `task`: a task some worker of this app handles.
+    pub(crate) fn accepts_task(&self, task: &str) -> bool {
+        BUILTIN_TASKS.contains(&task)
+            || self.jobs.iter().any(|(name, _)| *name == task)
+            || self.external_tasks.contains(task)
+    }
+
+    /// The tasks `POST /v1/jobs` accepts, for its error message.
+    pub(crate) fn task_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = BUILTIN_TASKS.iter().map(|s| (*s).to_owned()).collect();
+        names.extend(self.jobs.iter().map(|(n, _)| (*n).to_owned()));
+        names.extend(self.external_tasks.iter().cloned());
+        names.sort();
+        names
+    }
+
+    /// Runs the start-up hooks in order; the first error stops the process.
+    pub(crate) async fn started(&self, services: &Services) -> anyhow::Result<()> {
+        for hook in &self.on_start {
+            hook(services.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the shutdown hooks in order, logging (not returning) their errors.
+    pub(crate) async fn stopped(&self, services: &Services) {
+        for hook in &self.on_stop {
+            if let Err(e) = hook(services.clone()).await {
+                tracing::warn!(error = format!("{e:#}"), "a shutdown hook failed");
+            }
+        }
+    }
+}
+
+/// A zeroscale app: the server, its workers and its command line, plus what you add.
+///
+/// ```no_run
+/// use zeroscale_app::App;
+/// use utoipa_axum::router::OpenApiRouter;
+///
+/// fn main() -> std::process::ExitCode {
+///     App::new()
+///         .routes(|| OpenApiRouter::new() /* .routes(routes!(my_handler)) */)
+///         .on_start(|_services| async { Ok(()) })
+///         .run()
+/// }
+/// ```
+#[derive(Debug)]
+pub struct App {
+    extensions: Extensions,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        App::new()
+    }
+}
+
+impl App {
+    /// zeroscale's server with its whole API, nothing added.
+    pub fn new() -> Self {
+        App {
+            extensions: Extensions {
+                builtin_api: true,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Adds routes: `make` returns a router of handlers taking `State<Services>`, merged
+    /// beside zeroscale's `/v1` routes (same body limit, request timeout, request ids,
+    /// security headers and rate-limit headers) and into `/openapi.json`. Called once per
+    /// server started. A path that is already served makes the server refuse to start.
+    pub fn routes<F>(mut self, make: F) -> Self
+    where
+        F: Fn() -> OpenApiRouter<Services> + Send + Sync + 'static,
+    {
+        self.extensions.routes.push(Box::new(make));
+        self
+    }
+
+    /// Serves only your routes, `/healthz`, `/readyz`, `/openapi.json` and the `/files/…`
+    /// route, without zeroscale's `/v1` API (users, keys, chat, files, jobs, models). The
+    /// workers, the commands and the database are unchanged.
+    pub fn without_builtin_api(mut self) -> Self {
+        self.extensions.builtin_api = false;
+        self
+    }
+
+    /// Adds a background job: `zeroscale worker` and `serve`'s in-process workers run it,
+    /// and `POST /v1/jobs` accepts its name.
+    ///
+    /// # Panics
+    ///
+    /// When the name is empty, starts with `zeroscale.` or `internal.` (zeroscale's), or
+    /// is registered twice: these are mistakes in the program, found at its first start.
+    pub fn job<J: Job>(mut self, job: J) -> Self {
+        let name = J::NAME;
+        assert!(
+            !name.trim().is_empty(),
+            "a Job's NAME must not be empty (use your app's prefix: `myapp.do_thing`)"
+        );
+        assert!(
+            !name.starts_with("zeroscale.") && !name.starts_with("internal."),
+            "job `{name}`: the prefixes `zeroscale.` and `internal.` are zeroscale's; use your app's own"
+        );
+        assert!(
+            self.extensions.jobs.iter().all(|(n, _)| *n != name)
+                && !self.extensions.external_tasks.contains(name),
+            "job `{name}` is registered twice"
+        );
+        let job = Arc::new(job);
+        self.extensions.jobs.push((
+            name,
+            Box::new(move |worker: &mut Worker, services: &Services| {
+                let job = Arc::clone(&job);
+                let services = services.clone();
+                worker.register(name, move |attempt: JobContext, payload: J::Payload| {
+                    let job = Arc::clone(&job);
+                    let cx = TaskContext {
+                        job: attempt,
+                        services: services.clone(),
+                    };
+                    async move { job.run(cx, payload).await }
+                });
+            }),
+        ));
+        self
+    }
+
+    /// Lets `POST /v1/jobs` accept `task`, handled by workers this app does not build
+    /// (a worker of your own on the same queue, written with `zeroscale_queue::worker`).
+    /// Without it, a task no worker of the app handles is refused with 400 rather than
+    /// left to go dead.
+    pub fn external_task(mut self, task: impl Into<String>) -> Self {
+        self.extensions.external_tasks.insert(task.into());
+        self
+    }
+
+    /// Runs `hook` once the backends are connected, before `serve` takes requests and
+    /// before `worker` takes jobs. An error stops the process with that error.
+    pub fn on_start<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Services) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.extensions
+            .on_start
+            .push(Box::new(move |services| Box::pin(hook(services))));
+        self
+    }
+
+    /// Runs `hook` when `serve` or `worker` stops on SIGINT/SIGTERM, after in-flight
+    /// requests and jobs finished (or the grace period passed). Errors are logged.
+    pub fn on_stop<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Services) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.extensions
+            .on_stop
+            .push(Box::new(move |services| Box::pin(hook(services))));
+        self
+    }
+
+    /// Parses the process's command line, loads the config and runs the command; the
+    /// exit code is 0 on success, 2 for a config error and 1 otherwise. This is the
+    /// whole of `zeroscale`'s `main`.
+    pub fn run(self) -> ExitCode {
+        // Every file and folder zeroscale creates (the database and its WAL, keys, caches,
+        // uploads, backups) is private to its user: 0600 and 0700. Set before any thread
+        // starts, since the mask is the process's.
+        #[cfg(unix)]
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+        let cli = Cli::parse();
+        let loaded = match config::load(&cli.sources()).and_then(|loaded| {
+            zeroscale_models::registry::validate(&loaded.config.models)?;
+            Ok(loaded)
+        }) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                eprintln!("zeroscale: {}", e.chain());
+                return ExitCode::from(2);
+            }
+        };
+        let log_format = cli.log_format();
+        match cli.command.unwrap_or_default() {
+            Command::Config {
+                command: ConfigCommand::Show,
+            } => show_config(&loaded),
+            command => run_async(Arc::new(self.extensions), log_format, loaded, command),
+        }
+    }
+}
+
+fn show_config(loaded: &LoadedConfig) -> ExitCode {
+    match loaded.to_annotated_toml() {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("zeroscale: {}", e.chain());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_async(
+    extensions: Arc<Extensions>,
+    log_format: Option<config::LogFormat>,
+    mut loaded: LoadedConfig,
+    command: Command,
+) -> ExitCode {
+    if let Some(format) = log_format {
+        loaded.config.log.format = format;
+    }
+    crate::logging::init(&loaded.config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("zeroscale: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        use crate::{
+            backup_cmd, doctor, jobs, migrate, models_cmd, serve, stage_cmd, storage_cmd, users,
+            worker,
+        };
+        match command {
+            Command::Serve => serve::run(loaded, extensions).await,
+            Command::Doctor => doctor::run(&loaded).await,
+            Command::Worker => worker::run(&loaded, extensions).await,
+            Command::Jobs { queue, command } => jobs::run(&loaded, &queue, command).await,
+            Command::Migrate { command } => migrate::run(&loaded, command).await,
+            Command::Storage { command } => storage_cmd::run(command).await,
+            Command::Users { command } => users::run(&loaded, command).await,
+            Command::Models { command } => models_cmd::run(&loaded, command).await,
+            Command::Backup {
+                output,
+                with_jobs,
+                json,
+            } => backup_cmd::backup(&loaded, output, with_jobs, json).await,
+            Command::Restore {
+                file,
+                replace,
+                json,
+            } => backup_cmd::restore(&loaded, file, replace, json).await,
+            Command::Db { command } => backup_cmd::db(command).await,
+            Command::Stage { command } => stage_cmd::run(command).await,
+            Command::Config { .. } => unreachable!("handled before the runtime starts"),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let text = describe(&e);
+            tracing::error!("{text}");
+            eprintln!("zeroscale: {text}");
+            // A config error (exit 2) is the operator's to fix; anything else is 1.
+            let config_error = e
+                .chain()
+                .filter_map(|c| c.downcast_ref::<zeroscale_core::Error>())
+                .any(|c| c.kind() == zeroscale_core::ErrorKind::Config);
+            if config_error {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// An error with its contexts, then the core error's own account of itself (its message
+/// and sources without repeats, [`zeroscale_core::Error::chain`]).
+fn describe(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        if let Some(core) = cause.downcast_ref::<zeroscale_core::Error>() {
+            parts.push(core.chain());
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ")
+}
