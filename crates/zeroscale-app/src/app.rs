@@ -98,6 +98,8 @@ pub(crate) struct Extensions {
     external_tasks: BTreeSet<String>,
     on_start: Vec<HookFn>,
     on_stop: Vec<HookFn>,
+    /// The app's own migrations, run after zeroscale's.
+    migrations: Option<zeroscale_db::migrate::AppMigrations>,
 }
 
 impl std::fmt::Debug for Extensions {
@@ -112,6 +114,7 @@ impl std::fmt::Debug for Extensions {
             .field("external_tasks", &self.external_tasks)
             .field("on_start", &self.on_start.len())
             .field("on_stop", &self.on_stop.len())
+            .field("migrations", &self.migrations.map(|m| m().len()))
             .finish()
     }
 }
@@ -268,6 +271,19 @@ impl App {
         self
     }
 
+    /// Adds your tables: `migrations` returns your migrations, oldest first, written with
+    /// sea-orm-migration's schema builder (`zeroscale_db::escape_hatch::sea_orm_migration`),
+    /// so one source serves SQLite and PostgreSQL. They run after zeroscale's, in the same
+    /// table of applied migrations: `migrate up|down|status|fresh`, `auto_migrate`,
+    /// `doctor`, `backup`, `restore`, `db copy` and `stage move` handle them with
+    /// zeroscale's, and your tables' rows travel with ours. Give each migration a name of
+    /// its own (`m<yyyymmdd>_<nnnnnn>_<what>`, the default of `DeriveMigrationName`
+    /// being the module's name); a name used twice stops the program at start-up.
+    pub fn migrations(mut self, migrations: zeroscale_db::migrate::AppMigrations) -> Self {
+        self.extensions.migrations = Some(migrations);
+        self
+    }
+
     /// Runs `hook` once the backends are connected, before `serve` takes requests and
     /// before `worker` takes jobs. An error stops the process with that error.
     pub fn on_start<F, Fut>(mut self, hook: F) -> Self
@@ -304,6 +320,12 @@ impl App {
         #[cfg(unix)]
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
         let cli = Cli::parse();
+        if let Some(migrations) = self.extensions.migrations
+            && let Err(e) = zeroscale_db::migrate::set_app_migrations(migrations)
+        {
+            eprintln!("zeroscale: {}", e.chain());
+            return ExitCode::from(2);
+        }
         let loaded = match config::load(&cli.sources()).and_then(|loaded| {
             zeroscale_models::registry::validate(&loaded.config.models)?;
             Ok(loaded)

@@ -284,6 +284,50 @@ impl Db {
     }
 }
 
+/// **Escape hatch**: the engine underneath a [`Db`], for an app's own tables. Nothing
+/// else in this crate's API names sea-orm; what is here follows sea-orm's releases, not
+/// zeroscale's, and code using it is tied to that engine layer.
+///
+/// Write your migrations with [`sea_orm_migration`]'s schema builder (one source for SQLite
+/// and PostgreSQL; register them with [`migrate::set_app_migrations`]) and query your
+/// tables through [`connection`], building statements with sea-query so each engine gets
+/// its own SQL:
+///
+/// ```no_run
+/// use zeroscale_db::escape_hatch::{self, sea_orm};
+/// use sea_orm::{ConnectionTrait, sea_query::{Expr, Query}};
+///
+/// # async fn example(db: &zeroscale_db::Db) -> zeroscale_core::Result<()> {
+/// let conn = escape_hatch::connection(db);
+/// let select = Query::select()
+///     .expr(Expr::cust("COUNT(*)"))
+///     .from(sea_orm::sea_query::Alias::new("my_table"))
+///     .to_owned();
+/// let row = conn
+///     .query_one(&select)
+///     .await
+///     .map_err(|e| escape_hatch::map_err(db, e))?;
+/// # let _ = row;
+/// # Ok(())
+/// # }
+/// ```
+pub mod escape_hatch {
+    pub use sea_orm;
+    pub use sea_orm_migration;
+
+    /// The sea-orm connection pool of `db`.
+    pub fn connection(db: &crate::Db) -> &sea_orm::DatabaseConnection {
+        &db.conn
+    }
+
+    /// A sea-orm error from `db` as zeroscale's error (a lost connection is
+    /// `unavailable`, a unique violation `already_exists`, …), counted by the circuit
+    /// breaker as zeroscale's own statements are.
+    pub fn map_err(db: &crate::Db, e: sea_orm::DbErr) -> zeroscale_core::Error {
+        db.map_err(e)
+    }
+}
+
 /// For this workspace's tests only: the engine underneath a [`Db`]. Not part of the API
 /// (engine types never are); it may change in any release.
 #[doc(hidden)]

@@ -1,11 +1,64 @@
-//! Running the migrations of the `migration` crate: up, down, status, fresh.
+//! Running the migrations: zeroscale's (the `migration` crate), then the app's own
+//! ([`set_app_migrations`]), as one list: up, down, status, fresh.
 
-use migration::{Migrator, MigratorTrait};
+use std::sync::OnceLock;
+
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
-use sea_orm_migration::MigrationStatus;
-use zeroscale_core::Result;
+use sea_orm_migration::{MigrationStatus, MigrationTrait, MigratorTrait};
+use zeroscale_core::{Error, Result};
 
 use crate::{Db, Dialect};
+
+/// Makes a fresh list of an app's migrations, oldest first.
+pub type AppMigrations = fn() -> Vec<Box<dyn MigrationTrait>>;
+
+static APP_MIGRATIONS: OnceLock<AppMigrations> = OnceLock::new();
+
+/// Adds an app's own migrations after zeroscale's, for this process: every [`Db`] then
+/// runs, reports, rolls back, backs up and restores them with zeroscale's (one table of
+/// applied migrations, `seaql_migrations`). Call it once, before the first database
+/// operation (`zeroscale_app::App::migrations` does). Migrations are written with
+/// sea-orm-migration's schema builder ([`crate::escape_hatch::sea_orm_migration`]), so
+/// one source serves SQLite and PostgreSQL.
+///
+/// Fails when a name is used twice (or by one of zeroscale's migrations), or when a
+/// different list was set before.
+pub fn set_app_migrations(migrations: AppMigrations) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for m in ZeroscaleMigrator::migrations().iter().chain(&migrations()) {
+        if !seen.insert(m.name().to_owned()) {
+            return Err(Error::invalid_input(format!(
+                "migration `{}` is listed twice (or has the name of one of zeroscale's): give                  each migration its own name, e.g. `m<yyyymmdd>_<nnnnnn>_<what>`",
+                m.name()
+            )));
+        }
+    }
+    let set = APP_MIGRATIONS.get_or_init(|| migrations);
+    if std::ptr::fn_addr_eq(*set, migrations) {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(
+            "the app's migrations were already set to another list in this process",
+        ))
+    }
+}
+
+use migration::Migrator as ZeroscaleMigrator;
+
+/// zeroscale's migrations, then the app's: the one list every operation runs.
+#[derive(Debug)]
+pub(crate) struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut all = ZeroscaleMigrator::migrations();
+        if let Some(app) = APP_MIGRATIONS.get() {
+            all.extend(app());
+        }
+        all
+    }
+}
 
 /// The PostgreSQL advisory lock key migrations hold ("zsmig" in ASCII).
 pub(crate) const MIGRATION_LOCK_KEY: i64 = 0x7a_73_6d_69_67;

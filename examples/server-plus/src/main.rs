@@ -1,28 +1,41 @@
-//! The full zeroscale server plus one route and one job of your own.
+//! The full zeroscale server plus one route, one job and one table of your own.
 //!
 //! `POST /v1/word-counts` (any signed-in user) enqueues the `example.count_words` job on
-//! behalf of the caller; the job counts the words of the text, keeps the counts in
-//! object storage (`word-counts/<job id>.json`) and returns them as its result, which
-//! the caller reads at `GET /v1/jobs/{id}`; `GET /v1/word-counts/{id}` reads the stored
-//! counts back. Everything else (config, backends by stage,
-//! `serve`, `worker`, `migrate`, `doctor`, …) is zeroscale's, unchanged.
+//! behalf of the caller; the job counts the words of the text and keeps the counts in
+//! the app's own table, `example_word_counts` (created by the app's migration, after
+//! zeroscale's), and returns them as its result, which the caller reads at
+//! `GET /v1/jobs/{id}`; `GET /v1/word-counts/{id}` reads them back from the table.
+//! Everything else (config, backends by stage, `serve`, `worker`, `migrate`, `doctor`,
+//! `backup`, …) is zeroscale's, unchanged, and handles the app's table too.
+
+mod migrations;
 
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use zeroscale_app::http::{ApiError, ApiResult, Caller, Json};
 use zeroscale_app::{App, HandlerResult, Job, Services, TaskContext};
 use zeroscale_core::queue::NewJob;
-use zeroscale_core::storage::{ObjectKey, StorageExt};
+use zeroscale_db::escape_hatch::{self, sea_orm};
+
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ConnectionTrait, Value as SqlValue};
 
 /// The text to count.
-#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 struct CountWords {
     /// Any text; words are split on whitespace and compared in lower case.
+    text: String,
+}
+
+/// The job's payload: the text and who asked.
+#[derive(Debug, Deserialize, Serialize)]
+struct CountFor {
+    user_id: String,
     text: String,
 }
 
@@ -37,16 +50,21 @@ async fn count_words(
     State(services): State<Services>,
     caller: Caller,
     Json(body): Json<CountWords>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let job = NewJob::new("default", WordCount::NAME, json!(body));
-    let status = services.enqueue_for(&caller.user().id, job).await?;
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let user_id = caller.user().id.clone();
+    let payload = json!(CountFor {
+        user_id: user_id.clone(),
+        text: body.text
+    });
+    let job = NewJob::new("default", WordCount::NAME, payload);
+    let status = services.enqueue_for(&user_id, job).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": status.id.to_string() })),
     ))
 }
 
-/// The counts a finished `POST /v1/word-counts` job kept, read back from storage.
+/// The counts of a finished `POST /v1/word-counts` job, from the app's table.
 #[utoipa::path(
     get, path = "/v1/word-counts/{id}", tag = "example",
     security(("bearer" = []), ("api_key" = [])),
@@ -60,19 +78,23 @@ async fn get_word_count(
     State(services): State<Services>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let not_found = || ApiError::not_found(format!("no word count {id} of yours"));
-    // Only the user who asked (the job's owner, recorded by `enqueue_for`).
-    match services.domain().jobs().find(&id).await? {
-        Some(job) if job.user_id == caller.user().id => {}
-        _ => return Err(not_found()),
-    }
-    let key = ObjectKey::parse(format!("word-counts/{id}.json"))?;
-    match services.storage().get_json(&key).await {
-        Ok(counts) => Ok(Json(counts)),
-        Err(zeroscale_core::Error::NotFound { .. }) => Err(not_found()),
-        Err(e) => Err(e.into()),
-    }
+) -> ApiResult<Json<Value>> {
+    let db = services.domain().db();
+    let select = Query::select()
+        .column(Alias::new("counts"))
+        .from(Alias::new("example_word_counts"))
+        .and_where(Expr::col(Alias::new("job_id")).eq(id.as_str()))
+        .and_where(Expr::col(Alias::new("user_id")).eq(caller.user().id.as_str()))
+        .to_owned();
+    let row = escape_hatch::connection(db)
+        .query_one(&select)
+        .await
+        .map_err(|e| escape_hatch::map_err(db, e))?
+        .ok_or_else(|| ApiError::not_found(format!("no word count {id} of yours")))?;
+    let counts: String = row
+        .try_get("", "counts")
+        .map_err(|e| escape_hatch::map_err(db, e))?;
+    Ok(Json(serde_json::from_str(&counts).unwrap_or(Value::Null)))
 }
 
 /// The job behind `POST /v1/word-counts`.
@@ -80,23 +102,45 @@ struct WordCount;
 
 impl Job for WordCount {
     const NAME: &'static str = "example.count_words";
-    type Payload = CountWords;
+    type Payload = CountFor;
 
-    async fn run(&self, cx: TaskContext, payload: CountWords) -> HandlerResult {
+    async fn run(&self, cx: TaskContext, payload: CountFor) -> HandlerResult {
         let mut counts = BTreeMap::<String, u64>::new();
         for word in payload.text.split_whitespace() {
             *counts.entry(word.to_lowercase()).or_default() += 1;
         }
         let result = json!({ "words": counts.values().sum::<u64>(), "counts": counts });
-        // Keyed by the job's id: a second run of the same job writes the same object.
-        let key = ObjectKey::parse(format!("word-counts/{}.json", cx.job.id))?;
-        cx.services.storage().put_json(&key, &result).await?;
+        // Keyed by the job's id: a second run of the same job changes nothing.
+        let insert = Query::insert()
+            .into_table(Alias::new("example_word_counts"))
+            .columns([
+                Alias::new("job_id"),
+                Alias::new("user_id"),
+                Alias::new("counts"),
+            ])
+            .values_panic([
+                SqlValue::from(cx.job.id.to_string()).into(),
+                SqlValue::from(payload.user_id).into(),
+                SqlValue::from(result.to_string()).into(),
+            ])
+            .on_conflict(
+                OnConflict::column(Alias::new("job_id"))
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .to_owned();
+        let db = cx.services.domain().db();
+        escape_hatch::connection(db)
+            .execute(&insert)
+            .await
+            .map_err(|e| escape_hatch::map_err(db, e))?;
         Ok(Some(result))
     }
 }
 
 fn main() -> std::process::ExitCode {
     App::new()
+        .migrations(migrations::all)
         .routes(|| {
             OpenApiRouter::new()
                 .routes(routes!(count_words))

@@ -1,6 +1,8 @@
 //! The example as a user runs it: `server-plus serve` and a separate `server-plus worker`
 //! sharing the database queue. The user's route is in `/openapi.json`, needs
-//! credentials, and its job runs in the worker process.
+//! credentials, and its job runs in the worker process and writes the user's table; that
+//! table is tracked by `migrate status|down|up|fresh` and travels through `backup` and
+//! `restore` with zeroscale's.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -43,26 +45,33 @@ fn example(dir: &Path, port: u16) -> Command {
     cmd
 }
 
-#[tokio::test]
-async fn a_users_route_and_job_run_beside_zeroscales() {
-    let dir = std::env::temp_dir().join(format!("zs-example-server-plus-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// Runs `server-plus ARGS` in `dir` to the end; returns its output, asserting success.
+fn command(dir: &Path, args: &[&str]) -> String {
+    let out = example(dir, 0)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "server-plus {args:?} failed:\n{text}");
+    text
+}
+
+/// Starts `server-plus serve` in `dir` on a free port; returns it and its base URL.
+async fn serve(dir: &Path, http: &reqwest::Client) -> (Running, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let _server = Running(
-        example(&dir, port)
-            .arg("serve")
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let server = Running(example(dir, port).arg("serve").stderr(log).spawn().unwrap());
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while http.get(format!("{base}/healthz")).send().await.is_err() {
         assert!(
@@ -72,15 +81,35 @@ async fn a_users_route_and_job_run_beside_zeroscales() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (server, base)
+}
+
+/// The admin's session token.
+async fn login(http: &reqwest::Client, base: &str) -> String {
+    let login: Value = http
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({"username": ADMIN.0, "password": ADMIN.1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["token"].as_str().expect("a session token").to_owned()
+}
+
+const MIGRATION: &str = "m20261205_000001_example_word_counts";
+
+#[tokio::test]
+async fn a_users_route_job_and_table_run_beside_zeroscales() {
+    let dir = std::env::temp_dir().join(format!("zs-example-server-plus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let http = reqwest::Client::new();
+    let (server, base) = serve(&dir, &http).await;
     // The worker starts after the server has migrated the database.
     let log = std::fs::File::create(dir.join("worker.log")).unwrap();
-    let _worker = Running(
-        example(&dir, port)
-            .arg("worker")
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let worker = Running(example(&dir, 0).arg("worker").stderr(log).spawn().unwrap());
 
     // In the OpenAPI document, with its security and the common error responses.
     let openapi: Value = http
@@ -113,16 +142,7 @@ async fn a_users_route_and_job_run_beside_zeroscales() {
         .unwrap();
     assert_eq!(response.status(), 401);
 
-    let login: Value = http
-        .post(format!("{base}/v1/auth/login"))
-        .json(&json!({"username": ADMIN.0, "password": ADMIN.1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().expect("a session token").to_owned();
+    let token = login(&http, &base).await;
 
     let response = http
         .post(format!("{base}/v1/word-counts"))
@@ -163,7 +183,7 @@ async fn a_users_route_and_job_run_beside_zeroscales() {
     assert_eq!(job["result"]["words"], 6);
     assert_eq!(job["result"]["counts"]["to"], 2);
     assert_eq!(job["result"]["counts"]["be"], 2);
-    // It kept the counts in storage, which the second route reads back to their owner.
+    // It kept the counts in the app's table, which the second route reads back.
     let response = http
         .get(format!("{base}/v1/word-counts/{id}"))
         .bearer_auth(&token)
@@ -201,6 +221,57 @@ async fn a_users_route_and_job_run_beside_zeroscales() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("example.count_words"), "{message}");
 
-    drop((_worker, _server));
+    drop((worker, server));
+
+    // The app's migration is tracked with zeroscale's.
+    let status = command(&dir, &["migrate", "status"]);
+    assert!(
+        status.contains(&format!("applied  {MIGRATION}")),
+        "{status}"
+    );
+    assert!(
+        status.contains("applied  m20261122_000001_domain"),
+        "{status}"
+    );
+
+    // Its table travels: backed up, restored into an empty database, served from there.
+    let archive = dir.join("backup.zsb");
+    command(&dir, &["backup", "--output", archive.to_str().unwrap()]);
+    let moved = dir.join("restored");
+    std::fs::create_dir_all(&moved).unwrap();
+    command(&moved, &["restore", archive.to_str().unwrap()]);
+    let (restored, base) = serve(&moved, &http).await;
+    let token = login(&http, &base).await;
+    let response = http
+        .get(format!("{base}/v1/word-counts/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the user's rows were restored");
+    assert_eq!(response.json::<Value>().await.unwrap(), job["result"]);
+    drop(restored);
+
+    // Rolled back first (it is the newest), applied again, and recreated by `fresh`.
+    command(&moved, &["migrate", "down"]);
+    let status = command(&moved, &["migrate", "status"]);
+    assert!(
+        status.contains(&format!("pending  {MIGRATION}")),
+        "{status}"
+    );
+    assert_eq!(
+        status.matches("pending").count(),
+        2,
+        "only the app's migration, the newest, is rolled back: {status}"
+    );
+    command(&moved, &["migrate", "up"]);
+    let status = command(&moved, &["migrate", "status"]);
+    assert!(!status.contains("pending"), "{status}");
+    command(&moved, &["migrate", "fresh", "--yes"]);
+    let status = command(&moved, &["migrate", "status"]);
+    assert!(
+        status.contains(&format!("applied  {MIGRATION}")) && !status.contains("pending"),
+        "{status}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,12 +25,13 @@ mod value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 
+use crate::migrate::Migrator;
 use futures::TryStreamExt;
-use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseTransaction, IsolationLevel, Statement, StreamTrait,
     TransactionTrait,
 };
+use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -612,8 +613,9 @@ async fn prepare_target(
     let known = known_migrations();
     let Some(archive_at) = known.iter().position(|m| m == schema_name) else {
         return Err(Error::invalid_input(format!(
-            "the archive's schema `{schema_name}` is newer than this zeroscale knows: restore \
-             it with the zeroscale version that wrote it, or a newer one"
+            "the archive's schema `{schema_name}` is not one this program knows: restore it \
+             with the program (zeroscale, or the app built on it, with its migrations) and \
+             version that wrote it, or a newer one"
         )));
     };
     let map = |e| db.map_err(e);
