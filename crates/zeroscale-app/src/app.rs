@@ -7,10 +7,11 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa_axum::router::OpenApiRouter;
-use zeroscale_core::config::{self, LoadedConfig};
+use zeroscale_core::config::{self, ConfigNames, ConfigSection, ConfigSources, LoadedConfig};
 use zeroscale_queue::worker::{HandlerResult, JobContext, Worker};
 
 use crate::cli::{Cli, Command, ConfigCommand};
@@ -82,6 +83,7 @@ type RoutesFn = Box<dyn Fn() -> OpenApiRouter<Services> + Send + Sync>;
 type RegisterFn = Box<dyn Fn(&mut Worker, &Services) + Send + Sync>;
 type HookFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 type HookFn = Box<dyn Fn(Services) -> HookFuture + Send + Sync>;
+type CommandFn = Box<dyn Fn(clap::ArgMatches, Services) -> HookFuture + Send + Sync>;
 
 /// The tasks zeroscale's own workers run that `POST /v1/jobs` accepts (diagnostics).
 pub(crate) const BUILTIN_TASKS: [&str; 2] = ["zeroscale.echo", "zeroscale.sleep"];
@@ -100,6 +102,8 @@ pub(crate) struct Extensions {
     on_stop: Vec<HookFn>,
     /// The app's own migrations, run after zeroscale's.
     migrations: Option<zeroscale_db::migrate::AppMigrations>,
+    /// The app's own subcommands and what runs them.
+    commands: Vec<(clap::Command, CommandFn)>,
 }
 
 impl std::fmt::Debug for Extensions {
@@ -115,6 +119,14 @@ impl std::fmt::Debug for Extensions {
             .field("on_start", &self.on_start.len())
             .field("on_stop", &self.on_stop.len())
             .field("migrations", &self.migrations.map(|m| m().len()))
+            .field(
+                "commands",
+                &self
+                    .commands
+                    .iter()
+                    .map(|(c, _)| c.get_name())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -182,6 +194,10 @@ impl Extensions {
 #[derive(Debug)]
 pub struct App {
     extensions: Extensions,
+    /// The command's name in `--help` and messages.
+    name: String,
+    names: ConfigNames,
+    sections: Vec<ConfigSection>,
 }
 
 impl Default for App {
@@ -198,7 +214,85 @@ impl App {
                 builtin_api: true,
                 ..Default::default()
             },
+            name: "zeroscale".to_owned(),
+            names: ConfigNames::default(),
+            sections: Vec::new(),
         }
+    }
+
+    /// Names the app `name`: its command name in `--help`, its env prefix (`NAME_…`, upper
+    /// case) and its per-user data dir (`~/.local/share/<name>`); the config folder stays
+    /// `./config`. Change any of them with [`App::config_names`].
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self.names = ConfigNames::for_app(name);
+        self
+    }
+
+    /// Sets the env prefix, default config folder and data-dir name the config is loaded
+    /// under (by default zeroscale's: `ZEROSCALE_…`, `./config`, `zeroscale`).
+    pub fn config_names(mut self, names: ConfigNames) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// Adds your config section: top-level key `name` read into `T` from the same files
+    /// and env vars as zeroscale's keys (`[name]`, `<PREFIX>_<NAME>__FIELD`), with unknown
+    /// keys and wrong types refused at start-up naming the key and where it was set, and
+    /// shown by `config show` with each value's source. Read it with
+    /// [`Services::app_config`]. Give `T` `#[serde(default)]` so an absent section is
+    /// its defaults.
+    ///
+    /// ```
+    /// #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+    /// #[serde(default)]
+    /// struct Wordcount {
+    ///     max_words: u32,
+    /// }
+    ///
+    /// let app = zeroscale_app::App::new().config::<Wordcount>("wordcount");
+    /// # drop(app);
+    /// ```
+    pub fn config<T>(mut self, name: &str) -> Self
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        self.sections.push(ConfigSection::new::<T>(name));
+        self
+    }
+
+    /// Adds your subcommand: `command` (a clap command, e.g. from `#[derive(clap::Parser)]`
+    /// via `CommandFactory::command()`) is offered beside zeroscale's, takes the global
+    /// flags (`--profile`, `--config`, …), and runs `handler` with its arguments and the
+    /// app's connected backends (the database migrated as `auto_migrate` says). An error
+    /// exits with status 1 (2 for a config error) and its message.
+    ///
+    /// # Panics
+    ///
+    /// When the name is one of zeroscale's subcommands or is added twice.
+    pub fn command<F, Fut>(mut self, command: clap::Command, handler: F) -> Self
+    where
+        F: Fn(clap::ArgMatches, Services) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let name = command.get_name().to_owned();
+        let ours = Cli::command();
+        assert!(
+            ours.find_subcommand(&name).is_none() && name != "help",
+            "command `{name}` is one of zeroscale's; give yours another name"
+        );
+        assert!(
+            self.extensions
+                .commands
+                .iter()
+                .all(|(c, _)| c.get_name() != name),
+            "command `{name}` is added twice"
+        );
+        self.extensions.commands.push((
+            command,
+            Box::new(move |matches, services| Box::pin(handler(matches, services))),
+        ));
+        self
     }
 
     /// Adds routes: `make` returns a router of handlers taking `State<Services>`, merged
@@ -319,78 +413,131 @@ impl App {
         // starts, since the mask is the process's.
         #[cfg(unix)]
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-        let cli = Cli::parse();
+        let mut command = Cli::command().name(self.name.clone());
+        for (sub, _) in &self.extensions.commands {
+            command = command.subcommand(sub.clone());
+        }
+        let matches = command.get_matches();
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        // Ours parse into `cli.command`; an app's subcommand leaves it `None`.
+        let app_command = matches
+            .subcommand()
+            .filter(|(name, _)| !<Command as clap::Subcommand>::has_subcommand(name))
+            .map(|(name, args)| (name.to_owned(), args.clone()));
         if let Some(migrations) = self.extensions.migrations
             && let Err(e) = zeroscale_db::migrate::set_app_migrations(migrations)
         {
-            eprintln!("zeroscale: {}", e.chain());
+            eprintln!("{}: {}", self.name, e.chain());
             return ExitCode::from(2);
         }
-        let loaded = match config::load(&cli.sources()).and_then(|loaded| {
+        let base = ConfigSources {
+            names: self.names.clone(),
+            sections: self.sections.clone(),
+            ..Default::default()
+        };
+        let loaded = match config::load(&cli.sources(&base)).and_then(|loaded| {
             zeroscale_models::registry::validate(&loaded.config.models)?;
             Ok(loaded)
         }) {
             Ok(loaded) => loaded,
             Err(e) => {
-                eprintln!("zeroscale: {}", e.chain());
+                eprintln!("{}: {}", self.name, e.chain());
                 return ExitCode::from(2);
             }
         };
         let log_format = cli.log_format();
-        match cli.command.unwrap_or_default() {
-            Command::Config {
-                command: ConfigCommand::Show,
-            } => show_config(&loaded),
-            command => run_async(Arc::new(self.extensions), log_format, loaded, command),
+        let run = Run {
+            name: self.name,
+            base,
+            extensions: Arc::new(self.extensions),
+        };
+        match (app_command, cli.command.unwrap_or_default()) {
+            (Some((name, args)), _) => run.start(log_format, loaded, Action::App(name, args)),
+            (
+                None,
+                Command::Config {
+                    command: ConfigCommand::Show,
+                },
+            ) => show_config(&run.name, &loaded),
+            (None, command) => run.start(log_format, loaded, Action::Ours(command)),
         }
     }
 }
 
-fn show_config(loaded: &LoadedConfig) -> ExitCode {
+/// What the command line asked for.
+enum Action {
+    /// One of zeroscale's subcommands.
+    Ours(Command),
+    /// One of the app's, by name, with its arguments.
+    App(String, clap::ArgMatches),
+}
+
+/// What running a command needs besides its config.
+struct Run {
+    name: String,
+    /// The config sources without the flags: the app's names and sections, for the
+    /// commands that load other profiles (`--from`, `--to`).
+    base: ConfigSources,
+    extensions: Arc<Extensions>,
+}
+
+fn show_config(name: &str, loaded: &LoadedConfig) -> ExitCode {
     match loaded.to_annotated_toml() {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("zeroscale: {}", e.chain());
+            eprintln!("{name}: {}", e.chain());
             ExitCode::FAILURE
         }
     }
 }
 
-fn run_async(
-    extensions: Arc<Extensions>,
-    log_format: Option<config::LogFormat>,
-    mut loaded: LoadedConfig,
-    command: Command,
-) -> ExitCode {
-    if let Some(format) = log_format {
-        loaded.config.log.format = format;
-    }
-    crate::logging::init(&loaded.config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("zeroscale: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+impl Run {
+    fn start(
+        self,
+        log_format: Option<config::LogFormat>,
+        mut loaded: LoadedConfig,
+        action: Action,
+    ) -> ExitCode {
+        if let Some(format) = log_format {
+            loaded.config.log.format = format;
         }
-    };
-    let result = runtime.block_on(async move {
+        crate::logging::init(&loaded.config.log);
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("{}: cannot start the async runtime: {e}", self.name);
+                return ExitCode::FAILURE;
+            }
+        };
+        let name = self.name.clone();
+        let result = runtime.block_on(async move {
+            match action {
+                Action::Ours(command) => self.ours(loaded, command).await,
+                Action::App(name, args) => self.app_command(&loaded, &name, args).await,
+            }
+        });
+        exit_code(&name, result)
+    }
+
+    async fn ours(self, loaded: LoadedConfig, command: Command) -> anyhow::Result<ExitCode> {
         use crate::{
             backup_cmd, doctor, jobs, migrate, models_cmd, serve, stage_cmd, storage_cmd, users,
             worker,
         };
+        let (extensions, base) = (self.extensions, &self.base);
         match command {
             Command::Serve => serve::run(loaded, extensions).await,
             Command::Doctor => doctor::run(&loaded).await,
             Command::Worker => worker::run(&loaded, extensions).await,
             Command::Jobs { queue, command } => jobs::run(&loaded, &queue, command).await,
             Command::Migrate { command } => migrate::run(&loaded, command).await,
-            Command::Storage { command } => storage_cmd::run(command).await,
+            Command::Storage { command } => storage_cmd::run(command, base).await,
             Command::Users { command } => users::run(&loaded, command).await,
             Command::Models { command } => models_cmd::run(&loaded, command).await,
             Command::Backup {
@@ -403,17 +550,50 @@ fn run_async(
                 replace,
                 json,
             } => backup_cmd::restore(&loaded, file, replace, json).await,
-            Command::Db { command } => backup_cmd::db(command).await,
-            Command::Stage { command } => stage_cmd::run(command).await,
+            Command::Db { command } => backup_cmd::db(command, base).await,
+            Command::Stage { command } => stage_cmd::run(command, base).await,
             Command::Config { .. } => unreachable!("handled before the runtime starts"),
         }
-    });
+    }
+
+    /// Runs the app's subcommand `name` with the backends connected.
+    async fn app_command(
+        self,
+        loaded: &LoadedConfig,
+        name: &str,
+        args: clap::ArgMatches,
+    ) -> anyhow::Result<ExitCode> {
+        let Some((_, handler)) = self
+            .extensions
+            .commands
+            .iter()
+            .find(|(c, _)| c.get_name() == name)
+        else {
+            anyhow::bail!("no handler for the command `{name}`");
+        };
+        let config = &loaded.config;
+        let db = crate::wiring::open_db(config).await?;
+        crate::serve::auto_migrate(config, &db).await?;
+        let services = Services::with_db(
+            config,
+            loaded.sections.clone(),
+            db,
+            Arc::clone(&self.extensions),
+        )?;
+        handler(args, services).await?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The exit code of a command's result, its error printed and logged: 2 for a config
+/// error (the operator's to fix), 1 for anything else.
+fn exit_code(name: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
             let text = describe(&e);
             tracing::error!("{text}");
-            eprintln!("zeroscale: {text}");
+            eprintln!("{name}: {text}");
             // A config error (exit 2) is the operator's to fix; anything else is 1.
             let config_error = e
                 .chain()

@@ -172,7 +172,10 @@ pub(crate) async fn restore(
 }
 
 /// `zeroscale db …`.
-pub(crate) async fn db(command: DbCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn db(
+    command: DbCommand,
+    base: &zeroscale_core::config::ConfigSources,
+) -> anyhow::Result<ExitCode> {
     let DbCommand::Copy {
         from,
         to,
@@ -180,8 +183,9 @@ pub(crate) async fn db(command: DbCommand) -> anyhow::Result<ExitCode> {
         replace,
         json,
     } = command;
-    let source = crate::wiring::load_named(&from).with_context(|| format!("--from {from}"))?;
-    let target = crate::wiring::load_named(&to).with_context(|| format!("--to {to}"))?;
+    let source =
+        crate::wiring::load_named(&from, base).with_context(|| format!("--from {from}"))?;
+    let target = crate::wiring::load_named(&to, base).with_context(|| format!("--to {to}"))?;
     let source = open_db(&source).await.context("--from")?;
     let target = open_db(&target).await.context("--to")?;
     eprintln!("copying {} -> {}", source.location(), target.location());

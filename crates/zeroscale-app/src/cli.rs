@@ -10,7 +10,8 @@ use zeroscale_core::config::{ConfigSources, LogFormat};
 #[command(name = "zeroscale", version, about)]
 pub(crate) struct Cli {
     /// Config profile: loads `config/<PROFILE>.toml` over `config/default.toml`.
-    #[arg(long, global = true, env = "ZEROSCALE_PROFILE")]
+    /// (`<PREFIX>_PROFILE`, e.g. `ZEROSCALE_PROFILE`, when not given.)
+    #[arg(long, global = true)]
     pub(crate) profile: Option<String>,
 
     /// Extra config file(s), applied after the profile's file.
@@ -35,13 +36,15 @@ pub(crate) struct Cli {
 
 impl Cli {
     /// The config layers the flags name.
-    pub(crate) fn sources(&self) -> ConfigSources {
+    /// `base` holds the app's config names and sections.
+    pub(crate) fn sources(&self, base: &ConfigSources) -> ConfigSources {
         ConfigSources {
             profile: self.profile.clone(),
             config_dir: None,
             files: self.config_files.clone(),
             db_backend: self.db_backend.map(|b| b.as_str().to_owned()),
             db_url: self.db_url.clone(),
+            ..base.clone()
         }
     }
 

@@ -147,9 +147,10 @@ pub(crate) async fn run(
 
     let addr = config.server.addr;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let listener = TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} (set `server.addr` or `ZEROSCALE_SERVER__ADDR`)")
-    })?;
+    let addr_var = loaded.names.env_var_for_key("server.addr");
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (set `server.addr` or `{addr_var}`)"))?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "listening on http://{local}");
 
@@ -179,7 +180,7 @@ pub(crate) async fn run(
         }
     };
     auto_migrate(&config, &db).await?;
-    let services = crate::wiring::Services::with_db(&config, db, extensions)?;
+    let services = crate::wiring::Services::with_db(&config, loaded.sections, db, extensions)?;
     crate::wiring::check_queue_login(&services.queue).await?;
     crate::auth_sync::start(&config, &services.domain, true);
     crate::wiring::bootstrap_admin(&config, &services.domain).await?;

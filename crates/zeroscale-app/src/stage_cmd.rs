@@ -223,7 +223,10 @@ async fn move_jobs(
 }
 
 /// `zeroscale stage move`.
-pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    command: StageCommand,
+    base: &zeroscale_core::config::ConfigSources,
+) -> anyhow::Result<ExitCode> {
     let StageCommand::Move {
         from,
         to,
@@ -232,8 +235,9 @@ pub(crate) async fn run(command: StageCommand) -> anyhow::Result<ExitCode> {
         with_jobs,
         json,
     } = command;
-    let source = crate::wiring::load_named(&from).with_context(|| format!("--from {from}"))?;
-    let target = crate::wiring::load_named(&to).with_context(|| format!("--to {to}"))?;
+    let source =
+        crate::wiring::load_named(&from, base).with_context(|| format!("--from {from}"))?;
+    let target = crate::wiring::load_named(&to, base).with_context(|| format!("--to {to}"))?;
     let mut notes = Vec::new();
     let jobs = check_source_is_quiet(&source, &target, with_jobs, &mut notes).await?;
 

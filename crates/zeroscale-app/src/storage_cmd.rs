@@ -9,11 +9,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use zeroscale_core::Storage;
 use zeroscale_storage::sync::{Outcome, SyncEvent, SyncOptions, sync};
 
+use zeroscale_core::config::ConfigSources;
+
 use crate::cli::StorageCommand;
 
 /// Loads the storage that a profile name or config file describes.
-fn open(which: &str) -> anyhow::Result<(Arc<dyn Storage>, String)> {
-    open_config(&crate::wiring::load_named(which)?)
+fn open(which: &str, base: &ConfigSources) -> anyhow::Result<(Arc<dyn Storage>, String)> {
+    open_config(&crate::wiring::load_named(which, base)?)
 }
 
 /// The storage `config` describes, and a name for it.
@@ -25,7 +27,7 @@ pub(crate) fn open_config(
     Ok((storage, name))
 }
 
-pub(crate) async fn run(command: StorageCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(command: StorageCommand, base: &ConfigSources) -> anyhow::Result<ExitCode> {
     let StorageCommand::Sync {
         from,
         to,
@@ -33,8 +35,8 @@ pub(crate) async fn run(command: StorageCommand) -> anyhow::Result<ExitCode> {
         concurrency,
         prefix,
     } = command;
-    let (source, source_name) = open(&from).with_context(|| format!("--from {from}"))?;
-    let (target, target_name) = open(&to).with_context(|| format!("--to {to}"))?;
+    let (source, source_name) = open(&from, base).with_context(|| format!("--from {from}"))?;
+    let (target, target_name) = open(&to, base).with_context(|| format!("--to {to}"))?;
     eprintln!(
         "syncing {source_name} -> {target_name}{}",
         if dry_run { " (dry run)" } else { "" }

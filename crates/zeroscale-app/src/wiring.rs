@@ -22,17 +22,21 @@ async fn connect_db(config: &Config) -> anyhow::Result<Db> {
 
 /// The config that a profile name (`config/<NAME>.toml`) or a config file path describes,
 /// with the environment on top as usual (for `--from`/`--to` of the copy commands).
-pub(crate) fn load_named(which: &str) -> anyhow::Result<Config> {
+/// `base` carries the app's config names and sections.
+pub(crate) fn load_named(
+    which: &str,
+    base: &zeroscale_core::config::ConfigSources,
+) -> anyhow::Result<Config> {
     let path = std::path::PathBuf::from(which);
     let sources = if which.ends_with(".toml") || path.is_file() {
         zeroscale_core::config::ConfigSources {
             files: vec![path],
-            ..Default::default()
+            ..base.clone()
         }
     } else {
         zeroscale_core::config::ConfigSources {
             profile: Some(which.to_owned()),
-            ..Default::default()
+            ..base.clone()
         }
     };
     let loaded = zeroscale_core::config::load(&sources).map_err(anyhow::Error::from)?;
@@ -242,12 +246,29 @@ pub struct Services {
     pub(crate) rendered_pages: crate::api::chat::RenderedPages,
     /// What the app adds: its routes, jobs and hooks.
     pub(crate) extensions: Arc<crate::app::Extensions>,
+    /// The app's own config sections.
+    pub(crate) app_config: zeroscale_core::config::SectionValues,
 }
 
 impl Services {
     /// The loaded configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Your config section of type `T`, declared with
+    /// [`App::config`](crate::App::config) and checked at start-up.
+    ///
+    /// # Panics
+    ///
+    /// When the app declared no section of type `T` (a mistake in the program).
+    pub fn app_config<T: Send + Sync + 'static>(&self) -> Arc<T> {
+        self.app_config.get::<T>().unwrap_or_else(|| {
+            panic!(
+                "no config section of type `{}`: declare it with `App::config::<T>(\"name\")`",
+                std::any::type_name::<T>()
+            )
+        })
     }
 
     /// The domain services (users, sessions, API keys, chat, documents, credits) over the
@@ -295,6 +316,7 @@ impl Services {
     /// Everything `config` names, over an open database, with what the app adds.
     pub(crate) fn with_db(
         config: &Config,
+        app_config: zeroscale_core::config::SectionValues,
         db: Db,
         extensions: Arc<crate::app::Extensions>,
     ) -> anyhow::Result<Services> {
@@ -318,6 +340,7 @@ impl Services {
             models,
             rendered_pages: Default::default(),
             extensions,
+            app_config,
         })
     }
 }

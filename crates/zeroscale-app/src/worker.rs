@@ -116,7 +116,7 @@ pub(crate) async fn run(
     crate::serve::warn_if_the_queue_forgets(config);
     let db = crate::wiring::open_db(config).await?;
     crate::serve::auto_migrate(config, &db).await?;
-    let services = Services::with_db(config, db, extensions)?;
+    let services = Services::with_db(config, loaded.sections.clone(), db, extensions)?;
     crate::wiring::check_queue_login(&services.queue).await?;
     crate::auth_sync::start(config, &services.domain, false);
     let queue = services

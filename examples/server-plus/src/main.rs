@@ -5,8 +5,12 @@
 //! the app's own table, `example_word_counts` (created by the app's migration, after
 //! zeroscale's), and returns them as its result, which the caller reads at
 //! `GET /v1/jobs/{id}`; `GET /v1/word-counts/{id}` reads them back from the table.
+//! The app has its own name (`wordcount`: env vars `WORDCOUNT_…`, data dir
+//! `~/.local/share/wordcount`), its own config section (`[wordcount] max_words`, checked
+//! and shown by `wordcount config show` like zeroscale's keys) and its own command
+//! (`wordcount top --limit N`: the most frequent words of every count).
 //! Everything else (config, backends by stage, `serve`, `worker`, `migrate`, `doctor`,
-//! `backup`, …) is zeroscale's, unchanged, and handles the app's table too.
+//! `backup`, `db copy`, …) is zeroscale's, unchanged, and handles the app's table too.
 
 mod migrations;
 
@@ -24,6 +28,20 @@ use zeroscale_db::escape_hatch::{self, sea_orm};
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, Value as SqlValue};
+
+/// The app's own config section, `[wordcount]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default)]
+struct WordcountConfig {
+    /// The most words one `POST /v1/word-counts` may count.
+    max_words: usize,
+}
+
+impl Default for WordcountConfig {
+    fn default() -> Self {
+        WordcountConfig { max_words: 10_000 }
+    }
+}
 
 /// The text to count.
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
@@ -44,13 +62,22 @@ struct CountFor {
     post, path = "/v1/word-counts", tag = "example",
     security(("bearer" = []), ("api_key" = [])),
     request_body = CountWords,
-    responses((status = 202, description = "enqueued: read the job at /v1/jobs/{id}"))
+    responses(
+        (status = 202, description = "enqueued: read the job at /v1/jobs/{id}"),
+        (status = 400, description = "more words than `wordcount.max_words`"),
+    )
 )]
 async fn count_words(
     State(services): State<Services>,
     caller: Caller,
     Json(body): Json<CountWords>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let max = services.app_config::<WordcountConfig>().max_words;
+    if body.text.split_whitespace().nth(max).is_some() {
+        return Err(ApiError::bad_request(format!(
+            "the text has more than {max} words (`wordcount.max_words`)"
+        )));
+    }
     let user_id = caller.user().id.clone();
     let payload = json!(CountFor {
         user_id: user_id.clone(),
@@ -138,8 +165,53 @@ impl Job for WordCount {
     }
 }
 
+/// `wordcount top`: the most frequent words over every finished count.
+fn top_command() -> clap::Command {
+    clap::Command::new("top")
+        .about("Print the most frequent words over every finished count")
+        .arg(
+            clap::Arg::new("limit")
+                .long("limit")
+                .value_parser(clap::value_parser!(usize))
+                .default_value("10")
+                .help("How many words"),
+        )
+}
+
+async fn top(args: clap::ArgMatches, services: Services) -> anyhow::Result<()> {
+    let limit = args.get_one::<usize>("limit").copied().unwrap_or(10);
+    let db = services.domain().db();
+    let select = Query::select()
+        .column(Alias::new("counts"))
+        .from(Alias::new("example_word_counts"))
+        .to_owned();
+    let rows = escape_hatch::connection(db)
+        .query_all(&select)
+        .await
+        .map_err(|e| escape_hatch::map_err(db, e))?;
+    let mut totals = BTreeMap::<String, u64>::new();
+    for row in rows {
+        let counts: String = row
+            .try_get("", "counts")
+            .map_err(|e| escape_hatch::map_err(db, e))?;
+        let counts: Value = serde_json::from_str(&counts)?;
+        for (word, n) in counts["counts"].as_object().into_iter().flatten() {
+            *totals.entry(word.clone()).or_default() += n.as_u64().unwrap_or(0);
+        }
+    }
+    let mut ranked: Vec<_> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    for (word, n) in ranked.into_iter().take(limit) {
+        println!("{n:>8} {word}");
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     App::new()
+        .named("wordcount")
+        .config::<WordcountConfig>("wordcount")
+        .command(top_command(), top)
         .migrations(migrations::all)
         .routes(|| {
             OpenApiRouter::new()

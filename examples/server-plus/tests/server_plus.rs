@@ -2,7 +2,8 @@
 //! sharing the database queue. The user's route is in `/openapi.json`, needs
 //! credentials, and its job runs in the worker process and writes the user's table; that
 //! table is tracked by `migrate status|down|up|fresh` and travels through `backup` and
-//! `restore` with zeroscale's.
+//! `restore` with zeroscale's, and through `db copy` to PostgreSQL, where its migration
+//! runs too. The app's name, config section and command work as zeroscale's own.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,31 +23,36 @@ impl Drop for Running {
     }
 }
 
-/// The example binary in `dir`, with none of the caller's zeroscale settings.
+/// The example binary in `dir`, with none of the caller's zeroscale settings. The app is
+/// named `wordcount`: its env vars are `WORDCOUNT_…`, and `ZEROSCALE_…` ones are not its.
 fn example(dir: &Path, port: u16) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_server-plus"));
     for (key, _) in std::env::vars() {
-        if key.starts_with("ZEROSCALE_") || key == "DATABASE_URL" || key == "REDIS_URL" {
+        if key.starts_with("WORDCOUNT_") || key == "DATABASE_URL" || key == "REDIS_URL" {
             cmd.env_remove(key);
         }
     }
     cmd.current_dir(dir)
-        .env("ZEROSCALE_DATA_DIR", dir.join("data"))
-        .env("ZEROSCALE_SERVER__ADDR", format!("127.0.0.1:{port}"))
-        .env("ZEROSCALE_QUEUE__KIND", "database")
-        .env("ZEROSCALE_WORKERS__MODE", "separate")
+        .env("WORDCOUNT_DATA_DIR", dir.join("data"))
+        .env("WORDCOUNT_SERVER__ADDR", format!("127.0.0.1:{port}"))
+        .env("WORDCOUNT_QUEUE__KIND", "database")
+        .env("WORDCOUNT_WORKERS__MODE", "separate")
         .env(
-            "ZEROSCALE_AUTH__BOOTSTRAP_ADMIN",
+            "WORDCOUNT_AUTH__BOOTSTRAP_ADMIN",
             format!("{}:{}", ADMIN.0, ADMIN.1),
         )
-        .env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__AUTO_INSTALL", "false")
+        .env("WORDCOUNT_MODELS__PROVIDERS__LOCAL__AUTO_INSTALL", "false")
+        .env("WORDCOUNT_WORDCOUNT__MAX_WORDS", "50")
+        // Not this app's prefix: ignored.
+        .env("ZEROSCALE_SERVER__ADDR", "not an address")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
     cmd
 }
 
-/// Runs `server-plus ARGS` in `dir` to the end; returns its output, asserting success.
-fn command(dir: &Path, args: &[&str]) -> String {
+/// Runs `server-plus ARGS` in `dir` to the end; returns whether it succeeded and its
+/// output.
+fn run(dir: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
     let out = example(dir, 0)
         .args(args)
         .stdout(Stdio::piped())
@@ -58,19 +64,32 @@ fn command(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "server-plus {args:?} failed:\n{text}");
+    (out.status, text)
+}
+
+/// Runs `server-plus ARGS` in `dir` to the end; returns its output, asserting success.
+fn command(dir: &Path, args: &[&str]) -> String {
+    let (status, text) = run(dir, args);
+    assert!(status.success(), "server-plus {args:?} failed:\n{text}");
     text
 }
 
-/// Starts `server-plus serve` in `dir` on a free port; returns it and its base URL.
-async fn serve(dir: &Path, http: &reqwest::Client) -> (Running, String) {
+/// Starts `server-plus serve ARGS` in `dir` on a free port; returns it and its base URL.
+async fn serve(dir: &Path, http: &reqwest::Client, args: &[&str]) -> (Running, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let server = Running(example(dir, port).arg("serve").stderr(log).spawn().unwrap());
+    let server = Running(
+        example(dir, port)
+            .arg("serve")
+            .args(args)
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(60);
     while http.get(format!("{base}/healthz")).send().await.is_err() {
@@ -106,7 +125,7 @@ async fn a_users_route_job_and_table_run_beside_zeroscales() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let http = reqwest::Client::new();
-    let (server, base) = serve(&dir, &http).await;
+    let (server, base) = serve(&dir, &http, &[]).await;
     // The worker starts after the server has migrated the database.
     let log = std::fs::File::create(dir.join("worker.log")).unwrap();
     let worker = Running(example(&dir, 0).arg("worker").stderr(log).spawn().unwrap());
@@ -200,6 +219,24 @@ async fn a_users_route_job_and_table_run_beside_zeroscales() {
         .unwrap();
     assert_eq!(response.status(), 404);
 
+    // The app's config section limits the route (`WORDCOUNT_WORDCOUNT__MAX_WORDS=50`).
+    let response = http
+        .post(format!("{base}/v1/word-counts"))
+        .bearer_auth(&token)
+        .json(&json!({"text": "word ".repeat(51)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 50 words"),
+        "{body}"
+    );
+
     // `POST /v1/jobs` takes the user's task by name, and refuses one nobody handles.
     let response = http
         .post(format!("{base}/v1/jobs"))
@@ -223,6 +260,33 @@ async fn a_users_route_job_and_table_run_beside_zeroscales() {
 
     drop((worker, server));
 
+    // The app's own command runs with the backends connected.
+    let top = command(&dir, &["top", "--limit", "2"]);
+    let lines: Vec<&str> = top.lines().map(str::trim).collect();
+    assert_eq!(lines, ["2 be", "2 to"], "{top}");
+
+    // Its config section is shown with its source, and checked like zeroscale's keys.
+    let shown = command(&dir, &["config", "show"]);
+    assert!(
+        shown.contains("max_words = 50  # env var `WORDCOUNT_WORDCOUNT__MAX_WORDS`"),
+        "{shown}"
+    );
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    std::fs::write(
+        dir.join("config/default.toml"),
+        "[wordcount]\nmax_wrods = 3\n",
+    )
+    .unwrap();
+    let (status, text) = run(&dir, &["config", "show"]);
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("unknown key `wordcount.max_wrods`")
+            && text.contains("config/default.toml:2")
+            && text.contains("max_words"),
+        "{text}"
+    );
+    std::fs::remove_file(dir.join("config/default.toml")).unwrap();
+
     // The app's migration is tracked with zeroscale's.
     let status = command(&dir, &["migrate", "status"]);
     assert!(
@@ -240,7 +304,7 @@ async fn a_users_route_job_and_table_run_beside_zeroscales() {
     let moved = dir.join("restored");
     std::fs::create_dir_all(&moved).unwrap();
     command(&moved, &["restore", archive.to_str().unwrap()]);
-    let (restored, base) = serve(&moved, &http).await;
+    let (restored, base) = serve(&moved, &http, &[]).await;
     let token = login(&http, &base).await;
     let response = http
         .get(format!("{base}/v1/word-counts/{id}"))
@@ -251,6 +315,50 @@ async fn a_users_route_job_and_table_run_beside_zeroscales() {
     assert_eq!(response.status(), 200, "the user's rows were restored");
     assert_eq!(response.json::<Value>().await.unwrap(), job["result"]);
     drop(restored);
+
+    // `db copy` carries it to PostgreSQL, where the app's migration is tracked too.
+    if let Some(url) = empty_postgres("zs_example_server_plus").await {
+        std::fs::write(dir.join("from.toml"), "").unwrap();
+        std::fs::write(
+            dir.join("pg.toml"),
+            format!("[database]\nkind = \"postgres\"\nurl = \"{url}\"\n"),
+        )
+        .unwrap();
+        command(
+            &dir,
+            &["db", "copy", "--from", "from.toml", "--to", "pg.toml"],
+        );
+        let (on_pg, base) = serve(&dir, &http, &["--config", "pg.toml"]).await;
+        let token = login(&http, &base).await;
+        let response = http
+            .get(format!("{base}/v1/word-counts/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "the user's rows were copied");
+        assert_eq!(response.json::<Value>().await.unwrap(), job["result"]);
+        drop(on_pg);
+        let pg = ["--config", "pg.toml"];
+        let status = command(&dir, &[&["migrate", "status"][..], &pg].concat());
+        assert!(
+            status.contains(&format!("applied  {MIGRATION}")),
+            "{status}"
+        );
+        command(&dir, &[&["migrate", "down"][..], &pg].concat());
+        let status = command(&dir, &[&["migrate", "status"][..], &pg].concat());
+        assert_eq!(status.matches("pending").count(), 2, "{status}");
+        assert!(
+            status.contains(&format!("pending  {MIGRATION}")),
+            "{status}"
+        );
+        command(&dir, &[&["migrate", "fresh", "--yes"][..], &pg].concat());
+        let status = command(&dir, &[&["migrate", "status"][..], &pg].concat());
+        assert!(
+            status.contains(&format!("applied  {MIGRATION}")) && !status.contains("pending"),
+            "{status}"
+        );
+    }
 
     // Rolled back first (it is the newest), applied again, and recreated by `fresh`.
     command(&moved, &["migrate", "down"]);
@@ -274,4 +382,35 @@ async fn a_users_route_job_and_table_run_beside_zeroscales() {
         "{status}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An empty PostgreSQL database called `name` (dropped and created again), or `None`
+/// when no PostgreSQL is configured (outside CI).
+async fn empty_postgres(name: &str) -> Option<String> {
+    use zeroscale_db::testing::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    let admin_url =
+        zeroscale_core::testing::require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL")?;
+    let admin = zeroscale_db::Db::connect(&zeroscale_core::config::DatabaseConfig::Postgres(
+        zeroscale_core::config::PostgresConfig {
+            url: admin_url.clone().into(),
+            max_connections: 1,
+            min_connections: 0,
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("connect to PostgreSQL");
+    for sql in [
+        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        format!("CREATE DATABASE \"{name}\""),
+    ] {
+        zeroscale_db::testing::conn(&admin)
+            .execute_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
+            .await
+            .expect("create the database");
+    }
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("the URL names a database");
+    Some(format!("{base}/{name}"))
 }

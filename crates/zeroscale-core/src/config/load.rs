@@ -11,8 +11,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 
-use super::Config;
 use super::sources::describe_source;
+use super::{Config, ConfigNames, ConfigSection, SectionValues};
 use crate::error::{Error, Result};
 
 /// The lowest layer: only what serde defaults cannot say (each concern's `kind`, and the
@@ -45,16 +45,21 @@ provider = "placeholder"
 /// The name the built-in layer's values are reported under.
 pub(crate) const BUILT_IN_NAME: &str = "built-in default";
 
-/// Environment variables with the `ZEROSCALE_` prefix that are not config keys.
+/// Environment variables with the app's prefix that are not config keys.
 const RESERVED_ENV: &[&str] = &["profile", "config_dir"];
 
 /// Where to load config from, besides the environment.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigSources {
-    /// The profile (`--profile`); `ZEROSCALE_PROFILE` when `None`.
+    /// The app's env prefix, default config folder and data-dir name (zeroscale's by
+    /// default).
+    pub names: ConfigNames,
+    /// The app's own top-level sections, checked and shown with zeroscale's keys.
+    pub sections: Vec<ConfigSection>,
+    /// The profile (`--profile`); `<PREFIX>_PROFILE` when `None`.
     pub profile: Option<String>,
-    /// The folder with `default.toml` and `<profile>.toml`; `ZEROSCALE_CONFIG_DIR`, else
-    /// `./config`, when `None`.
+    /// The folder with `default.toml` and `<profile>.toml`; `<PREFIX>_CONFIG_DIR`, else
+    /// [`ConfigNames::config_dir`], when `None`.
     pub config_dir: Option<PathBuf>,
     /// Extra files (`--config FILE`), applied after the profile's file, in order.
     pub files: Vec<PathBuf>,
@@ -71,6 +76,12 @@ pub struct LoadedConfig {
     pub config: Config,
     /// The profile in use, if any.
     pub profile: Option<String>,
+    /// The names the config was loaded under.
+    pub names: ConfigNames,
+    /// The app's sections, by type ([`LoadedConfig::section`]).
+    pub sections: SectionValues,
+    /// The app's sections as values, for `config show`.
+    pub(crate) shown_sections: Dict,
     pub(crate) figment: Figment,
 }
 
@@ -167,15 +178,18 @@ fn env_var(name: &str) -> Option<String> {
 
 /// Loads the config from every layer and checks it.
 pub fn load(sources: &ConfigSources) -> Result<LoadedConfig> {
+    let names = &sources.names;
+    names.check()?;
+    check_section_names(&sources.sections)?;
     let config_dir = sources
         .config_dir
         .clone()
-        .or_else(|| env_var("ZEROSCALE_CONFIG_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("config"));
+        .or_else(|| env_var(&names.env_var("CONFIG_DIR")).map(PathBuf::from))
+        .unwrap_or_else(|| names.config_dir.clone());
     let profile = sources
         .profile
         .clone()
-        .or_else(|| env_var("ZEROSCALE_PROFILE"));
+        .or_else(|| env_var(&names.env_var("PROFILE")));
 
     let defaults = Toml::string(BUILT_IN_DEFAULTS)
         .data()
@@ -216,7 +230,7 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig> {
     }
 
     figment = figment.merge(
-        Env::prefixed("ZEROSCALE_")
+        Env::prefixed(&names.env_var(""))
             .ignore(RESERVED_ENV)
             .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
             .split("__"),
@@ -260,17 +274,62 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig> {
 
     let mut config: Config = figment
         .extract()
-        .map_err(|e| from_figment_error(&figment, &e))?;
-    check_unknown_keys(&figment, &config)?;
+        .map_err(|e| from_figment_error(&figment, &e, names))?;
+    let mut values = SectionValues::default();
+    let mut shown = Dict::new();
+    for section in &sources.sections {
+        let (value, typed) = section.load(&figment, names)?;
+        shown.insert(section.name().to_owned(), value);
+        values.insert(section.name(), typed);
+    }
+    check_unknown_keys(&figment, &config, &shown, names)?;
     config.models.validate()?;
     config.server.cors.validate()?;
     config.server.trusted_proxies()?;
+    if config.data_dir.is_none() {
+        config.data_dir = Some(super::default_data_dir_named(&names.data_dir_name, names)?);
+    }
     config.resolve_paths()?;
     Ok(LoadedConfig {
         config,
         profile,
+        names: names.clone(),
+        sections: values,
+        shown_sections: shown,
         figment,
     })
+}
+
+/// Refuses an app section named like one of zeroscale's keys, or named twice.
+fn check_section_names(sections: &[ConfigSection]) -> Result<()> {
+    let ours = Value::serialize(Config::default())
+        .ok()
+        .and_then(|v| v.into_dict())
+        .unwrap_or_default();
+    let mut seen = std::collections::BTreeSet::new();
+    for section in sections {
+        let name = section.name();
+        let bare = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !bare || ours.contains_key(name) || name == "data_dir" {
+            return Err(Error::config(
+                name,
+                format!(
+                    "an app's config section needs a name of its own in lower case (letters, \
+                     digits, `_`), not one of zeroscale's keys: `{name}` cannot be used"
+                ),
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(Error::config(
+                name,
+                format!("the config section `{name}` is declared twice"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn list_profiles(dir: &Path) -> String {
@@ -293,13 +352,13 @@ fn list_profiles(dir: &Path) -> String {
 }
 
 /// Turns figment's error into a config error that names the key and where it was set.
-fn from_figment_error(figment: &Figment, error: &figment::Error) -> Error {
+fn from_figment_error(figment: &Figment, error: &figment::Error, names: &ConfigNames) -> Error {
     // figment reports the first error; the rest are usually consequences of it.
     let key = error.path.join(".");
     let origin = if key.is_empty() {
         None
     } else {
-        describe_source(figment, &key)
+        describe_source(figment, &key, names)
     };
     let mut message = error.kind.to_string();
     if let figment::error::Kind::UnknownVariant(found, expected) = &error.kind {
@@ -327,22 +386,29 @@ fn from_figment_error(figment: &Figment, error: &figment::Error) -> Error {
 
 /// Fails on any key that the config does not have, naming where it was set and the keys
 /// that are valid at that level.
-fn check_unknown_keys(figment: &Figment, config: &Config) -> Result<()> {
+fn check_unknown_keys(
+    figment: &Figment,
+    config: &Config,
+    sections: &Dict,
+    names: &ConfigNames,
+) -> Result<()> {
     let given: Dict = figment
         .extract()
-        .map_err(|e| from_figment_error(figment, &e))?;
+        .map_err(|e| from_figment_error(figment, &e, names))?;
     let known = Value::serialize(config)
         .map_err(|e| Error::config("(root)", format!("config is not serializable: {e}")))?;
-    let Value::Dict(_, known) = known else {
+    let Value::Dict(_, mut known) = known else {
         return Ok(());
     };
+    known.extend(sections.clone());
     let mut unknown = Vec::new();
     collect_unknown(&given, &known, "", &mut unknown);
     let Some((key, valid)) = unknown.into_iter().next() else {
         return Ok(());
     };
     let leaf = first_leaf(&given, &key);
-    let origin = describe_source(figment, &leaf).unwrap_or_else(|| "an unknown source".into());
+    let origin =
+        describe_source(figment, &leaf, names).unwrap_or_else(|| "an unknown source".into());
     let (parent, _) = key.rsplit_once('.').unwrap_or(("", &key));
     let kind_note = kind_at(config, parent)
         .map(|kind| format!(" for kind `{kind}`"))
@@ -418,7 +484,7 @@ impl LoadedConfig {
     /// Where the value at dotted `key` was set: a file and line, an env var, a flag, or
     /// "built-in default".
     pub fn source_of(&self, key: &str) -> String {
-        describe_source(&self.figment, key).unwrap_or_else(|| {
+        describe_source(&self.figment, key, &self.names).unwrap_or_else(|| {
             if matches!(key, "database.path" | "storage.root" | "models.dir") {
                 "derived from data_dir".to_owned()
             } else if key == "data_dir" {
@@ -427,6 +493,12 @@ impl LoadedConfig {
                 BUILT_IN_NAME.to_owned()
             }
         })
+    }
+
+    /// The app's section of type `T` ([`ConfigSection::new`]), or `None` if the sources
+    /// declared none of that type.
+    pub fn section<T: Send + Sync + 'static>(&self) -> Option<std::sync::Arc<T>> {
+        self.sections.get::<T>()
     }
 
     /// The merged config as TOML, secrets redacted, each value followed by a comment that

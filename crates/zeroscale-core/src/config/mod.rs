@@ -6,6 +6,7 @@
 //! config is the embedded stage (SQLite, local files, in-memory queue, local models,
 //! placeholder images), all under the data dir.
 
+mod app_config;
 mod database;
 mod load;
 mod models;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub use app_config::{ConfigNames, ConfigSection, SectionValues};
 pub use database::*;
 pub use load::{ConfigSources, LoadedConfig, load};
 pub use models::*;
@@ -114,12 +116,20 @@ impl Config {
 
 /// The platform's per-user data dir for `zeroscale` (e.g. `~/.local/share/zeroscale`).
 pub fn default_data_dir() -> Result<PathBuf> {
-    directories::ProjectDirs::from("", "", "zeroscale")
+    default_data_dir_named("zeroscale", &ConfigNames::default())
+}
+
+/// The platform's per-user data dir called `name` (e.g. `~/.local/share/<name>`).
+pub(crate) fn default_data_dir_named(name: &str, names: &ConfigNames) -> Result<PathBuf> {
+    directories::ProjectDirs::from("", "", name)
         .map(|dirs| dirs.data_dir().to_path_buf())
         .ok_or_else(|| {
             Error::config(
                 "data_dir",
-                "no home directory to put the data dir in: set `ZEROSCALE_DATA_DIR` or `data_dir`",
+                format!(
+                    "no home directory to put the data dir in: set `{}` or `data_dir`",
+                    names.env_var("DATA_DIR")
+                ),
             )
         })
 }

@@ -10,7 +10,11 @@ use super::load::{BUILT_IN_NAME, LoadedConfig};
 use crate::error::{Error, Result};
 
 /// Describes where dotted `key` was set, or `None` if no layer set it.
-pub(crate) fn describe_source(figment: &Figment, key: &str) -> Option<String> {
+pub(crate) fn describe_source(
+    figment: &Figment,
+    key: &str,
+    names: &super::ConfigNames,
+) -> Option<String> {
     let metadata = figment.find_metadata(key)?;
     let keys: Vec<&str> = key.split('.').collect();
     match &metadata.source {
@@ -27,11 +31,10 @@ pub(crate) fn describe_source(figment: &Figment, key: &str) -> Option<String> {
             })
         }
         Some(Source::Custom(name)) if name == BUILT_IN_NAME => Some(BUILT_IN_NAME.to_owned()),
-        // Our only env provider is `ZEROSCALE_` with `__` for nesting.
-        _ if metadata.name.contains("environment") => Some(format!(
-            "env var `ZEROSCALE_{}`",
-            keys.join("__").to_ascii_uppercase()
-        )),
+        // Our only env provider is `<PREFIX>_` with `__` for nesting.
+        _ if metadata.name.contains("environment") => {
+            Some(format!("env var `{}`", names.env_var_for_key(key)))
+        }
         _ => Some(metadata.name.to_string()),
     }
 }
@@ -64,14 +67,16 @@ fn line_of(text: &str, offset: usize) -> usize {
 pub(crate) fn render_annotated(loaded: &LoadedConfig) -> Result<String> {
     let value = Value::serialize(&loaded.config)
         .map_err(|e| Error::config("(root)", format!("config is not serializable: {e}")))?;
-    let Value::Dict(_, root) = value else {
+    let Value::Dict(_, mut root) = value else {
         return Ok(String::new());
     };
+    root.extend(loaded.shown_sections.clone());
     let mut out = String::new();
     let profile = loaded.profile.as_deref().unwrap_or("(none)");
     let _ = writeln!(
         out,
-        "# zeroscale config; profile: {profile}; secrets are shown as \"[redacted]\"."
+        "# {} config; profile: {profile}; secrets are shown as \"[redacted]\".",
+        loaded.names.data_dir_name
     );
     let _ = writeln!(out, "# Each value's comment says where it was set.");
     render_table(loaded, &root, &[], &mut out);

@@ -243,3 +243,132 @@ fn registry_references_are_checked() {
         Ok(())
     });
 }
+
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct Wordcount {
+    max_words: u32,
+    greeting: String,
+    limits: WordcountLimits,
+}
+
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct WordcountLimits {
+    per_minute: u32,
+}
+
+fn app_sources() -> ConfigSources {
+    ConfigSources {
+        names: ConfigNames {
+            env_prefix: "WORDCOUNT".into(),
+            config_dir: "settings".into(),
+            data_dir_name: "wordcount".into(),
+        },
+        sections: vec![ConfigSection::new::<Wordcount>("wordcount")],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn app_section_loads_from_its_folder_and_env_prefix_and_is_shown_with_sources() {
+    Jail::expect_with(|jail| {
+        jail.create_dir("settings")?;
+        jail.create_dir("config")?;
+        jail.create_file(
+            "settings/default.toml",
+            "[wordcount]\nmax_words = 10\ngreeting = \"hi\"\n\n[queue]\nkind = \"memory\"\n",
+        )?;
+        // zeroscale's own prefix and folder are not this app's.
+        jail.create_file("config/default.toml", "[wordcount]\nmax_words = 99\n")?;
+        jail.set_env("ZEROSCALE_SERVER__ADDR", "127.0.0.1:1");
+        jail.set_env("WORDCOUNT_WORDCOUNT__LIMITS__PER_MINUTE", "7");
+        jail.set_env("WORDCOUNT_DATA_DIR", "/tmp/wc-data");
+        let loaded = load(&app_sources()).map_err(|e| e.to_string())?;
+        let section = loaded.section::<Wordcount>().expect("declared");
+        assert_eq!(section.max_words, 10);
+        assert_eq!(section.greeting, "hi");
+        assert_eq!(section.limits.per_minute, 7);
+        assert_eq!(loaded.config.server.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            loaded.config.data_dir.as_deref(),
+            Some(Path::new("/tmp/wc-data"))
+        );
+        assert_eq!(
+            loaded.source_of("wordcount.limits.per_minute"),
+            "env var `WORDCOUNT_WORDCOUNT__LIMITS__PER_MINUTE`"
+        );
+        let shown = loaded.to_annotated_toml().map_err(|e| e.to_string())?;
+        assert!(
+            shown.contains("max_words = 10  # settings/default.toml:2"),
+            "{shown}"
+        );
+        assert!(shown.contains("[wordcount.limits]"), "{shown}");
+        assert!(shown.starts_with("# wordcount config"), "{shown}");
+        assert!(loaded.section::<WordcountLimits>().is_none());
+        Ok(())
+    });
+}
+
+#[test]
+fn app_section_absent_is_its_defaults_and_data_dir_is_named_for_the_app() {
+    Jail::expect_with(|jail| {
+        jail.set_env("HOME", jail.directory().display().to_string());
+        let loaded = load(&app_sources()).map_err(|e| e.to_string())?;
+        assert_eq!(
+            *loaded.section::<Wordcount>().unwrap(),
+            Wordcount::default()
+        );
+        let dir = loaded.config.data_dir.unwrap();
+        assert!(dir.ends_with("wordcount"), "{}", dir.display());
+        Ok(())
+    });
+}
+
+#[test]
+fn app_section_mistakes_name_the_key_and_the_source() {
+    Jail::expect_with(|jail| {
+        jail.create_dir("settings")?;
+        jail.create_file("settings/default.toml", "[wordcount]\nmax_wrods = 10\n")?;
+        let err = load(&app_sources()).unwrap_err().to_string();
+        assert!(err.contains("unknown key `wordcount.max_wrods`"), "{err}");
+        assert!(err.contains("settings/default.toml:2"), "{err}");
+        assert!(err.contains("max_words"), "{err}");
+
+        jail.create_file(
+            "settings/default.toml",
+            "[wordcount]\nmax_words = \"many\"\n",
+        )?;
+        let err = load(&app_sources()).unwrap_err().to_string();
+        assert!(err.contains("wordcount.max_words"), "{err}");
+        assert!(err.contains("settings/default.toml:2"), "{err}");
+
+        // Without the section declared, its key is unknown.
+        jail.create_file("settings/default.toml", "[wordcount]\nmax_words = 1\n")?;
+        let mut sources = app_sources();
+        sources.sections.clear();
+        let err = load(&sources).unwrap_err().to_string();
+        assert!(err.contains("unknown key `wordcount"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn app_sections_cannot_take_zeroscale_keys() {
+    for name in ["queue", "data_dir", "Wordcount", ""] {
+        let sources = ConfigSources {
+            sections: vec![ConfigSection::new::<Wordcount>(name)],
+            ..Default::default()
+        };
+        let err = load(&sources).unwrap_err().to_string();
+        assert!(err.contains("name of its own"), "{name}: {err}");
+    }
+    let twice = ConfigSources {
+        sections: vec![
+            ConfigSection::new::<Wordcount>("wc"),
+            ConfigSection::new::<Wordcount>("wc"),
+        ],
+        ..Default::default()
+    };
+    assert!(load(&twice).unwrap_err().to_string().contains("twice"));
+}
