@@ -7,6 +7,7 @@
 
 pub use sea_orm_migration::prelude::*;
 
+pub mod documents;
 mod m20261122_000001_domain;
 mod m20261123_000001_user_jobs;
 mod m20261202_000001_vector_collections;

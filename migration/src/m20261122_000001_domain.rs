@@ -121,6 +121,81 @@ enum EmbeddingCache {
     CreatedAt,
 }
 
+/// Creates `documents` (with its collection index) and `embedding_cache` unless they
+/// exist. The same statements as released on 2026-11-22, only made idempotent.
+pub(crate) async fn documents_up(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    manager
+        .create_table(
+            Table::create()
+                .table(Documents::Table)
+                .if_not_exists()
+                .col(id(Documents::Id))
+                .col(
+                    ColumnDef::new(Documents::Collection)
+                        .string_len(128)
+                        .not_null(),
+                )
+                .col(ColumnDef::new(Documents::Content).text().not_null())
+                .col(ColumnDef::new(Documents::Metadata).json_binary().not_null())
+                .col(
+                    ColumnDef::new(Documents::EmbeddingModel)
+                        .string_len(128)
+                        .not_null(),
+                )
+                .col(ColumnDef::new(Documents::Dimensions).integer().not_null())
+                .col(ColumnDef::new(Documents::Vector).blob().not_null())
+                .col(ts(Documents::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+    manager
+        .create_index(
+            Index::create()
+                .name("idx_documents_collection")
+                .if_not_exists()
+                .table(Documents::Table)
+                .col(Documents::Collection)
+                .col(Documents::Id)
+                .to_owned(),
+        )
+        .await?;
+    manager
+        .create_table(
+            Table::create()
+                .table(EmbeddingCache::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(EmbeddingCache::Key)
+                        .string_len(64)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(EmbeddingCache::Dimensions)
+                        .integer()
+                        .not_null(),
+                )
+                .col(ColumnDef::new(EmbeddingCache::Vector).blob().not_null())
+                .col(ts(EmbeddingCache::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Drops what [`documents_up`] creates.
+pub(crate) async fn documents_down(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    for table in [
+        EmbeddingCache::Table.into_iden(),
+        Documents::Table.into_iden(),
+    ] {
+        manager
+            .drop_table(Table::drop().table(table).if_exists().to_owned())
+            .await?;
+    }
+    Ok(())
+}
+
 fn id(col: impl IntoIden) -> ColumnDef {
     ColumnDef::new(col)
         .string_len(36)
@@ -394,60 +469,9 @@ impl MigrationTrait for Migration {
             )
             .await?;
 
-        manager
-            .create_table(
-                Table::create()
-                    .table(Documents::Table)
-                    .col(id(Documents::Id))
-                    .col(
-                        ColumnDef::new(Documents::Collection)
-                            .string_len(128)
-                            .not_null(),
-                    )
-                    .col(ColumnDef::new(Documents::Content).text().not_null())
-                    .col(ColumnDef::new(Documents::Metadata).json_binary().not_null())
-                    .col(
-                        ColumnDef::new(Documents::EmbeddingModel)
-                            .string_len(128)
-                            .not_null(),
-                    )
-                    .col(ColumnDef::new(Documents::Dimensions).integer().not_null())
-                    .col(ColumnDef::new(Documents::Vector).blob().not_null())
-                    .col(ts(Documents::CreatedAt))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("idx_documents_collection")
-                    .table(Documents::Table)
-                    .col(Documents::Collection)
-                    .col(Documents::Id)
-                    .to_owned(),
-            )
-            .await?;
-
-        manager
-            .create_table(
-                Table::create()
-                    .table(EmbeddingCache::Table)
-                    .col(
-                        ColumnDef::new(EmbeddingCache::Key)
-                            .string_len(64)
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(EmbeddingCache::Dimensions)
-                            .integer()
-                            .not_null(),
-                    )
-                    .col(ColumnDef::new(EmbeddingCache::Vector).blob().not_null())
-                    .col(ts(EmbeddingCache::CreatedAt))
-                    .to_owned(),
-            )
-            .await?;
+        // Shared with the documents-only schema (`crate::documents`), hence "if not
+        // exists": a database that held documents alone can take the full schema later.
+        documents_up(manager).await?;
         Ok(())
     }
 

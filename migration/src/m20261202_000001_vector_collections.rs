@@ -21,34 +21,46 @@ enum VectorCollections {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(VectorCollections::Table)
-                    .col(
-                        ColumnDef::new(VectorCollections::Collection)
-                            .string_len(128)
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(VectorCollections::Version)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .to_owned(),
-            )
-            .await
+        up(manager).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(
-                Table::drop()
-                    .table(VectorCollections::Table)
-                    .if_exists()
-                    .to_owned(),
-            )
-            .await
+        down(manager).await
     }
+}
+
+/// Creates `vector_collections` unless it exists (shared with the documents-only schema,
+/// `crate::documents`; the statement as released, only made idempotent).
+pub(crate) async fn up(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    manager
+        .create_table(
+            Table::create()
+                .table(VectorCollections::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(VectorCollections::Collection)
+                        .string_len(128)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(VectorCollections::Version)
+                        .big_integer()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await
+}
+
+/// Drops `vector_collections`.
+pub(crate) async fn down(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    manager
+        .drop_table(
+            Table::drop()
+                .table(VectorCollections::Table)
+                .if_exists()
+                .to_owned(),
+        )
+        .await
 }

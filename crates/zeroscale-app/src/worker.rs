@@ -8,24 +8,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 use zeroscale_core::Queue;
-use zeroscale_core::config::{Config, LoadedConfig};
+use zeroscale_core::config::LoadedConfig;
 use zeroscale_queue::worker::{Worker, WorkerOptions, WorkerReport};
 
 use crate::wiring::Services;
-
-/// The worker options of the config.
-pub(crate) fn options(config: &Config) -> WorkerOptions {
-    WorkerOptions {
-        queues: config.workers.queues.clone(),
-        concurrency: config.workers.concurrency,
-        lease: Duration::from_secs(config.jobs.lease_secs.max(1)),
-        job_timeout: Duration::from_secs(config.workers.job_timeout_secs),
-        shutdown_grace: Duration::from_secs(config.workers.shutdown_grace_secs),
-        prefetch: config.workers.prefetch,
-        prefetch_hold: Duration::from_millis(config.workers.prefetch_hold_ms),
-        ..Default::default()
-    }
-}
 
 #[derive(serde::Deserialize)]
 struct SleepPayload {
@@ -34,7 +20,10 @@ struct SleepPayload {
 
 /// A worker with every task the app handles.
 pub(crate) fn build(queue: Arc<dyn Queue>, services: &Services) -> Worker {
-    let mut worker = Worker::new(queue, options(&services.config));
+    let mut worker = Worker::new(
+        queue,
+        WorkerOptions::from_config(&services.config.workers, &services.config.jobs),
+    );
     // Diagnostics: check the job pipeline end to end (`zeroscale.echo` returns its payload,
     // `zeroscale.sleep` waits `ms` milliseconds). Both are idempotent.
     worker

@@ -16,6 +16,7 @@
 pub mod backup;
 mod breaker;
 pub mod counters;
+pub mod documents;
 pub mod domain;
 mod error;
 pub mod migrate;

@@ -28,7 +28,8 @@ pub fn set_app_migrations(migrations: AppMigrations) -> Result<()> {
     for m in ZeroscaleMigrator::migrations().iter().chain(&migrations()) {
         if !seen.insert(m.name().to_owned()) {
             return Err(Error::invalid_input(format!(
-                "migration `{}` is listed twice (or has the name of one of zeroscale's): give                  each migration its own name, e.g. `m<yyyymmdd>_<nnnnnn>_<what>`",
+                "migration `{}` is listed twice (or has the name of one of zeroscale's): give \
+                 each migration its own name, e.g. `m<yyyymmdd>_<nnnnnn>_<what>`",
                 m.name()
             )));
         }
@@ -80,17 +81,27 @@ impl Db {
     /// advisory lock, so one process migrates and the others then find nothing pending; on
     /// SQLite the write lock does the same.
     pub async fn migrate_up(&self) -> Result<usize> {
-        self.apply_migrations(None).await
+        self.apply_migrations::<Migrator>(None).await
+    }
+
+    /// Applies only the documents schema (`documents`, `vector_collections`,
+    /// `embedding_cache`), for a database that holds documents and vector search alone
+    /// ([`crate::documents::DocumentStore`]); returns how many migrations were applied.
+    /// Tracked in a table of its own; the full schema ([`Db::migrate_up`]) can still be
+    /// applied later, and this changes nothing on a database that has it.
+    pub async fn migrate_documents_up(&self) -> Result<usize> {
+        self.apply_migrations::<migration::documents::DocumentsMigrator>(None)
+            .await
     }
 
     /// Applies the pending migrations up to and including `name` (none when it is applied
     /// already); returns how many were applied. A restore uses it to load an archive at the
     /// schema it was written with before the newer migrations run.
     pub async fn migrate_up_to(&self, name: &str) -> Result<usize> {
-        self.apply_migrations(Some(name)).await
+        self.apply_migrations::<Migrator>(Some(name)).await
     }
 
-    async fn apply_migrations(&self, until: Option<&str>) -> Result<usize> {
+    async fn apply_migrations<M: MigratorTrait>(&self, until: Option<&str>) -> Result<usize> {
         // How many of the pending migrations to apply.
         let steps = |pending: Vec<sea_orm_migration::Migration>| -> usize {
             match until {
@@ -111,12 +122,12 @@ impl Db {
                 .await
                 .map_err(|e| self.map_err(e))?;
                 let n = steps(
-                    Migrator::get_pending_migrations(&txn)
+                    M::get_pending_migrations(&txn)
                         .await
                         .map_err(|e| self.map_err(e))?,
                 );
                 if n > 0 {
-                    Migrator::up(&txn, Some(n as u32))
+                    M::up(&txn, Some(n as u32))
                         .await
                         .map_err(|e| self.map_err(e))?;
                 }
@@ -129,12 +140,12 @@ impl Db {
                 // seen the schema the one before it changed.
                 let txn = self.begin_write().await?;
                 let n = steps(
-                    Migrator::get_pending_migrations(&txn)
+                    M::get_pending_migrations(&txn)
                         .await
                         .map_err(|e| self.map_err(e))?,
                 );
                 if n > 0 {
-                    Migrator::up(&txn, Some(n as u32))
+                    M::up(&txn, Some(n as u32))
                         .await
                         .map_err(|e| self.map_err(e))?;
                 }

@@ -18,12 +18,12 @@ pub(crate) async fn connect(config: &SqliteConfig) -> Result<Db> {
     let file = if config.in_memory {
         None
     } else {
-        let path = config.path.clone().ok_or_else(|| {
-            Error::config(
-                "database.path",
-                "no SQLite file configured: set `database.path`",
-            )
-        })?;
+        // Unset (a config built in code rather than loaded): the default data dir's file,
+        // where a loaded config would put it.
+        let path = match config.path.clone() {
+            Some(path) => path,
+            None => zeroscale_core::config::default_data_dir()?.join("zeroscale.db"),
+        };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             ensure_private_dir(parent)?;
         }

@@ -96,13 +96,20 @@ pub fn providers_in_use(config: &ModelsConfig) -> Vec<String> {
     names
 }
 
-/// The folder of a local model: its `path`, else `<models dir>/<model>`.
+/// The folder of a local model: its `path`, else `<models dir>/<model>`, the models dir
+/// being `models.dir`, else `models` in the default data dir (where `zeroscale models
+/// install` puts them), else `./models` when there is no home directory.
 pub fn local_model_dir(config: &ModelsConfig, model: &str, path: Option<&Path>) -> PathBuf {
     match path {
         Some(path) => path.to_path_buf(),
         None => config
             .dir
             .clone()
+            .or_else(|| {
+                zeroscale_core::config::default_data_dir()
+                    .ok()
+                    .map(|d| d.join("models"))
+            })
             .unwrap_or_else(|| PathBuf::from("models"))
             .join(model),
     }

@@ -113,6 +113,36 @@ impl Default for WorkerOptions {
     }
 }
 
+impl WorkerOptions {
+    /// The options `[workers]` and `[jobs]` describe (queues, concurrency, job timeout,
+    /// shutdown grace, prefetch; the lease is `jobs.lease_secs`), as `zeroscale worker`
+    /// runs with.
+    ///
+    /// ```
+    /// use zeroscale_core::config::{JobsConfig, WorkersConfig};
+    /// use zeroscale_queue::worker::WorkerOptions;
+    ///
+    /// let workers = WorkersConfig { concurrency: 16, ..Default::default() };
+    /// let options = WorkerOptions::from_config(&workers, &JobsConfig::default());
+    /// assert_eq!(options.concurrency, 16);
+    /// ```
+    pub fn from_config(
+        workers: &zeroscale_core::config::WorkersConfig,
+        jobs: &zeroscale_core::config::JobsConfig,
+    ) -> Self {
+        WorkerOptions {
+            queues: workers.queues.clone(),
+            concurrency: workers.concurrency,
+            lease: Duration::from_secs(jobs.lease_secs.max(1)),
+            job_timeout: Duration::from_secs(workers.job_timeout_secs),
+            shutdown_grace: Duration::from_secs(workers.shutdown_grace_secs),
+            prefetch: workers.prefetch,
+            prefetch_hold: Duration::from_millis(workers.prefetch_hold_ms),
+            ..Default::default()
+        }
+    }
+}
+
 /// Runs registered handlers for the jobs of a queue.
 pub struct Worker {
     queue: Arc<dyn Queue>,

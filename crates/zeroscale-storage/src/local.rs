@@ -15,12 +15,9 @@ pub(crate) fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Ar
     let StorageConfig::Local(c) = config else {
         return Err(wrong_config("local", config.kind()));
     };
-    let root = c.root.clone().ok_or_else(|| {
-        Error::config(
-            "storage.root",
-            "no storage folder configured: set `storage.root`",
-        )
-    })?;
+    // Unset (a config built in code rather than loaded): `blobs` in the context's data
+    // dir, where a loaded config would put it.
+    let root = c.root.clone().unwrap_or_else(|| ctx.data_dir.join("blobs"));
     ensure_private_dir(&root)?;
     let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| {
         Error::config(

@@ -30,14 +30,38 @@ pub struct ModelsConfig {
     pub cache: ModelCacheConfig,
 }
 
+/// The default is the embedded stage's models, the same as an empty config file gives:
+/// providers `local` (all-MiniLM-L6-v2 in-process) and `placeholder`, and model ids
+/// `minilm` (embeddings) and `placeholder` (images).
 impl Default for ModelsConfig {
     fn default() -> Self {
+        let entry = |kind, provider: &str| ModelEntry {
+            kind,
+            provider: provider.to_owned(),
+            fallbacks: Vec::new(),
+            routes: BTreeMap::new(),
+        };
         ModelsConfig {
             dir: None,
             default_embedding_model: "minilm".to_owned(),
             default_image_model: "placeholder".to_owned(),
-            providers: BTreeMap::new(),
-            registry: BTreeMap::new(),
+            providers: BTreeMap::from([
+                (
+                    "local".to_owned(),
+                    ProviderConfig::Local(LocalModelConfig::default()),
+                ),
+                (
+                    "placeholder".to_owned(),
+                    ProviderConfig::Placeholder(PlaceholderConfig {}),
+                ),
+            ]),
+            registry: BTreeMap::from([
+                ("minilm".to_owned(), entry(ModelKind::Embedding, "local")),
+                (
+                    "placeholder".to_owned(),
+                    entry(ModelKind::Image, "placeholder"),
+                ),
+            ]),
             router: RouterConfig::default(),
             cache: ModelCacheConfig::default(),
         }
