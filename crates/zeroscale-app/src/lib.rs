@@ -17,6 +17,7 @@
 //! - [`Job`] and [`TaskContext`]: a typed background job and what it runs with.
 //! - [`Services`]: the connected backends (database and domain services, storage, queue,
 //!   models) that handlers and jobs use.
+//! - [`Backends`]: every concern opened from one config, for an app of the crates alone.
 //! - [`http`]: the extractors and error type for your handlers ([`http::Caller`],
 //!   [`http::Admin`], [`http::ApiError`]).
 //!
@@ -40,6 +41,7 @@
 mod api;
 mod app;
 mod auth_sync;
+mod backends;
 mod backup_cmd;
 mod checks;
 mod cli;
@@ -62,6 +64,7 @@ mod wiring;
 mod worker;
 
 pub use app::{App, Job, TaskContext};
+pub use backends::Backends;
 pub use wiring::Services;
 pub use zeroscale_queue::worker::{HandlerResult, JobContext};
 

@@ -19,6 +19,7 @@
 //! | feature | what it enables | default |
 //! |---|---|---|
 //! | `conformance` | [`conformance`] suites and [`testing`] helpers for backends' tests | no |
+//! | `axum` | [`Error`] as an axum response: status, JSON error body, `Retry-After` (`http` module) | no |
 
 pub mod config;
 pub mod counters;
@@ -34,6 +35,8 @@ pub mod uploads;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "axum")]
+pub mod http;
 #[cfg(feature = "conformance")]
 pub mod testing;
 

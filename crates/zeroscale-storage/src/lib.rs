@@ -73,6 +73,17 @@ impl StorageContext {
         }
     }
 
+    /// The context a loaded config describes: its data dir (the default data dir when
+    /// unset) and the URL its app-signed URLs point at ([`Config::storage_public_url`]).
+    ///
+    /// [`Config::storage_public_url`]: zeroscale_core::config::Config::storage_public_url
+    pub fn from_config(config: &zeroscale_core::config::Config) -> Result<Self> {
+        Ok(StorageContext::new(
+            config.data_dir()?,
+            config.storage_public_url(),
+        ))
+    }
+
     /// The same context with `uploads` as its upload log.
     pub fn with_upload_log(mut self, uploads: Arc<dyn UploadLog>) -> Self {
         self.uploads = uploads;

@@ -69,6 +69,17 @@ pub struct ConfigSources {
     pub db_url: Option<String>,
 }
 
+impl ConfigSources {
+    /// The sources of an app called `name` ([`ConfigNames::for_app`]: `NAME_…` env vars,
+    /// `./config`, data dir `name`), with no flags and no sections of its own.
+    pub fn for_app(name: &str) -> Self {
+        ConfigSources {
+            names: ConfigNames::for_app(name),
+            ..Default::default()
+        }
+    }
+}
+
 /// A loaded config and the figment it came from (to say where each value was set).
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
