@@ -1,0 +1,110 @@
+//! A semantic-search command line on zeroscale-models and zeroscale-db alone: `add` embeds
+//! texts with the configured embedding model (all-MiniLM-L6-v2 in-process by default) and
+//! stores them; `search` ranks them by meaning against a query. The database holds the
+//! documents tables only, on SQLite by default (in the data dir) or PostgreSQL by config;
+//! embeddings are cached in it, so adding the same text twice embeds it once.
+//!
+//! ```text
+//! semantic-search add notes "the cat sat on the mat" "stock prices fell sharply"
+//! semantic-search search notes "a kitten resting" -k 1
+//! ```
+//!
+//! Config comes from `config/*.toml` and `SEMSEARCH_*` env vars, like zeroscale's own
+//! (`SEMSEARCH_DATABASE__URL`, `SEMSEARCH_MODELS__PROVIDERS__LOCAL__PATH`, …).
+
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use zeroscale_core::config::{ConfigSources, load};
+use zeroscale_db::Db;
+use zeroscale_db::documents::{DocumentStore, NewDocument};
+use zeroscale_models::router::Router;
+
+#[derive(Parser)]
+#[command(
+    name = "semantic-search",
+    about = "Store texts and search them by meaning"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed and store texts in a collection.
+    Add {
+        /// The collection.
+        collection: String,
+        /// The texts, one document each.
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// Print the texts of a collection closest in meaning to a query, best first.
+    Search {
+        /// The collection.
+        collection: String,
+        /// What to look for.
+        query: String,
+        /// How many results.
+        #[arg(short, default_value_t = 5)]
+        k: usize,
+        /// Print JSON lines (`{"score": …, "text": …}`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Embeds `texts` with the configured default embedding model.
+async fn embed(router: &Router, model: &str, texts: Vec<String>) -> anyhow::Result<Vec<Vec<f32>>> {
+    Ok(router.embed(model, texts).await?.value.vectors)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = load(&ConfigSources::for_app("semsearch"))?.config;
+    let store = DocumentStore::open(Db::connect(&config.database).await?).await?;
+    let (mut router, _unavailable) = Router::from_config(&config.models)?;
+    router.set_embedding_cache(Arc::new(store.embedding_cache()));
+    let model = config.models.default_embedding_model.clone();
+
+    match cli.command {
+        Command::Add { collection, texts } => {
+            let vectors = embed(&router, &model, texts.clone()).await?;
+            let documents = texts
+                .into_iter()
+                .zip(vectors)
+                .map(|(content, vector)| NewDocument {
+                    collection: collection.clone(),
+                    content,
+                    metadata: serde_json::Value::Null,
+                    embedding_model: model.clone(),
+                    vector,
+                });
+            let added = store.documents().insert_many(documents.collect()).await?;
+            println!("added {} to `{collection}`", added.len());
+        }
+        Command::Search {
+            collection,
+            query,
+            k,
+            json,
+        } => {
+            let vector = embed(&router, &model, vec![query]).await?.remove(0);
+            let hits = store
+                .documents()
+                .search(&collection, &vector, k, None)
+                .await?;
+            for hit in hits {
+                let (score, text) = (hit.score, hit.document.content);
+                if json {
+                    println!("{}", serde_json::json!({ "score": score, "text": text }));
+                } else {
+                    println!("{score:.3}  {text}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
