@@ -18,13 +18,14 @@ use zeroscale_models::router::Router;
 ///
 /// ```no_run
 /// # async fn run() -> anyhow::Result<()> {
-/// use zeroscale_core::config::{ConfigNames, ConfigSources, load};
+/// use zeroscale_core::StorageExt;
+/// use zeroscale_core::config::{ConfigSources, load};
 ///
-/// let sources = ConfigSources { names: ConfigNames::for_app("myapp"), ..Default::default() };
-/// let loaded = load(&sources)?; // ./config/*.toml, MYAPP_* env vars, defaults that work
+/// // ./config/*.toml, MYAPP_* env vars, defaults that work.
+/// let loaded = load(&ConfigSources::for_app("myapp"))?;
 /// let backends = zeroscale_app::Backends::from_config(&loaded.config).await?;
-/// let key = zeroscale_core::ObjectKey::new("hello.txt")?;
-/// backends.storage.put(&key, b"hi".to_vec().into()).await?;
+/// let key = zeroscale_core::ObjectKey::try_from("hello.txt")?;
+/// backends.storage.put(&key, "hi").await?;
 /// # Ok(())
 /// # }
 /// ```

@@ -74,8 +74,13 @@ pub use zeroscale_queue::worker::{HandlerResult, JobContext};
 /// with `utoipa_axum::routes!` on a `utoipa_axum::router::OpenApiRouter<Services>` so they
 /// appear in `/openapi.json` (your crate depends on `axum`, `utoipa` and `utoipa-axum` at
 /// the versions this crate uses: their macros name them). Declare `security(("bearer" = []), ("api_key" = []))` on a
-/// route that takes [`Caller`] or [`Admin`], so the document says it needs credentials.
+/// route that takes [`Caller`](crate::http::Caller) or [`Admin`](crate::http::Admin), so the document says it needs credentials.
 pub mod http {
     pub use crate::api::auth::{Admin, Caller};
     pub use crate::api::error::{ApiError, ApiResult, ErrorBody, Json, Query};
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

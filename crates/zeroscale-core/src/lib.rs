@@ -57,3 +57,8 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

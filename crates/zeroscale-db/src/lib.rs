@@ -291,7 +291,7 @@ impl Db {
 ///
 /// Write your migrations with [`sea_orm_migration`]'s schema builder (one source for SQLite
 /// and PostgreSQL; register them with [`migrate::set_app_migrations`]) and query your
-/// tables through [`connection`], building statements with sea-query so each engine gets
+/// tables through [`connection`](crate::escape_hatch::connection), building statements with sea-query so each engine gets
 /// its own SQL:
 ///
 /// ```no_run
@@ -398,3 +398,8 @@ pub mod testing {
         .await
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,4 +1,4 @@
-//! Running the migrations: zeroscale's (the `migration` crate), then the app's own
+//! Running the migrations: zeroscale's (the `zeroscale-migration` crate), then the app's own
 //! ([`set_app_migrations`]), as one list: up, down, status, fresh.
 
 use std::sync::OnceLock;
@@ -44,7 +44,7 @@ pub fn set_app_migrations(migrations: AppMigrations) -> Result<()> {
     }
 }
 
-use migration::Migrator as ZeroscaleMigrator;
+use zeroscale_migration::Migrator as ZeroscaleMigrator;
 
 /// zeroscale's migrations, then the app's: the one list every operation runs.
 #[derive(Debug)]
@@ -90,7 +90,7 @@ impl Db {
     /// Tracked in a table of its own; the full schema ([`Db::migrate_up`]) can still be
     /// applied later, and this changes nothing on a database that has it.
     pub async fn migrate_documents_up(&self) -> Result<usize> {
-        self.apply_migrations::<migration::documents::DocumentsMigrator>(None)
+        self.apply_migrations::<zeroscale_migration::documents::DocumentsMigrator>(None)
             .await
     }
 

@@ -285,3 +285,8 @@ mod tests {
         assert_eq!(providers_in_use(&config), ["backup", "local", "remote"]);
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

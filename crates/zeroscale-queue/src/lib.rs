@@ -136,3 +136,8 @@ pub mod testing {
         crate::redis_backend::connect(config).await
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

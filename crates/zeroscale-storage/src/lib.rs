@@ -139,3 +139,8 @@ pub async fn probe(config: &StorageConfig, ctx: &StorageContext) -> Result<Strin
     storage.health().await?;
     Ok(storage.location().to_owned())
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

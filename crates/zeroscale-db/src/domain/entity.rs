@@ -1,4 +1,4 @@
-//! sea-orm entities for the domain tables (the schema itself is in `migration/`).
+//! sea-orm entities for the domain tables (the schema itself is in `zeroscale-migration`).
 
 // The derive macros generate `pub` items inside these crate-private modules.
 #![allow(unreachable_pub)]

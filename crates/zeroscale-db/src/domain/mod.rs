@@ -3,7 +3,7 @@
 //! embedding cache, and who submitted which background job.
 //!
 //! Reach them through [`Domain`]: `domain.users().register(…)`. Every write that spans
-//! more than one statement runs in a write transaction ([`Db::begin_write`]), which on
+//! more than one statement runs in a write transaction (`Db::begin_write`), which on
 //! SQLite takes the write lock up front so concurrent writers wait instead of failing.
 
 mod api_keys;

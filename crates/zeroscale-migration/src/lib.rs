@@ -4,6 +4,11 @@
 //! `Migrator` is what `zeroscale-db` runs at start-up (`auto_migrate`) and what
 //! `zeroscale migrate up|down|status|fresh` drives. Never edit a released migration: add
 //! a new one, and let the schema-parity test prove both engines still agree.
+//!
+//! # Feature flags
+//!
+//! None: the engines are `zeroscale-db`'s features (`sqlite`, `postgres`), which turn on
+//! sea-orm-migration's drivers.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -36,3 +41,8 @@ impl MigratorTrait for Migrator {
         ]
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
