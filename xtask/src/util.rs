@@ -22,12 +22,19 @@ pub(crate) fn services_dir() -> PathBuf {
 }
 
 /// Runs `cmd`, failing with its name if it does not exit 0.
+/// Says how long it took, so a CI log shows what each step costs.
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     eprintln!("$ {shown}");
+    let started = Instant::now();
     let status = cmd
         .status()
         .with_context(|| format!("cannot run {shown}"))?;
+    eprintln!(
+        "  (took {:.0} s: {})",
+        started.elapsed().as_secs_f64(),
+        shown.chars().take(80).collect::<String>()
+    );
     if !status.success() {
         bail!("{shown} failed with {status}");
     }

