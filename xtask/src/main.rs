@@ -1,6 +1,7 @@
 //! `cargo xtask`: zeroscale's developer workflows, one module per task.
 //!
-//! - `services up|down|status`: real PostgreSQL, Redis and S3 (moto) on 127.0.0.1.
+//! - `services up|down|status`: real PostgreSQL, Redis, S3 (moto), Azurite and MongoDB
+//!   (nx-27017) on 127.0.0.1.
 //! - `test`: services up → every test of the workspace → services down.
 //! - `faults`: services up → the fault suite (stage 3 under engine faults) → services down.
 //! - `ci`: fmt, clippy, docs, the feature matrix, `test`, the generated app, `cargo package`.
@@ -30,8 +31,8 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  services up       start PostgreSQL, Redis and an S3 server on 127.0.0.1 (installing them
-                    where missing) and write their addresses to
+  services up       start PostgreSQL, Redis, an S3 server, Azurite and a MongoDB server
+                    on 127.0.0.1 (installing them where missing) and write their addresses to
                     target/zeroscale-services/services.env
   services down     stop the services started by `services up`
   services status   show what is running

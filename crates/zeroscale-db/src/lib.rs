@@ -369,6 +369,36 @@ pub mod testing {
         Ok((db, url))
     }
 
+    /// An empty database `name` (dropped first if it exists) on the PostgreSQL server at
+    /// `admin_url` (a URL ending in `/<database>`); returns its URL. Nothing is migrated:
+    /// for tests of what creates the schema. Drop it with [`drop_postgres_database`].
+    #[cfg(feature = "postgres")]
+    pub async fn empty_postgres_database(
+        admin_url: &str,
+        name: &str,
+    ) -> zeroscale_core::Result<String> {
+        use sea_orm::ConnectionTrait;
+        let admin = postgres(admin_url, 1).await?;
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{name}\""),
+        ] {
+            admin
+                .conn()?
+                .execute_raw(sea_orm::Statement::from_string(
+                    sea_orm::DatabaseBackend::Postgres,
+                    sql,
+                ))
+                .await
+                .map_err(|e| admin.map_err(e))?;
+        }
+        let _ = admin.close().await;
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .ok_or_else(|| zeroscale_core::Error::invalid_input("the URL names no database"))?;
+        Ok(format!("{base}/{name}"))
+    }
+
     /// Drops the database `name` made by [`fresh_postgres_database`].
     #[cfg(feature = "postgres")]
     pub async fn drop_postgres_database(admin_url: &str, name: &str) -> zeroscale_core::Result<()> {

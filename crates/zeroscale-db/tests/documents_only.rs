@@ -2,7 +2,6 @@
 //! documents tables, works on both engines, and the full schema can follow on the same
 //! database (and the documents schema on a full one changes nothing).
 
-use sea_orm::{ConnectionTrait, Statement};
 use zeroscale_core::config::{DatabaseConfig, SqliteConfig};
 use zeroscale_db::Db;
 use zeroscale_db::documents::{DocumentStore, NewDocument};
@@ -111,33 +110,19 @@ async fn postgres_documents_alone() {
         return;
     };
     let name = format!("zs_documents_only_{}", std::process::id());
-    let connect = |url: String| async move {
-        Db::connect(&DatabaseConfig::Postgres(
-            zeroscale_core::config::PostgresConfig {
-                url: url.into(),
-                max_connections: 2,
-                min_connections: 0,
-                ..Default::default()
-            },
-        ))
+    let url = zeroscale_db::testing::empty_postgres_database(&admin_url, &name)
         .await
-        .expect("connect to PostgreSQL")
-    };
-    let admin = connect(admin_url.clone()).await;
-    for sql in [
-        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-        format!("CREATE DATABASE \"{name}\""),
-    ] {
-        zeroscale_db::testing::conn(&admin)
-            .execute_raw(Statement::from_string(
-                sea_orm::DatabaseBackend::Postgres,
-                sql,
-            ))
-            .await
-            .expect("create the database");
-    }
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let db = connect(format!("{base}/{name}")).await;
+        .expect("create the database");
+    let db = Db::connect(&DatabaseConfig::Postgres(
+        zeroscale_core::config::PostgresConfig {
+            url: url.into(),
+            max_connections: 2,
+            min_connections: 0,
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("connect to PostgreSQL");
     documents_alone_then_the_full_schema(db.clone()).await;
     db.close().await.ok();
     zeroscale_db::testing::drop_postgres_database(&admin_url, &name)

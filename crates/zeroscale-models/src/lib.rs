@@ -269,7 +269,9 @@ mod tests {
     #[test]
     fn providers_in_use_are_deduplicated_and_sorted() {
         use zeroscale_core::config::{ModelEntry, ModelKind};
+        // Only the entries below (the default config has `minilm` and `placeholder`).
         let mut config = ModelsConfig::default();
+        config.registry.clear();
         let entry = |provider: &str, fallbacks: &[&str]| ModelEntry {
             kind: ModelKind::Embedding,
             provider: provider.to_owned(),

@@ -144,30 +144,10 @@ fn postgres_by_config_alone() {
 
 /// An empty database `name` on the PostgreSQL server at `admin_url`; returns its URL.
 fn empty_postgres(admin_url: &str, name: &str) -> String {
-    use zeroscale_db::testing::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let admin = zeroscale_db::Db::connect(&zeroscale_core::config::DatabaseConfig::Postgres(
-            zeroscale_core::config::PostgresConfig {
-                url: admin_url.to_owned().into(),
-                max_connections: 1,
-                min_connections: 0,
-                ..Default::default()
-            },
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(zeroscale_db::testing::empty_postgres_database(
+            admin_url, name,
         ))
-        .await
-        .expect("connect to PostgreSQL");
-        for sql in [
-            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-            format!("CREATE DATABASE \"{name}\""),
-        ] {
-            zeroscale_db::testing::conn(&admin)
-                .execute_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
-                .await
-                .expect("create the database");
-        }
-        let (base, _) = admin_url
-            .rsplit_once('/')
-            .expect("the URL names a database");
-        format!("{base}/{name}")
-    })
+        .expect("create the database")
 }

@@ -2,8 +2,9 @@
 //! sharing the database queue. The user's route is in `/openapi.json`, needs
 //! credentials, and its job runs in the worker process and writes the user's table; that
 //! table is tracked by `migrate status|down|up|fresh` and travels through `backup` and
-//! `restore` with zeroscale's, and through `db copy` to PostgreSQL, where its migration
-//! runs too. The app's name, config section and command work as zeroscale's own.
+//! `restore` with zeroscale's, and through `db copy` and `stage move` to PostgreSQL, where
+//! its migration runs too. The app's name, config section and command work as
+//! zeroscale's own.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -360,6 +361,36 @@ async fn a_users_route_job_and_table_run_beside_zeroscales() {
         );
     }
 
+    // `stage move` carries it too, with the files, into another empty database; the
+    // app's own command reads the user's rows there.
+    if let Some(url) = empty_postgres("zs_example_server_plus_moved").await {
+        std::fs::write(
+            dir.join("moved.toml"),
+            format!(
+                "[database]\nkind = \"postgres\"\nurl = \"{url}\"\n\n[storage]\nkind = \"local\"\nroot = \"{}\"\n",
+                dir.join("moved-blobs").display()
+            ),
+        )
+        .unwrap();
+        // The job the worker left queued (stopped above) moves with the rows.
+        let moved = command(
+            &dir,
+            &[
+                "stage",
+                "move",
+                "--from",
+                "from.toml",
+                "--to",
+                "moved.toml",
+                "--with-jobs",
+            ],
+        );
+        assert!(moved.contains("and 1 job(s)"), "{moved}");
+        let top = command(&dir, &["top", "--config", "moved.toml"]);
+        let lines: Vec<&str> = top.lines().map(str::trim).collect();
+        assert_eq!(lines[..2], ["2 be", "2 to"], "{top}");
+    }
+
     // Rolled back first (it is the newest), applied again, and recreated by `fresh`.
     command(&moved, &["migrate", "down"]);
     let status = command(&moved, &["migrate", "status"]);
@@ -387,30 +418,10 @@ async fn a_users_route_job_and_table_run_beside_zeroscales() {
 /// An empty PostgreSQL database called `name` (dropped and created again), or `None`
 /// when no PostgreSQL is configured (outside CI).
 async fn empty_postgres(name: &str) -> Option<String> {
-    use zeroscale_db::testing::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
     let admin_url =
         zeroscale_core::testing::require_service("ZEROSCALE_TEST_POSTGRES_URL", "PostgreSQL")?;
-    let admin = zeroscale_db::Db::connect(&zeroscale_core::config::DatabaseConfig::Postgres(
-        zeroscale_core::config::PostgresConfig {
-            url: admin_url.clone().into(),
-            max_connections: 1,
-            min_connections: 0,
-            ..Default::default()
-        },
-    ))
-    .await
-    .expect("connect to PostgreSQL");
-    for sql in [
-        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-        format!("CREATE DATABASE \"{name}\""),
-    ] {
-        zeroscale_db::testing::conn(&admin)
-            .execute_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
-            .await
-            .expect("create the database");
-    }
-    let (base, _) = admin_url
-        .rsplit_once('/')
-        .expect("the URL names a database");
-    Some(format!("{base}/{name}"))
+    let url = zeroscale_db::testing::empty_postgres_database(&admin_url, name)
+        .await
+        .expect("create the database");
+    Some(url)
 }

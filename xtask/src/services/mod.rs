@@ -15,6 +15,7 @@
 mod azurite;
 mod browser;
 mod crash;
+mod mongodb;
 mod postgres;
 mod redis;
 mod s3;
@@ -47,6 +48,7 @@ pub(crate) fn up() -> Result<Vec<(String, String)>> {
     vars.extend(redis::redis_up(&dir).context("Redis did not start")?);
     vars.extend(s3::s3_up(&dir).context("the S3 server did not start")?);
     vars.extend(azurite::azurite_up(&dir).context("Azurite (Azure Blob Storage) did not start")?);
+    vars.extend(mongodb::mongodb_up(&dir).context("MongoDB (nx-27017) did not start")?);
     vars.extend(browser::chromium().context("Chromium (for the browser tests) is missing")?);
     // Not an engine, but the model tests need it the same way: installed, or a failure.
     let model = crate::models::fetch().context("the local embedding model is not installed")?;
@@ -75,6 +77,7 @@ pub(crate) fn down() -> Result<()> {
     stop_by_pid_file("Redis", &dir.join("redis").join("redis.pid"));
     stop_by_pid_file("S3 server", &dir.join("s3").join("moto.pid"));
     stop_by_pid_file("Azurite", &dir.join("azurite").join("azurite.pid"));
+    stop_by_pid_file("MongoDB", &dir.join("mongodb").join("nx-27017.pid"));
     let _ = std::fs::remove_file(env_file());
     if errors.is_empty() {
         eprintln!("services are down");
@@ -92,6 +95,7 @@ pub(crate) fn status() -> Result<()> {
     let redis = dir.join("redis");
     let s3 = dir.join("s3");
     let azurite = dir.join("azurite");
+    let mongodb = dir.join("mongodb");
     let lines = [
         (
             "PostgreSQL",
@@ -112,6 +116,10 @@ pub(crate) fn status() -> Result<()> {
         (
             "Azurite",
             running_port(&azurite.join("azurite.pid"), &azurite.join("port")),
+        ),
+        (
+            "MongoDB",
+            running_port(&mongodb.join("nx-27017.pid"), &mongodb.join("port")),
         ),
     ];
     for (name, port) in lines {

@@ -19,8 +19,8 @@ fn moto_server(services: &Path) -> Result<PathBuf> {
     pip_tool(&services.join("venv"), "moto[server]", "moto_server")
 }
 
-/// The command `bin` from the PyPI package `package`, installed (once) into the
-/// virtualenv `venv`.
+/// The command `bin` from the PyPI package `package` (several, separated by spaces, are
+/// installed together), installed (once) into the virtualenv `venv`.
 pub(crate) fn pip_tool(venv: &Path, package: &str, bin: &str) -> Result<PathBuf> {
     let bin = venv.join("bin").join(bin);
     if bin.is_file() {
@@ -38,7 +38,9 @@ pub(crate) fn pip_tool(venv: &Path, package: &str, bin: &str) -> Result<PathBuf>
             run(Command::new("python3").arg("-m").arg("venv").arg(venv))?;
         }
     }
-    run(Command::new(venv.join("bin").join("pip")).args(["install", "-q", package]))?;
+    run(Command::new(venv.join("bin").join("pip"))
+        .args(["install", "-q"])
+        .args(package.split_whitespace()))?;
     if !bin.is_file() {
         bail!("{package} was installed but {} is missing", bin.display());
     }

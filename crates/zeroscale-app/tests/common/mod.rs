@@ -307,30 +307,12 @@ pub async fn fresh_postgres(label: &str) -> Option<String> {
 
 /// A new, empty database on the PostgreSQL server named by `var` (e.g. the pgvector one).
 pub async fn fresh_database(var: &str, engine: &str, label: &str) -> Option<String> {
-    use zeroscale_db::testing::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
     let admin_url = zeroscale_core::testing::require_service(var, engine)?;
     let name = format!("zs_app_{label}_{}", std::process::id());
-    let admin = zeroscale_db::Db::connect(&zeroscale_core::config::DatabaseConfig::Postgres(
-        zeroscale_core::config::PostgresConfig {
-            url: admin_url.clone().into(),
-            max_connections: 1,
-            min_connections: 0,
-            ..Default::default()
-        },
-    ))
-    .await
-    .expect("connect to PostgreSQL");
-    for sql in [
-        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-        format!("CREATE DATABASE \"{name}\""),
-    ] {
-        zeroscale_db::testing::conn(&admin)
-            .execute_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
-            .await
-            .expect("create test database");
-    }
-    let (base, _) = admin_url.rsplit_once('/').expect("URL names a database");
-    Some(format!("{base}/{name}"))
+    let url = zeroscale_db::testing::empty_postgres_database(&admin_url, &name)
+        .await
+        .expect("create test database");
+    Some(url)
 }
 
 /// A small deterministic generator, so runs of the crash tests are repeatable.
