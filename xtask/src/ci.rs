@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(features("zeroscale-queue"), ["", "redis", "database"]);
         assert_eq!(
             features("zeroscale-db"),
-            ["", "sqlite", "postgres", "pgvector"]
+            ["", "sqlite", "postgres", "mongodb", "pgvector"]
         );
         assert_eq!(
             features("zeroscale-models"),

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use zeroscale_core::config::{Config, DatabaseConfig};
+use zeroscale_core::config::Config;
 use zeroscale_core::{Queue, Result, Storage};
 use zeroscale_db::Db;
 use zeroscale_models::router::Router;
@@ -54,10 +54,7 @@ impl Backends {
     /// is an error naming the concern.
     pub async fn from_config(config: &Config) -> Result<Backends> {
         let db = Db::connect(&config.database).await?;
-        let auto_migrate = match &config.database {
-            DatabaseConfig::Sqlite(s) => s.auto_migrate,
-            DatabaseConfig::Postgres(p) => p.auto_migrate,
-        };
+        let auto_migrate = config.database.auto_migrate();
         if auto_migrate {
             db.migrate_up().await?;
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Mutex;
-use zeroscale_core::config::{Config, DatabaseConfig};
+use zeroscale_core::config::Config;
 use zeroscale_core::{Error, Result};
 use zeroscale_db::Db;
 
@@ -226,17 +226,17 @@ impl Checker {
 
     /// The database answers and its schema is current (or will be made so at start-up).
     async fn database_ready(&self, db: &Db) -> Result<String> {
-        let auto_migrate = match &self.config.database {
-            DatabaseConfig::Sqlite(s) => s.auto_migrate,
-            DatabaseConfig::Postgres(p) => p.auto_migrate,
-        };
+        let auto_migrate = self.config.database.auto_migrate();
         {
             db.ping().await?;
+            let at = match db.server_details() {
+                Some(details) => format!("{} ({details})", db.location()),
+                None => db.location().to_owned(),
+            };
             match db.pending_migrations().await? {
-                0 => Ok(db.location().to_owned()),
+                0 => Ok(at),
                 n if auto_migrate => Ok(format!(
-                    "{}; {n} migration(s) pending, applied by `serve` at start-up (auto_migrate)",
-                    db.location()
+                    "{at}; {n} migration(s) pending, applied by `serve` at start-up (auto_migrate)"
                 )),
                 n => Err(Error::unavailable(format!(
                     "{n} migration(s) pending: run `zeroscale migrate up` (or set \

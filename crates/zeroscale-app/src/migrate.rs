@@ -17,7 +17,7 @@ pub(crate) async fn run(
         .await
         .map_err(anyhow::Error::from)
         .context("cannot open the database")?;
-    let at = format!("{} database at {}", db.dialect().name(), db.location());
+    let at = format!("{} database at {}", db.engine(), db.location());
     let result = match command {
         MigrateCommand::Up => {
             let applied = db.migrate_up().await.map_err(anyhow::Error::from)?;

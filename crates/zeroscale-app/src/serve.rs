@@ -111,6 +111,9 @@ fn log_backends(config: &Config) {
         zeroscale_core::config::DatabaseConfig::Postgres(p) => {
             zeroscale_core::redacted_url(p.url.expose())
         }
+        zeroscale_core::config::DatabaseConfig::Mongodb(m) => {
+            zeroscale_core::redacted_url(m.url.expose())
+        }
     };
     tracing::info!(backend = config.database.kind(), at = %database_at, "database");
     tracing::info!(backend = config.storage.kind(), "storage");
@@ -317,10 +320,7 @@ async fn in_process_workers(
 /// Runs pending migrations on `db` when `database.auto_migrate` is on (through the
 /// process's own pool: no second one).
 pub(crate) async fn auto_migrate(config: &Config, db: &zeroscale_db::Db) -> anyhow::Result<()> {
-    let wanted = match &config.database {
-        zeroscale_core::config::DatabaseConfig::Sqlite(s) => s.auto_migrate,
-        zeroscale_core::config::DatabaseConfig::Postgres(p) => p.auto_migrate,
-    };
+    let wanted = config.database.auto_migrate();
     if !wanted {
         return Ok(());
     }

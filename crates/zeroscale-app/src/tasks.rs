@@ -178,7 +178,8 @@ pub(crate) async fn sweep_stale_generations(services: &Services) -> Result<usize
     let cutoff = zeroscale_core::domain::now()
         - chrono::Duration::seconds(i64::try_from(timeout).unwrap_or(i64::MAX));
     let credits = services.domain.credits();
-    let mut settled = 0;
+    // Settlements a crash interrupted (MongoDB without transactions only).
+    let mut settled = credits.settle_unsettled(100).await?;
     for generation in credits.stale_pending(cutoff, 100).await? {
         let why = format!("not finished within {timeout}s (workers.generation_timeout_secs)");
         match credits.fail(&generation.id, &why).await {

@@ -32,7 +32,7 @@ pub struct DbCounters {
 impl std::fmt::Debug for DbCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbCounters")
-            .field("engine", &self.db.dialect().name())
+            .field("engine", &self.db.sql_dialect().name())
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +86,7 @@ impl DbCounters {
     pub fn new(db: Db) -> Self {
         DbCounters {
             sql: Sql {
-                dialect: db.dialect(),
+                dialect: db.sql_dialect(),
             },
             db,
             last_prune: Mutex::new(None),
@@ -165,7 +165,7 @@ impl DbCounters {
 #[async_trait]
 impl Counters for DbCounters {
     fn backend(&self) -> &str {
-        self.db.dialect().name()
+        self.db.sql_dialect().name()
     }
 
     async fn hit(&self, key: &str, n: u64, window: Duration) -> Result<WindowCount> {

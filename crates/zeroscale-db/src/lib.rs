@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `sqlite` | the SQLite engine (`database.kind = "sqlite"`) | yes |
 //! | `postgres` | the PostgreSQL engine (`database.kind = "postgres"`) | no |
+//! | `mongodb` | the MongoDB engine (`database.kind = "mongodb"`), on the official driver | no |
 //! | `pgvector` | vector search through pgvector on PostgreSQL servers that have it (implies `postgres`) | no |
 
 pub mod backup;
@@ -20,6 +21,8 @@ pub mod documents;
 pub mod domain;
 mod error;
 pub mod migrate;
+#[cfg(feature = "mongodb")]
+mod mongodb;
 #[cfg(feature = "pgvector")]
 mod pgvector;
 #[cfg(feature = "postgres")]
@@ -83,6 +86,9 @@ pub struct Db {
     vector_setup: std::sync::Arc<tokio::sync::OnceCell<VectorSetup>>,
     /// Fails calls at once while the server is known to be down; shared by clones.
     breaker: std::sync::Arc<breaker::Breaker>,
+    /// The MongoDB engine, when the database is MongoDB (then `conn` is disconnected).
+    #[cfg(feature = "mongodb")]
+    mongo: Option<std::sync::Arc<mongodb::Mongo>>,
 }
 
 /// What the one-time pgvector setup found out about the server's extension.
@@ -110,13 +116,76 @@ impl Db {
         (registry::ENGINES.entry(config.kind())?.connect)(config).await
     }
 
-    /// Whether this build can connect to `kind` (`sqlite`, `postgres`).
+    /// Whether this build can connect to `kind` (`sqlite`, `postgres`, `mongodb`).
     pub fn is_compiled_in(kind: &str) -> bool {
         registry::ENGINES.is_compiled_in(kind)
     }
 
-    /// The dialect.
-    pub fn dialect(&self) -> Dialect {
+    /// The SQL dialect; `None` on MongoDB.
+    pub fn dialect(&self) -> Option<Dialect> {
+        if self.is_mongodb() {
+            None
+        } else {
+            Some(self.dialect)
+        }
+    }
+
+    /// The engine's name, as in config: `sqlite`, `postgres` or `mongodb`.
+    pub fn engine(&self) -> &'static str {
+        if self.is_mongodb() {
+            "mongodb"
+        } else {
+            self.dialect.name()
+        }
+    }
+
+    /// What the server said about itself at connect time, for readiness and `doctor`:
+    /// on MongoDB its version and whether multi-document transactions are used; `None`
+    /// on the SQL engines.
+    pub fn server_details(&self) -> Option<String> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.mongo() {
+            return Some(format!(
+                "MongoDB {}, multi-document transactions {}",
+                m.server_version(),
+                if m.transactions() {
+                    "on"
+                } else {
+                    "off (compensating writes)"
+                }
+            ));
+        }
+        None
+    }
+
+    /// Whether this database is MongoDB (no SQL: the domain services take their MongoDB
+    /// path; the SQL-only parts refuse with an error that says so).
+    pub fn is_mongodb(&self) -> bool {
+        #[cfg(feature = "mongodb")]
+        return self.mongo.is_some();
+        #[cfg(not(feature = "mongodb"))]
+        return false;
+    }
+
+    /// The MongoDB engine, when this database is MongoDB.
+    #[cfg(feature = "mongodb")]
+    pub(crate) fn mongo(&self) -> Option<&mongodb::Mongo> {
+        self.mongo.as_deref()
+    }
+
+    /// The time now, as precise as this engine stores it (microseconds; milliseconds on
+    /// MongoDB), so what a call returns equals what it stored.
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        #[cfg(feature = "mongodb")]
+        if self.is_mongodb() {
+            return mongodb::now_ms();
+        }
+        zeroscale_core::domain::now()
+    }
+
+    /// The SQL dialect for the SQL code paths. On MongoDB those paths never run a
+    /// statement ([`Db::conn`] fails first), so the stored placeholder is never used.
+    pub(crate) fn sql_dialect(&self) -> Dialect {
         self.dialect
     }
 
@@ -137,6 +206,12 @@ impl Db {
     /// server stopped answering and no probe has got through since), so a call does not
     /// wait out the pool's acquire timeout for a server known to be down.
     pub(crate) fn conn(&self) -> Result<&DatabaseConnection> {
+        if self.is_mongodb() {
+            return Err(Error::not_supported(
+                "this operation (it needs SQLite or PostgreSQL)",
+                format!("the MongoDB database at {}", self.location),
+            ));
+        }
         self.breaker.check()?;
         Ok(&self.conn)
     }
@@ -151,6 +226,10 @@ impl Db {
     /// Runs `SELECT 1` to prove the database answers (at once `Unavailable` while it is
     /// known to be down; see [`Db::is_known_down`]).
     pub async fn ping(&self) -> Result<()> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.mongo() {
+            return m.ping().await;
+        }
         self.breaker.check()?;
         let backend = self.conn.get_database_backend();
         self.conn
@@ -162,6 +241,11 @@ impl Db {
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(self) -> Result<()> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.mongo {
+            m.close().await;
+            return Ok(());
+        }
         let dialect = self.dialect;
         self.conn.close().await.map_err(|e| map_db_err(dialect, e))
     }
@@ -223,6 +307,26 @@ impl Db {
                 breaker::BreakerOptions::OFF,
                 String::new(),
             )),
+            #[cfg(feature = "mongodb")]
+            mongo: None,
+        }
+    }
+
+    /// A database handle over a MongoDB engine.
+    #[cfg(feature = "mongodb")]
+    pub(crate) fn from_mongo(mongo: mongodb::Mongo) -> Db {
+        Db {
+            conn: DatabaseConnection::default(),
+            // Never read: every SQL path fails at `conn()` on MongoDB.
+            dialect: Dialect::Sqlite,
+            location: mongo.location().to_owned(),
+            vectors: VectorBackend::Exact,
+            vector_setup: std::sync::Arc::default(),
+            breaker: std::sync::Arc::new(breaker::Breaker::new(
+                breaker::BreakerOptions::OFF,
+                String::new(),
+            )),
+            mongo: Some(std::sync::Arc::new(mongo)),
         }
     }
 
@@ -397,6 +501,47 @@ pub mod testing {
             .rsplit_once('/')
             .ok_or_else(|| zeroscale_core::Error::invalid_input("the URL names no database"))?;
         Ok(format!("{base}/{name}"))
+    }
+
+    /// Drops the MongoDB database under `db` (every collection in it).
+    #[cfg(feature = "mongodb")]
+    pub async fn drop_mongodb_database(db: &crate::Db) -> zeroscale_core::Result<()> {
+        let m = db
+            .mongo()
+            .ok_or_else(|| zeroscale_core::Error::invalid_input("not a MongoDB database"))?;
+        m.database().drop().await.map_err(|e| m.map_err(e))
+    }
+
+    /// Makes MongoDB's credit writes (reserve, complete, fail) stop after their first
+    /// write, as a crash between the two would, while `on`. Process-wide.
+    #[cfg(feature = "mongodb")]
+    pub fn crash_mongodb_credit_writes(on: bool) {
+        crate::mongodb::credits::CRASH_AFTER_FIRST_WRITE
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Records schema step `name` as applied on MongoDB `db` (to test what an unknown
+    /// step does).
+    #[cfg(feature = "mongodb")]
+    pub async fn record_mongodb_schema_step(
+        db: &crate::Db,
+        name: &str,
+    ) -> zeroscale_core::Result<()> {
+        let m = db
+            .mongo()
+            .ok_or_else(|| zeroscale_core::Error::invalid_input("not a MongoDB database"))?;
+        m.database()
+            .collection::<mongodb::bson::Document>(crate::mongodb::schema::SCHEMA_COLLECTION)
+            .insert_one(mongodb::bson::doc! { "_id": name })
+            .await
+            .map_err(|e| m.map_err(e))?;
+        Ok(())
+    }
+
+    /// Whether multi-document writes on `db` (MongoDB) run in transactions.
+    #[cfg(feature = "mongodb")]
+    pub fn mongodb_transactions(db: &crate::Db) -> bool {
+        db.mongo().is_some_and(crate::mongodb::Mongo::transactions)
     }
 
     /// Drops the database `name` made by [`fresh_postgres_database`].

@@ -81,6 +81,10 @@ impl Db {
     /// advisory lock, so one process migrates and the others then find nothing pending; on
     /// SQLite the write lock does the same.
     pub async fn migrate_up(&self) -> Result<usize> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.mongo() {
+            return m.schema_up().await;
+        }
         self.apply_migrations::<Migrator>(None).await
     }
 
@@ -90,6 +94,11 @@ impl Db {
     /// Tracked in a table of its own; the full schema ([`Db::migrate_up`]) can still be
     /// applied later, and this changes nothing on a database that has it.
     pub async fn migrate_documents_up(&self) -> Result<usize> {
+        // MongoDB's steps only make collections and indexes: all of them, harmlessly.
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.mongo() {
+            return m.schema_up().await;
+        }
         self.apply_migrations::<zeroscale_migration::documents::DocumentsMigrator>(None)
             .await
     }
@@ -112,7 +121,7 @@ impl Db {
                     .map_or(0, |at| at + 1),
             }
         };
-        match self.dialect() {
+        match self.sql_dialect() {
             Dialect::Postgres => {
                 let txn = self.conn()?.begin().await.map_err(|e| self.map_err(e))?;
                 txn.execute_raw(Statement::from_string(
@@ -177,6 +186,10 @@ impl Db {
 
     /// Drops every table and applies every migration from scratch. Destroys all data.
     pub async fn migrate_fresh(&self) -> Result<()> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.mongo() {
+            return m.schema_fresh().await;
+        }
         Migrator::fresh(self.conn()?)
             .await
             .map_err(|e| self.map_err(e))
@@ -184,6 +197,10 @@ impl Db {
 
     /// Every migration, oldest first, with whether it is applied.
     pub async fn migrate_status(&self) -> Result<Vec<MigrationState>> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.mongo() {
+            return m.schema_status().await;
+        }
         let migrations = Migrator::get_migration_with_status_read_only(self.conn()?)
             .await
             .map_err(|e| self.map_err(e))?;

@@ -34,5 +34,11 @@ pub static ENGINES: Registry<DbEntry> = Registry {
             about: "PostgreSQL (pgvector optional, with feature `pgvector`)",
             entry: DbEntry { connect: crate::postgres::connect_config },
         },
+        backend! {
+            kind: "mongodb",
+            feature: "mongodb",
+            about: "MongoDB 6 or newer, on the official driver",
+            entry: DbEntry { connect: crate::mongodb::connect_config },
+        },
     ],
 };

@@ -180,7 +180,7 @@ pub async fn introspect(db: &Db) -> Result<Schema> {
 
 /// Reads the schema as `src` sees it.
 pub(crate) async fn introspect_in(src: &Src<'_>) -> Result<Schema> {
-    match src.db.dialect() {
+    match src.db.sql_dialect() {
         Dialect::Sqlite => introspect_sqlite(src).await,
         Dialect::Postgres => introspect_postgres(src).await,
     }

@@ -21,7 +21,7 @@ pub struct DbUploadLog {
 impl std::fmt::Debug for DbUploadLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbUploadLog")
-            .field("engine", &self.db.dialect().name())
+            .field("engine", &self.db.sql_dialect().name())
             .finish_non_exhaustive()
     }
 }
@@ -40,7 +40,7 @@ impl DbUploadLog {
     pub fn new(db: Db) -> Self {
         DbUploadLog {
             sql: Sql {
-                dialect: db.dialect(),
+                dialect: db.sql_dialect(),
             },
             db,
         }

@@ -47,7 +47,7 @@ async fn sqlite_file_connect_write_read() {
         ..Default::default()
     });
     let db = Db::connect(&config).await.expect("connect");
-    assert_eq!(db.dialect(), Dialect::Sqlite);
+    assert_eq!(db.dialect(), Some(Dialect::Sqlite));
     db.ping().await.expect("ping");
     write_and_read(&db, "smoke").await;
     assert!(path.is_file(), "the database file was created");
@@ -86,7 +86,7 @@ async fn postgres_connect_write_read() {
         ..Default::default()
     });
     let db = Db::connect(&config).await.expect("connect");
-    assert_eq!(db.dialect(), Dialect::Postgres);
+    assert_eq!(db.dialect(), Some(Dialect::Postgres));
     assert!(!db.location().contains('@'), "location hides credentials");
     db.ping().await.expect("ping");
     write_and_read(&db, "zeroscale_smoke").await;

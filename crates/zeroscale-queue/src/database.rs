@@ -25,13 +25,22 @@ fn database<'a>(config: &QueueConfig, context: &'a QueueContext) -> Result<&'a D
             config.kind(),
         ));
     }
-    context.database.as_ref().ok_or_else(|| {
+    let db = context.database.as_ref().ok_or_else(|| {
         Error::config(
             "queue.kind",
             "the database queue lives in the application's database, but none was given: \
              connect it with `QueueContext::default().with_database(db)`",
         )
-    })
+    })?;
+    if db.is_mongodb() {
+        return Err(Error::config(
+            "queue.kind",
+            "the database queue (and its fan-out and counters) needs SQLite or PostgreSQL, \
+             and the database is MongoDB: set `queue.kind = \"redis\"` (shared by every \
+             process) or `queue.kind = \"memory\"` (one process, lost on exit)",
+        ));
+    }
+    Ok(db)
 }
 
 /// The registry's connect for `queue.kind = "database"`.

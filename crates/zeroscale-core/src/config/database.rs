@@ -1,4 +1,4 @@
-//! `[database]`: SQLite or PostgreSQL.
+//! `[database]`: SQLite, PostgreSQL or MongoDB.
 
 use std::path::PathBuf;
 
@@ -14,6 +14,8 @@ pub enum DatabaseConfig {
     Sqlite(SqliteConfig),
     /// A PostgreSQL server.
     Postgres(PostgresConfig),
+    /// A MongoDB server (replica set, sharded cluster or standalone).
+    Mongodb(MongodbConfig),
 }
 
 impl Default for DatabaseConfig {
@@ -28,6 +30,16 @@ impl DatabaseConfig {
         match self {
             DatabaseConfig::Sqlite(_) => "sqlite",
             DatabaseConfig::Postgres(_) => "postgres",
+            DatabaseConfig::Mongodb(_) => "mongodb",
+        }
+    }
+
+    /// Whether pending schema steps run at start-up.
+    pub fn auto_migrate(&self) -> bool {
+        match self {
+            DatabaseConfig::Sqlite(s) => s.auto_migrate,
+            DatabaseConfig::Postgres(p) => p.auto_migrate,
+            DatabaseConfig::Mongodb(m) => m.auto_migrate,
         }
     }
 }
@@ -131,6 +143,55 @@ impl Default for PostgresConfig {
             tls: PostgresTls::FromUrl,
             auto_migrate: false,
             vector_search: VectorSearch::Auto,
+        }
+    }
+}
+
+/// Whether MongoDB writes that span documents run in a multi-document transaction.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum MongodbTransactions {
+    /// When the server supports them (a replica set or a sharded cluster); the
+    /// compensating path on a standalone server.
+    #[default]
+    Auto,
+    /// Always, whatever the server says about itself (start-up fails if it refuses one).
+    On,
+    /// Never: always the compensating path (each write atomic on its own document, a
+    /// failed second write undone, the sweeper settling what a crash left).
+    Off,
+}
+
+/// MongoDB settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct MongodbConfig {
+    /// `mongodb://user:password@host:port/database?options` or `mongodb+srv://…`;
+    /// `DATABASE_URL` sets it too. The path names the database (default `zeroscale`);
+    /// TLS, auth source and replica set go in the URL's options, as the driver documents.
+    pub url: Secret<String>,
+    /// Connections per server in the driver's pool. Default 20.
+    pub max_connections: u32,
+    /// Seconds to find a server to talk to (connect, or a new primary after a failover).
+    /// Default 10.
+    pub connect_timeout_secs: u64,
+    /// Multi-document transactions: `auto`, `on` or `off`. Default `auto`.
+    pub transactions: MongodbTransactions,
+    /// Run pending schema steps (collections and indexes) at start-up. Default off: run
+    /// `zeroscale migrate up`.
+    pub auto_migrate: bool,
+}
+
+impl Default for MongodbConfig {
+    fn default() -> Self {
+        MongodbConfig {
+            url: Secret::default(),
+            max_connections: 20,
+            connect_timeout_secs: 10,
+            transactions: MongodbTransactions::Auto,
+            auto_migrate: false,
         }
     }
 }

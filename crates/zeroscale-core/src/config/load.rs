@@ -148,6 +148,12 @@ fn database_url_pairs(url: &str, flag: &str) -> Result<Vec<(&'static str, String
             ("database.url", url.to_owned()),
         ]);
     }
+    if lower.starts_with("mongodb://") || lower.starts_with("mongodb+srv://") {
+        return Ok(vec![
+            ("database.kind", "mongodb".to_owned()),
+            ("database.url", url.to_owned()),
+        ]);
+    }
     if let Some(rest) = lower.strip_prefix("sqlite:") {
         if rest == ":memory:" || rest == "//:memory:" {
             return Ok(vec![
@@ -172,8 +178,8 @@ fn database_url_pairs(url: &str, flag: &str) -> Result<Vec<(&'static str, String
     Err(Error::config(
         "database.kind",
         format!(
-            "{flag} must start with `postgres://`, `postgresql://` or `sqlite:` (got a URL \
-             with another scheme)"
+            "{flag} must start with `postgres://`, `postgresql://`, `mongodb://`, \
+             `mongodb+srv://` or `sqlite:` (got a URL with another scheme)"
         ),
     ))
 }

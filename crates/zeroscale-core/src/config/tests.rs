@@ -119,6 +119,26 @@ fn test_and_reserved_env_vars_are_not_config_keys() {
 }
 
 #[test]
+fn database_url_selects_mongodb() {
+    for url in [
+        "mongodb://u:pw@127.0.0.1:27017/app?authSource=admin",
+        "mongodb+srv://u:pw@cluster.example/app",
+    ] {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", url);
+            let loaded = load_default().map_err(|e| e.to_string())?;
+            let DatabaseConfig::Mongodb(m) = &loaded.config.database else {
+                panic!("{url}: {:?}", loaded.config.database)
+            };
+            assert_eq!(m.url.expose(), url);
+            assert_eq!(m.transactions, MongodbTransactions::Auto);
+            assert!(!m.auto_migrate);
+            Ok(())
+        });
+    }
+}
+
+#[test]
 fn database_url_selects_postgres_and_redis_url_selects_redis() {
     Jail::expect_with(|jail| {
         jail.set_env("DATABASE_URL", "postgres://u:pw@127.0.0.1:5432/db");

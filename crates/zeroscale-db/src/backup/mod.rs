@@ -284,7 +284,7 @@ pub async fn backup(
 }
 
 async fn snapshot(db: &Db) -> Result<DatabaseTransaction> {
-    let txn = match db.dialect() {
+    let txn = match db.sql_dialect() {
         Dialect::Postgres => {
             db.conn()?
                 .begin_with_config(
@@ -311,7 +311,7 @@ async fn write_archive(
         format: FORMAT_NAME.to_owned(),
         version: FORMAT_VERSION,
         zeroscale: env!("CARGO_PKG_VERSION").to_owned(),
-        engine: db.dialect().name().to_owned(),
+        engine: db.sql_dialect().name().to_owned(),
         schema: schema_name,
         created_at: value::timestamp(chrono::Utc::now()),
         tables: Vec::new(),
@@ -333,7 +333,7 @@ async fn write_archive(
         )?;
         let mut hasher = Sha256::new();
         let mut rows = 0u64;
-        let sql = select_sql(db.dialect(), table);
+        let sql = select_sql(db.sql_dialect(), table);
         let mut stream = txn
             .stream_raw(Statement::from_string(
                 db.conn()?.get_database_backend(),
@@ -619,7 +619,7 @@ async fn prepare_target(
         )));
     };
     let map = |e| db.map_err(e);
-    if db.dialect() == Dialect::Postgres {
+    if db.sql_dialect() == Dialect::Postgres {
         // The same lock `migrate up` holds: a server starting with `auto_migrate` waits.
         txn.execute_unprepared(&format!(
             "SELECT pg_advisory_xact_lock({})",
@@ -714,7 +714,7 @@ impl Batch<'_> {
                 if c > 0 {
                     sql.push_str(", ");
                 }
-                match db.dialect() {
+                match db.sql_dialect() {
                     Dialect::Postgres => sql.push_str(&format!("${}", values.len() + 1)),
                     Dialect::Sqlite => sql.push('?'),
                 }
@@ -762,7 +762,7 @@ async fn load<R: BufRead>(
         return Err(archive_err("no header"));
     };
     let txn = db.begin_write().await?;
-    if db.dialect() == Dialect::Sqlite {
+    if db.sql_dialect() == Dialect::Sqlite {
         // One transaction of millions of rows: with SQLite's default 2 MB page cache the
         // dirty pages spill into the WAL and are read back from it for every index update
         // (most of a restore's time went to pread/pwrite). A bounded 64 MB cache for this
@@ -773,7 +773,7 @@ async fn load<R: BufRead>(
             .map_err(|e| db.map_err(e))?;
     }
     let loaded = load_in(db, &txn, &mut reader, options, progress, expected, &header).await;
-    if db.dialect() == Dialect::Sqlite {
+    if db.sql_dialect() == Dialect::Sqlite {
         let reset = txn
             .execute_unprepared("PRAGMA cache_size = -2000")
             .await
@@ -851,7 +851,7 @@ async fn load_in<R: BufRead>(
                 for (i, v) in row.iter().enumerate() {
                     let kind = b.table.kinds[b.positions[i]];
                     let column = &b.columns[i];
-                    if db.dialect() == Dialect::Postgres
+                    if db.sql_dialect() == Dialect::Postgres
                         && matches!(kind, Kind::Text | Kind::Json)
                         && value::has_nul(v)
                     {
@@ -913,7 +913,7 @@ async fn load_in<R: BufRead>(
 /// After a load: sequences (PostgreSQL), statistics, pgvector's side table.
 async fn fix_engine_state(db: &Db, tables: &[TablePlan]) -> Result<()> {
     let backend = db.conn()?.get_database_backend();
-    if db.dialect() == Dialect::Postgres {
+    if db.sql_dialect() == Dialect::Postgres {
         for table in tables {
             for (column, kind) in table.columns.iter().zip(&table.kinds) {
                 if *kind != Kind::Int {

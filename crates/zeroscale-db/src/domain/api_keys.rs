@@ -3,11 +3,11 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
-use zeroscale_core::domain::{ApiKey, User, new_id, now};
+use zeroscale_core::domain::{ApiKey, User, new_id};
 use zeroscale_core::{Error, Result};
 
 use super::auth_cache::{AuthCache, AuthChange, Lookup, Verified};
-use super::by_key::ByKey;
+use super::by_key::{ByKey, by_id};
 use super::entity::{api_keys, system_prompts, users};
 use super::users::to_user;
 use super::{constant_time_eq, random_hex, sha256_hex};
@@ -101,16 +101,12 @@ impl<'a> ApiKeys<'a> {
                 "client_name must be 1 to 128 characters",
             ));
         }
-        users::Entity::find_by_id(new.user_id.clone())
-            .by_key(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?
+        by_id::<users::Entity>(self.db, &new.user_id)
+            .await?
             .ok_or_else(|| Error::not_found(format!("user {}", new.user_id)))?;
         if let Some(prompt) = &new.system_prompt_id {
-            system_prompts::Entity::find_by_id(prompt.clone())
-                .by_key(self.db.conn()?)
-                .await
-                .map_err(|e| self.db.map_err(e))?
+            by_id::<system_prompts::Entity>(self.db, prompt)
+                .await?
                 .ok_or_else(|| Error::not_found(format!("system prompt {prompt}")))?;
         }
         let prefix = format!("zs_{}", random_hex(4)?);
@@ -125,11 +121,21 @@ impl<'a> ApiKeys<'a> {
             active: Set(true),
             system_prompt_id: Set(new.system_prompt_id),
             adapter_name: Set(new.adapter_name),
-            created_at: Set(now()),
+            created_at: Set(self.db.now()),
             last_used_at: Set(None),
             revoked_at: Set(None),
             rate_limit_per_minute: Set(limit_column(new.rate_limit_per_minute)?),
         };
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let model = sea_orm::TryIntoModel::try_into_model(model)
+                .map_err(|e| Error::backend("mongodb", e))?;
+            m.insert::<api_keys::Entity>(None, &model).await?;
+            return Ok(CreatedApiKey {
+                key: to_key(model),
+                plaintext,
+            });
+        }
         let model = model
             .insert(self.db.conn()?)
             .await
@@ -165,19 +171,19 @@ impl<'a> ApiKeys<'a> {
                 (key, user)
             }
         };
-        let at = now();
+        let at = self.db.now();
         let stale = key
             .last_used_at
             .is_none_or(|used| (at - used).num_seconds() >= LAST_USED_RESOLUTION_SECS);
         if !stale {
             return Ok((key, user));
         }
-        api_keys::Entity::update_many()
-            .col_expr(api_keys::Column::LastUsedAt, Expr::value(Some(at)))
-            .filter(api_keys::Column::Id.eq(&key.id))
-            .exec(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
+        self.set(
+            &key.id,
+            false,
+            vec![(api_keys::Column::LastUsedAt, Some(at).into())],
+        )
+        .await?;
         let mut key = key;
         key.last_used_at = Some(at);
         self.cache
@@ -188,12 +194,7 @@ impl<'a> ApiKeys<'a> {
     async fn read(&self, plaintext: &str, presented: &str) -> Result<(ApiKey, User)> {
         let invalid = || Error::unauthenticated("invalid API key");
         let prefix = prefix_of(plaintext).ok_or_else(invalid)?;
-        let found = api_keys::Entity::find()
-            .filter(api_keys::Column::Prefix.eq(prefix))
-            .find_also_related(users::Entity)
-            .by_key(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
+        let found = self.find_with_user(prefix).await?;
         // The same work whether or not the prefix exists: compare the presented hash with
         // the stored one, or with one no key can have.
         let stored = found
@@ -213,16 +214,26 @@ impl<'a> ApiKeys<'a> {
 
     /// A key by id.
     pub async fn get(&self, id: &str) -> Result<ApiKey> {
-        api_keys::Entity::find_by_id(id.to_owned())
-            .by_key(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?
+        by_id::<api_keys::Entity>(self.db, id)
+            .await?
             .map(to_key)
             .ok_or_else(|| Error::not_found(format!("API key {id}")))
     }
 
     /// Keys in creation order, all or one user's.
     pub async fn list(&self, user_id: Option<&str>) -> Result<Vec<ApiKey>> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let filter = user_id.map_or_else(mongodb::bson::Document::new, |u| {
+                mongodb::bson::doc! { "user_id": u }
+            });
+            return Ok(m
+                .find::<api_keys::Entity>(filter, mongodb::bson::doc! { "_id": 1 }, 0)
+                .await?
+                .into_iter()
+                .map(to_key)
+                .collect());
+        }
         let mut query = api_keys::Entity::find().order_by_asc(api_keys::Column::Id);
         if let Some(user_id) = user_id {
             query = query.filter(api_keys::Column::UserId.eq(user_id));
@@ -240,16 +251,15 @@ impl<'a> ApiKeys<'a> {
     /// at once on this instance and, through the credential cache's announcements, on the
     /// others.
     pub async fn set_rate_limit(&self, id: &str, limit: Option<u32>) -> Result<ApiKey> {
-        let result = api_keys::Entity::update_many()
-            .col_expr(
-                api_keys::Column::RateLimitPerMinute,
-                Expr::value(limit_column(limit)?),
+        let limit = limit_column(limit)?;
+        let matched = self
+            .set(
+                id,
+                false,
+                vec![(api_keys::Column::RateLimitPerMinute, limit.into())],
             )
-            .filter(api_keys::Column::Id.eq(id))
-            .exec(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        if result.rows_affected == 0 {
+            .await?;
+        if matched == 0 {
             return Err(Error::not_found(format!("API key {id}")));
         }
         self.cache.changed(AuthChange::ApiKey(id.to_owned()));
@@ -258,17 +268,76 @@ impl<'a> ApiKeys<'a> {
 
     /// Revokes a key: it stops working at once. Revoking twice is fine.
     pub async fn revoke(&self, id: &str) -> Result<ApiKey> {
-        let result = api_keys::Entity::update_many()
-            .col_expr(api_keys::Column::Active, Expr::value(false))
-            .col_expr(api_keys::Column::RevokedAt, Expr::value(Some(now())))
-            .filter(api_keys::Column::Id.eq(id))
-            .filter(api_keys::Column::RevokedAt.is_null())
+        let at = self.db.now();
+        self.set(
+            id,
+            true,
+            vec![
+                (api_keys::Column::Active, false.into()),
+                (api_keys::Column::RevokedAt, Some(at).into()),
+            ],
+        )
+        .await?;
+        self.cache.changed(AuthChange::ApiKey(id.to_owned()));
+        self.get(id).await
+    }
+}
+
+impl ApiKeys<'_> {
+    /// The key with `prefix` and its user.
+    async fn find_with_user(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<(api_keys::Model, Option<users::Model>)>> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let Some(key) = m
+                .find_one::<api_keys::Entity>(None, mongodb::bson::doc! { "prefix": prefix })
+                .await?
+            else {
+                return Ok(None);
+            };
+            let user = by_id::<users::Entity>(self.db, &key.user_id).await?;
+            return Ok(Some((key, user)));
+        }
+        api_keys::Entity::find()
+            .filter(api_keys::Column::Prefix.eq(prefix))
+            .find_also_related(users::Entity)
+            .by_key(self.db.conn()?)
+            .await
+            .map_err(|e| self.db.map_err(e))
+    }
+
+    /// Sets `columns` on key `id` (only while it is not revoked when `unrevoked`); returns
+    /// how many keys matched.
+    async fn set(
+        &self,
+        id: &str,
+        unrevoked: bool,
+        columns: Vec<(api_keys::Column, sea_orm::Value)>,
+    ) -> Result<u64> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let mut filter = crate::mongodb::id_is(id);
+            if unrevoked {
+                filter.insert("revoked_at", mongodb::bson::doc! { "$exists": false });
+            }
+            return m
+                .update::<api_keys::Entity>(None, filter, crate::mongodb::set_columns(columns))
+                .await;
+        }
+        let mut update = api_keys::Entity::update_many().filter(api_keys::Column::Id.eq(id));
+        if unrevoked {
+            update = update.filter(api_keys::Column::RevokedAt.is_null());
+        }
+        for (column, value) in columns {
+            update = update.col_expr(column, Expr::value(value));
+        }
+        let result = update
             .exec(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))?;
-        let _ = result;
-        self.cache.changed(AuthChange::ApiKey(id.to_owned()));
-        self.get(id).await
+        Ok(result.rows_affected)
     }
 }
 

@@ -37,3 +37,21 @@ impl<E: EntityTrait, F: EntityTrait> ByKey for SelectTwo<E, F> {
         Ok(self.all(conn).await?.into_iter().next())
     }
 }
+
+/// The row of `E` whose primary key is `id`, on any engine.
+pub(crate) async fn by_id<E>(db: &crate::Db, id: &str) -> zeroscale_core::Result<Option<E::Model>>
+where
+    E: sea_orm::EntityTrait + Default,
+    E::ActiveModel: sea_orm::ActiveModelTrait<Entity = E> + sea_orm::TryIntoModel<E::Model>,
+    <E::PrimaryKey as sea_orm::PrimaryKeyTrait>::ValueType: From<String>,
+    E::Model: Sync,
+{
+    #[cfg(feature = "mongodb")]
+    if let Some(m) = db.mongo() {
+        return m.find_one::<E>(None, crate::mongodb::id_is(id)).await;
+    }
+    E::find_by_id(id.to_owned())
+        .by_key(db.conn()?)
+        .await
+        .map_err(|e| db.map_err(e))
+}

@@ -3,11 +3,10 @@
 use async_trait::async_trait;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
-use zeroscale_core::domain::now;
 use zeroscale_core::models::{EmbeddingCache, EmbeddingCacheKey};
 use zeroscale_core::{Error, Result};
 
-use super::by_key::ByKey;
+use super::by_key::by_id;
 use super::documents::{decode_vector, encode_vector};
 use super::entity::embedding_cache;
 use crate::Db;
@@ -30,7 +29,7 @@ impl DbEmbeddingCache {
     fn decode(&self, key: &str, bytes: &[u8]) -> Result<Vec<f32>> {
         decode_vector(bytes).ok_or_else(|| {
             Error::backend(
-                self.db.dialect().name(),
+                self.db.engine(),
                 std::io::Error::other(format!(
                     "embedding cache entry {key} is corrupt (length not a multiple of 4)"
                 )),
@@ -38,19 +37,47 @@ impl DbEmbeddingCache {
         })
     }
 
-    fn row(key: &EmbeddingCacheKey, vector: &[f32]) -> Result<embedding_cache::ActiveModel> {
+    fn row(&self, key: &EmbeddingCacheKey, vector: &[f32]) -> Result<embedding_cache::ActiveModel> {
         let dimensions =
             i32::try_from(vector.len()).map_err(|_| Error::invalid_input("vector is too long"))?;
         Ok(embedding_cache::ActiveModel {
             key: Set(key.as_str().to_owned()),
             dimensions: Set(dimensions),
             vector: Set(encode_vector(vector)),
-            created_at: Set(now()),
+            created_at: Set(self.db.now()),
         })
     }
 
     /// Inserts `rows` in one statement, replacing rows with the same key.
+    async fn find_keys(&self, keys: &[EmbeddingCacheKey]) -> Result<Vec<embedding_cache::Model>> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let ids: Vec<&str> = keys.iter().map(EmbeddingCacheKey::as_str).collect();
+            return m
+                .find::<embedding_cache::Entity>(
+                    mongodb::bson::doc! { "_id": { "$in": ids } },
+                    mongodb::bson::Document::new(),
+                    0,
+                )
+                .await;
+        }
+        embedding_cache::Entity::find()
+            .filter(embedding_cache::Column::Key.is_in(keys.iter().map(|k| k.as_str())))
+            .all(self.db.conn()?)
+            .await
+            .map_err(|e| self.db.map_err(e))
+    }
+
     async fn upsert(&self, rows: Vec<embedding_cache::ActiveModel>) -> Result<()> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            for row in rows {
+                let model = sea_orm::TryIntoModel::try_into_model(row)
+                    .map_err(|e| Error::backend("mongodb", e))?;
+                m.replace::<embedding_cache::Entity>(&model).await?;
+            }
+            return Ok(());
+        }
         embedding_cache::Entity::insert_many(rows)
             .on_conflict(
                 OnConflict::column(embedding_cache::Column::Key)
@@ -71,27 +98,20 @@ impl DbEmbeddingCache {
 #[async_trait]
 impl EmbeddingCache for DbEmbeddingCache {
     async fn get(&self, key: &EmbeddingCacheKey) -> Result<Option<Vec<f32>>> {
-        let row = embedding_cache::Entity::find_by_id(key.as_str().to_owned())
-            .by_key(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
+        let row = by_id::<embedding_cache::Entity>(&self.db, key.as_str()).await?;
         row.map(|row| self.decode(key.as_str(), &row.vector))
             .transpose()
     }
 
     async fn put(&self, key: &EmbeddingCacheKey, vector: &[f32]) -> Result<()> {
-        self.upsert(vec![Self::row(key, vector)?]).await
+        self.upsert(vec![self.row(key, vector)?]).await
     }
 
     /// One `IN (…)` query per 500 keys.
     async fn get_many(&self, keys: &[EmbeddingCacheKey]) -> Result<Vec<Option<Vec<f32>>>> {
         let mut found = std::collections::HashMap::new();
         for part in keys.chunks(PER_QUERY) {
-            let rows = embedding_cache::Entity::find()
-                .filter(embedding_cache::Column::Key.is_in(part.iter().map(|k| k.as_str())))
-                .all(self.db.conn()?)
-                .await
-                .map_err(|e| self.db.map_err(e))?;
+            let rows = self.find_keys(part).await?;
             for row in rows {
                 let vector = self.decode(&row.key, &row.vector)?;
                 found.insert(row.key, vector);
@@ -116,7 +136,7 @@ impl EmbeddingCache for DbEmbeddingCache {
                 .iter()
                 .enumerate()
                 .filter(|(i, (key, _))| last.get(key.as_str()) == Some(i))
-                .map(|(_, (key, vector))| Self::row(key, vector))
+                .map(|(_, (key, vector))| self.row(key, vector))
                 .collect::<Result<Vec<_>>>()?;
             if !rows.is_empty() {
                 self.upsert(rows).await?;

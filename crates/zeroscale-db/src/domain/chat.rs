@@ -8,7 +8,7 @@ use sea_orm::{
 };
 use serde_json::Value;
 use zeroscale_core::config::ChatConfig;
-use zeroscale_core::domain::{ChatMessage, ChatRole, new_id, now};
+use zeroscale_core::domain::{ChatMessage, ChatRole, new_id};
 use zeroscale_core::{Error, Result};
 
 use super::auth_cache::{AuthCache, AuthChange};
@@ -100,8 +100,47 @@ impl<'a> Chat<'a> {
             Value::Object(map) => Value::Object(map),
             _ => return Err(Error::invalid_input("metadata must be a JSON object")),
         };
+        let full = |session_id: &str| {
+            Error::conflict(format!(
+                "chat session `{session_id}` has reached its cap of {} messages; delete its \
+                 history or raise `chat.max_messages_per_session`",
+                self.config.max_messages_per_session
+            ))
+        };
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            use mongodb::bson::doc;
+            let model = chat_messages::Model {
+                id: new_id(),
+                session_id: new.session_id,
+                role: new.role.as_str().to_owned(),
+                content: new.content,
+                user_id: new.user_id,
+                api_key_id: new.api_key_id,
+                metadata,
+                created_at: self.db.now(),
+            };
+            let session = doc! { "session_id": &model.session_id };
+            let cap = self.config.max_messages_per_session;
+            if m.count::<chat_messages::Entity>(session.clone()).await? >= cap {
+                return Err(full(&model.session_id));
+            }
+            // Insert, then keep the message only if fewer than `cap` messages of the
+            // session sort before it: of racing appends past the cap, exactly the later
+            // ones go, without a transaction.
+            m.insert::<chat_messages::Entity>(None, &model).await?;
+            let mut before = session;
+            before.insert("_id", doc! { "$lt": &model.id });
+            if m.count::<chat_messages::Entity>(before).await? >= cap {
+                m.delete::<chat_messages::Entity>(None, doc! { "_id": &model.id })
+                    .await?;
+                return Err(full(&model.session_id));
+            }
+            self.changed(&model.session_id);
+            return to_message(model);
+        }
         let txn = self.db.begin_write().await?;
-        if self.db.dialect() == Dialect::Postgres {
+        if self.db.sql_dialect() == Dialect::Postgres {
             // Serialise appends to one session so the cap holds under concurrency.
             txn.execute_raw(Statement::from_sql_and_values(
                 sea_orm::DatabaseBackend::Postgres,
@@ -117,11 +156,7 @@ impl<'a> Chat<'a> {
             .await
             .map_err(|e| self.db.map_err(e))?;
         if count >= self.config.max_messages_per_session {
-            return Err(Error::conflict(format!(
-                "chat session `{}` has reached its cap of {} messages; delete its history or \
-                 raise `chat.max_messages_per_session`",
-                new.session_id, self.config.max_messages_per_session
-            )));
+            return Err(full(&new.session_id));
         }
         let model = chat_messages::ActiveModel {
             id: Set(new_id()),
@@ -131,7 +166,7 @@ impl<'a> Chat<'a> {
             user_id: Set(new.user_id),
             api_key_id: Set(new.api_key_id),
             metadata: Set(metadata),
-            created_at: Set(now()),
+            created_at: Set(self.db.now()),
         }
         .insert(&txn)
         .await
@@ -178,17 +213,7 @@ impl<'a> Chat<'a> {
         after: Option<&str>,
         limit: u64,
     ) -> Result<ChatPage> {
-        let mut query = chat_messages::Entity::find()
-            .filter(chat_messages::Column::SessionId.eq(session_id))
-            .order_by_asc(chat_messages::Column::Id);
-        if let Some(after) = after {
-            query = query.filter(chat_messages::Column::Id.gt(after));
-        }
-        let mut rows = query
-            .limit(limit + 1)
-            .all(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
+        let mut rows = self.read_rows(session_id, after, limit + 1).await?;
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         let messages = rows
@@ -206,19 +231,59 @@ impl<'a> Chat<'a> {
         })
     }
 
+    /// A session's messages in id order after `after`, at most `limit`.
+    async fn read_rows(
+        &self,
+        session_id: &str,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<chat_messages::Model>> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let mut filter = mongodb::bson::doc! { "session_id": session_id };
+            if let Some(after) = after {
+                filter.insert("_id", mongodb::bson::doc! { "$gt": after });
+            }
+            return m
+                .find::<chat_messages::Entity>(filter, mongodb::bson::doc! { "_id": 1 }, limit)
+                .await;
+        }
+        let mut query = chat_messages::Entity::find()
+            .filter(chat_messages::Column::SessionId.eq(session_id))
+            .order_by_asc(chat_messages::Column::Id);
+        if let Some(after) = after {
+            query = query.filter(chat_messages::Column::Id.gt(after));
+        }
+        query
+            .limit(limit)
+            .all(self.db.conn()?)
+            .await
+            .map_err(|e| self.db.map_err(e))
+    }
+
     /// The user who owns a session (the user of its first message), if any.
     pub async fn session_owner(&self, session_id: &str) -> Result<Option<String>> {
-        Ok(chat_messages::Entity::find()
-            .filter(chat_messages::Column::SessionId.eq(session_id))
-            .order_by_asc(chat_messages::Column::Id)
-            .one(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?
+        Ok(self
+            .read_rows(session_id, None, 1)
+            .await?
+            .into_iter()
+            .next()
             .and_then(|m| m.user_id))
     }
 
     /// Deletes every message of a session; returns how many.
     pub async fn delete_session(&self, session_id: &str) -> Result<u64> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let deleted = m
+                .delete::<chat_messages::Entity>(
+                    None,
+                    mongodb::bson::doc! { "session_id": session_id },
+                )
+                .await?;
+            self.changed(session_id);
+            return Ok(deleted);
+        }
         let result = chat_messages::Entity::delete_many()
             .filter(chat_messages::Column::SessionId.eq(session_id))
             .exec(self.db.conn()?)

@@ -13,7 +13,7 @@ use zeroscale_core::domain::{Generation, GenerationStatus, new_id, now};
 use zeroscale_core::{Error, Result};
 
 use super::auth_cache::{AuthCache, AuthChange};
-use super::by_key::ByKey;
+use super::by_key::{ByKey, by_id};
 use super::entity::{generations, users};
 use super::page_limit;
 use crate::{Db, WriteTxn};
@@ -86,6 +86,33 @@ impl<'a> Credits<'a> {
     /// Takes `cost` credits and creates a pending generation, atomically. Too few credits
     /// is [`Error::Conflict`]; a deactivated user [`Error::PermissionDenied`].
     pub async fn reserve(&self, new: NewGeneration) -> Result<Generation> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            if new.cost < 0 {
+                return Err(Error::invalid_input("cost must not be negative"));
+            }
+            let at = self.db.now();
+            let generation = generations::Model {
+                id: new_id(),
+                user_id: new.user_id,
+                model: new.model,
+                prompt: new.prompt,
+                params: new.params,
+                status: GenerationStatus::Pending.as_str().to_owned(),
+                reserved_credits: new.cost,
+                actual_cost: None,
+                provider: None,
+                result: None,
+                error: None,
+                created_at: at,
+                updated_at: at,
+                completed_at: None,
+            };
+            crate::mongodb::credits::reserve(m, &generation).await?;
+            self.cache
+                .changed(AuthChange::User(generation.user_id.clone()));
+            return to_generation(generation);
+        }
         let mut txn = self.db.begin_job_txn().await?;
         let generation = self.reserve_in(&mut txn, new).await?;
         txn.commit(self.db).await?;
@@ -207,6 +234,22 @@ impl<'a> Credits<'a> {
         if actual_cost < 0 {
             return Err(Error::invalid_input("actual cost must not be negative"));
         }
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let set = mongodb::bson::doc! {
+                "provider": provider,
+                "actual_cost": actual_cost,
+                "result": crate::mongodb::rows::json_to_bson(result),
+            };
+            let generation =
+                crate::mongodb::credits::finish(m, id, GenerationStatus::Succeeded, set, |g| {
+                    g.reserved_credits - actual_cost
+                })
+                .await?;
+            self.cache
+                .changed(AuthChange::User(generation.user_id.clone()));
+            return to_generation(generation);
+        }
         let txn = self.db.begin_write().await?;
         let generation = self
             .finish_pending(
@@ -251,6 +294,20 @@ impl<'a> Credits<'a> {
     /// Marks a pending generation failed and refunds everything it reserved, in one
     /// transaction. Finished generations are [`Error::Conflict`].
     pub async fn fail(&self, id: &str, error: &str) -> Result<Generation> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let generation = crate::mongodb::credits::finish(
+                m,
+                id,
+                GenerationStatus::Failed,
+                mongodb::bson::doc! { "error": error },
+                |g| g.reserved_credits,
+            )
+            .await?;
+            self.cache
+                .changed(AuthChange::User(generation.user_id.clone()));
+            return to_generation(generation);
+        }
         let txn = self.db.begin_write().await?;
         let generation = self
             .finish_pending(
@@ -275,6 +332,19 @@ impl<'a> Credits<'a> {
         before: chrono::DateTime<chrono::Utc>,
         limit: u64,
     ) -> Result<Vec<Generation>> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let filter = mongodb::bson::doc! {
+                "status": GenerationStatus::Pending.as_str(),
+                "created_at": crate::mongodb::before(before),
+            };
+            return m
+                .find::<generations::Entity>(filter, mongodb::bson::doc! { "_id": 1 }, limit)
+                .await?
+                .into_iter()
+                .map(to_generation)
+                .collect();
+        }
         generations::Entity::find()
             .filter(generations::Column::Status.eq(GenerationStatus::Pending.as_str()))
             .filter(generations::Column::CreatedAt.lt(before))
@@ -288,12 +358,27 @@ impl<'a> Credits<'a> {
             .collect()
     }
 
+    /// Settles the credits of finished generations whose settlement a crash interrupted;
+    /// returns how many. Only MongoDB without transactions can leave any (elsewhere a
+    /// generation and its credits change in one transaction): the sweeper runs it with
+    /// [`Credits::stale_pending`].
+    pub async fn settle_unsettled(&self, limit: u64) -> Result<usize> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let settled = crate::mongodb::credits::settle_unsettled(m, limit).await?;
+            if settled > 0 {
+                self.cache.changed(AuthChange::All);
+            }
+            return Ok(settled);
+        }
+        let _ = limit;
+        Ok(0)
+    }
+
     /// A generation by id.
     pub async fn get(&self, id: &str) -> Result<Generation> {
-        let model = generations::Entity::find_by_id(id.to_owned())
-            .by_key(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?
+        let model = by_id::<generations::Entity>(self.db, id)
+            .await?
             .ok_or_else(|| Error::not_found(format!("generation {id}")))?;
         to_generation(model)
     }
@@ -305,6 +390,23 @@ impl<'a> Credits<'a> {
         after: Option<&str>,
         limit: Option<u64>,
     ) -> Result<Vec<Generation>> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let mut filter = mongodb::bson::doc! { "user_id": user_id };
+            if let Some(after) = after {
+                filter.insert("_id", mongodb::bson::doc! { "$gt": after });
+            }
+            return m
+                .find::<generations::Entity>(
+                    filter,
+                    mongodb::bson::doc! { "_id": 1 },
+                    page_limit(limit, 50, 500),
+                )
+                .await?
+                .into_iter()
+                .map(to_generation)
+                .collect();
+        }
         let mut query = generations::Entity::find()
             .filter(generations::Column::UserId.eq(user_id))
             .order_by_asc(generations::Column::Id);

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use zeroscale_core::domain::{Document, SearchHit, new_id, now};
 use zeroscale_core::{Error, Result};
 
-use super::by_key::ByKey;
+use super::by_key::by_id;
 use super::entity::documents;
 use super::vector_index::{self, Change, Scored, TopK, VectorIndex, cosine_of, norm};
 use crate::Db;
@@ -120,6 +120,25 @@ impl<'a> Documents<'a> {
                     .map_err(|_| Error::invalid_input("vector is too long"))?,
             );
         }
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let at = self.db.now();
+            let mut models = Vec::with_capacity(news.len());
+            for (new, dimensions) in news.into_iter().zip(dimensions) {
+                models.push(documents::Model {
+                    id: new_id(),
+                    collection: new.collection,
+                    content: new.content,
+                    metadata: metadata_object(new.metadata)?,
+                    embedding_model: new.embedding_model,
+                    dimensions,
+                    vector: encode_vector(&new.vector),
+                    created_at: at,
+                });
+            }
+            crate::mongodb::documents::insert_all(m, &models).await?;
+            return Ok(models.into_iter().map(to_document).collect());
+        }
         // Set pgvector up before our transaction: its DDL takes locks on `documents` that an
         // open insert would hold against it.
         #[cfg(feature = "pgvector")]
@@ -177,16 +196,21 @@ impl<'a> Documents<'a> {
 
     /// A document by id.
     pub async fn get(&self, id: &str) -> Result<Document> {
-        documents::Entity::find_by_id(id.to_owned())
-            .by_key(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?
+        by_id::<documents::Entity>(self.db, id)
+            .await?
             .map(to_document)
             .ok_or_else(|| Error::not_found(format!("document {id}")))
     }
 
     /// Deletes a document; `true` if it existed.
     pub async fn delete(&self, id: &str) -> Result<bool> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let deleted = m
+                .delete::<documents::Entity>(None, crate::mongodb::id_is(id))
+                .await?;
+            return Ok(deleted > 0);
+        }
         let map = |e| self.db.map_err(e);
         let txn = self.db.begin_write().await?;
         let Some((collection, dimensions)) = documents::Entity::find_by_id(id.to_owned())
@@ -216,6 +240,12 @@ impl<'a> Documents<'a> {
 
     /// Documents in a collection.
     pub async fn count(&self, collection: &str) -> Result<u64> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            return m
+                .count::<documents::Entity>(mongodb::bson::doc! { "collection": collection })
+                .await;
+        }
         documents::Entity::find()
             .filter(documents::Column::Collection.eq(collection))
             .count(self.db.conn()?)
@@ -242,6 +272,17 @@ impl<'a> Documents<'a> {
         #[cfg(feature = "pgvector")]
         if self.db.vector_backend() == crate::VectorBackend::Pgvector {
             let rows = crate::pgvector::search(self.db, collection, query, k, filter).await?;
+            return Ok(rows
+                .into_iter()
+                .map(|(model, score)| SearchHit {
+                    score,
+                    document: to_document(model),
+                })
+                .collect());
+        }
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let rows = crate::mongodb::documents::search(m, collection, query, k, filter).await?;
             return Ok(rows
                 .into_iter()
                 .map(|(model, score)| SearchHit {

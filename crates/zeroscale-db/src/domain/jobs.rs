@@ -5,7 +5,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Se
 use zeroscale_core::domain::now;
 use zeroscale_core::{Error, Result};
 
-use super::by_key::ByKey;
+use super::by_key::{ByKey, by_id};
 use super::entity::user_jobs;
 use super::page_limit;
 use crate::{Db, WriteTxn};
@@ -63,8 +63,22 @@ impl<'a> UserJobs<'a> {
             user_id: Set(user_id.to_owned()),
             queue: Set(queue.to_owned()),
             task: Set(task.to_owned()),
-            created_at: Set(now()),
+            created_at: Set(self.db.now()),
         };
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let model = sea_orm::TryIntoModel::try_into_model(model)
+                .map_err(|e| Error::backend("mongodb", e))?;
+            match m.insert::<user_jobs::Entity>(None, &model).await {
+                // Recorded by a racing call: the first one stands.
+                Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            return self
+                .find(job_id)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("job {job_id}")));
+        }
         user_jobs::Entity::insert(model)
             .exec(self.db.conn()?)
             .await
@@ -107,10 +121,8 @@ impl<'a> UserJobs<'a> {
 
     /// The record of `job_id`, if any user submitted it.
     pub async fn find(&self, job_id: &str) -> Result<Option<OwnedJob>> {
-        Ok(user_jobs::Entity::find_by_id(job_id.to_owned())
-            .by_key(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?
+        Ok(by_id::<user_jobs::Entity>(self.db, job_id)
+            .await?
             .map(to_owned_job))
     }
 
@@ -121,6 +133,23 @@ impl<'a> UserJobs<'a> {
         before: Option<&str>,
         limit: Option<u64>,
     ) -> Result<Vec<OwnedJob>> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let mut filter = mongodb::bson::doc! { "user_id": user_id };
+            if let Some(before) = before {
+                filter.insert("_id", mongodb::bson::doc! { "$lt": before });
+            }
+            return Ok(m
+                .find::<user_jobs::Entity>(
+                    filter,
+                    mongodb::bson::doc! { "_id": -1 },
+                    page_limit(limit, 50, 200),
+                )
+                .await?
+                .into_iter()
+                .map(to_owned_job)
+                .collect());
+        }
         let mut query = user_jobs::Entity::find().filter(user_jobs::Column::UserId.eq(user_id));
         if let Some(before) = before {
             query = query.filter(user_jobs::Column::JobId.lt(before));

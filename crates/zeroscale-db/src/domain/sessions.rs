@@ -53,7 +53,7 @@ impl<'a> Sessions<'a> {
     /// Starts a session for `user_id`, valid for `auth.session_ttl_secs`.
     pub async fn create(&self, user_id: &str) -> Result<NewSession> {
         let token = format!("{SESSION_TOKEN_PREFIX}{}", random_hex(32)?);
-        let at = now();
+        let at = self.db.now();
         let ttl =
             Duration::seconds(i64::try_from(self.auth.session_ttl_secs).unwrap_or(i64::MAX / 2));
         let model = sessions::ActiveModel {
@@ -64,6 +64,21 @@ impl<'a> Sessions<'a> {
             expires_at: Set(at + ttl),
             revoked_at: Set(None),
         };
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            // No foreign keys: the user must exist (a user is never deleted, so the check
+            // cannot go stale).
+            m.find_one::<users::Entity>(None, crate::mongodb::id_is(user_id))
+                .await?
+                .ok_or_else(|| Error::not_found(format!("user {user_id}")))?;
+            let model = sea_orm::TryIntoModel::try_into_model(model)
+                .map_err(|e| Error::backend("mongodb", e))?;
+            m.insert::<sessions::Entity>(None, &model).await?;
+            return Ok(NewSession {
+                session: to_session(model),
+                token,
+            });
+        }
         let model = model
             .insert(self.db.conn()?)
             .await
@@ -105,13 +120,33 @@ impl<'a> Sessions<'a> {
         Ok((session, user))
     }
 
-    async fn read(&self, hash: &str) -> Result<(Session, User)> {
-        let found = sessions::Entity::find()
+    async fn find_with_user(
+        &self,
+        hash: &str,
+    ) -> Result<Option<(sessions::Model, Option<users::Model>)>> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let Some(session) = m
+                .find_one::<sessions::Entity>(None, mongodb::bson::doc! { "token_hash": hash })
+                .await?
+            else {
+                return Ok(None);
+            };
+            let user = m
+                .find_one::<users::Entity>(None, crate::mongodb::id_is(&session.user_id))
+                .await?;
+            return Ok(Some((session, user)));
+        }
+        sessions::Entity::find()
             .filter(sessions::Column::TokenHash.eq(hash))
             .find_also_related(users::Entity)
             .by_key(self.db.conn()?)
             .await
-            .map_err(|e| self.db.map_err(e))?;
+            .map_err(|e| self.db.map_err(e))
+    }
+
+    async fn read(&self, hash: &str) -> Result<(Session, User)> {
+        let found = self.find_with_user(hash).await?;
         let Some((session, user)) = found else {
             return Err(Error::unauthenticated(
                 "unknown session token; log in again",
@@ -132,6 +167,20 @@ impl<'a> Sessions<'a> {
 
     /// Revokes a session by id. Revoking twice is fine; an unknown id is not found.
     pub async fn revoke(&self, id: &str) -> Result<()> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            use mongodb::bson::doc;
+            let mut filter = crate::mongodb::id_is(id);
+            filter.insert("revoked_at", doc! { "$exists": false });
+            let set = doc! { "$set": { "revoked_at": crate::mongodb::date(self.db.now()) } };
+            if m.update::<sessions::Entity>(None, filter, set).await? == 0 {
+                m.find_one::<sessions::Entity>(None, crate::mongodb::id_is(id))
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("session {id}")))?;
+            }
+            self.cache.changed(AuthChange::Session(id.to_owned()));
+            return Ok(());
+        }
         let result = sessions::Entity::update_many()
             .col_expr(sessions::Column::RevokedAt, Expr::value(Some(now())))
             .filter(sessions::Column::Id.eq(id))
@@ -158,6 +207,15 @@ impl<'a> Sessions<'a> {
 
     /// Deletes expired and revoked sessions; returns how many.
     pub async fn purge_expired(&self) -> Result<u64> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            use mongodb::bson::doc;
+            let filter = doc! { "$or": [
+                { "expires_at": { "$lte": crate::mongodb::date(self.db.now()) } },
+                { "revoked_at": { "$exists": true } },
+            ] };
+            return m.delete::<sessions::Entity>(None, filter).await;
+        }
         let result = sessions::Entity::delete_many()
             .filter(
                 Condition::any()

@@ -103,7 +103,7 @@ impl<'a> Users<'a> {
             ));
         }
         let hash = self.passwords.hash(new.password).await?;
-        let at = now();
+        let at = self.db.now();
         let model = users::ActiveModel {
             id: Set(new_id()),
             username: Set(new.username.clone()),
@@ -116,6 +116,22 @@ impl<'a> Users<'a> {
             updated_at: Set(at),
             last_login_at: Set(None),
         };
+        let taken = |e| match e {
+            Error::AlreadyExists { .. } => Error::already_exists(format!(
+                "user `{}` (usernames are the same whatever their case)",
+                new.username
+            )),
+            other => other,
+        };
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let model = sea_orm::TryIntoModel::try_into_model(model)
+                .map_err(|e| Error::backend("mongodb", e))?;
+            m.insert::<users::Entity>(None, &model)
+                .await
+                .map_err(taken)?;
+            return to_user(model);
+        }
         match model.insert(self.db.conn()?).await {
             Ok(m) => to_user(m),
             Err(e) => Err(match self.db.map_err(e) {
@@ -133,11 +149,7 @@ impl<'a> Users<'a> {
     /// argon2 verification whether or not the user exists or is active. A hash made with
     /// older `auth.argon2_*` parameters is replaced on a successful login.
     pub async fn authenticate(&self, username: &str, password: &str) -> Result<User> {
-        let found = users::Entity::find()
-            .filter(users::Column::UsernameKey.eq(username_key(username)))
-            .by_key(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
+        let found = self.find_by_username(username).await?;
         let stored = found.as_ref().map(|m| m.password_hash.as_str());
         let verdict = self.passwords.verify(password, stored).await?;
         let Some(model) = found.filter(|_| verdict.ok) else {
@@ -148,7 +160,27 @@ impl<'a> Users<'a> {
                 "user `{username}` is deactivated; ask an admin to reactivate it"
             )));
         }
-        let at = now();
+        let at = self.db.now();
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let mut set = mongodb::bson::doc! { "last_login_at": crate::mongodb::date(at) };
+            if verdict.needs_rehash {
+                set.insert(
+                    "password_hash",
+                    self.passwords.hash(password.to_owned()).await?,
+                );
+            }
+            m.update::<users::Entity>(
+                None,
+                crate::mongodb::id_is(&model.id),
+                mongodb::bson::doc! { "$set": set },
+            )
+            .await?;
+            self.cache.changed(AuthChange::User(model.id.clone()));
+            let mut user = to_user(model)?;
+            user.last_login_at = Some(at);
+            return Ok(user);
+        }
         let mut update = users::Entity::update_many()
             .col_expr(users::Column::LastLoginAt, Expr::value(at))
             .filter(users::Column::Id.eq(&model.id));
@@ -173,8 +205,31 @@ impl<'a> Users<'a> {
     pub async fn rename(&self, from: &str, to: &str) -> Result<String> {
         use sea_orm::{ConnectionTrait, Statement};
         validate_username(to)?;
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            use mongodb::bson::doc;
+            let user = m
+                .find_one::<users::Entity>(None, doc! { "username": from })
+                .await?
+                .ok_or_else(|| Error::not_found(format!("user `{from}` (exactly as spelled)")))?;
+            let set = doc! { "$set": {
+                "username": to,
+                "username_key": username_key(to),
+                "updated_at": crate::mongodb::date(self.db.now()),
+            } };
+            m.update::<users::Entity>(None, crate::mongodb::id_is(&user.id), set)
+                .await
+                .map_err(|e| match e {
+                    Error::AlreadyExists { .. } => Error::already_exists(format!(
+                        "user `{to}` (usernames are the same whatever their case)"
+                    )),
+                    other => other,
+                })?;
+            self.cache.changed(AuthChange::User(user.id.clone()));
+            return Ok(user.id);
+        }
         let backend = self.db.conn()?.get_database_backend();
-        let p = |n: usize| match self.db.dialect() {
+        let p = |n: usize| match self.db.sql_dialect() {
             crate::Dialect::Postgres => format!("${n}"),
             crate::Dialect::Sqlite => "?".to_owned(),
         };
@@ -252,6 +307,14 @@ impl<'a> Users<'a> {
 
     /// A user by id.
     pub async fn get(&self, id: &str) -> Result<User> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let model = m
+                .find_one::<users::Entity>(None, crate::mongodb::id_is(id))
+                .await?
+                .ok_or_else(|| Error::not_found(format!("user {id}")))?;
+            return to_user(model);
+        }
         let model = users::Entity::find_by_id(id.to_owned())
             .by_key(self.db.conn()?)
             .await
@@ -262,18 +325,56 @@ impl<'a> Users<'a> {
 
     /// A user by username, whatever its case.
     pub async fn by_username(&self, username: &str) -> Result<User> {
-        let model = users::Entity::find()
-            .filter(users::Column::UsernameKey.eq(username_key(username)))
-            .by_key(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?
+        let model = self
+            .find_by_username(username)
+            .await?
             .ok_or_else(|| Error::not_found(format!("user `{username}`")))?;
         to_user(model)
+    }
+
+    /// The stored password hash of `username` (for tests of rehashing).
+    #[doc(hidden)]
+    pub async fn stored_password_hash(&self, username: &str) -> Result<Option<String>> {
+        Ok(self
+            .find_by_username(username)
+            .await?
+            .map(|m| m.password_hash))
+    }
+
+    async fn find_by_username(&self, username: &str) -> Result<Option<users::Model>> {
+        let key = username_key(username);
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            return m
+                .find_one::<users::Entity>(None, mongodb::bson::doc! { "username_key": key })
+                .await;
+        }
+        users::Entity::find()
+            .filter(users::Column::UsernameKey.eq(key))
+            .by_key(self.db.conn()?)
+            .await
+            .map_err(|e| self.db.map_err(e))
     }
 
     /// Users in id (creation) order, after the id `after`, at most `limit` (default 50,
     /// at most 500).
     pub async fn list(&self, after: Option<&str>, limit: Option<u64>) -> Result<Vec<User>> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let filter = after.map_or_else(mongodb::bson::Document::new, |a| {
+                mongodb::bson::doc! { "_id": { "$gt": a } }
+            });
+            return m
+                .find::<users::Entity>(
+                    filter,
+                    mongodb::bson::doc! { "_id": 1 },
+                    page_limit(limit, 50, 500),
+                )
+                .await?
+                .into_iter()
+                .map(to_user)
+                .collect();
+        }
         let mut query = users::Entity::find().order_by_asc(users::Column::Id);
         if let Some(after) = after {
             query = query.filter(users::Column::Id.gt(after));
@@ -290,15 +391,40 @@ impl<'a> Users<'a> {
 
     /// How many users there are (to know whether the first admin must be created).
     pub async fn count(&self) -> Result<u64> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            return m
+                .count::<users::Entity>(mongodb::bson::Document::new())
+                .await;
+        }
         users::Entity::find()
             .count(self.db.conn()?)
             .await
             .map_err(|e| self.db.map_err(e))
     }
 
-    async fn update_one(&self, id: &str, col: users::Column, value: Expr) -> Result<User> {
+    async fn update_one(
+        &self,
+        id: &str,
+        col: users::Column,
+        value: sea_orm::Value,
+    ) -> Result<User> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            use sea_orm::IdenStatic;
+            let set = mongodb::bson::doc! { "$set": {
+                col.as_str(): crate::mongodb::rows::value(value),
+                "updated_at": crate::mongodb::date(self.db.now()),
+            } };
+            let model = m
+                .find_update::<users::Entity>(None, crate::mongodb::id_is(id), set)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("user {id}")))?;
+            self.cache.changed(AuthChange::User(id.to_owned()));
+            return to_user(model);
+        }
         let result = users::Entity::update_many()
-            .col_expr(col, value)
+            .col_expr(col, Expr::value(value))
             .col_expr(users::Column::UpdatedAt, Expr::value(now()))
             .filter(users::Column::Id.eq(id))
             .exec(self.db.conn()?)
@@ -314,13 +440,13 @@ impl<'a> Users<'a> {
     /// Activates or deactivates a user. Deactivated users cannot log in; their sessions
     /// and API keys stop working.
     pub async fn set_active(&self, id: &str, active: bool) -> Result<User> {
-        self.update_one(id, users::Column::Active, Expr::value(active))
+        self.update_one(id, users::Column::Active, active.into())
             .await
     }
 
     /// Changes a user's role.
     pub async fn set_role(&self, id: &str, role: Role) -> Result<User> {
-        self.update_one(id, users::Column::Role, Expr::value(role.as_str()))
+        self.update_one(id, users::Column::Role, role.as_str().into())
             .await
     }
 
@@ -329,12 +455,33 @@ impl<'a> Users<'a> {
         if credits < 0 {
             return Err(Error::invalid_input("credits must not be negative"));
         }
-        self.update_one(id, users::Column::Credits, Expr::value(credits))
+        self.update_one(id, users::Column::Credits, credits.into())
             .await
     }
 
     /// Adds `delta` credits (negative to take), refusing to go below zero.
     pub async fn add_credits(&self, id: &str, delta: i64) -> Result<User> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            use mongodb::bson::doc;
+            let mut filter = crate::mongodb::id_is(id);
+            if delta < 0 {
+                filter.insert("credits", doc! { "$gte": -delta });
+            }
+            let update = doc! {
+                "$inc": { "credits": delta },
+                "$set": { "updated_at": crate::mongodb::date(self.db.now()) },
+            };
+            let Some(model) = m.find_update::<users::Entity>(None, filter, update).await? else {
+                let user = self.get(id).await?;
+                return Err(Error::conflict(format!(
+                    "insufficient credits: balance is {}, cannot take {}",
+                    user.credits, -delta
+                )));
+            };
+            self.cache.changed(AuthChange::User(id.to_owned()));
+            return to_user(model);
+        }
         let mut update = users::Entity::update_many()
             .col_expr(
                 users::Column::Credits,

@@ -265,7 +265,7 @@ fn map_err(db: &Db) -> impl Fn(sea_orm::DbErr) -> Error + '_ {
 /// The collection's current version (0 when it was never written).
 async fn version<C: ConnectionTrait>(db: &Db, conn: &C, collection: &str) -> Result<i64> {
     let backend = conn.get_database_backend();
-    let sql = match db.dialect() {
+    let sql = match db.sql_dialect() {
         Dialect::Sqlite => "SELECT version FROM vector_collections WHERE collection = ?",
         Dialect::Postgres => "SELECT version FROM vector_collections WHERE collection = $1",
     };
@@ -299,7 +299,7 @@ pub(crate) async fn bump(
     collection: &str,
 ) -> Result<(i64, i64)> {
     let backend = sea_orm::ConnectionTrait::get_database_backend(txn);
-    let (insert, lock, update) = match db.dialect() {
+    let (insert, lock, update) = match db.sql_dialect() {
         Dialect::Sqlite => (
             "INSERT INTO vector_collections (collection, version) VALUES (?, 0) \
              ON CONFLICT (collection) DO NOTHING",
@@ -349,7 +349,7 @@ pub(crate) async fn bump(
 pub(crate) async fn reset_versions(db: &Db) -> Result<()> {
     let backend = db.conn()?.get_database_backend();
     let version = new_version()?;
-    let (insert, update) = match db.dialect() {
+    let (insert, update) = match db.sql_dialect() {
         Dialect::Sqlite => (
             "INSERT INTO vector_collections (collection, version) SELECT DISTINCT collection, ? \
              FROM documents WHERE collection NOT IN (SELECT collection FROM vector_collections)",

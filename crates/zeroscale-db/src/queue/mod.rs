@@ -103,7 +103,7 @@ impl DbQueue {
     pub fn new(db: Db, jobs: JobsConfig, config: DatabaseQueueConfig) -> Self {
         DbQueue {
             sql: Sql {
-                dialect: db.dialect(),
+                dialect: db.sql_dialect(),
             },
             db,
             backoff: Backoff::from_config(&jobs),
@@ -1090,7 +1090,7 @@ impl Queue for DbQueue {
                     format!(
                         "the database queue's table queue_jobs cannot be read on {} at {}; \
                          is the database up and migrated (`zeroscale migrate up`)?",
-                        self.db.dialect().name(),
+                        self.db.sql_dialect().name(),
                         self.db.location()
                     ),
                     e,

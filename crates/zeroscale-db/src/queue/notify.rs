@@ -34,14 +34,14 @@ impl Db {
     /// process or any other.
     pub async fn notify(&self, topic: &str, message: &str) -> Result<()> {
         let sql = Sql {
-            dialect: self.dialect(),
+            dialect: self.sql_dialect(),
         };
         let conn = self.conn()?;
         let run = |text: &str, values: Vec<Value>| {
             let stmt = sql.stmt(text, values);
             async move { conn.execute_raw(stmt).await.map_err(|e| self.map_err(e)) }
         };
-        match self.dialect() {
+        match self.sql_dialect() {
             Dialect::Postgres => {
                 let stmt = sql.stmt(
                     "SELECT pg_notify(?, ?)",
@@ -70,7 +70,7 @@ impl Db {
     /// Starts listening to `topic`: what is sent from now on can be read from the
     /// listener. Fails when the database cannot be reached.
     pub async fn listen(&self, topic: &str) -> Result<NoticeListener> {
-        match self.dialect() {
+        match self.sql_dialect() {
             #[cfg(feature = "postgres")]
             Dialect::Postgres => {
                 let pool = self.conn()?.get_postgres_connection_pool();

@@ -34,6 +34,7 @@ pub struct TestDb {
 enum Cleanup {
     File(PathBuf),
     Postgres { admin_url: String, database: String },
+    Mongodb,
 }
 
 impl TestDb {
@@ -45,11 +46,19 @@ impl TestDb {
     /// Closes the pool and removes the database.
     pub async fn cleanup(self) {
         let TestDb { db, cleanup, .. } = self;
-        let _ = db.close().await;
+        if !matches!(cleanup, Cleanup::Mongodb) {
+            let _ = db.clone().close().await;
+        }
         match cleanup {
             Cleanup::File(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
+            #[cfg(feature = "mongodb")]
+            Cleanup::Mongodb => {
+                let _ = zeroscale_db::testing::drop_mongodb_database(&db).await;
+            }
+            #[cfg(not(feature = "mongodb"))]
+            Cleanup::Mongodb => {}
             Cleanup::Postgres {
                 admin_url,
                 database,
@@ -169,5 +178,35 @@ pub async fn postgres_on(
             admin_url,
             database,
         },
+    })
+}
+
+/// A fresh, migrated database on the MongoDB test server (`nx-27017`), with
+/// multi-document transactions `transactions`; `None` (skip) when there is no server
+/// outside CI.
+#[cfg(feature = "mongodb")]
+pub async fn mongodb(
+    label: &str,
+    transactions: zeroscale_core::config::MongodbTransactions,
+) -> Option<TestDb> {
+    let base = require_service("ZEROSCALE_TEST_MONGODB_URL", "MongoDB")?;
+    let name = unique(label);
+    let (server, _) = base.rsplit_once('/').expect("URL has a database");
+    let url = format!("{server}/{name}");
+    let db = Db::connect(&DatabaseConfig::Mongodb(
+        zeroscale_core::config::MongodbConfig {
+            url: url.clone().into(),
+            transactions,
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("connect to MongoDB");
+    db.migrate_up().await.expect("migrate MongoDB");
+    Some(TestDb {
+        db,
+        name,
+        url: Some(url),
+        cleanup: Cleanup::Mongodb,
     })
 }
