@@ -221,6 +221,10 @@ fn walk_properties(
     let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
         return;
     };
+    // By name, whether or not serde_json keeps insertion order (a dependency can turn its
+    // `preserve_order` on for the whole build).
+    let mut properties: Vec<(&String, &Value)> = properties.iter().collect();
+    properties.sort_by(|a, b| a.0.cmp(b.0));
     for (name, property) in properties {
         if name == "kind" && kind.is_some() {
             continue;

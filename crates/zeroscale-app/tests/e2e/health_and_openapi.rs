@@ -10,13 +10,14 @@ pub(crate) async fn run(d: &Deployment) {
     // same dead provider but falls back to the placeholder, so it is fine.)
     let (status, body) = d.server.readyz_detail().await;
     assert_eq!(status, 503, "[{}] {body:#}", d.name);
-    let failing: Vec<&String> = body["checks"]
+    let mut failing: Vec<&String> = body["checks"]
         .as_object()
         .unwrap()
         .iter()
         .filter(|(_, c)| c["ok"] == false && c["required"] == true)
         .map(|(name, _)| name)
         .collect();
+    failing.sort();
     assert_eq!(
         failing,
         ["model.broken", "models.down"],
