@@ -3,6 +3,7 @@
 //! UPDATE`), atomic on SQLite and PostgreSQL alike, so counts are exact across instances.
 //! A batch of hits on distinct keys is one multi-row statement.
 //! Ended windows and blocks are deleted from time to time, a bounded batch at once.
+//! On MongoDB each hit is one atomic single-document update (see `mongodb/counters.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -32,7 +33,7 @@ pub struct DbCounters {
 impl std::fmt::Debug for DbCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbCounters")
-            .field("engine", &self.db.sql_dialect().name())
+            .field("engine", &self.db.engine())
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +153,10 @@ impl DbCounters {
             }
             *last = Some(Instant::now());
         }
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            return m.counters_prune().await;
+        }
         self.exec(
             "DELETE FROM rate_counters WHERE \"key\" IN (SELECT \"key\" FROM rate_counters \
              WHERE window_end < NOW_MS AND (blocked_until IS NULL OR blocked_until < NOW_MS) \
@@ -165,7 +170,7 @@ impl DbCounters {
 #[async_trait]
 impl Counters for DbCounters {
     fn backend(&self) -> &str {
-        self.db.sql_dialect().name()
+        self.db.engine()
     }
 
     async fn hit(&self, key: &str, n: u64, window: Duration) -> Result<WindowCount> {
@@ -183,6 +188,18 @@ impl Counters for DbCounters {
             return Ok(Vec::new());
         }
         self.prune().await?;
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let mut counts = Vec::with_capacity(hits.len());
+            for hit in hits {
+                let n = i64::try_from(hit.n).unwrap_or(i64::MAX / 4);
+                counts.push(
+                    m.counter_hit(&bounded_key(&hit.key), n, millis(hit.window))
+                        .await?,
+                );
+            }
+            return Ok(counts);
+        }
         let mut counts = Vec::with_capacity(hits.len());
         for chunk in distinct_chunks(hits) {
             counts.extend(self.upsert(chunk).await?);
@@ -191,6 +208,10 @@ impl Counters for DbCounters {
     }
 
     async fn get(&self, key: &str) -> Result<WindowCount> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            return m.counter_get(&bounded_key(key)).await;
+        }
         let rows = self
             .rows(
                 "SELECT count, window_end FROM rate_counters WHERE \"key\" = ? \
@@ -211,6 +232,10 @@ impl Counters for DbCounters {
     }
 
     async fn clear(&self, key: &str) -> Result<()> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            return m.counter_clear(&bounded_key(key)).await;
+        }
         self.exec(
             "DELETE FROM rate_counters WHERE \"key\" = ?",
             vec![bounded_key(key).into()],
@@ -219,6 +244,10 @@ impl Counters for DbCounters {
     }
 
     async fn block(&self, key: &str, duration: Duration) -> Result<()> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            return m.counter_block(&bounded_key(key), millis(duration)).await;
+        }
         self.exec(
             "INSERT INTO rate_counters (\"key\", count, window_end, blocked_until) \
              VALUES (?, 0, NOW_MS, NOW_MS + ?) ON CONFLICT (\"key\") DO UPDATE SET \
@@ -233,6 +262,12 @@ impl Counters for DbCounters {
     async fn blocked(&self, keys: &[String]) -> Result<Option<Duration>> {
         if keys.is_empty() {
             return Ok(None);
+        }
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            let keys: Vec<String> = keys.iter().map(|k| bounded_key(k)).collect();
+            let left = m.counters_blocked(&keys).await?;
+            return Ok((left > 0).then(|| Duration::from_millis(left as u64)));
         }
         let sql = format!(
             "SELECT MAX(blocked_until) - NOW_MS AS left_ms FROM rate_counters \

@@ -1,7 +1,7 @@
 //! [`DbUploadLog`]: the [`UploadLog`] in the application's database (`storage_uploads`),
 //! so a multipart upload cut off by a crash is still known to the next process, whose
 //! sweep aborts it. One row per upload in flight: one insert before its first part, one
-//! delete when it ends.
+//! delete when it ends. On MongoDB, a document per upload (see `mongodb/uploads.rs`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -21,7 +21,7 @@ pub struct DbUploadLog {
 impl std::fmt::Debug for DbUploadLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbUploadLog")
-            .field("engine", &self.db.sql_dialect().name())
+            .field("engine", &self.db.engine())
             .finish_non_exhaustive()
     }
 }
@@ -59,6 +59,10 @@ impl DbUploadLog {
 #[async_trait]
 impl UploadLog for DbUploadLog {
     async fn record(&self, upload: &PendingUpload) -> Result<()> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            return m.upload_record(upload).await;
+        }
         self.exec(
             "INSERT INTO storage_uploads (store, upload_id, path, started_at) \
              VALUES (?, ?, ?, ?)",
@@ -73,6 +77,10 @@ impl UploadLog for DbUploadLog {
     }
 
     async fn forget(&self, store: &str, upload_id: &str) -> Result<()> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            return m.upload_forget(store, upload_id).await;
+        }
         self.exec(
             "DELETE FROM storage_uploads WHERE store = ? AND upload_id = ?",
             vec![store.into(), upload_id.into()],
@@ -86,6 +94,10 @@ impl UploadLog for DbUploadLog {
         cutoff: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<PendingUpload>> {
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            return m.uploads_started_before(store, cutoff, limit).await;
+        }
         let rows = self
             .db
             .conn()?

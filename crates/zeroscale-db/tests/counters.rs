@@ -1,5 +1,5 @@
 //! The database's tables that instances share besides the domain: the counters (the
-//! conformance suite) and the storage upload log, on SQLite and PostgreSQL.
+//! conformance suite) and the storage upload log, on SQLite, PostgreSQL and MongoDB.
 
 mod common;
 
@@ -83,6 +83,27 @@ async fn upload_log_sqlite() {
 #[tokio::test]
 async fn upload_log_postgres() {
     let Some(db) = common::postgres("upload_log").await else {
+        return;
+    };
+    upload_log_suite(&DbUploadLog::new(db.db.clone())).await;
+    db.cleanup().await;
+}
+
+#[cfg(feature = "mongodb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counters_mongodb() {
+    let Some(db) = common::mongodb("counters", Default::default()).await else {
+        return;
+    };
+    let counters = DbCounters::new(db.db.clone());
+    zeroscale_core::conformance::counters::run_all(&counters, "mongodb").await;
+    db.cleanup().await;
+}
+
+#[cfg(feature = "mongodb")]
+#[tokio::test]
+async fn upload_log_mongodb() {
+    let Some(db) = common::mongodb("upload_log", Default::default()).await else {
         return;
     };
     upload_log_suite(&DbUploadLog::new(db.db.clone())).await;

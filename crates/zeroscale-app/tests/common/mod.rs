@@ -315,6 +315,15 @@ pub async fn fresh_database(var: &str, engine: &str, label: &str) -> Option<Stri
     Some(url)
 }
 
+/// A new database's URL on the MongoDB server (created by its first write).
+pub fn fresh_mongodb(label: &str) -> Option<String> {
+    let base = zeroscale_core::testing::require_service("ZEROSCALE_TEST_MONGODB_URL", "MongoDB")?;
+    let (server, _) = base
+        .rsplit_once('/')
+        .expect("ZEROSCALE_TEST_MONGODB_URL names a database");
+    Some(format!("{server}/zs_app_{label}_{}", std::process::id()))
+}
+
 /// A small deterministic generator, so runs of the crash tests are repeatable.
 pub struct Lcg(pub u64);
 

@@ -62,6 +62,8 @@ backoff_base_ms = 10
 /// One running deployment: the API server, worker processes and helpers.
 pub(crate) struct Deployment {
     pub(crate) name: String,
+    /// The engine under the deployment.
+    pub(crate) db: Db,
     pub(crate) server: Server,
     /// Runs `zeroscale` with this deployment's config (for `users create-admin`).
     pub(crate) command: Box<dyn Fn() -> Command>,
@@ -79,12 +81,14 @@ impl Drop for Deployment {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Db {
     Sqlite,
     Postgres,
     /// PostgreSQL with the pgvector extension, searching with it.
     Pgvector,
+    /// MongoDB (the test server), schema steps applied at startup.
+    Mongodb,
 }
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Store {
@@ -102,7 +106,8 @@ pub(crate) enum Jobs {
 /// The engines a deployment needs; `None` (outside CI) skips the test.
 pub(crate) struct Engines {
     model: String,
-    postgres: Option<String>,
+    /// The database's URL and `database.kind`; `None` for the stage's SQLite file.
+    database: Option<(String, &'static str)>,
     redis: Option<String>,
     s3: Option<(String, String)>,
 }
@@ -113,16 +118,18 @@ async fn engines(name: &str, db: Db, store: Store, jobs: Jobs) -> Option<Engines
         "the local model (`cargo xtask models fetch`)",
     )?;
     let label = format!("e2e_{}", name.replace('-', "_"));
-    let postgres = match db {
-        Db::Postgres => Some(fresh_postgres(&label).await?),
-        Db::Pgvector => Some(
+    let database = match db {
+        Db::Postgres => Some((fresh_postgres(&label).await?, "postgres")),
+        Db::Pgvector => Some((
             common::fresh_database(
                 "ZEROSCALE_TEST_PGVECTOR_URL",
                 "PostgreSQL with pgvector",
                 &label,
             )
             .await?,
-        ),
+            "postgres",
+        )),
+        Db::Mongodb => Some((common::fresh_mongodb(&label)?, "mongodb")),
         Db::Sqlite => None,
     };
     let redis = match jobs {
@@ -138,7 +145,7 @@ async fn engines(name: &str, db: Db, store: Store, jobs: Jobs) -> Option<Engines
     };
     Some(Engines {
         model,
-        postgres,
+        database,
         redis,
         s3,
     })
@@ -173,9 +180,9 @@ pub(crate) async fn deploy(
         ("RUST_LOG".into(), "info".into()),
     ];
     let prefix = format!("e2e-{name}-{}", std::process::id());
-    if let Some(url) = &engines.postgres {
+    if let Some((url, kind)) = &engines.database {
         env.push(("DATABASE_URL".into(), url.clone()));
-        env.push(("ZEROSCALE_DATABASE__KIND".into(), "postgres".into()));
+        env.push(("ZEROSCALE_DATABASE__KIND".into(), (*kind).into()));
     }
     if db == Db::Pgvector {
         // Stage 4's vector search: fail, rather than fall back, if pgvector is missing.
@@ -222,7 +229,7 @@ pub(crate) async fn deploy(
         if store == Store::Local {
             env.push(("ZEROSCALE_STORAGE__KIND".into(), "local".into()));
         }
-        if engines.postgres.is_some() {
+        if engines.database.is_some() {
             env.push(("ZEROSCALE_DATABASE__AUTO_MIGRATE".into(), "true".into()));
         }
     }
@@ -301,6 +308,7 @@ pub(crate) async fn deploy(
     dirs.push(dir);
     Some(Deployment {
         name: name.to_owned(),
+        db,
         server,
         command: Box::new(command),
         workers,

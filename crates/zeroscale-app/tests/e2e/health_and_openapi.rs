@@ -25,6 +25,15 @@ pub(crate) async fn run(d: &Deployment) {
         d.name
     );
     assert_eq!(body["checks"]["models.down"]["ok"], false);
+    // The deployment runs on the engine the stage names.
+    let database = &body["checks"]["database"];
+    assert_eq!(database["ok"], true, "{database}");
+    let engine = match d.db {
+        Db::Sqlite => "sqlite",
+        Db::Postgres | Db::Pgvector => "postgres",
+        Db::Mongodb => "mongodb",
+    };
+    assert_eq!(database["backend"], engine, "[{}] {database}", d.name);
     assert_eq!(body["checks"]["model.flaky"]["ok"], true);
     let (status, doc) = d.server.get("/openapi.json").await;
     assert_eq!(status, 200);

@@ -9,8 +9,9 @@
 //! - stage 3: `config/stage3-growth.toml` (PostgreSQL, S3, Redis, separate worker
 //!   processes, embeddings from a second zeroscale instance, images from an
 //!   Automatic1111-protocol server);
-//! - three mixed stages: PostgreSQL + local FS + memory queue; PostgreSQL + local FS +
+//! - mixed stages: PostgreSQL + local FS + memory queue; PostgreSQL + local FS +
 //!   the queue in PostgreSQL, with a separate worker process; SQLite + local FS + Redis;
+//! - MongoDB + local FS + memory queue;
 //! - stage 3 with pgvector doing the vector search (stage 4's database).
 //!
 //! Every stage gets the same test overlay (`overlay.toml`): two image model ids whose
@@ -180,6 +181,16 @@ stages! {
         store: Store::Local,
         jobs: Jobs::Database,
         workers: 1,
+    };
+    // MongoDB with local files and the memory queue (the throttling counters and the
+    // upload log in MongoDB too).
+    mixed_mongodb_local_memory: Stage {
+        name: "mongo-local-mem",
+        profile: None,
+        db: Db::Mongodb,
+        store: Store::Local,
+        jobs: Jobs::Memory,
+        workers: 0,
     };
     mixed_sqlite_local_redis: Stage {
         name: "sqlite-local-redis",

@@ -116,7 +116,7 @@ impl<'a> Users<'a> {
             updated_at: Set(at),
             last_login_at: Set(None),
         };
-        let taken = |e| match e {
+        let taken = |e: Error| match e {
             Error::AlreadyExists { .. } => Error::already_exists(format!(
                 "user `{}` (usernames are the same whatever their case)",
                 new.username
@@ -134,13 +134,7 @@ impl<'a> Users<'a> {
         }
         match model.insert(self.db.conn()?).await {
             Ok(m) => to_user(m),
-            Err(e) => Err(match self.db.map_err(e) {
-                Error::AlreadyExists { .. } => Error::already_exists(format!(
-                    "user `{}` (usernames are the same whatever their case)",
-                    new.username
-                )),
-                other => other,
-            }),
+            Err(e) => Err(taken(self.db.map_err(e))),
         }
     }
 

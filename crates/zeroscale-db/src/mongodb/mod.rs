@@ -13,10 +13,12 @@
 //!   sharded cluster; `database.transactions`); otherwise every write that spans two
 //!   documents takes the compensating path its service documents.
 
+pub(crate) mod counters;
 pub(crate) mod credits;
 pub(crate) mod documents;
 pub(crate) mod rows;
 pub(crate) mod schema;
+pub(crate) mod uploads;
 
 use futures::TryStreamExt;
 use futures::future::BoxFuture;

@@ -93,7 +93,7 @@ pub(crate) fn to_doc<E: EntityTrait>(model: &E::Model) -> Document {
     doc
 }
 
-fn int_of(value: &Bson) -> Option<i64> {
+pub(crate) fn int_of(value: &Bson) -> Option<i64> {
     match value {
         Bson::Int32(i) => Some(i64::from(*i)),
         Bson::Int64(i) => Some(*i),

@@ -24,77 +24,104 @@ type IndexSpec = (&'static str, &'static str, Document, bool);
 /// every insert into a collection that has one, so pages sorted by `_id` within a user or
 /// session are sorted after the index finds that user's or session's rows.
 fn steps() -> Vec<(&'static str, Vec<IndexSpec>)> {
-    vec![(
-        "mongo_20261205_000001_domain",
-        vec![
-            ("users", "users_username", doc! { "username": 1 }, true),
-            // Case-insensitive uniqueness through the normalised name, not a
-            // collation index (not every server honours collations).
-            (
-                "users",
-                "users_username_key",
-                doc! { "username_key": 1 },
-                true,
-            ),
-            (
-                "sessions",
-                "sessions_token_hash",
-                doc! { "token_hash": 1 },
-                true,
-            ),
-            (
-                "sessions",
-                "sessions_expires_at",
-                doc! { "expires_at": 1 },
-                false,
-            ),
-            (
-                "system_prompts",
-                "system_prompts_name",
-                doc! { "name": 1 },
-                true,
-            ),
-            ("api_keys", "api_keys_prefix", doc! { "prefix": 1 }, true),
-            ("api_keys", "api_keys_user", doc! { "user_id": 1 }, false),
-            (
-                "api_keys",
-                "api_keys_prompt",
-                doc! { "system_prompt_id": 1 },
-                false,
-            ),
-            (
-                "chat_messages",
-                "chat_messages_session",
-                doc! { "session_id": 1 },
-                false,
-            ),
-            (
-                "generations",
-                "generations_user",
-                doc! { "user_id": 1 },
-                false,
-            ),
-            (
-                "generations",
-                "generations_status",
-                doc! { "status": 1, "created_at": 1 },
-                false,
-            ),
-            (
-                "documents",
-                "documents_collection",
-                doc! { "collection": 1 },
-                false,
-            ),
-            (
-                "embedding_cache",
-                "embedding_cache_created",
-                doc! { "created_at": 1 },
-                false,
-            ),
-            ("user_jobs", "user_jobs_user", doc! { "user_id": 1 }, false),
-        ],
-    )]
+    vec![
+        (
+            "mongo_20261205_000001_domain",
+            vec![
+                ("users", "users_username", doc! { "username": 1 }, true),
+                // Case-insensitive uniqueness through the normalised name, not a
+                // collation index (not every server honours collations).
+                (
+                    "users",
+                    "users_username_key",
+                    doc! { "username_key": 1 },
+                    true,
+                ),
+                (
+                    "sessions",
+                    "sessions_token_hash",
+                    doc! { "token_hash": 1 },
+                    true,
+                ),
+                (
+                    "sessions",
+                    "sessions_expires_at",
+                    doc! { "expires_at": 1 },
+                    false,
+                ),
+                (
+                    "system_prompts",
+                    "system_prompts_name",
+                    doc! { "name": 1 },
+                    true,
+                ),
+                ("api_keys", "api_keys_prefix", doc! { "prefix": 1 }, true),
+                ("api_keys", "api_keys_user", doc! { "user_id": 1 }, false),
+                (
+                    "api_keys",
+                    "api_keys_prompt",
+                    doc! { "system_prompt_id": 1 },
+                    false,
+                ),
+                (
+                    "chat_messages",
+                    "chat_messages_session",
+                    doc! { "session_id": 1 },
+                    false,
+                ),
+                (
+                    "generations",
+                    "generations_user",
+                    doc! { "user_id": 1 },
+                    false,
+                ),
+                (
+                    "generations",
+                    "generations_status",
+                    doc! { "status": 1, "created_at": 1 },
+                    false,
+                ),
+                (
+                    "documents",
+                    "documents_collection",
+                    doc! { "collection": 1 },
+                    false,
+                ),
+                (
+                    "embedding_cache",
+                    "embedding_cache_created",
+                    doc! { "created_at": 1 },
+                    false,
+                ),
+                ("user_jobs", "user_jobs_user", doc! { "user_id": 1 }, false),
+            ],
+        ),
+        (
+            // What the app keeps beside the domain: multipart uploads in flight, and the
+            // throttling counters when the queue is not on Redis.
+            "mongo_20261206_000002_uploads_counters",
+            vec![
+                (
+                    "storage_uploads",
+                    "storage_uploads_id",
+                    doc! { "store": 1, "upload_id": 1 },
+                    true,
+                ),
+                (
+                    "storage_uploads",
+                    "storage_uploads_started",
+                    doc! { "store": 1, "started_at": 1 },
+                    false,
+                ),
+                (
+                    "rate_counters",
+                    "rate_counters_window_end",
+                    doc! { "window_end": 1 },
+                    false,
+                ),
+            ],
+        ),
+    ]
 }
 
 impl Mongo {
