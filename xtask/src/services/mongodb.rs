@@ -36,7 +36,13 @@ pub(super) fn mongodb_up(services: &Path) -> Result<Vec<(String, String)>> {
     let port = free_port()?;
     let mut cmd = Command::new(&bin);
     cmd.args(["--host", "127.0.0.1", "-p", &port.to_string(), "--data-dir"])
-        .arg(&data);
+        .arg(&data)
+        // Its own PID and log files default to fixed paths under /tmp, where a second
+        // checkout's server would find the first's and refuse to start.
+        .arg("--pid-file")
+        .arg(dir.join("nx-27017.server.pid"))
+        .arg("--log-file")
+        .arg(dir.join("nx-27017.server.log"));
     spawn_engine(cmd, &log, &pid_file)?;
     if !wait_until(READY_TIMEOUT, || port_open(port)) {
         bail!(

@@ -20,6 +20,8 @@
 //! the newer migrations on the rows; then it fixes engine-side state. [`copy`] streams one database into another through the
 //! same format with no file in between.
 
+#[cfg(feature = "mongodb")]
+mod mongo;
 mod value;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,7 +78,7 @@ pub struct Manifest {
     pub version: u32,
     /// The zeroscale version that wrote it.
     pub zeroscale: String,
-    /// `sqlite` or `postgres`.
+    /// The engine it was taken from: `sqlite`, `postgres` or `mongodb`.
     pub engine: String,
     /// The last migration applied to the source.
     pub schema: String,
@@ -249,18 +251,86 @@ fn select_sql(dialect: Dialect, table: &TablePlan) -> String {
 
 /// One row as its archive line (without the newline).
 fn row_line(row: &sea_orm::QueryResult, table: &TablePlan) -> Result<String> {
+    line_of(table, |col, kind| value::read(row, col, kind))
+}
+
+/// A row's archive line from its values, read column by column in the plan's order.
+fn line_of(table: &TablePlan, mut read: impl FnMut(&str, Kind) -> Result<Json>) -> Result<String> {
     let mut line = String::from("[");
     for (i, (col, kind)) in table.columns.iter().zip(&table.kinds).enumerate() {
         if i > 0 {
             line.push(',');
         }
-        let v = value::read(row, col, *kind).map_err(|e| {
+        let v = read(col, *kind).map_err(|e| {
             Error::invalid_input(format!("table `{}`, column `{col}`: {e}", table.name))
         })?;
         value::write_canonical(&v, &mut line);
     }
     line.push(']');
     Ok(line)
+}
+
+/// One table being written: its header line, then its rows (hashed as they go), then
+/// its end line.
+struct TableOut {
+    name: String,
+    hasher: Sha256,
+    rows: u64,
+}
+
+impl TableOut {
+    fn start(
+        out: &mut dyn Write,
+        table: &TablePlan,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<TableOut> {
+        progress(Progress::Table {
+            name: table.name.clone(),
+            rows: None,
+        });
+        write_line(
+            out,
+            &serde_json::json!({"table": table.name, "columns": table.columns, "types": table.types}),
+        )?;
+        Ok(TableOut {
+            name: table.name.clone(),
+            hasher: Sha256::new(),
+            rows: 0,
+        })
+    }
+
+    fn row(
+        &mut self,
+        out: &mut dyn Write,
+        mut line: String,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<()> {
+        line.push('\n');
+        self.hasher.update(line.as_bytes());
+        out.write_all(line.as_bytes()).map_err(io_err)?;
+        self.rows += 1;
+        if self.rows.is_multiple_of(10_000) {
+            progress(Progress::Rows(self.rows));
+        }
+        Ok(())
+    }
+
+    fn end(self, out: &mut dyn Write, progress: &mut dyn FnMut(Progress)) -> Result<TableSummary> {
+        let sha256 = zeroscale_core::hex(&self.hasher.finalize());
+        write_line(
+            out,
+            &serde_json::json!({"end": self.name, "rows": self.rows, "sha256": sha256}),
+        )?;
+        progress(Progress::TableDone {
+            name: self.name.clone(),
+            rows: self.rows,
+        });
+        Ok(TableSummary {
+            name: self.name,
+            rows: self.rows,
+            sha256,
+        })
+    }
 }
 
 fn write_line(out: &mut dyn Write, value: &impl Serialize) -> Result<()> {
@@ -305,34 +375,17 @@ async fn write_archive(
     options: BackupOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Manifest> {
+    #[cfg(feature = "mongodb")]
+    if let Some(m) = db.mongo() {
+        return mongo::write_archive(m, out, options, progress).await;
+    }
     let schema_name = schema_version(db).await?;
     let tables = plan(&schema::introspect(db).await?, options)?;
-    let mut manifest = Manifest {
-        format: FORMAT_NAME.to_owned(),
-        version: FORMAT_VERSION,
-        zeroscale: env!("CARGO_PKG_VERSION").to_owned(),
-        engine: db.sql_dialect().name().to_owned(),
-        schema: schema_name,
-        created_at: value::timestamp(chrono::Utc::now()),
-        tables: Vec::new(),
-    };
-    let header = Manifest {
-        tables: Vec::new(),
-        ..manifest.clone()
-    };
-    write_line(out, &header)?;
+    let mut manifest = Manifest::new(db.engine(), schema_name);
+    write_line(out, &manifest)?;
     let txn = snapshot(db).await?;
     for table in &tables {
-        progress(Progress::Table {
-            name: table.name.clone(),
-            rows: None,
-        });
-        write_line(
-            out,
-            &serde_json::json!({"table": table.name, "columns": table.columns, "types": table.types}),
-        )?;
-        let mut hasher = Sha256::new();
-        let mut rows = 0u64;
+        let mut lines = TableOut::start(out, table, progress)?;
         let sql = select_sql(db.sql_dialect(), table);
         let mut stream = txn
             .stream_raw(Statement::from_string(
@@ -342,38 +395,37 @@ async fn write_archive(
             .await
             .map_err(|e| db.map_err(e))?;
         while let Some(row) = stream.try_next().await.map_err(|e| db.map_err(e))? {
-            let mut line = row_line(&row, table)?;
-            line.push('\n');
-            hasher.update(line.as_bytes());
-            out.write_all(line.as_bytes()).map_err(io_err)?;
-            rows += 1;
-            if rows.is_multiple_of(10_000) {
-                progress(Progress::Rows(rows));
-            }
+            lines.row(out, row_line(&row, table)?, progress)?;
         }
         drop(stream);
-        let sha256 = zeroscale_core::hex(&hasher.finalize());
-        write_line(
-            out,
-            &serde_json::json!({"end": table.name, "rows": rows, "sha256": sha256}),
-        )?;
-        progress(Progress::TableDone {
-            name: table.name.clone(),
-            rows,
-        });
-        manifest.tables.push(TableSummary {
-            name: table.name.clone(),
-            rows,
-            sha256,
-        });
+        manifest.tables.push(lines.end(out, progress)?);
     }
     txn.commit().await.map_err(|e| db.map_err(e))?;
     write_line(out, &serde_json::json!({ "manifest": manifest }))?;
     Ok(manifest)
 }
 
+impl Manifest {
+    /// A new archive's header (no tables yet).
+    fn new(engine: &str, schema: String) -> Manifest {
+        Manifest {
+            format: FORMAT_NAME.to_owned(),
+            version: FORMAT_VERSION,
+            zeroscale: env!("CARGO_PKG_VERSION").to_owned(),
+            engine: engine.to_owned(),
+            schema,
+            created_at: value::timestamp(chrono::Utc::now()),
+            tables: Vec::new(),
+        }
+    }
+}
+
 /// Rows per table that a backup of `db` with `options` would hold, in load order.
 pub async fn table_counts(db: &Db, options: BackupOptions) -> Result<Vec<(String, u64)>> {
+    #[cfg(feature = "mongodb")]
+    if let Some(m) = db.mongo() {
+        return mongo::table_counts(m, options).await;
+    }
     let mut counts = Vec::new();
     for table in plan(&schema::introspect(db).await?, options)? {
         let row = db
@@ -689,11 +741,26 @@ struct Batch<'a> {
     per_batch: usize,
 }
 
+/// Where a load writes: an SQL database inside the load's transaction, or MongoDB.
+enum Target<'a> {
+    Sql(&'a DatabaseTransaction),
+    #[cfg(feature = "mongodb")]
+    Mongo(&'a crate::mongodb::Mongo),
+}
+
 impl Batch<'_> {
-    async fn flush(&mut self, db: &Db, txn: &DatabaseTransaction) -> Result<()> {
+    async fn flush(&mut self, db: &Db, target: &Target<'_>) -> Result<()> {
         if self.rows.is_empty() {
             return Ok(());
         }
+        let txn = match target {
+            Target::Sql(txn) => *txn,
+            #[cfg(feature = "mongodb")]
+            Target::Mongo(m) => {
+                let rows = std::mem::take(&mut self.rows);
+                return mongo::insert(m, self.table, &self.columns, rows).await;
+            }
+        };
         let width = self.columns.len();
         let mut sql = format!(
             "INSERT INTO {} ({}) VALUES ",
@@ -761,6 +828,10 @@ async fn load<R: BufRead>(
     let Some(Record::Header(header)) = reader.next()? else {
         return Err(archive_err("no header"));
     };
+    #[cfg(feature = "mongodb")]
+    if let Some(m) = db.mongo() {
+        return mongo::load(db, m, reader, options, progress, expected, &header).await;
+    }
     let txn = db.begin_write().await?;
     if db.sql_dialect() == Dialect::Sqlite {
         // One transaction of millions of rows: with SQLite's default 2 MB page cache the
@@ -772,7 +843,16 @@ async fn load<R: BufRead>(
             .await
             .map_err(|e| db.map_err(e))?;
     }
-    let loaded = load_in(db, &txn, &mut reader, options, progress, expected, &header).await;
+    let loaded = load_in(
+        db,
+        &Target::Sql(&txn),
+        &mut reader,
+        options,
+        progress,
+        expected,
+        &header,
+    )
+    .await;
     if db.sql_dialect() == Dialect::Sqlite {
         let reset = txn
             .execute_unprepared("PRAGMA cache_size = -2000")
@@ -802,14 +882,18 @@ async fn load<R: BufRead>(
 /// the number of rows.
 async fn load_in<R: BufRead>(
     db: &Db,
-    txn: &DatabaseTransaction,
+    target: &Target<'_>,
     reader: &mut Reader<R>,
     options: RestoreOptions,
     progress: &mut dyn FnMut(Progress),
     expected: Option<&Manifest>,
     header: &Manifest,
 ) -> Result<(Manifest, u64)> {
-    let targets = prepare_target(db, txn, &header.schema, options).await?;
+    let targets = match target {
+        Target::Sql(txn) => prepare_target(db, txn, &header.schema, options).await?,
+        #[cfg(feature = "mongodb")]
+        Target::Mongo(m) => mongo::prepare_target(m, header, options).await?,
+    };
     let mut batch: Option<Batch<'_>> = None;
     let mut total = 0u64;
     let mut manifest = None;
@@ -851,7 +935,7 @@ async fn load_in<R: BufRead>(
                 for (i, v) in row.iter().enumerate() {
                     let kind = b.table.kinds[b.positions[i]];
                     let column = &b.columns[i];
-                    if db.sql_dialect() == Dialect::Postgres
+                    if db.dialect() == Some(Dialect::Postgres)
                         && matches!(kind, Kind::Text | Kind::Json)
                         && value::has_nul(v)
                     {
@@ -880,7 +964,7 @@ async fn load_in<R: BufRead>(
                 }
                 b.rows.push(values);
                 if b.rows.len() >= b.per_batch {
-                    b.flush(db, txn).await?;
+                    b.flush(db, target).await?;
                 }
                 total += 1;
                 if total.is_multiple_of(10_000) {
@@ -889,7 +973,7 @@ async fn load_in<R: BufRead>(
             }
             Record::End(summary) => {
                 if let Some(mut b) = batch.take() {
-                    b.flush(db, txn).await?;
+                    b.flush(db, target).await?;
                 }
                 progress(Progress::TableDone {
                     name: summary.name,

@@ -75,6 +75,26 @@ pub(crate) fn read(row: &QueryResult, col: &str, kind: Kind) -> Result<Json> {
     })
 }
 
+/// A column's value (as an entity model holds it) as its archive JSON: the same text
+/// [`read`] gives for that value read from a row.
+#[cfg(feature = "mongodb")]
+pub(crate) fn json_of(value: Value, kind: Kind) -> Result<Json> {
+    let wrong = |v: &Value| Error::invalid_input(format!("{v:?} is not a {kind:?} value"));
+    Ok(match (kind, value) {
+        (Kind::Int, Value::BigInt(v)) => v.map_or(Json::Null, Json::from),
+        (Kind::Int, Value::Int(v)) => v.map_or(Json::Null, Json::from),
+        (Kind::Float, Value::Double(v)) => v.map_or(Json::Null, Json::from),
+        (Kind::Bool, Value::Bool(v)) => v.map_or(Json::Null, Json::from),
+        (Kind::Text, Value::String(v)) => v.map_or(Json::Null, Json::from),
+        (Kind::Timestamp, Value::ChronoDateTimeUtc(v)) => {
+            v.map_or(Json::Null, |t| Json::from(timestamp(t)))
+        }
+        (Kind::Json, Value::Json(v)) => v.map_or(Json::Null, |v| canonical(&v)),
+        (Kind::Bytes, Value::Bytes(v)) => v.map_or(Json::Null, |b| Json::from(STANDARD.encode(b))),
+        (_, other) => return Err(wrong(&other)),
+    })
+}
+
 /// `2026-12-02T07:31:50.123456Z`.
 pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
