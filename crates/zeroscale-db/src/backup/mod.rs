@@ -744,8 +744,9 @@ struct Batch<'a> {
 /// Where a load writes: an SQL database inside the load's transaction, or MongoDB.
 enum Target<'a> {
     Sql(&'a DatabaseTransaction),
+    /// MongoDB, and whether the load has changed it yet (what a failure must undo).
     #[cfg(feature = "mongodb")]
-    Mongo(&'a crate::mongodb::Mongo),
+    Mongo(&'a crate::mongodb::Mongo, &'a std::sync::atomic::AtomicBool),
 }
 
 impl Batch<'_> {
@@ -756,8 +757,9 @@ impl Batch<'_> {
         let txn = match target {
             Target::Sql(txn) => *txn,
             #[cfg(feature = "mongodb")]
-            Target::Mongo(m) => {
+            Target::Mongo(m, changed) => {
                 let rows = std::mem::take(&mut self.rows);
+                changed.store(true, std::sync::atomic::Ordering::SeqCst);
                 return mongo::insert(m, self.table, &self.columns, rows).await;
             }
         };
@@ -892,7 +894,7 @@ async fn load_in<R: BufRead>(
     let targets = match target {
         Target::Sql(txn) => prepare_target(db, txn, &header.schema, options).await?,
         #[cfg(feature = "mongodb")]
-        Target::Mongo(m) => mongo::prepare_target(m, header, options).await?,
+        Target::Mongo(m, changed) => mongo::prepare_target(m, header, options, changed).await?,
     };
     let mut batch: Option<Batch<'_>> = None;
     let mut total = 0u64;
@@ -901,6 +903,10 @@ async fn load_in<R: BufRead>(
         match record {
             Record::Header(_) => return Err(archive_err("a second header")),
             Record::Table { name, columns } => {
+                #[cfg(feature = "mongodb")]
+                if matches!(target, Target::Mongo(..)) && JOB_TABLES.contains(&name.as_str()) {
+                    return Err(mongo::no_jobs());
+                }
                 let table = targets.iter().find(|t| t.name == name).ok_or_else(|| {
                     archive_err(format!("table `{name}` does not exist in this schema"))
                 })?;

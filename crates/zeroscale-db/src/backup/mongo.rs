@@ -19,6 +19,7 @@
 //! - the database queue's jobs do not travel to or from MongoDB (it has no database queue).
 
 use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
@@ -132,7 +133,7 @@ fn collection(name: &str) -> Result<Box<dyn Collection>> {
         })
 }
 
-fn no_jobs() -> Error {
+pub(super) fn no_jobs() -> Error {
     Error::invalid_input(
         "the database queue does not run on MongoDB, so jobs do not travel to or from it: \
          leave out --with-jobs (and back up a SQL source without it)",
@@ -216,6 +217,7 @@ pub(super) async fn prepare_target(
     m: &Mongo,
     header: &Manifest,
     options: RestoreOptions,
+    changed: &AtomicBool,
 ) -> Result<Vec<TablePlan>> {
     let newest = newest_schema();
     if header.schema != newest {
@@ -231,6 +233,7 @@ pub(super) async fn prepare_target(
     for table in &tables {
         let c = coll(m, &table.name);
         if options.replace {
+            changed.store(true, Ordering::SeqCst);
             c.delete_many(doc! {}).await.map_err(|e| m.map_err(e))?;
         } else if c
             .find_one(doc! {})
@@ -283,14 +286,8 @@ pub(super) async fn load<R: BufRead>(
     expected: Option<&Manifest>,
     header: &Manifest,
 ) -> Result<RestoreReport> {
-    if header
-        .tables
-        .iter()
-        .any(|t| super::JOB_TABLES.contains(&t.name.as_str()))
-    {
-        return Err(no_jobs());
-    }
-    let target = Target::Mongo(m);
+    let changed = AtomicBool::new(false);
+    let target = Target::Mongo(m, &changed);
     let loaded = load_in(
         db,
         &target,
@@ -307,8 +304,10 @@ pub(super) async fn load<R: BufRead>(
     };
     match loaded {
         Ok((manifest, rows)) => Ok(RestoreReport { manifest, rows }),
+        Err(e) if !changed.load(Ordering::SeqCst) => Err(e),
         Err(e) => {
-            // Leave no half-loaded database behind: it was empty before the load.
+            // Leave no half-loaded database behind: it was empty before the load (or
+            // emptied by `replace`).
             for c in collections() {
                 if let Err(cleanup) = coll(m, c.name()).delete_many(doc! {}).await {
                     tracing::warn!(collection = c.name(), error = %cleanup,
