@@ -171,6 +171,60 @@ pub(crate) async fn restore(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether `--from`/`--to` is a database URL rather than a profile or a file.
+fn is_database_url(which: &str) -> bool {
+    let lower = which.to_ascii_lowercase();
+    [
+        "postgres://",
+        "postgresql://",
+        "mongodb://",
+        "mongodb+srv://",
+        "sqlite:",
+    ]
+    .iter()
+    .any(|scheme| lower.starts_with(scheme))
+}
+
+/// A URL without its password, for messages.
+fn redact(which: &str) -> String {
+    match (which.find("://"), which.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &which[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &which[..scheme + 3], &which[at..]),
+                None => which.to_owned(),
+            }
+        }
+        _ => which.to_owned(),
+    }
+}
+
+/// The config `--from`/`--to` names: a profile, a config file, or a database URL (the
+/// rest of the config as the command's own).
+fn database_named(
+    which: &str,
+    base: &zeroscale_core::config::ConfigSources,
+) -> anyhow::Result<Config> {
+    if !is_database_url(which) {
+        if which.contains("://") {
+            anyhow::bail!(
+                "`{}` is not a database URL zeroscale reads: use `sqlite://FILE`, \
+                 `postgres://…` or `mongodb://…` (or a profile name or config file)",
+                redact(which)
+            );
+        }
+        return crate::wiring::load_named(which, base);
+    }
+    let sources = zeroscale_core::config::ConfigSources {
+        db_url: Some(which.to_owned()),
+        db_backend: None,
+        ..base.clone()
+    };
+    Ok(zeroscale_core::config::load(&sources)
+        .map_err(anyhow::Error::from)?
+        .config)
+}
+
 /// `zeroscale db …`.
 pub(crate) async fn db(
     command: DbCommand,
@@ -184,8 +238,8 @@ pub(crate) async fn db(
         json,
     } = command;
     let source =
-        crate::wiring::load_named(&from, base).with_context(|| format!("--from {from}"))?;
-    let target = crate::wiring::load_named(&to, base).with_context(|| format!("--to {to}"))?;
+        database_named(&from, base).with_context(|| format!("--from {}", redact(&from)))?;
+    let target = database_named(&to, base).with_context(|| format!("--to {}", redact(&to)))?;
     let source = open_db(&source).await.context("--from")?;
     let target = open_db(&target).await.context("--to")?;
     eprintln!("copying {} -> {}", source.location(), target.location());

@@ -197,14 +197,15 @@ pub(crate) enum StageCommand {
 /// `zeroscale db …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum DbCommand {
-    /// Stream one database into another (SQLite or PostgreSQL, either way) with no file in
-    /// between, with the checks of `restore`.
+    /// Stream one database into another (SQLite, PostgreSQL or MongoDB, any way round)
+    /// with no file in between, with the checks of `restore`.
     Copy {
-        /// The source: a profile name (`config/<NAME>.toml`) or a config file path.
-        #[arg(long, value_name = "PROFILE|FILE")]
+        /// The source: a profile name (`config/<NAME>.toml`), a config file path, or a
+        /// database URL (`sqlite://FILE`, `postgres://…`, `mongodb://…`).
+        #[arg(long, value_name = "PROFILE|FILE|URL")]
         from: String,
-        /// The target: a profile name or a config file path.
-        #[arg(long, value_name = "PROFILE|FILE")]
+        /// The target: a profile name, a config file path, or a database URL.
+        #[arg(long, value_name = "PROFILE|FILE|URL")]
         to: String,
         /// Copy the database queue's jobs too (`queue.kind = "database"` on both sides).
         #[arg(long)]

@@ -982,6 +982,76 @@ async fn backup_restore_and_copy_through_the_binary() {
     server.terminate();
 }
 
+/// The headline of MongoDB support through the binary: a deployment on MongoDB moves to
+/// SQLite with `db copy --from mongodb://… --to sqlite://…`, and a server on the SQLite
+/// file serves the same user; and back to a new MongoDB database by URL.
+#[tokio::test]
+async fn db_copy_moves_a_mongodb_deployment_by_url() {
+    let Some(mongo) = common::fresh_mongodb("copycli") else {
+        return;
+    };
+    let tmp = TempDir::new("copymongo");
+    let on = |url: &str| {
+        let mut cmd = zeroscale(&tmp.0);
+        cmd.env("DATABASE_URL", url)
+            .env("ZEROSCALE_DATABASE__AUTO_MIGRATE", "true");
+        cmd
+    };
+    let server = Server::start(on(&mongo)).await;
+    common::register(&server, "leaver").await;
+    server.terminate();
+
+    let sqlite = format!("sqlite://{}", tmp.0.join("moved.db").display());
+    let (out, stdout, stderr) =
+        output(zeroscale(&tmp.0).args(["db", "copy", "--json", "--from", &mongo, "--to", &sqlite]));
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["manifest"]["engine"], "mongodb", "{stdout}");
+    let users = summary["manifest"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "users")
+        .unwrap()["rows"]
+        .clone();
+    assert_eq!(users, 1, "{stdout}");
+    let server = Server::start(on(&sqlite)).await;
+    common::login(&server, "leaver", "long enough password").await;
+    server.terminate();
+
+    // Copied again: the target has rows now.
+    let (out, _, stderr) =
+        output(zeroscale(&tmp.0).args(["db", "copy", "--from", &mongo, "--to", &sqlite]));
+    assert!(!out.status.success());
+    assert!(stderr.contains("--replace"), "{stderr}");
+
+    // And onto MongoDB again, a new database.
+    let back = format!("{mongo}_back");
+    let (out, stdout, stderr) =
+        output(zeroscale(&tmp.0).args(["db", "copy", "--from", &sqlite, "--to", &back]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("copy: "), "{stdout}");
+    let server = Server::start(on(&back)).await;
+    common::login(&server, "leaver", "long enough password").await;
+    server.terminate();
+
+    // A URL with another scheme is named as such.
+    let (out, _, stderr) = output(zeroscale(&tmp.0).args([
+        "db",
+        "copy",
+        "--from",
+        "mysql://x:secret@localhost/db",
+        "--to",
+        &sqlite,
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--from") && stderr.contains("not a database URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret"), "{stderr}");
+}
+
 /// `zeroscale stage move` from stage 1 (SQLite + local files) to stage 3's engines
 /// (PostgreSQL + S3): refused while the source server runs; after it stops, the move
 /// copies rows and files, and a server on the target config serves the moved data
