@@ -102,3 +102,101 @@ async fn pgvector_postgres_lost_connection_is_unavailable() {
     )
     .await;
 }
+
+/// A private MongoDB test server (nx-27017) on `port`, its data in `dir`.
+#[cfg(feature = "mongodb")]
+fn start_mongodb(bin: &str, dir: &std::path::Path, port: u16) -> std::process::Child {
+    let log = std::fs::File::create(dir.join("server.out")).unwrap();
+    let child = std::process::Command::new(bin)
+        .args(["--host", "127.0.0.1", "-p", &port.to_string(), "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--pid-file")
+        .arg(dir.join("server.pid"))
+        .arg("--log-file")
+        .arg(dir.join("server.log"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start nx-27017");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nx-27017 did not start on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+/// MongoDB going away under a running server: requests that need it answer 503
+/// `unavailable` (within the server-selection timeout), readiness fails on the database,
+/// and once MongoDB is back the same server serves again, with no restart.
+#[cfg(feature = "mongodb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_going_away_is_unavailable_then_recovers() {
+    let Some(bin) = zeroscale_core::testing::require_service(
+        "ZEROSCALE_TEST_MONGODB_BIN",
+        "MongoDB (nx-27017)",
+    ) else {
+        return;
+    };
+    let tmp = TempDir::new("mongo_away");
+    let dir = tmp.0.join("mongo");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let port = common::free_port();
+    let mut mongo = start_mongodb(&bin, &dir, port);
+
+    let mut cmd = common::zeroscale(&tmp.0);
+    cmd.env(
+        "DATABASE_URL",
+        format!("mongodb://127.0.0.1:{port}/zs_away"),
+    )
+    .env("ZEROSCALE_DATABASE__AUTO_MIGRATE", "true")
+    .env("ZEROSCALE_DATABASE__CONNECT_TIMEOUT_SECS", "2")
+    // Every request reads the database (no credential cache to answer from).
+    .env("ZEROSCALE_AUTH__CACHE_TTL_MS", "0")
+    .env("RUST_LOG", "info");
+    let server = Server::start(cmd).await;
+    let token = common::register(&server, "away").await;
+    let me = || server.call(reqwest::Method::GET, "/v1/me", Some(&token), None);
+    assert_eq!(me().await.0, 200);
+    let (_, body) = server.readyz_detail().await;
+    assert_eq!(body["checks"]["database"]["backend"], "mongodb", "{body}");
+
+    mongo.kill().unwrap();
+    mongo.wait().unwrap();
+    let started = Instant::now();
+    let (status, body) = me().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the 503 took {:?}",
+        started.elapsed()
+    );
+    // Readiness without credentials (checking an admin's would need the database).
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+
+    // Back on the same port with the same data: the same server serves again.
+    let mut mongo = start_mongodb(&bin, &dir, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = me().await;
+        if status == 200 {
+            assert_eq!(body["user"]["username"], "away", "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never recovered: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, body) = server.readyz_detail().await;
+    assert_eq!(body["checks"]["database"]["ok"], true, "{body}");
+    server.terminate();
+    let _ = mongo.kill();
+    let _ = mongo.wait();
+}

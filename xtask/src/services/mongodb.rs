@@ -28,7 +28,7 @@ pub(super) fn mongodb_up(services: &Path) -> Result<Vec<(String, String)>> {
     if let Some(port) = running_port(&pid_file, &port_file) {
         eprintln!("MongoDB (nx-27017) already running on port {port}");
         smoke_test(&venv, port, &log)?;
-        return Ok(vars(port));
+        return Ok(vars(port, &venv));
     }
     let bin = super::pip_tool(&venv, &PACKAGES.join(" "), "nx-27017")?;
     let data = dir.join("data");
@@ -53,7 +53,7 @@ pub(super) fn mongodb_up(services: &Path) -> Result<Vec<(String, String)>> {
     std::fs::write(&port_file, port.to_string())?;
     eprintln!("MongoDB (nx-27017) running on port {port}");
     smoke_test(&venv, port, &log)?;
-    Ok(vars(port))
+    Ok(vars(port, &venv))
 }
 
 /// What the database tests do at the least, through the official Python driver.
@@ -90,9 +90,17 @@ assert docs.count_documents({{}}) == 0
     )
 }
 
-fn vars(port: u16) -> Vec<(String, String)> {
-    vec![(
-        "ZEROSCALE_TEST_MONGODB_URL".to_owned(),
-        format!("mongodb://127.0.0.1:{port}/{DATABASE}"),
-    )]
+/// The shared server's URL, and the server program for tests that run a private one
+/// (to stop and restart it).
+fn vars(port: u16, venv: &Path) -> Vec<(String, String)> {
+    vec![
+        (
+            "ZEROSCALE_TEST_MONGODB_URL".to_owned(),
+            format!("mongodb://127.0.0.1:{port}/{DATABASE}"),
+        ),
+        (
+            "ZEROSCALE_TEST_MONGODB_BIN".to_owned(),
+            venv.join("bin").join("nx-27017").display().to_string(),
+        ),
+    ]
 }
