@@ -36,6 +36,10 @@ fn crashed() -> bool {
 /// Inserts the pending `generation` and takes its credits from its user. Too few credits
 /// is [`Error::Conflict`], a deactivated user [`Error::PermissionDenied`].
 pub(crate) async fn reserve(m: &Mongo, generation: &generations::Model) -> Result<()> {
+    m.retry_transient(|| reserve_once(m, generation)).await
+}
+
+async fn reserve_once(m: &Mongo, generation: &generations::Model) -> Result<()> {
     let mut session = m.begin().await?;
     m.insert::<generations::Entity>(session.as_mut(), generation)
         .await?;
@@ -84,8 +88,19 @@ pub(crate) async fn finish(
     m: &Mongo,
     id: &str,
     status: GenerationStatus,
+    set: Document,
+    refund: impl Fn(&generations::Model) -> i64,
+) -> Result<generations::Model> {
+    m.retry_transient(|| finish_once(m, id, status, set.clone(), &refund))
+        .await
+}
+
+async fn finish_once(
+    m: &Mongo,
+    id: &str,
+    status: GenerationStatus,
     mut set: Document,
-    refund: impl FnOnce(&generations::Model) -> i64,
+    refund: &impl Fn(&generations::Model) -> i64,
 ) -> Result<generations::Model> {
     let mut session = m.begin().await?;
     let at = date(now_ms());

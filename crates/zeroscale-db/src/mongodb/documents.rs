@@ -17,12 +17,17 @@ use crate::domain::vector_index::{Scored, TopK, cosine_of, dot, norm};
 /// Stores `models` all or none: in one transaction when the server has them; otherwise
 /// one ordered batch, and what a failed batch wrote is deleted again.
 pub(crate) async fn insert_all(m: &Mongo, models: &[documents::Model]) -> Result<()> {
-    if let Some(mut session) = m.begin().await? {
-        for model in models {
-            m.insert::<documents::Entity>(Some(&mut session), model)
-                .await?;
-        }
-        return m.commit(Some(session)).await;
+    if m.transactions() {
+        return m
+            .retry_transient(|| async {
+                let mut session = m.begin().await?;
+                for model in models {
+                    m.insert::<documents::Entity>(session.as_mut(), model)
+                        .await?;
+                }
+                m.commit(session).await
+            })
+            .await;
     }
     if let Err(e) = m.insert_many::<documents::Entity>(models).await {
         let ids: Vec<&str> = models.iter().map(|d| d.id.as_str()).collect();

@@ -173,9 +173,20 @@ impl Mongo {
     }
 
     /// A driver error as core's error: a duplicate key is `already_exists`, a server that
-    /// cannot be reached `unavailable`, anything else a backend error.
+    /// cannot be reached or a transaction the server rolled back whole
+    /// (`TransientTransactionError`) `unavailable`, anything else a backend error.
     pub(crate) fn map_err(&self, e: mongodb::error::Error) -> Error {
-        use mongodb::error::{ErrorKind, WriteFailure};
+        use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, WriteFailure};
+        if e.contains_label(TRANSIENT_TRANSACTION_ERROR) {
+            return Error::unavailable_from(
+                format!(
+                    "MongoDB at {} rolled a transaction back (a write conflict or an \
+                     election): try again",
+                    self.location
+                ),
+                e,
+            );
+        }
         match *e.kind {
             ErrorKind::Write(WriteFailure::WriteError(ref w)) if w.code == 11000 => {
                 Error::already_exists(format!("a document with that key: {}", w.message))
@@ -201,6 +212,23 @@ impl Mongo {
     /// The collection holding `E`'s rows.
     pub(crate) fn coll<E: Row>(&self) -> Collection<Document> {
         self.db.collection(E::default().table_name())
+    }
+
+    /// Runs `attempt` (one whole transaction: [`Mongo::begin`] to [`Mongo::commit`])
+    /// again, up to [`TRANSACTION_ATTEMPTS`] times in all, while it fails with a
+    /// `TransientTransactionError`: the server rolled the whole transaction back, so
+    /// running it again is safe. Without transactions it runs once.
+    pub(crate) async fn retry_transient<T, F, Fut>(&self, attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let attempts = if self.transactions {
+            TRANSACTION_ATTEMPTS
+        } else {
+            1
+        };
+        retry(attempts, is_transient, attempt).await
     }
 
     /// Starts a session with a transaction when this server has them; `None` otherwise.
@@ -397,6 +425,41 @@ impl Mongo {
     }
 }
 
+/// How many times a transaction the server rolls back is tried in all.
+pub(crate) const TRANSACTION_ATTEMPTS: usize = 3;
+
+/// Runs `attempt` until it succeeds, fails with an error `again` does not accept, or has
+/// run `attempts` times.
+async fn retry<T, F, Fut>(attempts: usize, again: fn(&Error) -> bool, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(e) if tries < attempts && again(&e) => {
+                tracing::info!(error = %e, tries, "MongoDB: transaction rolled back, retrying");
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `e` is a transaction the server rolled back whole (its driver error carries
+/// the `TransientTransactionError` label).
+pub(crate) fn is_transient(e: &Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(inner) = source {
+        if let Some(driver) = inner.downcast_ref::<mongodb::error::Error>() {
+            return driver.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR);
+        }
+        source = inner.source();
+    }
+    false
+}
+
 /// A filter on `_id` that also finds a document whose `_id` is the ObjectId with this
 /// hex (written by another tool).
 pub(crate) fn id_is(id: &str) -> Document {
@@ -443,4 +506,45 @@ pub(crate) fn set_columns<C: sea_orm::IdenStatic>(columns: Vec<(C, sea_orm::Valu
         update.insert("$unset", unset);
     }
     update
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_what_may_run_again_runs_again() {
+        let unavailable = |e: &Error| matches!(e, Error::Unavailable { .. });
+        let runs = std::cell::Cell::new(0);
+        let flaky = || {
+            runs.set(runs.get() + 1);
+            async { Err::<(), _>(Error::unavailable("rolled back")) }
+        };
+        assert!(retry(3, unavailable, flaky).await.is_err());
+        assert_eq!(runs.get(), 3, "tried the allowed number of times");
+
+        runs.set(0);
+        let wrong = || {
+            runs.set(runs.get() + 1);
+            async { Err::<(), _>(Error::conflict("insufficient credits")) }
+        };
+        assert!(retry(3, unavailable, wrong).await.is_err());
+        assert_eq!(runs.get(), 1, "a real answer is not retried");
+
+        runs.set(0);
+        let second = || {
+            runs.set(runs.get() + 1);
+            let n = runs.get();
+            async move {
+                if n < 2 {
+                    Err(Error::unavailable("rolled back"))
+                } else {
+                    Ok(n)
+                }
+            }
+        };
+        assert_eq!(retry(3, unavailable, second).await.unwrap(), 2);
+        // A plain unavailable server is not a rolled-back transaction.
+        assert!(!is_transient(&Error::unavailable("down")));
+    }
 }
