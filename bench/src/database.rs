@@ -1,7 +1,8 @@
 //! Database: the hot domain operations through `zeroscale_db::domain` against raw sqlx
 //! running the same SQL on the same database, on SQLite (a file, the pragmas and pool
-//! size zeroscale uses) and on PostgreSQL (a fresh database on the test server, when
-//! `ZEROSCALE_TEST_POSTGRES_URL` is set).
+//! size zeroscale uses), on PostgreSQL (a fresh database on the test server, when
+//! `ZEROSCALE_TEST_POSTGRES_URL` is set) and on MongoDB against the official driver
+//! (`database_mongo.rs`; the test server is Python, so only the ratio means anything).
 //!
 //! Session and API key validation and the chat page are measured with the domain's caches
 //! off (the database path, held to the goal) and on (what a server does; reported).
@@ -14,7 +15,7 @@ use sea_orm::sqlx;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use zeroscale_core::config::{
-    AuthConfig, ChatConfig, DatabaseConfig, PostgresConfig, SqliteConfig,
+    AuthConfig, ChatConfig, DatabaseConfig, MongodbConfig, PostgresConfig, SqliteConfig,
 };
 use zeroscale_core::domain::{ChatRole, Role, new_id};
 use zeroscale_db::Db;
@@ -30,6 +31,8 @@ const GOAL: Goal = Goal::AtMost { ratio: 1.15 };
 enum Raw {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
+    /// The official MongoDB driver (`database_mongo.rs`).
+    Mongo(crate::database_mongo::RawMongo),
 }
 
 /// What the operations run on: ids and secrets made through the domain.
@@ -39,7 +42,7 @@ struct Fixture {
     key: String,
 }
 
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     zeroscale_core::hex(&Sha256::digest(text.as_bytes()))
 }
 
@@ -109,6 +112,37 @@ pub(crate) async fn run(plan: Plan, dir: &std::path::Path) -> anyhow::Result<Vec
                 "ZEROSCALE_TEST_POSTGRES_URL is not set: run `cargo xtask bench`, which starts PostgreSQL"
             );
             eprintln!("database: no ZEROSCALE_TEST_POSTGRES_URL, PostgreSQL skipped");
+        }
+    }
+    match std::env::var("ZEROSCALE_TEST_MONGODB_URL") {
+        Ok(base) => {
+            let (server, _) = base
+                .rsplit_once('/')
+                .ok_or_else(|| anyhow::anyhow!("ZEROSCALE_TEST_MONGODB_URL names no database"))?;
+            let url = format!("{server}/zs_bench_{}", std::process::id());
+            let config = DatabaseConfig::Mongodb(MongodbConfig {
+                url: url.clone().into(),
+                ..Default::default()
+            });
+            let db = open(&config).await?;
+            let raw = crate::database_mongo::RawMongo::connect(&url).await?;
+            let result = engine(
+                plan,
+                "MongoDB (test server nx-27017, Python: not MongoDB's speed)",
+                db.clone(),
+                Raw::Mongo(raw.clone()),
+            )
+            .await;
+            let _ = raw.0.drop().await;
+            let _ = db.close().await;
+            figures.extend(result?);
+        }
+        Err(_) => {
+            anyhow::ensure!(
+                std::env::var_os("CI").is_none(),
+                "ZEROSCALE_TEST_MONGODB_URL is not set: run `cargo xtask bench`, which starts MongoDB's test server"
+            );
+            eprintln!("database: no ZEROSCALE_TEST_MONGODB_URL, MongoDB skipped");
         }
     }
     Ok(figures)
@@ -324,6 +358,10 @@ async fn engine(plan: Plan, label: &str, db: Db, raw: Raw) -> anyhow::Result<Vec
     let mut figures = Vec::new();
     for (op, d, cache) in runs {
         let (what, against) = op.describe();
+        let against = match raw {
+            Raw::Mongo(_) => "the official mongodb driver, the same queries and updates",
+            _ => against,
+        };
         let (name, goal) = match cache {
             "" => (format!("{label} {n} × {what}"), GOAL),
             "cache on" => (format!("{label} {n} × {what} ({cache})"), Goal::Report),
@@ -442,12 +480,16 @@ macro_rules! on_engine {
                 let $sql = numbered;
                 $body
             }
+            Raw::Mongo(_) => unreachable!("MongoDB's raw side is in database_mongo.rs"),
         }
     };
 }
 
 impl Raw {
     async fn validate_session(&self, token: &str) -> anyhow::Result<()> {
+        if let Raw::Mongo(raw) = self {
+            return raw.validate_session(token).await;
+        }
         let hash = sha256_hex(token);
         let row: Option<SessionRow> = on_engine!(self, |pool, sql| {
             sqlx::query_as(sql(SESSION_SQL))
@@ -462,6 +504,9 @@ impl Raw {
     }
 
     async fn validate_key(&self, plaintext: &str) -> anyhow::Result<()> {
+        if let Raw::Mongo(raw) = self {
+            return raw.validate_key(plaintext).await;
+        }
         let prefix = &plaintext[..11];
         let presented = sha256_hex(plaintext);
         let row: Option<KeyRow> = on_engine!(self, |pool, sql| {
@@ -484,11 +529,14 @@ impl Raw {
     }
 
     async fn append(&self, session: &str, content: &str, user_id: &str) -> anyhow::Result<()> {
+        if let Raw::Mongo(raw) = self {
+            return raw.append(session, content, user_id).await;
+        }
         let metadata = sqlx::types::Json(json!({}));
         on_engine!(self, |pool, sql| {
             let mut tx = match self {
                 Raw::Sqlite(_) => pool.begin_with("BEGIN IMMEDIATE").await?,
-                Raw::Postgres(_) => pool.begin().await?,
+                _ => pool.begin().await?,
             };
             if matches!(self, Raw::Postgres(_)) {
                 sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -518,6 +566,9 @@ impl Raw {
     }
 
     async fn page(&self, session: &str, limit: i64) -> anyhow::Result<usize> {
+        if let Raw::Mongo(raw) = self {
+            return raw.page(session, limit).await;
+        }
         type Row = (
             String,
             String,
@@ -539,11 +590,14 @@ impl Raw {
     }
 
     async fn reserve(&self, user_id: &str, cost: i64) -> anyhow::Result<()> {
+        if let Raw::Mongo(raw) = self {
+            return raw.reserve(user_id, cost).await;
+        }
         let params = sqlx::types::Json(json!({"width": 64}));
         on_engine!(self, |pool, sql| {
             let mut tx = match self {
                 Raw::Sqlite(_) => pool.begin_with("BEGIN IMMEDIATE").await?,
-                Raw::Postgres(_) => pool.begin().await?,
+                _ => pool.begin().await?,
             };
             let at = Utc::now();
             let debited = sqlx::query(sql(DEBIT_SQL))

@@ -9,6 +9,7 @@
 mod ann;
 mod backup;
 mod database;
+mod database_mongo;
 mod embeddings;
 mod http;
 mod measure;

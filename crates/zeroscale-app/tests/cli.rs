@@ -902,6 +902,17 @@ fn serve_exits_when_the_database_refuses_the_login() {
     assert!(!stderr.contains("wrong@"), "the password leaked:\n{stderr}");
 }
 
+/// The rows of `table` in a `--json` summary of backup, restore or copy.
+fn table_rows(summary: &serde_json::Value, table: &str) -> serde_json::Value {
+    summary["manifest"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == table)
+        .unwrap()["rows"]
+        .clone()
+}
+
 /// `zeroscale backup` of a stage-1 database, `restore` into PostgreSQL (refused a second
 /// time without `--replace`), the user logs in there; `db copy` between two configs.
 #[tokio::test]
@@ -919,13 +930,7 @@ async fn backup_restore_and_copy_through_the_binary() {
     );
     assert!(out.status.success(), "{stderr}");
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let users = summary["manifest"]["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "users")
-        .unwrap()["rows"]
-        .clone();
+    let users = table_rows(&summary, "users");
     assert_eq!(users, 1, "{stdout}");
     assert_eq!(summary["manifest"]["engine"], "sqlite");
 
@@ -1007,13 +1012,7 @@ async fn db_copy_moves_a_mongodb_deployment_by_url() {
     assert!(out.status.success(), "{stderr}");
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(summary["manifest"]["engine"], "mongodb", "{stdout}");
-    let users = summary["manifest"]["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "users")
-        .unwrap()["rows"]
-        .clone();
+    let users = table_rows(&summary, "users");
     assert_eq!(users, 1, "{stdout}");
     let server = Server::start(on(&sqlite)).await;
     common::login(&server, "leaver", "long enough password").await;

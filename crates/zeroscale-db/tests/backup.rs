@@ -162,6 +162,17 @@ async fn fill(d: &Domain) -> Filled {
     }
 }
 
+/// The contents of the top 5 documents for the fixture's query.
+async fn top_hits(d: &Domain, filled: &Filled) -> Vec<String> {
+    d.documents()
+        .search("faq", &filled.query, 5, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.document.content.clone())
+        .collect()
+}
+
 /// The services answer the same on a restored database.
 async fn check_services(d: &Domain, filled: &Filled, expected_hits: &[String]) {
     d.users()
@@ -225,14 +236,7 @@ async fn round_trip(pg_env: &str, engine: &str, label: &str, search: VectorSearc
     let source = common::sqlite(&format!("{label}-src")).await;
     let d = source.domain(chat());
     let filled = fill(&d).await;
-    let expected: Vec<String> = d
-        .documents()
-        .search("faq", &filled.query, 5, None)
-        .await
-        .unwrap()
-        .iter()
-        .map(|h| h.document.content.clone())
-        .collect();
+    let expected = top_hits(&d, &filled).await;
     let (a, manifest_a) = archive_of(&source.db).await;
     assert_eq!(manifest_a.engine, "sqlite");
     assert!(
@@ -900,14 +904,7 @@ async fn mongodb_sqlite_postgres_mongodb_round_trip() {
     };
     let d = mongo.domain(chat());
     let filled = fill(&d).await;
-    let expected: Vec<String> = d
-        .documents()
-        .search("faq", &filled.query, 5, None)
-        .await
-        .unwrap()
-        .iter()
-        .map(|h| h.document.content.clone())
-        .collect();
+    let expected = top_hits(&d, &filled).await;
     let (a, manifest_a) = archive_of(&mongo.db).await;
     assert_eq!(manifest_a.engine, "mongodb");
     let counts = backup::table_counts(&mongo.db, BackupOptions::default())
