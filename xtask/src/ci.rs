@@ -1,5 +1,6 @@
 //! `cargo xtask test` and `cargo xtask ci`.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -209,6 +210,7 @@ pub(crate) fn ci() -> Result<()> {
 /// The crates a user depends on, packaged as they would be published, in dependency
 /// order (cargo orders a multi-crate package and resolves our crates from each other).
 fn package() -> Result<()> {
+    forget_earlier_packages()?;
     let mut cmd = cargo();
     // Tests leave files behind (logs, generated apps under target/): they are not part of
     // any package, so the check is of what the packages hold.
@@ -217,6 +219,135 @@ fn package() -> Result<()> {
         cmd.args(["--exclude", &krate]);
     }
     run(&mut cmd).context("`cargo package` fails: a crate cannot be published as it is")
+}
+
+/// Removes what an earlier `cargo package` of a checkout at the same path left to reuse.
+///
+/// `cargo package --workspace` puts the packaged crates in a temporary registry under
+/// target/package, unpacks them into `$CARGO_HOME/registry/src/-<hash of that path>/` and
+/// builds them in the shared target dir. Cargo reuses an unpacked crate it finds there (same
+/// name and version) without comparing it with the new package, and the packaged files all
+/// carry one fixed old mtime, so a build of an earlier package looks newer than its sources
+/// and is reused too. A second run at the same path then verified each crate against the
+/// previous run's copies of our other crates (CI failed on methods "not found" that the
+/// checkout has). Only our own crates are forgotten: their unpacked copies in registries
+/// without a name (the temporary ones), and the fingerprints of builds made from a packaged
+/// copy rather than from the workspace, so cargo builds those again.
+fn forget_earlier_packages() -> Result<()> {
+    let meta = metadata()?;
+    let ours = members(&meta);
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    if let Ok(registries) = std::fs::read_dir(home.join("registry").join("src")) {
+        for registry in registries.flatten() {
+            if !registry.file_name().to_string_lossy().starts_with('-') {
+                continue;
+            }
+            for unpacked in std::fs::read_dir(registry.path())?.flatten() {
+                let name = unpacked.file_name().to_string_lossy().into_owned();
+                if ours.iter().any(|(package, _)| is_versioned(&name, package)) {
+                    remove(&unpacked.path())?;
+                }
+            }
+        }
+    }
+    let target = PathBuf::from(meta["target_directory"].as_str().unwrap_or("target"));
+    let profile = target.join("debug");
+    let Ok(deps) = std::fs::read_dir(profile.join("deps")) else {
+        return Ok(());
+    };
+    for dep_info in deps.flatten() {
+        let file = dep_info.file_name().to_string_lossy().into_owned();
+        let Some(stem) = file.strip_suffix(".d") else {
+            continue;
+        };
+        for (package, lib) in &ours {
+            let Some(hash) = stem
+                .strip_prefix(lib.as_str())
+                .and_then(|r| r.strip_prefix('-'))
+            else {
+                continue;
+            };
+            let text = std::fs::read_to_string(dep_info.path()).unwrap_or_default();
+            if built_from_a_package(&text) {
+                remove(
+                    &profile
+                        .join(".fingerprint")
+                        .join(format!("{package}-{hash}")),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove the stale {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `dir` is `<package>-<version>`, as cargo names an unpacked crate.
+fn is_versioned(dir: &str, package: &str) -> bool {
+    dir.strip_prefix(package)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// Whether a dep-info file (`deps/<lib>-<hash>.d`) is of a build from a packaged copy: its
+/// first source is in an unpacked registry crate, or relative to the package's own root
+/// (`src/lib.rs`, the verification build) where a workspace build names the member's folder.
+fn built_from_a_package(dep_info: &str) -> bool {
+    let first = dep_info
+        .lines()
+        .next()
+        .and_then(|l| l.split_once(": "))
+        .and_then(|(_, sources)| sources.split_whitespace().next())
+        .unwrap_or_default();
+    first.contains("/registry/src/-") || first.starts_with("src/")
+}
+
+/// `cargo metadata` of the workspace, without dependencies.
+fn metadata() -> Result<serde_json::Value> {
+    let out = cargo()
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(root())
+        .output()
+        .context("cannot run `cargo metadata`")?;
+    if !out.status.success() {
+        bail!(
+            "`cargo metadata` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("`cargo metadata` printed no JSON")
+}
+
+/// The workspace's packages that have a library, with the library's name.
+fn members(meta: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for package in meta["packages"].as_array().into_iter().flatten() {
+        let lib = package["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "lib"))
+            });
+        if let (Some(name), Some(lib)) = (package["name"].as_str(), lib) {
+            if let Some(lib) = lib["name"].as_str() {
+                out.push((name.to_owned(), lib.to_owned()));
+            }
+        }
+    }
+    out
 }
 
 /// The workspace members that are never published (`publish = false`).
@@ -244,6 +375,35 @@ fn unpublished() -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_builds_and_copies_of_our_packages_are_forgotten() {
+        assert!(super::is_versioned(
+            "zeroscale-core-0.1.0",
+            "zeroscale-core"
+        ));
+        assert!(super::is_versioned(
+            "zeroscale-db-12.0.0-rc.1",
+            "zeroscale-db"
+        ));
+        assert!(!super::is_versioned(
+            "zeroscale-db-extra-0.1.0",
+            "zeroscale-db"
+        ));
+        assert!(!super::is_versioned("serde-1.0.0", "zeroscale-db"));
+        assert!(!super::is_versioned("zeroscale-core", "zeroscale-core"));
+        let dep_info = |first: &str| format!("/w/target/debug/deps/x-1.d: {first} src/b.rs\n");
+        assert!(super::built_from_a_package(&dep_info(
+            "/home/u/.cargo/registry/src/-14cd1cce6819ff87/zeroscale-core-0.1.0/src/lib.rs"
+        )));
+        assert!(super::built_from_a_package(&dep_info("src/lib.rs")));
+        assert!(!super::built_from_a_package(&dep_info(
+            "crates/zeroscale-core/src/lib.rs"
+        )));
+        assert!(!super::built_from_a_package(&dep_info(
+            "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde-1.0.0/src/lib.rs"
+        )));
+    }
+
     #[test]
     fn the_feature_matrix_comes_from_the_registries() {
         let matrix = super::feature_matrix().unwrap();
