@@ -341,10 +341,11 @@ fn members(meta: &serde_json::Value) -> Vec<(String, String)> {
                     .as_array()
                     .is_some_and(|k| k.iter().any(|k| k == "lib"))
             });
-        if let (Some(name), Some(lib)) = (package["name"].as_str(), lib) {
-            if let Some(lib) = lib["name"].as_str() {
-                out.push((name.to_owned(), lib.to_owned()));
-            }
+        if let (Some(name), Some(lib)) = (
+            package["name"].as_str(),
+            lib.and_then(|l| l["name"].as_str()),
+        ) {
+            out.push((name.to_owned(), lib.to_owned()));
         }
     }
     out
