@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::http_s3::{S3Target, download_against_s3};
 use crate::measure::{Figure, Goal, Plan, Stats};
 
 /// The admin every bench server starts with.
@@ -219,11 +220,12 @@ async fn post_as(
 }
 
 /// Builds one request of a load.
-type MakeRequest = Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync>;
+pub(crate) type MakeRequest =
+    Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync>;
 
 /// Requests answered per second by `connections` loops sending `request` for `length`;
 /// and every latency, in ms.
-async fn load(
+pub(crate) async fn load(
     client: &reqwest::Client,
     connections: usize,
     length: Duration,
@@ -263,6 +265,16 @@ async fn load(
     Ok((all.len() as f64 / started.elapsed().as_secs_f64(), all))
 }
 
+/// A setting of `stage`'s environment ("" when it has none).
+fn stage_env(stage: &Stage, key: &str) -> String {
+    stage
+        .env
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
 /// A route loaded against `/healthz`.
 struct Route {
     name: &'static str,
@@ -273,7 +285,7 @@ struct Route {
     fraction: u32,
 }
 
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
+pub(crate) fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
     if samples.is_empty() {
         return f64::NAN;
@@ -319,7 +331,18 @@ pub(crate) async fn run(plan: Plan, dir: &Path) -> anyhow::Result<Vec<Figure>> {
             let base = server.base.clone();
             let token = login(&client, &base).await?;
             let routes = routes(&client, &base, &token).await?;
-            against_healthz(plan, "stage 3", &client, &base, connections, length, routes).await
+            let mut figures =
+                against_healthz(plan, "stage 3", &client, &base, connections, length, routes)
+                    .await?;
+            let s3 = S3Target {
+                endpoint: stage_env(&stage, "ZEROSCALE_STORAGE__ENDPOINT"),
+                bucket: stage_env(&stage, "ZEROSCALE_STORAGE__BUCKET"),
+                prefix: stage_env(&stage, "ZEROSCALE_STORAGE__PREFIX"),
+            };
+            figures.push(
+                download_against_s3(plan, &client, &base, &token, &s3, connections, length).await?,
+            );
+            Ok::<_, anyhow::Error>(figures)
         }
         .await;
         crate::database::drop_database(&database).await;

@@ -221,13 +221,24 @@ impl fmt::Debug for GetResult {
 
 impl GetResult {
     /// Collects the body into one buffer.
-    pub async fn bytes(self) -> Result<Bytes> {
-        let chunks: Vec<Bytes> = self.body.try_collect().await?;
-        if chunks.len() == 1 {
-            return Ok(chunks.into_iter().next().unwrap_or_default());
-        }
-        let mut out = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
-        for chunk in chunks {
+    ///
+    /// A body of one chunk is returned as it is; a longer one is copied, as each chunk
+    /// arrives, into one buffer sized for the whole range.
+    pub async fn bytes(mut self) -> Result<Bytes> {
+        /// Preallocate at most this much on the range's word.
+        const MAX_HINT: u64 = 256 * 1024 * 1024;
+        let Some(first) = self.body.try_next().await? else {
+            return Ok(Bytes::new());
+        };
+        let Some(second) = self.body.try_next().await? else {
+            return Ok(first);
+        };
+        let expected = (self.range.end.saturating_sub(self.range.start)).min(MAX_HINT);
+        let expected = usize::try_from(expected).unwrap_or(0);
+        let mut out = Vec::with_capacity(expected.max(first.len() + second.len()));
+        out.extend_from_slice(&first);
+        out.extend_from_slice(&second);
+        while let Some(chunk) = self.body.try_next().await? {
             out.extend_from_slice(&chunk);
         }
         Ok(out.into())
