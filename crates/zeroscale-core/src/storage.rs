@@ -477,6 +477,46 @@ pub fn stream_once(bytes: Bytes) -> ByteStream {
 mod tests {
     use super::*;
 
+    fn result_of(chunks: &[&'static [u8]], range: Range<u64>) -> GetResult {
+        let chunks: Vec<Result<Bytes>> = chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        GetResult {
+            meta: ObjectMeta {
+                key: ObjectKey::parse("k").unwrap(),
+                size: range.end,
+                etag: None,
+                last_modified: DateTime::<Utc>::UNIX_EPOCH,
+                content_type: None,
+                content_disposition: None,
+                metadata: BTreeMap::new(),
+            },
+            range,
+            body: futures::stream::iter(chunks).boxed(),
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_joins_the_chunks_in_order() {
+        let one = result_of(&[b"abc"], 0..3).bytes().await.unwrap();
+        assert_eq!(&one[..], b"abc");
+        let many = result_of(&[b"ab", b"cd", b"", b"efg"], 0..7);
+        assert_eq!(&many.bytes().await.unwrap()[..], b"abcdefg");
+        assert!(result_of(&[], 0..0).bytes().await.unwrap().is_empty());
+        // A range that understates the body still gives all of it.
+        let more = result_of(&[b"ab", b"cd", b"ef"], 0..2);
+        assert_eq!(&more.bytes().await.unwrap()[..], b"abcdef");
+        // A failing chunk fails the whole read.
+        let failing = GetResult {
+            body: futures::stream::iter(vec![
+                Ok(Bytes::from_static(b"ab")),
+                Ok(Bytes::from_static(b"cd")),
+                Err(Error::unavailable("connection reset")),
+            ])
+            .boxed(),
+            ..result_of(&[], 0..6)
+        };
+        assert!(failing.bytes().await.is_err());
+    }
+
     #[test]
     fn accepts_ordinary_keys() {
         for key in [
