@@ -325,6 +325,29 @@ pub(crate) async fn run(plan: Plan, dir: &Path) -> anyhow::Result<Vec<Figure>> {
     figures.push(login_ratio(plan, &client, &base, PASSWORD).await?);
     drop(server);
 
+    // The ceiling for a 64 KiB body on this machine with this load generator.
+    let bare = crate::http_bare::start()?;
+    let blob_url = format!("{}/blob", bare.base);
+    let blob = Route {
+        name: "GET 64 KiB from memory (no auth, database or disk)",
+        request: Arc::new(move |c: &reqwest::Client| c.get(&blob_url)),
+        goal: Goal::Report,
+        fraction: 1,
+    };
+    figures.extend(
+        against_healthz(
+            plan,
+            "bare axum",
+            &client,
+            &bare.base,
+            connections,
+            length,
+            vec![blob],
+        )
+        .await?,
+    );
+    drop(bare);
+
     if let Some((stage, database)) = stage3().await? {
         let result = async {
             let (server, _) = start(&dir.join("stage3"), &client, &stage).await?;

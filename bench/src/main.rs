@@ -12,6 +12,7 @@ mod database;
 mod database_mongo;
 mod embeddings;
 mod http;
+mod http_bare;
 mod http_s3;
 mod measure;
 mod queue;
