@@ -1,7 +1,9 @@
 //! HTTP: a `zeroscale serve` release binary at stage 1 (embedded defaults) on 127.0.0.1,
 //! loaded by a small generator here (a fixed number of connections for a fixed time):
 //! `/healthz` against the authenticated read `GET /v1/me`, login time for unknown against
-//! known usernames (#21), and cold start to the first `/healthz` 200.
+//! known usernames (#21), and cold start to the first `/healthz` 200. Beside them, the
+//! same load on a bare axum server (`http_bare`) and, at stage 3, on the S3 server alone
+//! (`http_s3`): the ceilings the download figures are read against.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
