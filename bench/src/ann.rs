@@ -100,8 +100,9 @@ async fn time(d: &Domain, collection: &str, queries: &[Vec<f32>]) -> Duration {
 }
 
 /// The real set: MiniLM embeddings of generated sentences (the local model from
-/// `ZEROSCALE_TEST_MODEL_DIR`), when it is installed.
-async fn real_set(plan: Plan) -> anyhow::Result<Option<Set>> {
+/// `ZEROSCALE_TEST_MODEL_DIR`), when it is installed. 100,000 of them (512 with `--quick`)
+/// take minutes to compute, so they are kept in `cache` for the next run.
+async fn real_set(plan: Plan, cache: &Path) -> anyhow::Result<Option<Set>> {
     let Some(dir) = std::env::var_os("ZEROSCALE_TEST_MODEL_DIR") else {
         anyhow::ensure!(
             std::env::var_os("CI").is_none(),
@@ -109,16 +110,29 @@ async fn real_set(plan: Plan) -> anyhow::Result<Option<Set>> {
         );
         return Ok(None);
     };
-    let model = LocalEmbeddings::new("bench", "all-MiniLM-L6-v2", Path::new(&dir), 32);
-    let n = plan.size(4_096, 512);
-    let texts = crate::embeddings::sentences(n + plan.rounds * QUERIES, 2026);
-    let response = model
-        .embed(EmbeddingRequest {
-            model: "all-MiniLM-L6-v2".into(),
-            inputs: texts,
-        })
-        .await?;
-    let mut vectors = response.vectors;
+    let n = plan.size(100_000, 512);
+    let count = n + plan.rounds * QUERIES;
+    let file = cache_file(cache, Path::new(&dir), count);
+    let mut vectors = match read_vectors(&file, count) {
+        Some(vectors) => vectors,
+        None => {
+            let model = LocalEmbeddings::new("bench", "all-MiniLM-L6-v2", Path::new(&dir), 32);
+            if count > 10_000 {
+                eprintln!(
+                    "search: embedding {count} sentences with the local model, once (kept in {})",
+                    file.display()
+                );
+            }
+            let response = model
+                .embed(EmbeddingRequest {
+                    model: "all-MiniLM-L6-v2".into(),
+                    inputs: crate::embeddings::sentences(count, 2026),
+                })
+                .await?;
+            write_vectors(&file, &response.vectors)?;
+            response.vectors
+        }
+    };
     let queries = vectors.split_off(n);
     Ok(Some(Set {
         label: "real MiniLM vectors of generated sentences",
@@ -127,7 +141,62 @@ async fn real_set(plan: Plan) -> anyhow::Result<Option<Set>> {
     }))
 }
 
-pub(crate) async fn run(plan: Plan, admin_url: &str) -> anyhow::Result<Vec<Figure>> {
+/// Where `count` embeddings of the bench's sentences by the model in `model_dir` are kept:
+/// named after the count and the model's weights (their size and modification time), so
+/// another model or sentence count is computed afresh.
+fn cache_file(cache: &Path, model_dir: &Path, count: usize) -> std::path::PathBuf {
+    let weights = std::fs::metadata(model_dir.join("model.safetensors"));
+    let stamp = weights.map_or(0, |m| {
+        let modified = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        m.len() ^ modified.rotate_left(32)
+    });
+    cache.join(format!("minilm-sentences-2026-{count}-{stamp:x}.f32"))
+}
+
+/// `count` vectors of [`DIMS`] floats (little-endian), or `None` if the file is missing or
+/// not exactly that.
+fn read_vectors(file: &Path, count: usize) -> Option<Vec<Vec<f32>>> {
+    let bytes = std::fs::read(file).ok()?;
+    if bytes.len() != count * DIMS * 4 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(DIMS * 4)
+            .map(|v| {
+                v.chunks_exact(4)
+                    .map(|f| f32::from_le_bytes([f[0], f[1], f[2], f[3]]))
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+fn write_vectors(file: &Path, vectors: &[Vec<f32>]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        vectors.iter().all(|v| v.len() == DIMS),
+        "the model gave vectors of another size than {DIMS}"
+    );
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let bytes: Vec<u8> = vectors
+        .iter()
+        .flatten()
+        .flat_map(|f| f.to_le_bytes())
+        .collect();
+    // Written aside and renamed: a run cut short leaves no half file to read next time.
+    let part = file.with_extension("part");
+    std::fs::write(&part, bytes)?;
+    std::fs::rename(&part, file)?;
+    Ok(())
+}
+
+pub(crate) async fn run(plan: Plan, admin_url: &str, cache: &Path) -> anyhow::Result<Vec<Figure>> {
     let mut sets = Vec::new();
     let n = plan.size(100_000, 5_000);
     let mut next = random(77);
@@ -138,7 +207,7 @@ pub(crate) async fn run(plan: Plan, admin_url: &str) -> anyhow::Result<Vec<Figur
             .map(|_| unit(&mut next))
             .collect(),
     });
-    sets.extend(real_set(plan).await?);
+    sets.extend(real_set(plan, cache).await?);
     let name = format!("zs_bench_ann_{}", std::process::id());
     let url = crate::database::create_database(admin_url, &name).await?;
     let result = measure(plan, &url, &sets).await;

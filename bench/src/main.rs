@@ -111,7 +111,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             "queue" => queue::run(plan).await?,
             "http" => http::run(plan, &scratch.join("http")).await?,
             "backup" => backup::run(plan, &scratch.join("backup")).await?,
-            "search" => search::run(plan, &scratch.join("search")).await?,
+            "search" => search::run(plan, &scratch.join("search"), &out.join("cache")).await?,
             "embeddings" => embeddings::run(plan, &scratch.join("embeddings")).await?,
             _ => unreachable!("checked above"),
         };

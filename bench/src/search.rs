@@ -68,7 +68,8 @@ fn read_all(floats: &[f32], threads: usize) -> Duration {
     started.elapsed()
 }
 
-pub(crate) async fn run(plan: Plan, dir: &Path) -> anyhow::Result<Vec<Figure>> {
+/// `cache` keeps what is slow to compute and the same from run to run (embeddings).
+pub(crate) async fn run(plan: Plan, dir: &Path, cache: &Path) -> anyhow::Result<Vec<Figure>> {
     std::fs::create_dir_all(dir)?;
     let mut figures = Vec::new();
     let sqlite = DatabaseConfig::Sqlite(SqliteConfig {
@@ -98,7 +99,7 @@ pub(crate) async fn run(plan: Plan, dir: &Path) -> anyhow::Result<Vec<Figure>> {
         }
     }
     match std::env::var("ZEROSCALE_TEST_PGVECTOR_URL") {
-        Ok(admin_url) => figures.extend(crate::ann::run(plan, &admin_url).await?),
+        Ok(admin_url) => figures.extend(crate::ann::run(plan, &admin_url, cache).await?),
         Err(_) => {
             anyhow::ensure!(
                 std::env::var_os("CI").is_none(),
