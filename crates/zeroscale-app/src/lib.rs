@@ -50,6 +50,7 @@ mod headers;
 mod jobs;
 mod limits;
 mod logging;
+mod metrics;
 mod migrate;
 mod models_cmd;
 mod owned;

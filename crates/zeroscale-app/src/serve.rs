@@ -27,6 +27,9 @@ pub(crate) struct AppState {
 
 /// The router, separate from the listener so tests can drive it.
 pub(crate) fn router(state: AppState, api: crate::api::ApiState) -> Router {
+    let metrics = Router::new()
+        .route("/metrics", get(crate::metrics::admin_metrics))
+        .with_state(api.clone());
     let (api, openapi) = crate::api::routes(api);
     let openapi = Arc::new(openapi);
     Router::new()
@@ -41,6 +44,7 @@ pub(crate) fn router(state: AppState, api: crate::api::ApiState) -> Router {
             }),
         )
         .merge(api)
+        .merge(metrics)
 }
 
 /// The process is up.
@@ -145,6 +149,7 @@ pub(crate) async fn run(
         env!("CARGO_PKG_VERSION")
     );
     log_backends(&config);
+    let metrics_on = crate::metrics::install(&config).is_some();
     warn_if_the_queue_forgets(&config);
     crate::models_cmd::start_auto_installs(&config);
 
@@ -197,6 +202,7 @@ pub(crate) async fn run(
     let download_policy = config.server.download_policy();
     let server_config = config.server.clone();
     let (stop_workers, stop_workers_rx) = tokio::sync::watch::channel(false);
+    crate::metrics::listen(&config.metrics, services.clone(), stop_workers_rx.clone()).await?;
     tokio::spawn(crate::tasks::stale_generation_sweeper(
         services.clone(),
         stop_workers_rx.clone(),
@@ -232,6 +238,9 @@ pub(crate) async fn run(
             Some(config_upload_limit),
             download_policy.clone(),
         ));
+    }
+    if metrics_on {
+        app = app.layer(axum::middleware::from_fn(crate::metrics::layer));
     }
     let app = app.layer(axum::middleware::from_fn(crate::request_id::layer));
     let app = crate::headers::secure(app, &server_config);

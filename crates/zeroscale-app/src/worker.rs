@@ -101,6 +101,7 @@ pub(crate) async fn run(
     extensions: Arc<crate::app::Extensions>,
 ) -> anyhow::Result<ExitCode> {
     let config = &loaded.config;
+    crate::metrics::install(config);
     crate::models_cmd::start_auto_installs(config);
     crate::serve::warn_if_the_queue_forgets(config);
     let db = crate::wiring::open_db(config).await?;
@@ -129,6 +130,7 @@ pub(crate) async fn run(
         "worker started"
     );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    crate::metrics::listen(&config.metrics, services.clone(), stop_rx.clone()).await?;
     let running = tokio::spawn(worker.run(stop_rx));
     let signal = crate::serve::shutdown_signal().await;
     tracing::info!(signal, "stopping: no new jobs; waiting for running ones");

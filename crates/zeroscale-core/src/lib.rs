@@ -10,6 +10,7 @@
 //! - [`config`]: config types for every concern and the layered loader.
 //! - [`domain`]: users, sessions, keys, prompts, chat, generations, documents.
 //! - [`registry`]: the table of backends each concern crate declares ([`backend!`]).
+//! - [`metrics`]: the catalogue of every metric the crates record.
 //! - [`secret`]: [`Secret`], a value that never prints.
 //! - [`uploads`]: the [`uploads::UploadLog`] of multipart uploads in flight, which
 //!   [`Storage::sweep`] cleans up after a crash.
@@ -26,6 +27,7 @@ pub mod counters;
 pub mod domain;
 pub mod download;
 pub mod error;
+pub mod metrics;
 pub mod models;
 pub mod queue;
 pub mod registry;

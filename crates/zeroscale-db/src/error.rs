@@ -7,6 +7,12 @@ use crate::Dialect;
 
 /// Maps a sea-orm error from `dialect` to the core error kind a caller can act on.
 pub(crate) fn map_db_err(dialect: Dialect, err: DbErr) -> Error {
+    let mapped = map_kind(dialect, err);
+    crate::metrics::count_error(&mapped);
+    mapped
+}
+
+fn map_kind(dialect: Dialect, err: DbErr) -> Error {
     let backend = dialect.name();
     if connection_lost(&err) {
         return Error::unavailable_from(

@@ -20,6 +20,7 @@ pub mod counters;
 pub mod documents;
 pub mod domain;
 mod error;
+pub mod metrics;
 pub mod migrate;
 #[cfg(feature = "mongodb")]
 mod mongodb;
@@ -248,6 +249,31 @@ impl Db {
         }
         let dialect = self.dialect;
         self.conn.close().await.map_err(|e| map_db_err(dialect, e))
+    }
+
+    /// The connection pool's size now; `None` on MongoDB (its driver keeps its own).
+    pub fn pool_stats(&self) -> Option<metrics::PoolStats> {
+        match &self.conn.inner {
+            #[cfg(feature = "sqlite")]
+            sea_orm::DatabaseConnectionType::SqlxSqlitePoolConnection(_) => {
+                let pool = self.conn.get_sqlite_connection_pool();
+                Some(metrics::PoolStats {
+                    open: pool.size(),
+                    idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                    max: pool.options().get_max_connections(),
+                })
+            }
+            #[cfg(feature = "postgres")]
+            sea_orm::DatabaseConnectionType::SqlxPostgresPoolConnection(_) => {
+                let pool = self.conn.get_postgres_connection_pool();
+                Some(metrics::PoolStats {
+                    open: pool.size(),
+                    idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                    max: pool.options().get_max_connections(),
+                })
+            }
+            _ => None,
+        }
     }
 
     /// Maps a sea-orm error from this database to core's error kinds, counting a

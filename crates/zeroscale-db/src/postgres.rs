@@ -35,6 +35,8 @@ pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
         // pinged. One that died sooner fails its query as unavailable, which callers retry.
         .test_before_acquire_if_idle_for(PING_AFTER_IDLE)
         .sqlx_logging(false);
+    // Each checkout's wait, as sqlx's `sqlx::pool::acquire` event (`metrics::acquire_layer`).
+    options.map_sqlx_postgres_pool_opts(|o| o.acquire_time_level(log::LevelFilter::Trace));
     match config.tls {
         PostgresTls::FromUrl => {}
         PostgresTls::Disable => {

@@ -52,6 +52,8 @@ pub(crate) async fn connect(config: &SqliteConfig) -> Result<Db> {
         // connection's thread) would only cost time.
         .test_before_acquire(false)
         .sqlx_logging(false);
+    // Each checkout's wait, as sqlx's `sqlx::pool::acquire` event (`metrics::acquire_layer`).
+    options.map_sqlx_sqlite_pool_opts(|o| o.acquire_time_level(log::LevelFilter::Trace));
     options.map_sqlx_sqlite_opts(move |opts| {
         let opts = match &file {
             Some(path) => opts

@@ -245,37 +245,46 @@ impl Router {
         for provider in chain {
             if self.cooling(&provider) {
                 failures.push(format!("{provider}: cooling down"));
+                failover(model, &provider, "cooling_down");
                 continue;
             }
             let mut attempt = 0;
             loop {
+                attempt += 1;
                 let started = Instant::now();
                 let outcome = call(provider.clone()).await;
-                let latency_ms = started.elapsed().as_millis() as u64;
+                let took = started.elapsed();
+                let latency_ms = took.as_millis() as u64;
+                let word = match &outcome {
+                    Outcome::Done(_) => "ok",
+                    Outcome::Next(e) if e.is_overloaded() => "overloaded",
+                    Outcome::Stop(e) | Outcome::Next(e) => e.kind().code(),
+                };
+                count_call(model, &provider, word, took);
                 match outcome {
                     Outcome::Done(value) => {
                         self.record(&provider, Ok(()));
-                        tracing::info!(model, %provider, latency_ms, outcome = "ok", "model call");
+                        tracing::info!(model, %provider, attempt, latency_ms, outcome = word, "model call");
                         return Ok((value, provider));
                     }
                     Outcome::Stop(e) => {
-                        tracing::info!(model, %provider, latency_ms, outcome = %e.kind(), "model call");
+                        tracing::info!(model, %provider, attempt, latency_ms, outcome = word, "model call");
                         return Err(e);
                     }
                     Outcome::Next(e) if e.is_overloaded() => {
                         // Working but busy: no failure counted (no cooldown), no retry
                         // that would queue the call out of sight; the next provider, or
                         // the caller is told when to come back.
-                        tracing::info!(model, %provider, latency_ms, outcome = "overloaded", "model call");
+                        tracing::info!(model, %provider, attempt, latency_ms, outcome = word, "model call");
                         let after = e.retry_after().unwrap_or(Duration::from_secs(1));
                         overloaded = Some(overloaded.map_or(after, |o| o.min(after)));
                         failures.push(format!("{provider}: {}", e.chain()));
+                        failover(model, &provider, word);
                         break;
                     }
                     Outcome::Next(e) => {
                         self.record(&provider, Err(&e));
-                        tracing::warn!(model, %provider, latency_ms, outcome = %e.kind(), error = %e.chain(), "model call");
-                        attempt += 1;
+                        tracing::warn!(model, %provider, attempt, latency_ms, outcome = word, error = %e.chain(), "model call");
                         if e.is_retriable()
                             && attempt <= self.settings.max_retries
                             && !self.cooling(&provider)
@@ -284,6 +293,7 @@ impl Router {
                             continue;
                         }
                         failures.push(format!("{provider}: {}", e.chain()));
+                        failover(model, &provider, word);
                         break;
                     }
                 }
@@ -337,6 +347,12 @@ impl Router {
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
         if let Some(cache) = &self.cache {
             vectors = cache.get_many(&keys).await?;
+            let hits = vectors.iter().filter(|v| v.is_some()).count() as u64;
+            count_cache(
+                "embeddings",
+                hits,
+                keys.len() as u64 - hits.min(keys.len() as u64),
+            );
             if vectors.len() != keys.len() {
                 return Err(Error::backend(
                     "embedding cache",
@@ -447,9 +463,15 @@ impl Router {
         request: ImageRequest,
     ) -> Result<Routed<ImageResponse>> {
         let entry = self.entry(model, ModelKind::Image)?;
-        if let Some(cache) = &self.image_cache
-            && let Some(hit) = cache.get(model, &request).await
-        {
+        let hit = match &self.image_cache {
+            Some(cache) => {
+                let hit = cache.get(model, &request).await;
+                count_cache("images", u64::from(hit.is_some()), u64::from(hit.is_none()));
+                hit
+            }
+            None => None,
+        };
+        if let Some(hit) = hit {
             tracing::info!(
                 model,
                 provider = "cache",
@@ -557,5 +579,51 @@ impl Router {
             Err(e) => state.health.last_error = Some(e.chain()),
         }
         result
+    }
+}
+
+/// Records one provider call of `model`.
+fn count_call(model: &str, provider: &str, outcome: &'static str, took: Duration) {
+    metrics::counter!(
+        zeroscale_core::metrics::MODEL_CALLS,
+        "model" => model.to_owned(),
+        "provider" => provider.to_owned(),
+        "outcome" => outcome
+    )
+    .increment(1);
+    metrics::histogram!(
+        zeroscale_core::metrics::MODEL_DURATION,
+        "model" => model.to_owned(),
+        "provider" => provider.to_owned()
+    )
+    .record(took.as_secs_f64());
+}
+
+/// Records and logs the router leaving `provider` for the next in `model`'s chain (or
+/// giving up, when it was the last), and why.
+fn failover(model: &str, provider: &str, reason: &'static str) {
+    tracing::info!(
+        model,
+        provider,
+        reason,
+        "leaving provider for the next in the chain"
+    );
+    metrics::counter!(
+        zeroscale_core::metrics::MODEL_FAILOVERS,
+        "model" => model.to_owned(),
+        "provider" => provider.to_owned(),
+        "reason" => reason
+    )
+    .increment(1);
+}
+
+/// Records cache lookups of `cache` (`embeddings` or `images`).
+fn count_cache(cache: &'static str, hits: u64, misses: u64) {
+    let m = zeroscale_core::metrics::MODEL_CACHE;
+    if hits > 0 {
+        metrics::counter!(m, "cache" => cache, "result" => "hit").increment(hits);
+    }
+    if misses > 0 {
+        metrics::counter!(m, "cache" => cache, "result" => "miss").increment(misses);
     }
 }

@@ -259,6 +259,7 @@ impl Queue for MemoryQueue {
         let id = {
             let mut inner = self.lock();
             inner.tick(at, self.retention());
+            crate::metrics::count_enqueued([job.queue.as_str()]);
             inner.add(job, at, run_at, self.config.default_max_attempts)
         };
         self.wake.wake();
@@ -276,6 +277,7 @@ impl Queue for MemoryQueue {
         let ids = {
             let mut inner = self.lock();
             inner.tick(at, self.retention());
+            crate::metrics::count_enqueued(jobs.iter().map(|job| job.queue.as_str()));
             jobs.into_iter()
                 .zip(run_ats)
                 .map(|(job, run_at)| inner.add(job, at, run_at, self.config.default_max_attempts))

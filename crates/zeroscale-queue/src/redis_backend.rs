@@ -521,6 +521,7 @@ impl Queue for RedisQueue {
                     None => false,
                 };
                 if exists {
+                    crate::metrics::count_enqueued(args[1..].chunks(8).map(|job| job[1].as_str()));
                     return args[1..].chunks(8).map(|job| job[0].parse()).collect();
                 }
                 self.run_raw(&self.scripts.enqueue, &args)
@@ -533,6 +534,7 @@ impl Queue for RedisQueue {
         if reply.word != "ok" || reply.rest.len() != count {
             return Err(unexpected(&reply.word));
         }
+        crate::metrics::count_enqueued(args[1..].chunks(8).map(|job| job[1].as_str()));
         reply.rest.iter().map(|id| id.parse()).collect()
     }
 

@@ -409,10 +409,19 @@ async fn run_job(
         acks,
     } = &*shared;
     let bump = |f: fn(&mut WorkerReport)| f(&mut report.lock().unwrap_or_else(|p| p.into_inner()));
+    let started = tokio::time::Instant::now();
+    let count = |outcome: crate::metrics::Attempt| {
+        crate::metrics::attempt(&job.queue, &job.task, outcome, started.elapsed());
+    };
+    let nacked = |outcome: &zeroscale_core::Result<NackOutcome>| match outcome {
+        Ok(NackOutcome::Retrying { .. }) => crate::metrics::Attempt::Retried,
+        Ok(NackOutcome::Dead) => crate::metrics::Attempt::Dead,
+        Err(_) => crate::metrics::Attempt::Failed,
+    };
     let Some(handler) = handlers.get(&job.task).cloned() else {
         let error = format!("no handler for task `{}` in this worker", job.task);
         tracing::warn!("{error}");
-        let _ = queue
+        let outcome = queue
             .nack(
                 &job.lease,
                 NackOptions {
@@ -422,6 +431,7 @@ async fn run_job(
                 },
             )
             .await;
+        count(nacked(&outcome));
         bump(|r| r.failed += 1);
         return;
     };
@@ -485,6 +495,7 @@ async fn run_job(
                     Err(e) => {
                         // The lease is gone (it expired, or the job finished elsewhere).
                         tracing::warn!(error = %e.chain(), "lost the job's lease; stopping its handler");
+                        count(crate::metrics::Attempt::LeaseLost);
                         handle.abort();
                         break None;
                     }
@@ -511,6 +522,7 @@ async fn run_job(
     }
     match outcome {
         Some(Ok(result)) => {
+            count(crate::metrics::Attempt::Acked);
             // The acker sends it (with others) and counts it; it outlives this task.
             let _ = acks.send(crate::acker::Ack::new(job.lease, result, lease_until));
         }
@@ -528,6 +540,7 @@ async fn run_job(
                     },
                 )
                 .await;
+            count(nacked(&outcome));
             bump(|r| r.failed += 1);
             if let (Ok(NackOutcome::Dead), Some(hook)) = (outcome, dead_hooks.get(&job.task)) {
                 hook(job.payload, text).await;

@@ -28,6 +28,7 @@ pub mod http;
 #[cfg(feature = "local")]
 mod local;
 mod memory;
+pub mod metered;
 pub mod registry;
 #[cfg(feature = "s3")]
 mod s3;
@@ -97,8 +98,10 @@ pub fn is_compiled_in(kind: &str) -> bool {
 }
 
 /// The configured backend, ready to use.
+/// Its operations are recorded as metrics ([`metered::Metered`]).
 pub fn connect(config: &StorageConfig, ctx: &StorageContext) -> Result<Arc<dyn Storage>> {
-    (BACKENDS.entry(config.kind())?.connect)(config, ctx)
+    let storage = (BACKENDS.entry(config.kind())?.connect)(config, ctx)?;
+    Ok(Arc::new(metered::Metered::new(storage)))
 }
 
 /// The signer of the configured backend's URLs when the app serves them (memory, local,

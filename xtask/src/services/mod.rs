@@ -17,6 +17,7 @@ mod browser;
 mod crash;
 mod mongodb;
 mod postgres;
+mod prometheus;
 mod redis;
 mod s3;
 
@@ -50,6 +51,7 @@ pub(crate) fn up() -> Result<Vec<(String, String)>> {
     vars.extend(azurite::azurite_up(&dir).context("Azurite (Azure Blob Storage) did not start")?);
     vars.extend(mongodb::mongodb_up(&dir).context("MongoDB (nx-27017) did not start")?);
     vars.extend(browser::chromium().context("Chromium (for the browser tests) is missing")?);
+    vars.extend(prometheus::prometheus().context("Prometheus (for the metrics tests) is missing")?);
     // Not an engine, but the model tests need it the same way: installed, or a failure.
     let model = crate::models::fetch().context("the local embedding model is not installed")?;
     vars.push((

@@ -14,6 +14,7 @@ mod queue;
 mod server;
 mod sources;
 mod storage;
+mod telemetry;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,7 @@ pub use models::*;
 pub use queue::*;
 pub use server::*;
 pub use storage::*;
+pub use telemetry::*;
 
 /// The whole zeroscale configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -41,6 +43,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
     /// The database.
     pub database: DatabaseConfig,
     /// Object storage.

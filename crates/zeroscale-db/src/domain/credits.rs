@@ -109,6 +109,7 @@ impl<'a> Credits<'a> {
                 completed_at: None,
             };
             crate::mongodb::credits::reserve(m, &generation).await?;
+            crate::metrics::count_credits("reserved", generation.reserved_credits);
             self.cache
                 .changed(AuthChange::User(generation.user_id.clone()));
             return to_generation(generation);
@@ -175,7 +176,11 @@ impl<'a> Credits<'a> {
         .await
         .map_err(|e| self.db.map_err(e))?;
         let (cache, user) = (std::sync::Arc::clone(self.cache), model.user_id.clone());
-        write.after_commit(move || cache.changed(AuthChange::User(user)));
+        let reserved = model.reserved_credits;
+        write.after_commit(move || {
+            crate::metrics::count_credits("reserved", reserved);
+            cache.changed(AuthChange::User(user));
+        });
         to_generation(model)
     }
 
@@ -246,6 +251,7 @@ impl<'a> Credits<'a> {
                     g.reserved_credits - actual_cost
                 })
                 .await?;
+            count_settled(generation.reserved_credits, Some(actual_cost));
             self.cache
                 .changed(AuthChange::User(generation.user_id.clone()));
             return to_generation(generation);
@@ -286,6 +292,7 @@ impl<'a> Credits<'a> {
                 .map_err(|e| self.db.map_err(e))?;
         }
         txn.commit().await.map_err(|e| self.db.map_err(e))?;
+        count_settled(generation.reserved_credits, Some(actual_cost));
         self.cache
             .changed(AuthChange::User(generation.user_id.clone()));
         to_generation(generation)
@@ -304,6 +311,7 @@ impl<'a> Credits<'a> {
                 |g| g.reserved_credits,
             )
             .await?;
+            count_settled(generation.reserved_credits, None);
             self.cache
                 .changed(AuthChange::User(generation.user_id.clone()));
             return to_generation(generation);
@@ -320,6 +328,7 @@ impl<'a> Credits<'a> {
         self.adjust_credits(&txn, &generation.user_id, generation.reserved_credits)
             .await?;
         txn.commit().await.map_err(|e| self.db.map_err(e))?;
+        count_settled(generation.reserved_credits, None);
         self.cache
             .changed(AuthChange::User(generation.user_id.clone()));
         to_generation(generation)
@@ -422,4 +431,12 @@ impl<'a> Credits<'a> {
             .map(to_generation)
             .collect()
     }
+}
+
+/// Counts a settled generation: what it cost (`None`: it failed, nothing spent) and what
+/// went back to the user.
+fn count_settled(reserved: i64, spent: Option<i64>) {
+    let spent = spent.unwrap_or(0);
+    crate::metrics::count_credits("spent", spent);
+    crate::metrics::count_credits("refunded", reserved - spent);
 }

@@ -124,7 +124,9 @@ impl DbQueue {
     /// job's id).
     pub async fn enqueue_in(&self, txn: &mut WriteTxn, job: NewJob) -> Result<JobId> {
         validate_new_job(&job)?;
+        let queue = job.queue.clone();
         let id = self.insert(&txn.txn, job).await?;
+        txn.after_commit(move || crate::metrics::count_enqueued([queue.as_str()]));
         // This process's idle workers look once the job is visible.
         let wake = Arc::clone(&self.wake);
         txn.after_commit(move || wake_workers(&wake));
@@ -648,6 +650,7 @@ impl Queue for DbQueue {
 
     async fn enqueue(&self, job: NewJob) -> Result<JobId> {
         validate_new_job(&job)?;
+        let queue = job.queue.clone();
         let id = if job.options.idempotency_key.is_some() {
             let txn = self.begin().await?;
             let id = self.insert(&txn, job).await?;
@@ -656,6 +659,7 @@ impl Queue for DbQueue {
         } else {
             self.insert(self.db.conn()?, job).await?
         };
+        crate::metrics::count_enqueued([queue.as_str()]);
         wake_workers(&self.wake);
         Ok(id)
     }
@@ -668,10 +672,12 @@ impl Queue for DbQueue {
         // All or none: one transaction, so one commit (and one fsync) for the batch.
         let txn = self.begin().await?;
         let mut ids = Vec::with_capacity(jobs.len());
+        let queues: Vec<String> = jobs.iter().map(|job| job.queue.clone()).collect();
         for job in jobs {
             ids.push(self.insert(&txn, job).await?);
         }
         self.commit(txn).await?;
+        crate::metrics::count_enqueued(queues.iter().map(String::as_str));
         wake_workers(&self.wake);
         Ok(ids)
     }
