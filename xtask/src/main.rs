@@ -23,6 +23,8 @@ mod config_examples;
 #[cfg(test)]
 mod config_reference;
 #[cfg(test)]
+mod metrics_reference;
+#[cfg(test)]
 mod tidy;
 
 use std::process::ExitCode;
