@@ -13,6 +13,7 @@ mod database_mongo;
 mod embeddings;
 mod http;
 mod http_bare;
+mod http_metrics;
 mod http_s3;
 mod measure;
 mod queue;
