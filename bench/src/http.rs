@@ -327,9 +327,7 @@ pub(crate) async fn run(plan: Plan, dir: &Path) -> anyhow::Result<Vec<Figure>> {
     );
     figures.push(login_ratio(plan, &client, &base, PASSWORD).await?);
     drop(server);
-    figures.push(
-        crate::http_metrics::metrics_cost(plan, &client, dir, connections, length).await?,
-    );
+    figures.push(crate::http_metrics::metrics_cost(plan, &client, dir, connections, length).await?);
 
     // The ceiling for a 64 KiB body on this machine with this load generator.
     let bare = crate::http_bare::start()?;

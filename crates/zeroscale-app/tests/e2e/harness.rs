@@ -70,6 +70,53 @@ pub(crate) struct Deployment {
     pub(crate) workers: Vec<Child>,
     pub(crate) _embedder: Option<Server>,
     pub(crate) _dirs: Vec<TempDir>,
+    /// What must never appear in a log of the deployment: passwords, tokens and keys the
+    /// test used or configured (checked when the deployment ends).
+    pub(crate) secrets: std::sync::Mutex<Vec<String>>,
+}
+
+impl Deployment {
+    /// Adds `secret` to what the logs must not contain.
+    pub(crate) fn secret(&self, secret: impl Into<String>) {
+        self.secrets.lock().unwrap().push(secret.into());
+    }
+
+    /// Fails when a log of the deployment (server, workers, helpers) contains a secret.
+    fn check_logs(&self) {
+        let secrets = self.secrets.lock().unwrap().clone();
+        let mut logs = Vec::new();
+        for dir in &self._dirs {
+            collect_logs(&dir.0, &mut logs);
+        }
+        assert!(!logs.is_empty(), "[{}] no logs were written", self.name);
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            for secret in &secrets {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "[{}] {} contains a secret ({}…)",
+                    self.name,
+                    log.display(),
+                    &secret[..secret.len().min(4)]
+                );
+            }
+        }
+    }
+}
+
+/// Every `*.log` under `dir`.
+fn collect_logs(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_logs(&path, out);
+        } else if path.extension().is_some_and(|e| e == "log") {
+            out.push(path);
+        }
+    }
 }
 
 impl Drop for Deployment {
@@ -77,6 +124,9 @@ impl Drop for Deployment {
         for worker in &mut self.workers {
             let _ = worker.kill();
             let _ = worker.wait();
+        }
+        if !std::thread::panicking() {
+            self.check_logs();
         }
     }
 }
@@ -306,6 +356,21 @@ pub(crate) async fn deploy(
         );
     }
     dirs.push(dir);
+    let mut secrets = vec![
+        // The passwords of `admin_token` and of `Ctx::users`.
+        "admin-password-1".to_owned(),
+        "correct horse battery".to_owned(),
+    ];
+    secrets.extend(
+        env.iter()
+            .filter(|(k, _)| k.ends_with("API_KEY"))
+            .map(|(_, v)| v.clone()),
+    );
+    if let Some((url, _)) = &engines.database
+        && let Some(password) = url_password(url)
+    {
+        secrets.push(password);
+    }
     Some(Deployment {
         name: name.to_owned(),
         db,
@@ -314,7 +379,17 @@ pub(crate) async fn deploy(
         workers,
         _embedder: embedder,
         _dirs: dirs,
+        secrets: std::sync::Mutex::new(secrets),
     })
+}
+
+/// The password in `scheme://user:password@host/…`, when there is one of 4 or more
+/// characters (shorter ones match too much to search for).
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    let password = userinfo.split_once(':')?.1;
+    (password.len() >= 4).then(|| password.to_owned())
 }
 
 pub(crate) async fn call(
@@ -422,6 +497,7 @@ impl Ctx {
         )
         .await?;
         let admin = admin_token(&d.server, (d.command)(), "admin").await;
+        d.secret(admin.clone());
         Some(Ctx { d, admin })
     }
 
@@ -438,7 +514,9 @@ impl Ctx {
             )
             .await;
             assert_eq!(status, 201, "{body}");
-            tokens.push(login(&self.d.server, name, "correct horse battery").await);
+            let token = login(&self.d.server, name, "correct horse battery").await;
+            self.d.secret(token.clone());
+            tokens.push(token);
         }
         let bob = tokens.pop().unwrap_or_default();
         let alice = tokens.pop().unwrap_or_default();
