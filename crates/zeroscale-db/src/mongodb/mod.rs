@@ -176,6 +176,12 @@ impl Mongo {
     /// cannot be reached or a transaction the server rolled back whole
     /// (`TransientTransactionError`) `unavailable`, anything else a backend error.
     pub(crate) fn map_err(&self, e: mongodb::error::Error) -> Error {
+        let mapped = self.map_kind(e);
+        crate::metrics::count_error(&mapped);
+        mapped
+    }
+
+    fn map_kind(&self, e: mongodb::error::Error) -> Error {
         use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, WriteFailure};
         if e.contains_label(TRANSIENT_TRANSACTION_ERROR) {
             return Error::unavailable_from(
