@@ -300,6 +300,41 @@ fn add(rows: &mut BTreeMap<String, Row>, order: &mut Vec<String>, key: &str, row
     }
 }
 
+/// Fails unless docs/`file`'s section between `markers` is `generated` (`what` says why
+/// it would differ); with `UPDATE_DOCS` set, rewrites the section instead. `test` is the
+/// test's name, for the command the failure names.
+pub(crate) fn check_generated_section(
+    file: &str,
+    (start_marker, end_marker): (&str, &str),
+    generated: &str,
+    what: &str,
+    test: &str,
+) {
+    let path = crate::util::root().join("docs").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("docs/{file}: {e}"));
+    let (Some(start), Some(end)) = (text.find(start_marker), text.find(end_marker)) else {
+        panic!("docs/{file} has no `{start_marker}` … `{end_marker}` section");
+    };
+    let current = &text[start + start_marker.len()..end];
+    let generated = format!("\n{generated}");
+    if current == generated {
+        return;
+    }
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        let updated = format!(
+            "{}{start_marker}{generated}{}",
+            &text[..start],
+            &text[end..]
+        );
+        std::fs::write(&path, updated).unwrap_or_else(|e| panic!("write docs/{file}: {e}"));
+        return;
+    }
+    panic!(
+        "docs/{file}'s {what}: run `UPDATE_DOCS=1 cargo test -p xtask {test}` and commit the \
+         result"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,25 +342,12 @@ mod tests {
     /// docs/configuration.md holds the reference generated from the code.
     #[test]
     fn config_reference_is_current() {
-        let path = crate::util::root().join("docs").join("configuration.md");
-        let text = std::fs::read_to_string(&path).expect("docs/configuration.md");
-        let (Some(start), Some(end)) = (text.find(START), text.find(END)) else {
-            panic!("docs/configuration.md has no `{START}` … `{END}` section");
-        };
-        let current = &text[start + START.len()..end];
-        let generated = format!("\n{}", markdown());
-        if current == generated {
-            return;
-        }
-        if std::env::var_os("UPDATE_DOCS").is_some() {
-            let updated = format!("{}{START}{generated}{}", &text[..start], &text[end..]);
-            std::fs::write(&path, updated).expect("write docs/configuration.md");
-            return;
-        }
-        panic!(
-            "docs/configuration.md's key reference is stale (a config type, doc comment or \
-             default changed): run `UPDATE_DOCS=1 cargo test -p xtask config_reference` and \
-             commit the result"
+        check_generated_section(
+            "configuration.md",
+            (START, END),
+            &markdown(),
+            "key reference is stale (a config type, doc comment or default changed)",
+            "config_reference",
         );
     }
 

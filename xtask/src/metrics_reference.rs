@@ -38,25 +38,12 @@ mod tests {
 
     #[test]
     fn metrics_reference_is_current() {
-        let path = crate::util::root().join("docs").join("operations.md");
-        let text = std::fs::read_to_string(&path).expect("docs/operations.md");
-        let (Some(start), Some(end)) = (text.find(START), text.find(END)) else {
-            panic!("docs/operations.md has no `{START}` … `{END}` section");
-        };
-        let current = &text[start + START.len()..end];
-        let generated = format!("\n{}", markdown());
-        if current == generated {
-            return;
-        }
-        if std::env::var_os("UPDATE_DOCS").is_some() {
-            let updated = format!("{}{START}{generated}{}", &text[..start], &text[end..]);
-            std::fs::write(&path, updated).expect("write docs/operations.md");
-            return;
-        }
-        panic!(
-            "docs/operations.md's metric reference is stale (zeroscale_core::metrics \
-             changed): run `UPDATE_DOCS=1 cargo test -p xtask metrics_reference` and commit \
-             the result"
+        crate::config_reference::check_generated_section(
+            "operations.md",
+            (START, END),
+            &markdown(),
+            "metric reference is stale (zeroscale_core::metrics changed)",
+            "metrics_reference",
         );
     }
 }
