@@ -3,8 +3,7 @@
 //! `/healthz` against the authenticated read `GET /v1/me`, login time for unknown against
 //! known usernames (#21), and cold start to the first `/healthz` 200. Beside them, the
 //! same load on a bare axum server (`http_bare`) and, at stage 3, on the S3 server alone
-//! (`http_s3`): the ceilings the download figures are read against; and what metrics
-//! cost (`http_metrics`).
+//! (`http_s3`): the ceilings the download figures are read against.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -327,7 +326,6 @@ pub(crate) async fn run(plan: Plan, dir: &Path) -> anyhow::Result<Vec<Figure>> {
     );
     figures.push(login_ratio(plan, &client, &base, PASSWORD).await?);
     drop(server);
-    figures.push(crate::http_metrics::metrics_cost(plan, &client, dir, connections, length).await?);
 
     // The ceiling for a 64 KiB body on this machine with this load generator.
     let bare = crate::http_bare::start()?;

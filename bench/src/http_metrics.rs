@@ -10,8 +10,21 @@ use std::time::Duration;
 use crate::http::{MakeRequest, Stage, load, login, percentile, start};
 use crate::measure::{Figure, Goal, Plan, Stats};
 
-/// The figure.
-pub(crate) async fn metrics_cost(
+/// The `metrics` concern: its one figure.
+pub(crate) async fn run(plan: Plan, dir: &Path) -> anyhow::Result<Vec<Figure>> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    // As the http concern loads its routes.
+    let connections = 16;
+    let length = Duration::from_millis(plan.size(3_000, 400) as u64);
+    Ok(vec![
+        metrics_cost(plan, &client, dir, connections, length).await?,
+    ])
+}
+
+/// On ÷ off.
+async fn metrics_cost(
     plan: Plan,
     client: &reqwest::Client,
     dir: &Path,

@@ -2,7 +2,7 @@
 //! figure side by side with the raw driver or the peer a user would pick, in one run.
 //!
 //! `zeroscale-bench [--quick] [--out DIR] [CONCERN...]`; concerns: `storage`, `database`, `queue`, `http`
-//! (which includes login timing and cold start), `backup`, `search`, `embeddings`. Engines come from the environment
+//! (which includes login timing and cold start), `metrics` (what metrics cost), `backup`, `search`, `embeddings`. Engines come from the environment
 //! (`cargo xtask services up` writes it); the HTTP figures need the release `zeroscale`
 //! binary next to this one (or `ZEROSCALE_BENCH_BIN`).
 
@@ -33,6 +33,7 @@ const CONCERNS: &[&str] = &[
     "database",
     "queue",
     "http",
+    "metrics",
     "backup",
     "search",
     "embeddings",
@@ -111,6 +112,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             "database" => database::run(plan, &scratch.join("database")).await?,
             "queue" => queue::run(plan).await?,
             "http" => http::run(plan, &scratch.join("http")).await?,
+            "metrics" => http_metrics::run(plan, &scratch.join("metrics")).await?,
             "backup" => backup::run(plan, &scratch.join("backup")).await?,
             "search" => search::run(plan, &scratch.join("search"), &out.join("cache")).await?,
             "embeddings" => embeddings::run(plan, &scratch.join("embeddings")).await?,

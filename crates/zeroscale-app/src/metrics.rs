@@ -105,34 +105,87 @@ fn build_info(config: &Config) {
     .set(1.0);
 }
 
+/// Requests in flight, set into `zeroscale_http_requests_in_flight` when scraped (one
+/// atomic add per request instead of a gauge update each way).
+static IN_FLIGHT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// One route's metric handles, resolved once per worker thread: a request then costs no
+/// label allocation or registry lookup, only the updates.
+#[derive(Default)]
+struct RouteHandles {
+    /// The duration histogram, by method.
+    durations: Vec<(&'static str, metrics::Histogram)>,
+    /// The request counter, by method and status.
+    counts: Vec<(&'static str, u16, metrics::Counter)>,
+}
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<std::collections::HashMap<String, RouteHandles>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Records one answered request.
+fn record_request(method: &'static str, route: &str, status: u16, took: Duration) {
+    HANDLES.with(|handles| {
+        let mut handles = handles.borrow_mut();
+        if !handles.contains_key(route) {
+            handles.insert(route.to_owned(), RouteHandles::default());
+        }
+        let Some(entry) = handles.get_mut(route) else {
+            return;
+        };
+        let histogram = match entry.durations.iter().find(|(m, _)| *m == method) {
+            Some((_, h)) => h,
+            None => {
+                let h = metrics::histogram!(m::HTTP_DURATION, "method" => method, "route" => route.to_owned());
+                entry.durations.push((method, h));
+                &entry.durations[entry.durations.len() - 1].1
+            }
+        };
+        histogram.record(took.as_secs_f64());
+        let counter = match entry.counts.iter().find(|(m, s, _)| *m == method && *s == status) {
+            Some((_, _, c)) => c,
+            None => {
+                let c = metrics::counter!(
+                    m::HTTP_REQUESTS,
+                    "method" => method,
+                    "route" => route.to_owned(),
+                    "status" => status.to_string()
+                );
+                entry.counts.push((method, status, c));
+                &entry.counts[entry.counts.len() - 1].2
+            }
+        };
+        counter.increment(1);
+    });
+}
+
 /// The HTTP layer: counts each request by method, route template (`unmatched` when no
 /// route took it) and status, times it to its response head, and tracks how many are in
 /// flight. Added only when metrics are on.
 pub(crate) async fn layer(request: Request, next: Next) -> Response {
+    use std::sync::atomic::Ordering;
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let in_flight = metrics::gauge!(m::HTTP_IN_FLIGHT);
-    in_flight.increment(1.0);
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
     // Decremented however the request ends (a client that disconnects drops the future).
-    let _guard = InFlight(in_flight);
+    let _guard = InFlight;
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::histogram!(m::HTTP_DURATION, "method" => method, "route" => route.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!(m::HTTP_REQUESTS, "method" => method, "route" => route, "status" => status)
-        .increment(1);
+    record_request(
+        method,
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 
-struct InFlight(metrics::Gauge);
+struct InFlight;
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -165,6 +218,8 @@ async fn render(services: &Services) -> Option<String> {
 /// Sets the gauges that are read rather than counted: the pool's size, each provider's
 /// circuit and each worked queue's jobs by state.
 async fn read_levels(services: &Services) {
+    metrics::gauge!(m::HTTP_IN_FLIGHT)
+        .set(IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed) as f64);
     if let Some(pool) = services.domain.db().pool_stats() {
         pool.record();
     }
