@@ -240,7 +240,7 @@ pub(crate) async fn run(
         ));
     }
     if metrics_on {
-        app = app.layer(axum::middleware::from_fn(crate::metrics::layer));
+        app = app.layer(crate::metrics::HttpLayer);
     }
     let app = app.layer(axum::middleware::from_fn(crate::request_id::layer));
     let app = crate::headers::secure(app, &server_config);
