@@ -41,7 +41,7 @@ mod fallback_counters;
 pub mod fanout;
 pub mod memory;
 mod memory_counters;
-pub mod metrics;
+mod metrics;
 mod prefetch;
 #[cfg(feature = "redis")]
 mod redis_backend;

@@ -7,7 +7,7 @@ use zeroscale_core::metrics as m;
 
 /// Counts the jobs of one accepted enqueue, by queue (a batch's runs of one queue are
 /// counted together).
-pub fn count_enqueued<'a>(queues: impl IntoIterator<Item = &'a str>) {
+pub(crate) fn count_enqueued<'a>(queues: impl IntoIterator<Item = &'a str>) {
     let mut run: Option<(&str, u64)> = None;
     for queue in queues {
         match &mut run {
