@@ -178,8 +178,12 @@ async fn migrations_round_trip(db: &Db) {
     assert!(status[0].applied, "{status:?}");
     let tables = introspect(db).await.unwrap();
     assert!(
-        !tables.tables.contains_key("storage_uploads"),
-        "down dropped storage_uploads"
+        !tables.tables["queue_jobs"].columns.contains_key("context"),
+        "down dropped queue_jobs.context"
+    );
+    assert!(
+        tables.tables.contains_key("storage_uploads"),
+        "and kept storage_uploads"
     );
     assert!(
         tables.tables["api_keys"]

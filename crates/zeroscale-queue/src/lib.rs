@@ -119,8 +119,8 @@ pub async fn persistence_warning(config: &QueueConfig) -> Result<Option<String>>
 
 pub use zeroscale_core::queue::driver::PRIORITY_RANGE;
 pub(crate) use zeroscale_core::queue::driver::{
-    Backoff, lease_lost, new_lease_token as lease_token, prepare_import, validate_batch,
-    validate_new_job, validate_progress,
+    Backoff, lease_lost, new_lease_token as lease_token, prepare_import, take_context,
+    validate_batch, validate_new_job, validate_progress,
 };
 
 /// For this workspace's tests only: a raw connection to the Redis a config names. Not part

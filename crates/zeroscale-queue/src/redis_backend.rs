@@ -19,12 +19,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 use zeroscale_core::config::{JobsConfig, QueueConfig, RedisQueueConfig};
 use zeroscale_core::queue::{
-    JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome, NewJob,
-    PageOptions, PortableJob, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
+    JobContext, JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome,
+    NewJob, PageOptions, PortableJob, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
 };
 use zeroscale_core::{Error, Result};
 
-use crate::{Backoff, lease_token, prepare_import, validate_batch, validate_progress};
+use crate::{
+    Backoff, lease_token, prepare_import, take_context, validate_batch, validate_progress,
+};
 
 use zeroscale_core::redacted_url;
 
@@ -222,6 +224,18 @@ impl Reply {
             .map(String::as_str)
             .ok_or_else(|| unexpected(&self.word))
     }
+}
+
+/// Values per job in the enqueue script's arguments.
+const JOB_ARGS: usize = 9;
+
+/// A job's stored context (`''` for none). One that no longer reads as a context (written
+/// by hand) is dropped with a warning rather than holding the job back.
+fn stored_context(id: impl std::fmt::Display, text: &str) -> JobContext {
+    JobContext::from_json(text).unwrap_or_else(|e| {
+        tracing::warn!(job = %id, error = %e, "a queued job's stored context is ignored");
+        JobContext::new()
+    })
 }
 
 fn unexpected(word: &str) -> Error {
@@ -474,12 +488,13 @@ impl Queue for RedisQueue {
             return Ok(Vec::new());
         }
         let count = jobs.len();
-        let mut args = Vec::with_capacity(1 + 8 * count);
+        let mut args = Vec::with_capacity(1 + JOB_ARGS * count);
         args.push(count.to_string());
         // A job without an idempotency key: whether it exists says whether the script ran.
         let mut probe = None;
-        for job in jobs {
+        for mut job in jobs {
             let id = JobId::new();
+            let context = take_context(&mut job.options);
             if job.options.idempotency_key.is_none() {
                 probe.get_or_insert(id);
             }
@@ -497,6 +512,11 @@ impl Queue for RedisQueue {
                 job.options.priority.to_string(),
                 job.options.delay.map_or(0, ms).to_string(),
                 job.options.idempotency_key.unwrap_or_default(),
+                if context.is_empty() {
+                    String::new()
+                } else {
+                    context.to_json()
+                },
             ]);
         }
         let values = match self.run_raw(&self.scripts.enqueue, &args).await {
@@ -521,8 +541,13 @@ impl Queue for RedisQueue {
                     None => false,
                 };
                 if exists {
-                    crate::metrics::count_enqueued(args[1..].chunks(8).map(|job| job[1].as_str()));
-                    return args[1..].chunks(8).map(|job| job[0].parse()).collect();
+                    crate::metrics::count_enqueued(
+                        args[1..].chunks(JOB_ARGS).map(|job| job[1].as_str()),
+                    );
+                    return args[1..]
+                        .chunks(JOB_ARGS)
+                        .map(|job| job[0].parse())
+                        .collect();
                 }
                 self.run_raw(&self.scripts.enqueue, &args)
                     .await
@@ -534,7 +559,7 @@ impl Queue for RedisQueue {
         if reply.word != "ok" || reply.rest.len() != count {
             return Err(unexpected(&reply.word));
         }
-        crate::metrics::count_enqueued(args[1..].chunks(8).map(|job| job[1].as_str()));
+        crate::metrics::count_enqueued(args[1..].chunks(JOB_ARGS).map(|job| job[1].as_str()));
         reply.rest.iter().map(|id| id.parse()).collect()
     }
 
@@ -554,14 +579,14 @@ impl Queue for RedisQueue {
         if reply.word == "empty" {
             return Ok(Vec::new());
         }
-        if reply.word != "ok" || reply.rest.is_empty() || !reply.rest.len().is_multiple_of(7) {
+        if reply.word != "ok" || reply.rest.is_empty() || !reply.rest.len().is_multiple_of(8) {
             return Err(unexpected(&reply.word));
         }
         reply
             .rest
-            .chunks_exact(7)
+            .chunks_exact(8)
             .map(|fields| {
-                let [id, queue, task, payload, attempt, max, expires] = fields else {
+                let [id, queue, task, payload, attempt, max, expires, context] = fields else {
                     return Err(unexpected(&reply.word));
                 };
                 let id: JobId = id.parse()?;
@@ -577,6 +602,7 @@ impl Queue for RedisQueue {
                         token: token.clone(),
                     },
                     lease_expires_at: time(expires).unwrap_or_else(Utc::now),
+                    context: stored_context(id, context),
                 })
             })
             .collect()
@@ -808,10 +834,12 @@ impl Queue for RedisQueue {
                 )
             })?;
             let idempotency_key = fields.get("idem").filter(|k| !k.is_empty()).cloned();
+            let context = stored_context(status.id, fields.get("ctx").map_or("", String::as_str));
             out.push(PortableJob {
                 status,
                 payload,
                 idempotency_key,
+                context,
             });
         }
         Ok(out)
@@ -822,6 +850,7 @@ impl Queue for RedisQueue {
             status,
             payload,
             idempotency_key,
+            context,
         } = prepare_import(job)?;
         let ms = |t: DateTime<Utc>| t.timestamp_millis().to_string();
         let payload = serde_json::to_string(&payload)
@@ -850,6 +879,11 @@ impl Queue for RedisQueue {
                     status.finished_at.map(ms).unwrap_or_default(),
                     status.last_error.unwrap_or_default(),
                     progress,
+                    if context.is_empty() {
+                        String::new()
+                    } else {
+                        context.to_json()
+                    },
                 ],
             )
             .await?;

@@ -149,6 +149,7 @@ pub(crate) async fn enqueue_job(
                 max_attempts: body.max_attempts,
                 idempotency_key: body.idempotency_key,
                 priority: body.priority,
+                ..EnqueueOptions::default()
             },
         },
     )

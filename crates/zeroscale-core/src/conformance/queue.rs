@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+pub use super::queue_context::job_context;
 use super::sleep;
 use crate::error::Error;
 use crate::queue::{
@@ -65,7 +66,7 @@ macro_rules! queue_conformance {
                 extend_lease_prevents_redelivery delayed_jobs_wait priority_then_fifo
                 idempotency_key cancel progress_and_status stale_lease_is_conflict
                 queues_are_separate stats_and_list batches export_import
-                release_keeps_the_attempt enqueue_many_all_or_none);
+                release_keeps_the_attempt enqueue_many_all_or_none job_context);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn unknown_job_is_not_found() {
@@ -134,6 +135,7 @@ pub async fn run_all(queue: &dyn Queue, prefix: &str) {
     export_import(queue, prefix).await;
     release_keeps_the_attempt(queue, prefix).await;
     enqueue_many_all_or_none(queue, prefix).await;
+    job_context(queue, prefix).await;
 }
 
 /// `reserve_many` hands out jobs in `reserve`'s order (priority first, across queues),

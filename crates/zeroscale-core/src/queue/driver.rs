@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::{EnqueueOptions, JobId, JobState, NewJob, PortableJob, Progress, backoff_delay};
+use super::{
+    EnqueueOptions, JobContext, JobId, JobState, NewJob, PortableJob, Progress, backoff_delay,
+};
 use crate::error::{Error, Result};
 
 /// Priorities a job may have.
@@ -42,7 +44,18 @@ pub fn validate_new_job(job: &NewJob) -> Result<()> {
             "idempotency key must be 1 to 256 characters",
         ));
     }
-    Ok(())
+    job.options.context.validate()
+}
+
+/// The context a backend stores with `options`' job: its own, or when empty the code's
+/// [`JobContext::current`].
+pub fn take_context(options: &mut EnqueueOptions) -> JobContext {
+    let context = std::mem::take(&mut options.context);
+    if context.is_empty() {
+        JobContext::current()
+    } else {
+        context
+    }
 }
 
 /// The most jobs one [`Queue::enqueue_many`](super::Queue::enqueue_many) call adds.
@@ -100,6 +113,7 @@ pub fn prepare_import(mut job: PortableJob) -> Result<PortableJob> {
             max_attempts: Some(status.max_attempts),
             idempotency_key: job.idempotency_key.clone(),
             priority: status.priority,
+            context: job.context.clone(),
         },
     })?;
     Ok(job)

@@ -15,7 +15,10 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
+mod context;
 pub mod driver;
+
+pub use context::JobContext;
 
 /// A job's id: a UUIDv7, so ids sort by creation time.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -133,6 +136,9 @@ pub struct EnqueueOptions {
     pub idempotency_key: Option<String>,
     /// Higher runs first; FIFO within a priority. Default 0.
     pub priority: i32,
+    /// Where the job came from (request id, trace context), handed to the worker with
+    /// the job. Left empty, the backend fills it from [`JobContext::current`].
+    pub context: JobContext,
 }
 
 /// A job to enqueue.
@@ -197,6 +203,8 @@ pub struct ReservedJob {
     pub lease: LeaseToken,
     /// When the lease runs out unless extended.
     pub lease_expires_at: DateTime<Utc>,
+    /// Where it came from: the request id and trace context it was enqueued with.
+    pub context: JobContext,
 }
 
 /// Why an attempt failed, and when to try again.
@@ -286,6 +294,10 @@ pub struct PortableJob {
     pub payload: Value,
     /// The idempotency key it was enqueued with.
     pub idempotency_key: Option<String>,
+    /// Where it came from (request id, trace context); empty for jobs exported before
+    /// jobs kept one.
+    #[serde(default, skip_serializing_if = "JobContext::is_empty")]
+    pub context: JobContext,
 }
 
 /// How many jobs of a queue are in each state.

@@ -36,8 +36,8 @@ pub use crate::WriteTxn;
 use serde_json::Value as Json;
 use zeroscale_core::config::{DatabaseQueueConfig, JobsConfig};
 use zeroscale_core::queue::driver::{
-    Backoff, lease_lost, new_lease_token, prepare_import, validate_batch, validate_new_job,
-    validate_progress,
+    Backoff, lease_lost, new_lease_token, prepare_import, take_context, validate_batch,
+    validate_new_job, validate_progress,
 };
 use zeroscale_core::queue::{
     JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome, NewJob,
@@ -245,8 +245,9 @@ impl DbQueue {
 
     /// Inserts a job (or finds the unfinished holder of its idempotency key) on `conn`,
     /// which is a transaction when the job has a key.
-    async fn insert<C: ConnectionTrait>(&self, conn: &C, job: NewJob) -> Result<JobId> {
+    async fn insert<C: ConnectionTrait>(&self, conn: &C, mut job: NewJob) -> Result<JobId> {
         let id = JobId::new();
+        let context = take_context(&mut job.options);
         if let Some(key) = &job.options.idempotency_key {
             self.exec(
                 conn,
@@ -290,8 +291,8 @@ impl DbQueue {
             .unwrap_or(self.jobs.default_max_attempts);
         let sql = format!(
             "INSERT INTO queue_jobs (id, queue, task, payload, state, priority, attempts, \
-             max_attempts, run_at, idempotency_key, created_at, updated_at, due_at) \
-             VALUES (?, ?, ?, ?, '{state}', ?, 0, ?, NOW_MS + ?, ?, NOW_MS, NOW_MS, {due})"
+             max_attempts, run_at, idempotency_key, context, created_at, updated_at, due_at) \
+             VALUES (?, ?, ?, ?, '{state}', ?, 0, ?, NOW_MS + ?, ?, ?, NOW_MS, NOW_MS, {due})"
         );
         let mut values: Vec<Value> = vec![
             id.to_string().into(),
@@ -302,6 +303,7 @@ impl DbQueue {
             i32::try_from(max_attempts).unwrap_or(i32::MAX).into(),
             delay_ms.into(),
             job.options.idempotency_key.into(),
+            sql::context_text(&context).into(),
         ];
         if delay_ms > 0 {
             values.push(delay_ms.into());
@@ -466,7 +468,7 @@ impl DbQueue {
         let queues = Sql::list(opts.queues.len());
         let limit = max.min(1000);
         let returning = "id, queue, task, payload, attempts, max_attempts, priority, \
-                         lease_token, due_at";
+                         lease_token, due_at, context";
         let set = "state = 'running', attempts = attempts + 1, lease_token = ? || queue_jobs.id, \
                    due_at = NOW_MS + ?, updated_at = NOW_MS";
         let sql = match self.sql.dialect {
@@ -476,7 +478,7 @@ impl DbQueue {
                  FOR UPDATE SKIP LOCKED) \
                  UPDATE queue_jobs SET {set} FROM picked WHERE queue_jobs.id = picked.id \
                  RETURNING queue_jobs.id AS id, queue, task, payload, attempts, max_attempts, \
-                 priority, lease_token, due_at"
+                 priority, lease_token, due_at, context"
             ),
             Dialect::Sqlite => format!(
                 "UPDATE queue_jobs SET {set} WHERE id IN (SELECT id FROM queue_jobs \
@@ -517,6 +519,7 @@ impl DbQueue {
                         token: get(row, "lease_token")?,
                     },
                     lease_expires_at: time(get(row, "due_at")?),
+                    context: sql::context(row)?,
                 },
             ));
         }
@@ -996,8 +999,9 @@ impl Queue for DbQueue {
 
     async fn export(&self, queue: &str, page: PageOptions) -> Result<Vec<PortableJob>> {
         self.sweep(true).await?;
-        let mut sql =
-            format!("SELECT {STATUS_COLUMNS}, idempotency_key FROM queue_jobs WHERE queue = ?");
+        let mut sql = format!(
+            "SELECT {STATUS_COLUMNS}, idempotency_key, context FROM queue_jobs WHERE queue = ?"
+        );
         let mut values: Vec<Value> = vec![queue.into()];
         if let Some(after) = page.after {
             sql.push_str(" AND id > ?");
@@ -1011,6 +1015,7 @@ impl Queue for DbQueue {
                     status: sql::status(row)?,
                     payload: sql::payload(row)?,
                     idempotency_key: get(row, "idempotency_key")?,
+                    context: sql::context(row)?,
                 })
             })
             .collect()
@@ -1021,6 +1026,7 @@ impl Queue for DbQueue {
             status,
             payload,
             idempotency_key,
+            context,
         } = prepare_import(job)?;
         let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
         let due_at = matches!(status.state, JobState::Scheduled | JobState::Failed)
@@ -1031,8 +1037,8 @@ impl Queue for DbQueue {
                 &txn,
                 "INSERT INTO queue_jobs (id, queue, task, payload, state, priority, attempts, \
                  max_attempts, run_at, due_at, idempotency_key, progress, last_error, \
-                 created_at, updated_at, finished_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 created_at, updated_at, finished_at, context) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (id) DO NOTHING",
                 vec![
                     status.id.to_string().into(),
@@ -1053,6 +1059,7 @@ impl Queue for DbQueue {
                     ms(status.created_at).into(),
                     ms(status.updated_at).into(),
                     status.finished_at.map(ms).into(),
+                    sql::context_text(&context).into(),
                 ],
             )
             .await?;

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseBackend, QueryResult, Statement, Value};
-use zeroscale_core::queue::{JobId, JobState, JobStatus, Progress};
+use zeroscale_core::queue::{JobContext, JobId, JobState, JobStatus, Progress};
 use zeroscale_core::{Error, Result};
 
 use crate::Dialect;
@@ -109,6 +109,25 @@ pub(super) fn to_text<T: serde::Serialize>(value: &T) -> Result<String> {
 /// The payload of a row.
 pub(super) fn payload(row: &QueryResult) -> Result<serde_json::Value> {
     Ok(json("payload", Some(get::<String>(row, "payload")?))?.unwrap_or_default())
+}
+
+/// The `context` column: NULL for an empty context.
+pub(super) fn context_text(context: &JobContext) -> Option<String> {
+    (!context.is_empty()).then(|| context.to_json())
+}
+
+/// A row's `context`. A value that no longer reads as a context (written by hand) is
+/// dropped with a warning rather than holding the job back.
+pub(super) fn context(row: &QueryResult) -> Result<JobContext> {
+    let text: Option<String> = get(row, "context")?;
+    Ok(match text.as_deref().map(JobContext::from_json) {
+        Some(Ok(context)) => context,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "a queued job's stored context is ignored");
+            JobContext::new()
+        }
+        None => JobContext::new(),
+    })
 }
 
 /// A row of [`STATUS_COLUMNS`] as a status.
