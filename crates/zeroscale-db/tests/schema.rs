@@ -178,8 +178,8 @@ async fn migrations_round_trip(db: &Db) {
     assert!(status[0].applied, "{status:?}");
     let tables = introspect(db).await.unwrap();
     assert!(
-        !tables.tables["queue_jobs"].columns.contains_key("context"),
-        "down dropped queue_jobs.context"
+        !tables.tables["queue_jobs"].columns.contains_key("origin"),
+        "down dropped queue_jobs.origin"
     );
     assert!(
         tables.tables.contains_key("storage_uploads"),

@@ -21,7 +21,7 @@ mod m20261203_000002_rate_counters;
 mod m20261203_000003_username_key;
 mod m20261203_000004_api_key_rate_limit;
 mod m20261204_000001_storage_uploads;
-mod m20261206_000001_job_context;
+mod m20261206_000001_job_origin;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000003_username_key::Migration),
             Box::new(m20261203_000004_api_key_rate_limit::Migration),
             Box::new(m20261204_000001_storage_uploads::Migration),
-            Box::new(m20261206_000001_job_context::Migration),
+            Box::new(m20261206_000001_job_origin::Migration),
         ]
     }
 }

@@ -1,5 +1,5 @@
 -- ARGV: 3 how many jobs, then for each job 9 values: id, queue, task, payload, max
--- attempts, priority, delay ms, idempotency key ('' for none), context JSON ('' for
+-- attempts, priority, delay ms, idempotency key ('' for none), origin JSON ('' for
 -- none). All are added or none.
 -- Reply: {'ok', id...}, one id per job in order (the existing job's id for a repeated
 -- idempotency key, also when the repeat is earlier in the same call). Idle workers are
@@ -26,7 +26,7 @@ for i = 0, tonumber(ARGV[3]) - 1 do
     redis.call('HSET', job(id), 'queue', q, 'task', task, 'payload', payload, 'state', state,
       'attempts', 0, 'max', max, 'priority', pr, 'created', now, 'updated', now,
       'run_at', run_at, 'idem', idem, 'seq', seq)
-    if ctx ~= '' then redis.call('HSET', job(id), 'ctx', ctx) end
+    if ctx ~= '' then redis.call('HSET', job(id), 'origin', ctx) end
     if idem ~= '' then redis.call('SET', P .. ':idem:' .. q .. ':' .. idem, id) end
     redis.call('ZADD', P .. ':all:' .. q, seq, id)
     if delay > 0 then

@@ -1,5 +1,5 @@
 -- ARGV: 3 lease ms, 4 token, 5 how many at most, 6.. queues. Reply: {'ok', then for each
--- job: id, queue, task, payload, attempt, max attempts, lease expiry ms, context JSON
+-- job: id, queue, task, payload, attempt, max attempts, lease expiry ms, origin JSON
 -- ('' for none)}, or {'empty'}.
 tick()
 local lease, token, want = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
@@ -18,7 +18,7 @@ for _ = 1, want do
   local att = redis.call('HINCRBY', job(best), 'attempts', 1)
   redis.call('HSET', job(best), 'state', 'running', 'token', token, 'lease_exp', exp, 'updated', now)
   redis.call('ZADD', P .. ':leases', exp, best)
-  local f = redis.call('HMGET', job(best), 'queue', 'task', 'payload', 'max', 'ctx')
+  local f = redis.call('HMGET', job(best), 'queue', 'task', 'payload', 'max', 'origin')
   for _, v in ipairs({best, f[1], f[2], f[3], tostring(att), f[4], tostring(exp), f[5] or ''}) do
     out[#out + 1] = v
   end

@@ -119,7 +119,7 @@ pub async fn persistence_warning(config: &QueueConfig) -> Result<Option<String>>
 
 pub use zeroscale_core::queue::driver::PRIORITY_RANGE;
 pub(crate) use zeroscale_core::queue::driver::{
-    Backoff, lease_lost, new_lease_token as lease_token, prepare_import, take_context,
+    Backoff, lease_lost, new_lease_token as lease_token, prepare_import, take_origin,
     validate_batch, validate_new_job, validate_progress,
 };
 

@@ -13,13 +13,13 @@ use serde_json::Value;
 use zeroscale_core::config::JobsConfig;
 use zeroscale_core::domain::now;
 use zeroscale_core::queue::{
-    JobContext, JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome,
+    JobId, JobOrigin, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome,
     NewJob, PageOptions, PortableJob, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
 };
 use zeroscale_core::{Error, Result};
 
 use crate::{
-    Backoff, lease_token, prepare_import, take_context, validate_batch, validate_new_job,
+    Backoff, lease_token, prepare_import, take_origin, validate_batch, validate_new_job,
     validate_progress,
 };
 
@@ -28,7 +28,7 @@ struct Record {
     payload: Value,
     lease: Option<(String, DateTime<Utc>)>,
     idempotency_key: Option<String>,
-    context: JobContext,
+    origin: JobOrigin,
     seq: u64,
 }
 
@@ -185,7 +185,7 @@ impl Inner {
                 payload: job.payload,
                 lease: None,
                 idempotency_key: job.options.idempotency_key,
-                context: job.options.context,
+                origin: job.options.origin,
                 seq,
             },
         );
@@ -257,7 +257,7 @@ impl Queue for MemoryQueue {
 
     async fn enqueue(&self, mut job: NewJob) -> Result<JobId> {
         validate_new_job(&job)?;
-        job.options.context = take_context(&mut job.options);
+        job.options.origin = take_origin(&mut job.options);
         let at = now();
         let run_at = run_at(at, &job)?;
         let id = {
@@ -273,7 +273,7 @@ impl Queue for MemoryQueue {
     async fn enqueue_many(&self, mut jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
         validate_batch(&jobs)?;
         for job in &mut jobs {
-            job.options.context = take_context(&mut job.options);
+            job.options.origin = take_origin(&mut job.options);
         }
         let at = now();
         // Everything that can fail is checked before the first job is added.
@@ -335,7 +335,7 @@ impl Queue for MemoryQueue {
             max_attempts: r.status.max_attempts,
             lease: LeaseToken { job_id: id, token },
             lease_expires_at: expires,
-            context: r.context.clone(),
+            origin: r.origin.clone(),
         }))
     }
 
@@ -581,7 +581,7 @@ impl Queue for MemoryQueue {
                 status: r.status.clone(),
                 payload: r.payload.clone(),
                 idempotency_key: r.idempotency_key.clone(),
-                context: r.context.clone(),
+                origin: r.origin.clone(),
             })
             .collect();
         jobs.sort_by_key(|j| j.status.id);
@@ -615,7 +615,7 @@ impl Queue for MemoryQueue {
                 payload: job.payload,
                 lease: None,
                 idempotency_key: job.idempotency_key,
-                context: job.context,
+                origin: job.origin,
                 seq,
             },
         );

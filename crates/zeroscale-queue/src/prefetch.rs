@@ -125,7 +125,7 @@ mod tests {
                 token: "x".into(),
             },
             lease_expires_at: chrono::Utc::now(),
-            context: Default::default(),
+            origin: Default::default(),
         }
     }
 

@@ -19,14 +19,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 use zeroscale_core::config::{JobsConfig, QueueConfig, RedisQueueConfig};
 use zeroscale_core::queue::{
-    JobContext, JobId, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome,
+    JobId, JobOrigin, JobState, JobStatus, LeaseState, LeaseToken, NackOptions, NackOutcome,
     NewJob, PageOptions, PortableJob, Progress, Queue, QueueStats, ReserveOptions, ReservedJob,
 };
 use zeroscale_core::{Error, Result};
 
-use crate::{
-    Backoff, lease_token, prepare_import, take_context, validate_batch, validate_progress,
-};
+use crate::{Backoff, lease_token, prepare_import, take_origin, validate_batch, validate_progress};
 
 use zeroscale_core::redacted_url;
 
@@ -229,12 +227,12 @@ impl Reply {
 /// Values per job in the enqueue script's arguments.
 const JOB_ARGS: usize = 9;
 
-/// A job's stored context (`''` for none). One that no longer reads as a context (written
+/// A job's stored origin (`''` for none). One that no longer reads as an origin (written
 /// by hand) is dropped with a warning rather than holding the job back.
-fn stored_context(id: impl std::fmt::Display, text: &str) -> JobContext {
-    JobContext::from_json(text).unwrap_or_else(|e| {
-        tracing::warn!(job = %id, error = %e, "a queued job's stored context is ignored");
-        JobContext::new()
+fn stored_origin(id: impl std::fmt::Display, text: &str) -> JobOrigin {
+    JobOrigin::from_json(text).unwrap_or_else(|e| {
+        tracing::warn!(job = %id, error = %e, "a queued job's stored origin is ignored");
+        JobOrigin::new()
     })
 }
 
@@ -494,7 +492,7 @@ impl Queue for RedisQueue {
         let mut probe = None;
         for mut job in jobs {
             let id = JobId::new();
-            let context = take_context(&mut job.options);
+            let origin = take_origin(&mut job.options);
             if job.options.idempotency_key.is_none() {
                 probe.get_or_insert(id);
             }
@@ -512,10 +510,10 @@ impl Queue for RedisQueue {
                 job.options.priority.to_string(),
                 job.options.delay.map_or(0, ms).to_string(),
                 job.options.idempotency_key.unwrap_or_default(),
-                if context.is_empty() {
+                if origin.is_empty() {
                     String::new()
                 } else {
-                    context.to_json()
+                    origin.to_json()
                 },
             ]);
         }
@@ -586,7 +584,7 @@ impl Queue for RedisQueue {
             .rest
             .chunks_exact(8)
             .map(|fields| {
-                let [id, queue, task, payload, attempt, max, expires, context] = fields else {
+                let [id, queue, task, payload, attempt, max, expires, origin] = fields else {
                     return Err(unexpected(&reply.word));
                 };
                 let id: JobId = id.parse()?;
@@ -602,7 +600,7 @@ impl Queue for RedisQueue {
                         token: token.clone(),
                     },
                     lease_expires_at: time(expires).unwrap_or_else(Utc::now),
-                    context: stored_context(id, context),
+                    origin: stored_origin(id, origin),
                 })
             })
             .collect()
@@ -834,12 +832,12 @@ impl Queue for RedisQueue {
                 )
             })?;
             let idempotency_key = fields.get("idem").filter(|k| !k.is_empty()).cloned();
-            let context = stored_context(status.id, fields.get("ctx").map_or("", String::as_str));
+            let origin = stored_origin(status.id, fields.get("origin").map_or("", String::as_str));
             out.push(PortableJob {
                 status,
                 payload,
                 idempotency_key,
-                context,
+                origin,
             });
         }
         Ok(out)
@@ -850,7 +848,7 @@ impl Queue for RedisQueue {
             status,
             payload,
             idempotency_key,
-            context,
+            origin,
         } = prepare_import(job)?;
         let ms = |t: DateTime<Utc>| t.timestamp_millis().to_string();
         let payload = serde_json::to_string(&payload)
@@ -879,10 +877,10 @@ impl Queue for RedisQueue {
                     status.finished_at.map(ms).unwrap_or_default(),
                     status.last_error.unwrap_or_default(),
                     progress,
-                    if context.is_empty() {
+                    if origin.is_empty() {
                         String::new()
                     } else {
-                        context.to_json()
+                        origin.to_json()
                     },
                 ],
             )

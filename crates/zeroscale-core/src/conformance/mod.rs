@@ -5,7 +5,7 @@
 
 pub mod counters;
 pub mod queue;
-mod queue_context;
+mod queue_origin;
 pub mod storage;
 
 /// Sleeps without depending on a runtime: the suites run under whichever the backend's

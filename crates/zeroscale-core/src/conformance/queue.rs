@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-pub use super::queue_context::job_context;
+pub use super::queue_origin::job_origin;
 use super::sleep;
 use crate::error::Error;
 use crate::queue::{
@@ -66,7 +66,7 @@ macro_rules! queue_conformance {
                 extend_lease_prevents_redelivery delayed_jobs_wait priority_then_fifo
                 idempotency_key cancel progress_and_status stale_lease_is_conflict
                 queues_are_separate stats_and_list batches export_import
-                release_keeps_the_attempt enqueue_many_all_or_none job_context);
+                release_keeps_the_attempt enqueue_many_all_or_none job_origin);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn unknown_job_is_not_found() {
@@ -135,7 +135,7 @@ pub async fn run_all(queue: &dyn Queue, prefix: &str) {
     export_import(queue, prefix).await;
     release_keeps_the_attempt(queue, prefix).await;
     enqueue_many_all_or_none(queue, prefix).await;
-    job_context(queue, prefix).await;
+    job_origin(queue, prefix).await;
 }
 
 /// `reserve_many` hands out jobs in `reserve`'s order (priority first, across queues),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{
-    EnqueueOptions, JobContext, JobId, JobState, NewJob, PortableJob, Progress, backoff_delay,
+    EnqueueOptions, JobId, JobOrigin, JobState, NewJob, PortableJob, Progress, backoff_delay,
 };
 use crate::error::{Error, Result};
 
@@ -44,17 +44,17 @@ pub fn validate_new_job(job: &NewJob) -> Result<()> {
             "idempotency key must be 1 to 256 characters",
         ));
     }
-    job.options.context.validate()
+    job.options.origin.validate()
 }
 
-/// The context a backend stores with `options`' job: its own, or when empty the code's
-/// [`JobContext::current`].
-pub fn take_context(options: &mut EnqueueOptions) -> JobContext {
-    let context = std::mem::take(&mut options.context);
-    if context.is_empty() {
-        JobContext::current()
+/// The origin a backend stores with `options`' job: its own, or when empty the code's
+/// [`JobOrigin::current`].
+pub fn take_origin(options: &mut EnqueueOptions) -> JobOrigin {
+    let origin = std::mem::take(&mut options.origin);
+    if origin.is_empty() {
+        JobOrigin::current()
     } else {
-        context
+        origin
     }
 }
 
@@ -113,7 +113,7 @@ pub fn prepare_import(mut job: PortableJob) -> Result<PortableJob> {
             max_attempts: Some(status.max_attempts),
             idempotency_key: job.idempotency_key.clone(),
             priority: status.priority,
-            context: job.context.clone(),
+            origin: job.origin.clone(),
         },
     })?;
     Ok(job)

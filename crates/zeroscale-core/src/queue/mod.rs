@@ -15,10 +15,10 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-mod context;
 pub mod driver;
+mod origin;
 
-pub use context::JobContext;
+pub use origin::JobOrigin;
 
 /// A job's id: a UUIDv7, so ids sort by creation time.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -137,8 +137,8 @@ pub struct EnqueueOptions {
     /// Higher runs first; FIFO within a priority. Default 0.
     pub priority: i32,
     /// Where the job came from (request id, trace context), handed to the worker with
-    /// the job. Left empty, the backend fills it from [`JobContext::current`].
-    pub context: JobContext,
+    /// the job. Left empty, the backend fills it from [`JobOrigin::current`].
+    pub origin: JobOrigin,
 }
 
 /// A job to enqueue.
@@ -204,7 +204,7 @@ pub struct ReservedJob {
     /// When the lease runs out unless extended.
     pub lease_expires_at: DateTime<Utc>,
     /// Where it came from: the request id and trace context it was enqueued with.
-    pub context: JobContext,
+    pub origin: JobOrigin,
 }
 
 /// Why an attempt failed, and when to try again.
@@ -296,8 +296,8 @@ pub struct PortableJob {
     pub idempotency_key: Option<String>,
     /// Where it came from (request id, trace context); empty for jobs exported before
     /// jobs kept one.
-    #[serde(default, skip_serializing_if = "JobContext::is_empty")]
-    pub context: JobContext,
+    #[serde(default, skip_serializing_if = "JobOrigin::is_empty")]
+    pub origin: JobOrigin,
 }
 
 /// How many jobs of a queue are in each state.

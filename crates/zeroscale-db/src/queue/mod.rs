@@ -36,7 +36,7 @@ pub use crate::WriteTxn;
 use serde_json::Value as Json;
 use zeroscale_core::config::{DatabaseQueueConfig, JobsConfig};
 use zeroscale_core::queue::driver::{
-    Backoff, lease_lost, new_lease_token, prepare_import, take_context, validate_batch,
+    Backoff, lease_lost, new_lease_token, prepare_import, take_origin, validate_batch,
     validate_new_job, validate_progress,
 };
 use zeroscale_core::queue::{
@@ -247,7 +247,7 @@ impl DbQueue {
     /// which is a transaction when the job has a key.
     async fn insert<C: ConnectionTrait>(&self, conn: &C, mut job: NewJob) -> Result<JobId> {
         let id = JobId::new();
-        let context = take_context(&mut job.options);
+        let origin = take_origin(&mut job.options);
         if let Some(key) = &job.options.idempotency_key {
             self.exec(
                 conn,
@@ -291,7 +291,7 @@ impl DbQueue {
             .unwrap_or(self.jobs.default_max_attempts);
         let sql = format!(
             "INSERT INTO queue_jobs (id, queue, task, payload, state, priority, attempts, \
-             max_attempts, run_at, idempotency_key, context, created_at, updated_at, due_at) \
+             max_attempts, run_at, idempotency_key, origin, created_at, updated_at, due_at) \
              VALUES (?, ?, ?, ?, '{state}', ?, 0, ?, NOW_MS + ?, ?, ?, NOW_MS, NOW_MS, {due})"
         );
         let mut values: Vec<Value> = vec![
@@ -303,7 +303,7 @@ impl DbQueue {
             i32::try_from(max_attempts).unwrap_or(i32::MAX).into(),
             delay_ms.into(),
             job.options.idempotency_key.into(),
-            sql::context_text(&context).into(),
+            sql::origin_text(&origin).into(),
         ];
         if delay_ms > 0 {
             values.push(delay_ms.into());
@@ -468,7 +468,7 @@ impl DbQueue {
         let queues = Sql::list(opts.queues.len());
         let limit = max.min(1000);
         let returning = "id, queue, task, payload, attempts, max_attempts, priority, \
-                         lease_token, due_at, context";
+                         lease_token, due_at, origin";
         let set = "state = 'running', attempts = attempts + 1, lease_token = ? || queue_jobs.id, \
                    due_at = NOW_MS + ?, updated_at = NOW_MS";
         let sql = match self.sql.dialect {
@@ -478,7 +478,7 @@ impl DbQueue {
                  FOR UPDATE SKIP LOCKED) \
                  UPDATE queue_jobs SET {set} FROM picked WHERE queue_jobs.id = picked.id \
                  RETURNING queue_jobs.id AS id, queue, task, payload, attempts, max_attempts, \
-                 priority, lease_token, due_at, context"
+                 priority, lease_token, due_at, origin"
             ),
             Dialect::Sqlite => format!(
                 "UPDATE queue_jobs SET {set} WHERE id IN (SELECT id FROM queue_jobs \
@@ -519,7 +519,7 @@ impl DbQueue {
                         token: get(row, "lease_token")?,
                     },
                     lease_expires_at: time(get(row, "due_at")?),
-                    context: sql::context(row)?,
+                    origin: sql::origin(row)?,
                 },
             ));
         }
@@ -1000,7 +1000,7 @@ impl Queue for DbQueue {
     async fn export(&self, queue: &str, page: PageOptions) -> Result<Vec<PortableJob>> {
         self.sweep(true).await?;
         let mut sql = format!(
-            "SELECT {STATUS_COLUMNS}, idempotency_key, context FROM queue_jobs WHERE queue = ?"
+            "SELECT {STATUS_COLUMNS}, idempotency_key, origin FROM queue_jobs WHERE queue = ?"
         );
         let mut values: Vec<Value> = vec![queue.into()];
         if let Some(after) = page.after {
@@ -1015,7 +1015,7 @@ impl Queue for DbQueue {
                     status: sql::status(row)?,
                     payload: sql::payload(row)?,
                     idempotency_key: get(row, "idempotency_key")?,
-                    context: sql::context(row)?,
+                    origin: sql::origin(row)?,
                 })
             })
             .collect()
@@ -1026,7 +1026,7 @@ impl Queue for DbQueue {
             status,
             payload,
             idempotency_key,
-            context,
+            origin,
         } = prepare_import(job)?;
         let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
         let due_at = matches!(status.state, JobState::Scheduled | JobState::Failed)
@@ -1037,7 +1037,7 @@ impl Queue for DbQueue {
                 &txn,
                 "INSERT INTO queue_jobs (id, queue, task, payload, state, priority, attempts, \
                  max_attempts, run_at, due_at, idempotency_key, progress, last_error, \
-                 created_at, updated_at, finished_at, context) \
+                 created_at, updated_at, finished_at, origin) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (id) DO NOTHING",
                 vec![
@@ -1059,7 +1059,7 @@ impl Queue for DbQueue {
                     ms(status.created_at).into(),
                     ms(status.updated_at).into(),
                     status.finished_at.map(ms).into(),
-                    sql::context_text(&context).into(),
+                    sql::origin_text(&origin).into(),
                 ],
             )
             .await?;

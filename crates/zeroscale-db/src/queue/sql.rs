@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseBackend, QueryResult, Statement, Value};
-use zeroscale_core::queue::{JobContext, JobId, JobState, JobStatus, Progress};
+use zeroscale_core::queue::{JobId, JobOrigin, JobState, JobStatus, Progress};
 use zeroscale_core::{Error, Result};
 
 use crate::Dialect;
@@ -111,22 +111,22 @@ pub(super) fn payload(row: &QueryResult) -> Result<serde_json::Value> {
     Ok(json("payload", Some(get::<String>(row, "payload")?))?.unwrap_or_default())
 }
 
-/// The `context` column: NULL for an empty context.
-pub(super) fn context_text(context: &JobContext) -> Option<String> {
-    (!context.is_empty()).then(|| context.to_json())
+/// The `origin` column: NULL for an empty origin.
+pub(super) fn origin_text(origin: &JobOrigin) -> Option<String> {
+    (!origin.is_empty()).then(|| origin.to_json())
 }
 
-/// A row's `context`. A value that no longer reads as a context (written by hand) is
+/// A row's `origin`. A value that no longer reads as an origin (written by hand) is
 /// dropped with a warning rather than holding the job back.
-pub(super) fn context(row: &QueryResult) -> Result<JobContext> {
-    let text: Option<String> = get(row, "context")?;
-    Ok(match text.as_deref().map(JobContext::from_json) {
-        Some(Ok(context)) => context,
+pub(super) fn origin(row: &QueryResult) -> Result<JobOrigin> {
+    let text: Option<String> = get(row, "origin")?;
+    Ok(match text.as_deref().map(JobOrigin::from_json) {
+        Some(Ok(origin)) => origin,
         Some(Err(e)) => {
-            tracing::warn!(error = %e, "a queued job's stored context is ignored");
-            JobContext::new()
+            tracing::warn!(error = %e, "a queued job's stored origin is ignored");
+            JobOrigin::new()
         }
-        None => JobContext::new(),
+        None => JobOrigin::new(),
     })
 }
 

@@ -1,4 +1,4 @@
-//! `queue_jobs.context`: where a job came from (the enqueuing request's id, its W3C trace
+//! `queue_jobs.origin`: where a job came from (the enqueuing request's id, its W3C trace
 //! context), a JSON object of strings; NULL for none (jobs enqueued before this column).
 
 // `#[async_trait]` needs the trait's exact signature, elided lifetime included.
@@ -6,14 +6,14 @@
 
 use sea_orm_migration::prelude::*;
 
-/// Adds `queue_jobs.context`.
+/// Adds `queue_jobs.origin`.
 #[derive(DeriveMigrationName)]
 pub(crate) struct Migration;
 
 #[derive(DeriveIden)]
 enum QueueJobs {
     Table,
-    Context,
+    Origin,
 }
 
 #[async_trait::async_trait]
@@ -23,7 +23,7 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(QueueJobs::Table)
-                    .add_column(ColumnDef::new(QueueJobs::Context).text().null())
+                    .add_column(ColumnDef::new(QueueJobs::Origin).text().null())
                     .to_owned(),
             )
             .await
@@ -34,7 +34,7 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(QueueJobs::Table)
-                    .drop_column(QueueJobs::Context)
+                    .drop_column(QueueJobs::Origin)
                     .to_owned(),
             )
             .await
