@@ -504,7 +504,14 @@ impl Run {
         if let Some(format) = log_format {
             loaded.config.log.format = format;
         }
-        crate::logging::init(&loaded.config.log);
+        let traces_as = match &action {
+            Action::Ours(Command::Serve) => Some(loaded.config.telemetry.service_name.clone()),
+            Action::Ours(Command::Worker) => {
+                Some(format!("{}-worker", loaded.config.telemetry.service_name))
+            }
+            _ => None,
+        };
+        crate::logging::init(&loaded.config, traces_as.as_deref());
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -522,6 +529,7 @@ impl Run {
                 Action::App(name, args) => self.app_command(&loaded, &name, args).await,
             }
         });
+        crate::telemetry::shutdown();
         exit_code(&name, result)
     }
 

@@ -59,6 +59,7 @@ mod serve;
 mod stage_cmd;
 mod storage_cmd;
 mod tasks;
+mod telemetry;
 mod throttle;
 mod users;
 mod wiring;

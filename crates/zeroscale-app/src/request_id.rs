@@ -4,7 +4,7 @@
 //! operator's log line with the details the client was not shown.
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -38,8 +38,26 @@ pub(crate) async fn layer(request: Request, next: Next) -> Response {
         .get(&HEADER)
         .and_then(accepted)
         .unwrap_or_else(zeroscale_core::domain::new_id);
-    let span = tracing::info_span!("request", request_id = %id);
-    let mut response = next.run(request).instrument(span).await;
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    // `otel.*` and the `http.*` names are OpenTelemetry's, for traces; the log line
+    // shows them too.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::continue_request_trace(request.headers(), &span);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     if let Some(report) = response.extensions_mut().remove::<ErrorReport>() {
         let status = response.status().as_u16();
         if let Some(detail) = &report.detail {

@@ -252,7 +252,18 @@ impl Router {
             loop {
                 attempt += 1;
                 let started = Instant::now();
-                let outcome = call(provider.clone()).await;
+                // One span per provider attempt (the trace shows each retry and failover).
+                let span = tracing::info_span!(
+                    "model_call",
+                    otel.name = %format_args!("model {model} via {provider}"),
+                    otel.kind = "client",
+                    model,
+                    provider = %provider,
+                    attempt,
+                    outcome = tracing::field::Empty,
+                );
+                let outcome =
+                    tracing::Instrument::instrument(call(provider.clone()), span.clone()).await;
                 let took = started.elapsed();
                 let latency_ms = took.as_millis() as u64;
                 let word = match &outcome {
@@ -260,6 +271,7 @@ impl Router {
                     Outcome::Next(e) if e.is_overloaded() => "overloaded",
                     Outcome::Stop(e) | Outcome::Next(e) => e.kind().code(),
                 };
+                span.record("outcome", word);
                 count_call(model, &provider, word, took);
                 match outcome {
                     Outcome::Done(value) => {

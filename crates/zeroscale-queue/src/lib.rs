@@ -142,3 +142,16 @@ pub mod testing {
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The span one enqueue call runs in: the jobs' origins are taken inside it, so in a trace
+/// each job's run is a child of its enqueue.
+pub(crate) fn enqueue_span(jobs: &[zeroscale_core::queue::NewJob]) -> tracing::Span {
+    let queue = jobs.first().map_or("", |job| job.queue.as_str());
+    tracing::info_span!(
+        "enqueue",
+        otel.name = %format_args!("enqueue {queue}"),
+        otel.kind = "producer",
+        queue,
+        jobs = jobs.len(),
+    )
+}

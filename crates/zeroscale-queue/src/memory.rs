@@ -257,6 +257,8 @@ impl Queue for MemoryQueue {
 
     async fn enqueue(&self, mut job: NewJob) -> Result<JobId> {
         validate_new_job(&job)?;
+        let span = crate::enqueue_span(std::slice::from_ref(&job));
+        let _in_span = span.enter();
         job.options.origin = take_origin(&mut job.options);
         let at = now();
         let run_at = run_at(at, &job)?;
@@ -272,6 +274,8 @@ impl Queue for MemoryQueue {
 
     async fn enqueue_many(&self, mut jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
         validate_batch(&jobs)?;
+        let span = crate::enqueue_span(&jobs);
+        let _in_span = span.enter();
         for job in &mut jobs {
             job.options.origin = take_origin(&mut job.options);
         }

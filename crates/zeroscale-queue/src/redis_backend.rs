@@ -467,24 +467,9 @@ fn status_from(id: JobId, fields: &HashMap<String, String>) -> Result<Option<Job
     }))
 }
 
-#[async_trait]
-impl Queue for RedisQueue {
-    fn backend(&self) -> &str {
-        "redis"
-    }
-
-    async fn enqueue(&self, job: NewJob) -> Result<JobId> {
-        self.enqueue_many(vec![job])
-            .await?
-            .pop()
-            .ok_or_else(|| unexpected("enqueue"))
-    }
-
-    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
-        validate_batch(&jobs)?;
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
+impl RedisQueue {
+    /// Adds checked jobs (`enqueue_many` without the checks and span).
+    async fn add_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
         let count = jobs.len();
         let mut args = Vec::with_capacity(1 + JOB_ARGS * count);
         args.push(count.to_string());
@@ -559,6 +544,29 @@ impl Queue for RedisQueue {
         }
         crate::metrics::count_enqueued(args[1..].chunks(JOB_ARGS).map(|job| job[1].as_str()));
         reply.rest.iter().map(|id| id.parse()).collect()
+    }
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    fn backend(&self) -> &str {
+        "redis"
+    }
+
+    async fn enqueue(&self, job: NewJob) -> Result<JobId> {
+        self.enqueue_many(vec![job])
+            .await?
+            .pop()
+            .ok_or_else(|| unexpected("enqueue"))
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        validate_batch(&jobs)?;
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let span = crate::enqueue_span(&jobs);
+        tracing::Instrument::instrument(self.add_jobs(jobs), span).await
     }
 
     async fn reserve(&self, opts: &ReserveOptions) -> Result<Option<ReservedJob>> {

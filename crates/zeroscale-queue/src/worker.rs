@@ -73,6 +73,44 @@ impl JobContext {
     }
 }
 
+/// What a process does with each job's [`JobOrigin`](zeroscale_core::queue::JobOrigin)
+/// besides naming its request id on the job's span: e.g. make the span a child of the
+/// enqueuing span's trace.
+pub type OriginHook = fn(&zeroscale_core::queue::JobOrigin, &tracing::Span);
+
+static ORIGIN_HOOK: std::sync::OnceLock<OriginHook> = std::sync::OnceLock::new();
+
+/// Installs the process's [`OriginHook`], called for every job a worker of this process
+/// starts, with the job's span; once per process (the `zeroscale` binary installs one that
+/// continues the job's trace when traces are on). Installing the same function again is
+/// fine; a different one is refused.
+pub fn set_origin_hook(hook: OriginHook) -> zeroscale_core::Result<()> {
+    let installed = *ORIGIN_HOOK.get_or_init(|| hook);
+    if std::ptr::fn_addr_eq(installed, hook) {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(
+            "a different worker origin hook was already installed in this process",
+        ))
+    }
+}
+
+/// The span a job runs in: its id, task, attempt, and the request id it was enqueued with
+/// (so every log line of the job names the request, and jobs it enqueues keep it).
+fn job_span(job: &ReservedJob) -> tracing::Span {
+    let span = tracing::info_span!(
+        "job",
+        id = %job.id,
+        task = %job.task,
+        attempt = job.attempt,
+        request_id = job.origin.request_id(),
+    );
+    if let Some(hook) = ORIGIN_HOOK.get() {
+        hook(&job.origin, &span);
+    }
+    span
+}
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -339,7 +377,7 @@ impl Worker {
             };
             idle = Duration::from_millis(20);
             for ((job, reserved_at), permit) in jobs.into_iter().zip(slots) {
-                let span = tracing::info_span!("job", id = %job.id, task = %job.task, attempt = job.attempt);
+                let span = job_span(&job);
                 let mut options = self.options.clone();
                 if let Some(timeout) = timeouts.get(&job.task) {
                     options.job_timeout = *timeout;

@@ -46,7 +46,21 @@ fn bytes(direction: &'static str, n: u64) {
 
 async fn timed<T>(op: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
     let started = Instant::now();
-    let result = call.await;
+    let span = tracing::info_span!(
+        "storage",
+        otel.name = %format_args!("storage {op}"),
+        otel.kind = "client",
+        op,
+        outcome = tracing::field::Empty,
+    );
+    let result = tracing::Instrument::instrument(call, span.clone()).await;
+    span.record(
+        "outcome",
+        match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind().code(),
+        },
+    );
     record(op, started.elapsed(), &result);
     result
 }

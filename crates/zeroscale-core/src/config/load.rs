@@ -303,6 +303,7 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig> {
     config.models.validate()?;
     config.server.cors.validate()?;
     config.server.trusted_proxies()?;
+    config.telemetry.validate()?;
     if config.data_dir.is_none() {
         config.data_dir = Some(super::default_data_dir_named(&names.data_dir_name, names)?);
     }

@@ -45,6 +45,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// OpenTelemetry traces.
+    pub telemetry: TelemetryConfig,
     /// The database.
     pub database: DatabaseConfig,
     /// Object storage.

@@ -92,6 +92,18 @@ impl std::fmt::Debug for DbQueue {
 /// Wakes this process's idle workers, and leaves one wake-up for the next to wait: a
 /// worker whose reservation came back empty just before the job arrived, and that was
 /// not yet waiting, reserves again at once instead of sleeping until its next poll.
+/// The span one enqueue runs in: the job's origin is taken inside it, so in a trace the
+/// job's run is a child of its enqueue.
+fn enqueue_span(job: &NewJob) -> tracing::Span {
+    tracing::info_span!(
+        "enqueue",
+        otel.name = %format_args!("enqueue {}", job.queue),
+        otel.kind = "producer",
+        queue = %job.queue,
+        task = %job.task,
+    )
+}
+
 fn wake_workers(wake: &tokio::sync::Notify) {
     wake.notify_waiters();
     wake.notify_one();
@@ -245,7 +257,12 @@ impl DbQueue {
 
     /// Inserts a job (or finds the unfinished holder of its idempotency key) on `conn`,
     /// which is a transaction when the job has a key.
-    async fn insert<C: ConnectionTrait>(&self, conn: &C, mut job: NewJob) -> Result<JobId> {
+    async fn insert<C: ConnectionTrait>(&self, conn: &C, job: NewJob) -> Result<JobId> {
+        let span = enqueue_span(&job);
+        tracing::Instrument::instrument(self.insert_job(conn, job), span).await
+    }
+
+    async fn insert_job<C: ConnectionTrait>(&self, conn: &C, mut job: NewJob) -> Result<JobId> {
         let id = JobId::new();
         let origin = take_origin(&mut job.options);
         if let Some(key) = &job.options.idempotency_key {
