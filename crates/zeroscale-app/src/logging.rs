@@ -42,7 +42,7 @@ pub(crate) fn init(config: &Config, traces_as: Option<&str>) {
     let result = tracing_subscriber::registry()
         .with(logs)
         .with(zeroscale_db::metrics::acquire_layer())
-        .with(crate::telemetry::RequestIdLayer::new())
+        .with(crate::telemetry::RequestIdLayer::filtered())
         .with(traces)
         .try_init();
     if let Err(e) = result {

@@ -41,7 +41,7 @@ pub(crate) struct RequestIdLayer;
 
 impl RequestIdLayer {
     /// The layer, looking only at spans that have a `request_id` field.
-    pub(crate) fn new<S>() -> impl Layer<S>
+    pub(crate) fn filtered<S>() -> impl Layer<S>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
@@ -203,8 +203,8 @@ where
         .build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            config.sample_ratio,
+        .with_sampler(NoLoneStatements(Sampler::ParentBased(Box::new(
+            Sampler::TraceIdRatioBased(config.sample_ratio),
         ))))
         .with_resource(resource)
         .build();
@@ -221,6 +221,34 @@ where
             .with_tracer(tracer)
             .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
     ))
+}
+
+/// The configured sampler, except that a database statement outside any span (a worker's
+/// poll for jobs, a background sweep) starts no trace: those would be a trace per poll.
+#[derive(Debug, Clone)]
+struct NoLoneStatements(Sampler);
+
+impl opentelemetry_sdk::trace::ShouldSample for NoLoneStatements {
+    fn should_sample(
+        &self,
+        parent: Option<&opentelemetry::Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        kind: &opentelemetry::trace::SpanKind,
+        attributes: &[opentelemetry::KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        let root = parent.is_none_or(|cx| !cx.span().span_context().is_valid());
+        if root && name.starts_with("sea_orm.") {
+            return opentelemetry_sdk::trace::SamplingResult {
+                decision: opentelemetry_sdk::trace::SamplingDecision::Drop,
+                attributes: Vec::new(),
+                trace_state: Default::default(),
+            };
+        }
+        self.0
+            .should_sample(parent, trace_id, name, kind, attributes, links)
+    }
 }
 
 /// `key=value,key2=value2` as OTLP headers (the `OTEL_EXPORTER_OTLP_HEADERS` format).

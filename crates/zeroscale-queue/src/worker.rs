@@ -561,6 +561,10 @@ async fn run_job(
     match outcome {
         Some(Ok(result)) => {
             count(crate::metrics::Attempt::Acked);
+            tracing::debug!(
+                duration_ms = started.elapsed().as_millis() as u64,
+                "job succeeded"
+            );
             // The acker sends it (with others) and counts it; it outlives this task.
             let _ = acks.send(crate::acker::Ack::new(job.lease, result, lease_until));
         }
