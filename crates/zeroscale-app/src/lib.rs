@@ -38,6 +38,7 @@
 //! | `local-models` | local embedding model | yes |
 //! | `remote-models` | remote model APIs | yes |
 
+mod admin_panel;
 mod api;
 mod app;
 mod auth_sync;
@@ -61,6 +62,7 @@ mod storage_cmd;
 mod tasks;
 mod telemetry;
 mod throttle;
+mod traffic;
 mod users;
 mod wiring;
 mod worker;

@@ -235,6 +235,7 @@ where
         let this = self.get_mut();
         let output = std::task::ready!(this.inner.as_mut().poll(cx));
         if let Ok(response) = &output {
+            crate::traffic::record(this.started.elapsed());
             record_request(
                 this.method,
                 this.route.as_ref().map_or("unmatched", MatchedPath::as_str),

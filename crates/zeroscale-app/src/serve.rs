@@ -26,7 +26,12 @@ pub(crate) struct AppState {
 }
 
 /// The router, separate from the listener so tests can drive it.
-pub(crate) fn router(state: AppState, api: crate::api::ApiState) -> Router {
+pub(crate) fn router(state: AppState, api: crate::api::ApiState, metrics_on: bool) -> Router {
+    let panel = crate::admin_panel::router(crate::admin_panel::PanelState {
+        api: api.clone(),
+        checker: state.checker.clone(),
+        metrics_on,
+    });
     let metrics = Router::new()
         .route("/metrics", get(crate::metrics::admin_metrics))
         .with_state(api.clone());
@@ -45,6 +50,7 @@ pub(crate) fn router(state: AppState, api: crate::api::ApiState) -> Router {
         )
         .merge(api)
         .merge(metrics)
+        .merge(panel)
 }
 
 /// The process is up.
@@ -229,7 +235,7 @@ pub(crate) async fn run(
         api: services.clone(),
     };
     let api = services;
-    let mut app = router(state, api);
+    let mut app = router(state, api, metrics_on);
     // Storage that cannot presign hands out URLs to this server's `/files/…` route.
     if let Some(signer) = files_signer {
         app = app.merge(zeroscale_storage::http::files_router(

@@ -58,10 +58,15 @@ impl ClientAddr {
     }
 }
 
-impl FromRequestParts<ApiState> for ClientAddr {
+impl<S> FromRequestParts<S> for ClientAddr
+where
+    ApiState: axum::extract::FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> ApiResult<Self> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        let state = <ApiState as axum::extract::FromRef<S>>::from_ref(state);
         // Without connection info (the router driven in-process, as tests do) every
         // request counts as one local client.
         let peer = parts

@@ -1,5 +1,6 @@
-//! A browser for the tests that check what a page can do: Debian's Chromium, installed
-//! where missing. Its path is `ZEROSCALE_TEST_CHROMIUM`.
+//! A browser for the tests that check what a page can do: Debian's Chromium and its
+//! WebDriver (`chromium-driver`), installed where missing. Their paths are
+//! `ZEROSCALE_TEST_CHROMIUM` and `ZEROSCALE_TEST_CHROMEDRIVER`.
 
 use std::path::PathBuf;
 
@@ -18,8 +19,23 @@ pub(super) fn chromium() -> Result<Vec<(String, String)>> {
                 .context("chromium was installed but is still not found")?
         }
     };
-    Ok(vec![(
-        "ZEROSCALE_TEST_CHROMIUM".to_owned(),
-        path.display().to_string(),
-    )])
+    let driver = match which("chromedriver") {
+        Some(driver) => driver,
+        None => {
+            apt_install(&["chromium-driver"])?;
+            which("chromedriver")
+                .or_else(|| Some(PathBuf::from("/usr/bin/chromedriver")).filter(|p| p.is_file()))
+                .context("chromium-driver was installed but chromedriver is still not found")?
+        }
+    };
+    Ok(vec![
+        (
+            "ZEROSCALE_TEST_CHROMIUM".to_owned(),
+            path.display().to_string(),
+        ),
+        (
+            "ZEROSCALE_TEST_CHROMEDRIVER".to_owned(),
+            driver.display().to_string(),
+        ),
+    ])
 }

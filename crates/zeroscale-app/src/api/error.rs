@@ -64,6 +64,21 @@ pub struct ApiError {
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
 impl ApiError {
+    /// The status it answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What the client is told.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Seconds to wait before trying again, when it says.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     /// An error answered with `status`, the machine-readable `code` (`not_found`,
     /// `conflict`, … or your own) and `message` for people.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {

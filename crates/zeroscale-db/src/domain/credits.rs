@@ -431,6 +431,33 @@ impl<'a> Credits<'a> {
             .map(to_generation)
             .collect()
     }
+
+    /// The newest generations of every user, newest first (for the admin panel).
+    pub async fn list_recent(&self, limit: u64) -> Result<Vec<Generation>> {
+        let limit = limit.clamp(1, 500);
+        #[cfg(feature = "mongodb")]
+        if let Some(m) = self.db.mongo() {
+            return m
+                .find::<generations::Entity>(
+                    mongodb::bson::doc! {},
+                    mongodb::bson::doc! { "_id": -1 },
+                    limit,
+                )
+                .await?
+                .into_iter()
+                .map(to_generation)
+                .collect();
+        }
+        generations::Entity::find()
+            .order_by_desc(generations::Column::Id)
+            .limit(limit)
+            .all(self.db.conn()?)
+            .await
+            .map_err(|e| self.db.map_err(e))?
+            .into_iter()
+            .map(to_generation)
+            .collect()
+    }
 }
 
 /// Counts a settled generation: what it cost (`None`: it failed, nothing spent) and what
