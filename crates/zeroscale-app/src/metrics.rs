@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -159,97 +159,35 @@ fn record_request(method: &'static str, route: &str, status: u16, took: Duration
     });
 }
 
-/// The HTTP layer: counts each request by method, route template (`unmatched` when no
-/// route took it) and status, times it to its response head, and tracks how many are in
-/// flight. Added (per route, after routing, so the route template is known) only when
-/// metrics are on. A plain tower service rather than `from_fn` middleware: no clone of
-/// the route and no boxed async block per request.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HttpLayer;
-
-impl<S> tower::Layer<S> for HttpLayer {
-    type Service = HttpMetrics<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        HttpMetrics { inner }
-    }
-}
-
-/// [`HttpLayer`]'s service.
-#[derive(Debug, Clone)]
-pub(crate) struct HttpMetrics<S> {
-    inner: S,
-}
-
-impl<S> tower::Service<Request> for HttpMetrics<S>
-where
-    S: tower::Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Recorded<S::Future>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let started = Instant::now();
-        let method = method_label(request.method());
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Recorded {
-            inner: Box::pin(self.inner.call(request)),
-            started,
-            method,
-            route,
-            // Decremented however the request ends (a client that disconnects drops the
-            // future).
-            _in_flight: InFlight,
-        }
-    }
-}
-
-/// A request's response on its way, recorded when it is ready.
-pub(crate) struct Recorded<F> {
-    inner: std::pin::Pin<Box<F>>,
+/// One request on its way, timed and counted in flight; recorded by [`Timing::finish`]
+/// from the request-id middleware, which every request passes anyway (so metrics add no
+/// layer, no boxed future and no route copy of their own). Dropped unfinished (a client
+/// that went away), it only leaves the in-flight count.
+pub(crate) struct Timing {
     started: Instant,
     method: &'static str,
-    route: Option<MatchedPath>,
-    _in_flight: InFlight,
 }
 
-impl<F, E> std::future::Future for Recorded<F>
-where
-    F: std::future::Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.get_mut();
-        let output = std::task::ready!(this.inner.as_mut().poll(cx));
-        if let Ok(response) = &output {
-            crate::traffic::record(this.started.elapsed());
-            record_request(
-                this.method,
-                this.route.as_ref().map_or("unmatched", MatchedPath::as_str),
-                response.status().as_u16(),
-                this.started.elapsed(),
-            );
+impl Timing {
+    /// Starts timing a request with `method`.
+    pub(crate) fn start(method: &axum::http::Method) -> Timing {
+        IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Timing {
+            started: Instant::now(),
+            method: method_label(method),
         }
-        std::task::Poll::Ready(output)
+    }
+
+    /// Counts the request by route template (`unmatched` when no route took it) and
+    /// status, and records how long it took to its response head.
+    pub(crate) fn finish(self, route: &str, status: u16) {
+        let took = self.started.elapsed();
+        crate::traffic::record(took);
+        record_request(self.method, route, status, took);
     }
 }
 
-struct InFlight;
-
-impl Drop for InFlight {
+impl Drop for Timing {
     fn drop(&mut self) {
         IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }

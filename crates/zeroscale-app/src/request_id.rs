@@ -32,7 +32,15 @@ fn accepted(value: &HeaderValue) -> Option<String> {
 
 /// The layer: names the request, runs it in a span with its id, and finishes error
 /// responses (the id in the body, the detail in the log).
-pub(crate) async fn layer(request: Request, next: Next) -> Response {
+///
+/// With metrics on (`metrics_on`, the state), it also counts and times the request
+/// (`crate::metrics::Timing`), since it sees every request, its route and its status.
+pub(crate) async fn layer(
+    axum::extract::State(metrics_on): axum::extract::State<bool>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let timing = metrics_on.then(|| crate::metrics::Timing::start(request.method()));
     let id = request
         .headers()
         .get(&HEADER)
@@ -57,7 +65,11 @@ pub(crate) async fn layer(request: Request, next: Next) -> Response {
     );
     crate::telemetry::continue_request_trace(request.headers(), &span);
     let mut response = next.run(request).instrument(span.clone()).await;
-    span.record("http.response.status_code", response.status().as_u16());
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if let Some(timing) = timing {
+        timing.finish(&route, status);
+    }
     if let Some(report) = response.extensions_mut().remove::<ErrorReport>() {
         let status = response.status().as_u16();
         if let Some(detail) = &report.detail {

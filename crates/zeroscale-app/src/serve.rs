@@ -245,10 +245,10 @@ pub(crate) async fn run(
             download_policy.clone(),
         ));
     }
-    if metrics_on {
-        app = app.layer(crate::metrics::HttpLayer);
-    }
-    let app = app.layer(axum::middleware::from_fn(crate::request_id::layer));
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        metrics_on,
+        crate::request_id::layer,
+    ));
     let app = crate::headers::secure(app, &server_config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(
