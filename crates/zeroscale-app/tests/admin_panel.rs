@@ -2,7 +2,8 @@
 //! (Debian's `chromium` and `chromium-driver`, installed by `cargo xtask services up`)
 //! logs in, opens every page, presses "check now" and "retry", finds user-supplied markup
 //! shown as text, sees no console errors, logs out; an uploaded HTML page opened from its
-//! signed URL in the admin's browser cannot act on the panel. Screenshots of every page go
+//! signed URL in the admin's browser cannot act on the panel; the panel's login is
+//! throttled. Screenshots of every page go
 //! to `target/tmp/admin-panel/`.
 
 mod common;
@@ -488,4 +489,25 @@ async fn the_admin_panel_works_in_a_browser() {
         "after logout"
     );
     browser.close().await.unwrap();
+
+    // The panel's login is throttled like the API's: wrong passwords for one username
+    // end in 429 with Retry-After (last: it locks this address out too).
+    let mut last = 0;
+    for _ in 0..30 {
+        let response = http
+            .post(format!("{}/admin/login", server.base))
+            .header("cookie", format!("zs_admin_login={token}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("username=admin&password=wrong&csrf={token}"))
+            .send()
+            .await
+            .unwrap();
+        last = response.status().as_u16();
+        if last == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+            break;
+        }
+        assert_eq!(last, 401);
+    }
+    assert_eq!(last, 429, "repeated wrong passwords were never throttled");
 }
