@@ -159,6 +159,26 @@ where
     }
 }
 
+async fn click(browser: &Client, id: &str) {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn type_into(browser: &Client, id: &str, text: &str) {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
 async fn log_in(browser: &Client, base: &str) {
     browser.goto(&format!("{base}/admin")).await.unwrap();
     assert!(
@@ -170,27 +190,9 @@ async fn log_in(browser: &Client, base: &str) {
             .ends_with("/admin/login"),
         "an anonymous visit goes to the login page"
     );
-    browser
-        .find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("admin")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("admin-password-1")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(browser, "username", "admin").await;
+    type_into(browser, "password", "admin-password-1").await;
+    click(browser, "login").await;
     text_of(browser, "#readiness").await;
 }
 
@@ -357,13 +359,7 @@ async fn the_admin_panel_works_in_a_browser() {
         .unwrap();
     let providers = text_of(&browser, "#providers").await;
     assert!(providers.contains("placeholder"), "{providers}");
-    browser
-        .find(Locator::Id("check-placeholder"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "check-placeholder").await;
     assert_eq!(
         text_of(&browser, "#checked").await,
         "Checked placeholder: it answers."
@@ -391,13 +387,7 @@ async fn the_admin_panel_works_in_a_browser() {
         }
     };
     let died_at = job_now(dead_id.clone()).await["finished_at"].clone();
-    browser
-        .find(Locator::Id(&format!("retry-{dead_id}")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, &format!("retry-{dead_id}")).await;
     assert_eq!(text_of(&browser, "#done").await, "The job is queued again.");
     // It runs again and dies again (its payload is still wrong): a new death time.
     wait_for("the retried job to die again", || async {
@@ -470,13 +460,7 @@ async fn the_admin_panel_works_in_a_browser() {
 
     // Log out: the session ends, the panel asks for a login again.
     browser.goto(&format!("{base}/admin")).await.unwrap();
-    browser
-        .find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "logout").await;
     text_of(&browser, "#login").await;
     browser.goto(&format!("{base}/admin/users")).await.unwrap();
     assert!(
