@@ -2,7 +2,7 @@
 //!
 //! Each engine gets a folder under `target/zeroscale-services/` with its data, log, pid and
 //! port; `up` installs what is missing (Debian packages, moto in a virtualenv, Azurite
-//! from npm), starts
+//! and the OpenAI SDKs from npm and PyPI), starts
 //! it on a free port, waits until it answers and writes every address to
 //! `target/zeroscale-services/services.env`, which the tests read. `down` stops only what
 //! `up` started, by pid file. `up` also installs the local embedding model (`models
@@ -20,6 +20,7 @@ mod postgres;
 mod prometheus;
 mod redis;
 mod s3;
+mod sdk_clients;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +53,10 @@ pub(crate) fn up() -> Result<Vec<(String, String)>> {
     vars.extend(mongodb::mongodb_up(&dir).context("MongoDB (nx-27017) did not start")?);
     vars.extend(browser::chromium().context("Chromium (for the browser tests) is missing")?);
     vars.extend(prometheus::prometheus().context("Prometheus (for the metrics tests) is missing")?);
+    vars.extend(
+        sdk_clients::sdk_clients(&dir)
+            .context("the OpenAI client libraries (for the compatibility tests) are missing")?,
+    );
     // Not an engine, but the model tests need it the same way: installed, or a failure.
     let model = crate::models::fetch().context("the local embedding model is not installed")?;
     vars.push((
