@@ -1,6 +1,7 @@
 //! Request ids: every response carries `x-request-id` (the caller's, when it sent a
 //! sensible one, else a new one), every log line of the request is in a span with it, and
-//! every API error body says it (`error.request_id`), so a client's report leads to the
+//! every API error body says it (`error.request_id`; the OpenAI routes answer in OpenAI's
+//! error shape, see `crate::api::openai`, and keep the id in the header only), so a client's report leads to the
 //! operator's log line with the details the client was not shown.
 
 use axum::body::Body;
@@ -80,14 +81,18 @@ pub(crate) async fn layer(
                 None => tracing::warn!(request_id = %id, status, error = %detail, "request failed"),
             }
         }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: report.code.to_owned(),
-                message: report.message,
-                request_id: Some(id.clone()),
-            },
+        let bytes = if crate::api::openai::serves(&route) {
+            serde_json::to_vec(&crate::api::openai::error_body(status, &report))
+        } else {
+            serde_json::to_vec(&ErrorBody {
+                error: ErrorDetail {
+                    code: report.code.to_owned(),
+                    message: report.message,
+                    request_id: Some(id.clone()),
+                },
+            })
         };
-        if let Ok(bytes) = serde_json::to_vec(&body) {
+        if let Ok(bytes) = bytes {
             response.headers_mut().remove(header::CONTENT_LENGTH);
             *response.body_mut() = Body::from(bytes);
         }

@@ -148,6 +148,22 @@ impl Router {
         self.cache = Some(cache);
     }
 
+    /// The model ids this router serves, sorted, with their registry entries.
+    pub fn models(&self) -> Vec<(&str, &ModelEntry)> {
+        let mut models: Vec<(&str, &ModelEntry)> = self
+            .registry
+            .iter()
+            .map(|(id, entry)| (id.as_str(), entry))
+            .collect();
+        models.sort_unstable_by_key(|(id, _)| *id);
+        models
+    }
+
+    /// Model id `model`'s registry entry, if this router serves it.
+    pub fn model(&self, model: &str) -> Option<&ModelEntry> {
+        self.registry.get(model)
+    }
+
     fn entry(&self, model: &str, kind: ModelKind) -> Result<&ModelEntry> {
         let entry = self.registry.get(model).ok_or_else(|| {
             Error::not_found(format!(

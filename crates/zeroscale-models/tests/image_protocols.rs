@@ -39,7 +39,9 @@ async fn openai(Json(body): Json<Value>) -> Response {
         .and_then(|s| s.split_once('x'))
         .map(|(w, h)| (w.parse().unwrap(), h.parse().unwrap()))
         .unwrap();
-    let data: Vec<Value> = (0..n).map(|_| json!({"b64_json": png_b64(w, h)})).collect();
+    let data: Vec<Value> = (0..n)
+        .map(|i| json!({"b64_json": png_b64(w, h), "revised_prompt": format!("{} #{i}", body["prompt"].as_str().unwrap())}))
+        .collect();
     Json(json!({"created": 0, "data": data})).into_response()
 }
 
@@ -114,6 +116,11 @@ async fn openai_images() {
     let r = client.generate(request("a cat", 2)).await.unwrap();
     assert_eq!(r.images.len(), 2);
     assert_eq!(size_of(&r.images[0].data), (32, 24));
+    // The prompts the API drew, per image, are kept for `revised_prompt`.
+    assert_eq!(
+        r.metadata["revised_prompts"],
+        json!(["a cat #0", "a cat #1"])
+    );
     let err = client.generate(request("busy", 1)).await.unwrap_err();
     assert!(matches!(err, Error::RateLimited { .. }), "{err}");
 }

@@ -113,7 +113,10 @@ fn node_client(prefix: &Path) -> Result<PathBuf> {
         .args([NODE_PACKAGE, "--no-audit", "--no-fund", "--loglevel=error"]))
     .with_context(|| format!("npm could not install {NODE_PACKAGE}"))?;
     if !manifest.is_file() {
-        bail!("{NODE_PACKAGE} was installed but {} is missing", manifest.display());
+        bail!(
+            "{NODE_PACKAGE} was installed but {} is missing",
+            manifest.display()
+        );
     }
     Ok(prefix.to_path_buf())
 }

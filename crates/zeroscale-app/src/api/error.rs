@@ -45,6 +45,11 @@ pub(crate) struct ErrorReport {
     pub(crate) detail: Option<String>,
     /// A 500's log reference.
     pub(crate) reference: Option<String>,
+    /// The request field at fault, when known (OpenAI's `param`).
+    pub(crate) param: Option<String>,
+    /// The code OpenAI's API gives this error, where it differs from the one derived from
+    /// the status (e.g. `insufficient_quota`); see `crate::api::openai`.
+    pub(crate) openai_code: Option<&'static str>,
 }
 
 /// An error on its way to becoming a response: the status, a stable code and a message
@@ -58,6 +63,9 @@ pub struct ApiError {
     retry_after: Option<u64>,
     detail: Option<String>,
     reference: Option<String>,
+    param: Option<String>,
+    openai_code: Option<&'static str>,
+    retry: bool,
 }
 
 /// A handler's result: its response, or an [`ApiError`].
@@ -89,7 +97,29 @@ impl ApiError {
             retry_after: None,
             detail: None,
             reference: None,
+            param: None,
+            openai_code: None,
+            retry: true,
         }
+    }
+
+    /// Names the request field at fault (shown as `param` on the OpenAI routes).
+    pub(crate) fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// The code the OpenAI routes answer with instead of the one their status implies.
+    pub(crate) fn with_openai_code(mut self, code: &'static str) -> Self {
+        self.openai_code = Some(code);
+        self
+    }
+
+    /// Tells clients that retrying the same request will not help (or would repeat work
+    /// that goes on): `x-should-retry: false`, which the OpenAI SDKs obey.
+    pub(crate) fn no_retry(mut self) -> Self {
+        self.retry = false;
+        self
     }
 
     /// 400 `invalid_input`: say which field is wrong and why.
@@ -125,6 +155,9 @@ impl From<Error> for ApiError {
             message: public.message,
             retry_after: public.retry_after,
             reference: public.reference,
+            param: None,
+            openai_code: None,
+            retry: true,
         }
     }
 }
@@ -144,7 +177,15 @@ impl IntoResponse for ApiError {
             message: self.message,
             detail: self.detail,
             reference: self.reference,
+            param: self.param,
+            openai_code: self.openai_code,
         });
+        if !self.retry {
+            response.headers_mut().insert(
+                axum::http::HeaderName::from_static("x-should-retry"),
+                HeaderValue::from_static("false"),
+            );
+        }
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

@@ -359,6 +359,13 @@ pub(crate) struct SignedView {
     expires_at: DateTime<Utc>,
 }
 
+impl SignedView {
+    /// The URL.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 pub(crate) async fn sign(
     storage: &dyn Storage,
     key: &ObjectKey,

@@ -193,10 +193,7 @@ pub(crate) async fn create_image(
         params: serde_json::to_value(&params).expect("params serialize"),
         cost: estimate.ceil().max(0.0) as i64,
     };
-    let (generation, job) = match state.queue.database() {
-        Some(queue) => reserve_and_enqueue(&state, queue, &caller.user.id, new).await?,
-        None => reserve_then_enqueue(&state, &caller.user.id, new).await?,
-    };
+    let (generation, job) = start(&state, &caller.user.id, new).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(CreatedImage {
@@ -204,6 +201,19 @@ pub(crate) async fn create_image(
             job: job.into(),
         }),
     ))
+}
+
+/// Reserves the credits of `new`, records it as pending and queues the job that
+/// generates it: in one transaction when the queue is in the app's database.
+pub(crate) async fn start(
+    state: &ApiState,
+    user_id: &str,
+    new: NewGeneration,
+) -> ApiResult<(Generation, JobStatus)> {
+    match state.queue.database() {
+        Some(queue) => reserve_and_enqueue(state, queue, user_id, new).await,
+        None => reserve_then_enqueue(state, user_id, new).await,
+    }
 }
 
 fn generate_job(generation: &Generation) -> NewJob {

@@ -7,7 +7,7 @@
 //! - [`prompts`], [`chat`]: system prompts and chat history.
 //! - [`files`]: uploads, downloads with ranges, signed URLs.
 //! - [`jobs`]: background jobs.
-//! - [`embeddings`]: the OpenAI-compatible `POST /v1/embeddings`.
+//! - [`openai`]: the OpenAI-compatible routes: models, embeddings, image generations.
 //! - [`documents`]: collections of texts and semantic search.
 //! - [`images`]: image generation with credits.
 //! - [`admin`]: provider health, job stats and dead letters, users.
@@ -16,12 +16,12 @@ pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod chat;
 pub(crate) mod documents;
-pub(crate) mod embeddings;
 pub(crate) mod error;
 pub(crate) mod files;
 pub(crate) mod images;
 pub(crate) mod jobs;
 pub(crate) mod keys;
+pub(crate) mod openai;
 pub(crate) mod prompts;
 pub(crate) mod unacknowledged;
 
@@ -38,10 +38,10 @@ pub(crate) type ApiState = crate::wiring::Services;
 #[openapi(
     info(
         title = "zeroscale",
-        description = "The zeroscale HTTP API. Authenticate with `Authorization: Bearer <session token or API key>` or `X-API-Key: <API key>`. Errors are `{\"error\": {\"code\", \"message\"}}`."
+        description = "The zeroscale HTTP API. Authenticate with `Authorization: Bearer <session token or API key>` or `X-API-Key: <API key>`. Errors are `{\"error\": {\"code\", \"message\"}}`, but on the OpenAI-compatible routes (tag `openai`) they are OpenAI's `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`."
     ),
     modifiers(&Security),
-    components(schemas(error::ErrorBody, error::ErrorDetail))
+    components(schemas(error::ErrorBody, error::ErrorDetail, openai::OpenAiErrorBody, openai::OpenAiError))
 )]
 struct ApiDoc;
 
@@ -53,12 +53,17 @@ struct Security;
 /// engine is down, or `server.request_timeout_secs` passed).
 pub(crate) fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
-    let error = || {
-        ContentBuilder::new()
-            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
-            .build()
-    };
-    for item in openapi.paths.paths.values_mut() {
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let schema = if openai::serves(path) {
+            "OpenAiErrorBody"
+        } else {
+            "ErrorBody"
+        };
+        let error = || {
+            ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name(schema)))
+                .build()
+        };
         for operation in [
             &mut item.get,
             &mut item.put,
@@ -179,7 +184,10 @@ fn builtin() -> OpenApiRouter<ApiState> {
         .routes(routes!(jobs::enqueue_job, jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))
-        .routes(routes!(embeddings::create_embeddings))
+        .routes(routes!(openai::models::list_models))
+        .routes(routes!(openai::models::retrieve_model))
+        .routes(routes!(openai::embeddings::create_embeddings))
+        .routes(routes!(openai::images::create_image_generation))
         .routes(routes!(documents::add_documents))
         .routes(routes!(documents::search_documents))
         .routes(routes!(images::create_image))

@@ -82,6 +82,7 @@ impl ImageProvider for HttpImages {
 
     async fn generate(&self, request: ImageRequest) -> Result<ImageResponse> {
         let mut images = Vec::new();
+        let mut metadata = serde_json::Map::new();
         match self.api {
             ImageApi::OpenAi => {
                 let mut body = json!({
@@ -95,6 +96,17 @@ impl ImageProvider for HttpImages {
                     body[k] = v.clone();
                 }
                 let answer = self.post("/images/generations", body).await?;
+                // The prompt each image was drawn from, where the API rewrote it.
+                let revised: Vec<Value> = answer["data"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|item| item["b64_json"].is_string() || item["url"].is_string())
+                    .map(|item| item["revised_prompt"].clone())
+                    .collect();
+                if revised.iter().any(Value::is_string) {
+                    metadata.insert("revised_prompts".to_owned(), Value::Array(revised));
+                }
                 for item in answer["data"].as_array().into_iter().flatten() {
                     let data = match (item["b64_json"].as_str(), item["url"].as_str()) {
                         (Some(b64), _) => {
@@ -162,7 +174,7 @@ impl ImageProvider for HttpImages {
         Ok(ImageResponse {
             model: request.model,
             images,
-            metadata: Default::default(),
+            metadata,
         })
     }
 
