@@ -24,8 +24,12 @@ pub struct EmbeddingRequest {
 pub struct Usage {
     /// Tokens in the input.
     pub prompt_tokens: u64,
-    /// Tokens billed in all.
+    /// Tokens in all (for embeddings, the same as `prompt_tokens`).
     pub total_tokens: u64,
+    /// The part of `prompt_tokens` in inputs the embedding cache answered: counted by the
+    /// provider's tokenizer, never sent to the provider, and not charged.
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 /// Vectors for an [`EmbeddingRequest`], one per input, in the same order.
@@ -49,6 +53,15 @@ pub trait EmbeddingProvider: Send + Sync + fmt::Debug + 'static {
 
     /// Embeds a batch.
     async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse>;
+
+    /// The tokens `inputs` take in the model, counted without embedding them, where the
+    /// provider can (a local model's tokenizer); `None` where it cannot (a remote API
+    /// counts only while it embeds). The router reports the tokens of cached inputs with
+    /// it. The default is `None`.
+    async fn count_tokens(&self, inputs: &[String]) -> Option<u64> {
+        let _ = inputs;
+        None
+    }
 
     /// Checks that the provider can serve (model files present, API reachable).
     async fn health(&self) -> Result<()>;

@@ -395,6 +395,11 @@ impl Router {
         let missing: Vec<usize> = (0..inputs.len())
             .filter(|&i| vectors[i].is_none())
             .collect();
+        let cached: Vec<String> = (0..inputs.len())
+            .filter(|&i| vectors[i].is_some())
+            .map(|i| inputs[i].clone())
+            .collect();
+        let cached_tokens = self.count_tokens(entry, &cached).await;
         if missing.is_empty() && !inputs.is_empty() {
             let vectors: Vec<Vec<f32>> = vectors.into_iter().flatten().collect();
             let dimensions = vectors.first().map_or(0, Vec::len);
@@ -403,7 +408,11 @@ impl Router {
                     model: model.to_owned(),
                     vectors,
                     dimensions,
-                    usage: Usage::default(),
+                    usage: Usage {
+                        prompt_tokens: cached_tokens,
+                        total_tokens: cached_tokens,
+                        cached_tokens,
+                    },
                 },
                 provider: "cache".to_owned(),
                 cost: 0.0,
@@ -461,12 +470,32 @@ impl Router {
             value: EmbeddingResponse {
                 model: model.to_owned(),
                 dimensions: response.dimensions,
-                usage: response.usage,
+                usage: Usage {
+                    prompt_tokens: response.usage.prompt_tokens + cached_tokens,
+                    total_tokens: response.usage.total_tokens + cached_tokens,
+                    cached_tokens,
+                },
                 vectors,
             },
             provider,
             cost,
         })
+    }
+
+    /// The tokens of `inputs` (answered by the cache) as the model's first running
+    /// provider that can count them says; 0 when none can.
+    async fn count_tokens(&self, entry: &ModelEntry, inputs: &[String]) -> u64 {
+        if inputs.is_empty() {
+            return 0;
+        }
+        for provider in Self::chain(entry) {
+            if let Some(embedder) = self.embedders.get(&provider)
+                && let Some(tokens) = embedder.count_tokens(inputs).await
+            {
+                return tokens;
+            }
+        }
+        0
     }
 
     /// The provider-side name of an image model: the route's `version` (Replicate), else

@@ -57,9 +57,14 @@ impl EmbeddingProvider for Scripted {
             usage: Usage {
                 prompt_tokens: 2000,
                 total_tokens: 2000,
+                cached_tokens: 0,
             },
             vectors,
         })
+    }
+    /// One token per byte.
+    async fn count_tokens(&self, inputs: &[String]) -> Option<u64> {
+        Some(inputs.iter().map(|t| t.len() as u64).sum())
     }
     async fn health(&self) -> Result<()> {
         Ok(())
@@ -256,8 +261,26 @@ async fn cached_inputs_never_reach_a_provider() {
         vec!["ccc".to_owned()],
         "only the miss is sent"
     );
+    // The cached inputs' tokens are counted by the provider's tokenizer (one per byte
+    // here: "bb" + "a"), beside the 2000 it reported for the miss.
+    assert_eq!(
+        (
+            routed.value.usage.prompt_tokens,
+            routed.value.usage.cached_tokens
+        ),
+        (2003, 3)
+    );
     let routed = router.embed("minilm", vec!["a".into()]).await.unwrap();
     assert_eq!((routed.provider.as_str(), routed.cost), ("cache", 0.0));
+    assert_eq!(
+        (
+            routed.value.usage.prompt_tokens,
+            routed.value.usage.total_tokens,
+            routed.value.usage.cached_tokens
+        ),
+        (1, 1, 1),
+        "an answer wholly from the cache still says what the input takes"
+    );
     assert_eq!(primary.calls(), 2);
 }
 

@@ -32,6 +32,7 @@ mod files;
 mod health_and_openapi;
 mod images;
 mod jobs;
+mod openai_sdks;
 mod prompts;
 mod scale_out;
 mod users_and_auth;
@@ -117,6 +118,13 @@ macro_rules! stages {
                     crate::jobs::run(&ctx.d, &alice, &bob).await;
                     crate::images::run(&ctx.d, &ctx.admin, &alice, &bob).await;
                     crate::admin_routes::run(&ctx.d, &ctx.admin, &alice, &bob).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn openai_sdks() {
+                    let Some(ctx) = Ctx::new(STAGE, "openai").await else { return };
+                    let (alice, bob) = ctx.users().await;
+                    crate::openai_sdks::run(&ctx.d, &ctx.admin, &alice, &bob).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -212,8 +212,18 @@ impl EmbeddingProvider for LocalEmbeddings {
             usage: Usage {
                 prompt_tokens: tokens,
                 total_tokens: tokens,
+                cached_tokens: 0,
             },
         })
+    }
+
+    /// Counts with the model's tokenizer, as `embed` does (special tokens included,
+    /// truncated at the model's sequence length).
+    async fn count_tokens(&self, inputs: &[String]) -> Option<u64> {
+        let running = self.running().await.ok()?;
+        let texts: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let encodings = running.loaded.tokenizer.encode_batch(texts, true).ok()?;
+        Some(encodings.iter().map(|e| e.get_ids().len() as u64).sum())
     }
 
     /// The model can serve: its files are installed (and verified). It is not loaded

@@ -100,6 +100,7 @@ impl EmbeddingProvider for OpenAiEmbeddings {
             usage: Usage {
                 prompt_tokens: usage.prompt_tokens,
                 total_tokens: usage.total_tokens,
+                cached_tokens: 0,
             },
         })
     }

@@ -242,10 +242,22 @@ pub(crate) async fn create_embeddings(
         .model
         .unwrap_or_else(|| state.config.models.default_embedding_model.clone());
     crate::limits::check_embedding_quota(&state, &caller.user.id).await?;
-    let routed = state.models.embed(&model, inputs).await?;
+    let routed = state.models.embed(&model, inputs).await.map_err(|e| {
+        let error = ApiError::from(e);
+        if error.status() == axum::http::StatusCode::NOT_FOUND {
+            error.with_param("model")
+        } else {
+            error
+        }
+    })?;
     let response = routed.value;
-    crate::limits::spend_embedding_tokens(&state, &caller.user.id, response.usage.total_tokens)
-        .await;
+    // Inputs the cache answered are not charged to the quota.
+    let charged = response.usage.total_tokens
+        - response
+            .usage
+            .cached_tokens
+            .min(response.usage.total_tokens);
+    crate::limits::spend_embedding_tokens(&state, &caller.user.id, charged).await;
     if let Some(wanted) = body.dimensions
         && wanted != response.dimensions
     {
