@@ -177,7 +177,7 @@ remote_model = "minilm"
     // Refusals: no credentials, a revoked key upstream, bad input.
     let (status, body, _) = embed(&a, "zs_00000000_nope", json!({ "input": "x" })).await;
     assert_eq!(status, 401, "{body}");
-    let (status, body, _) = embed(&a, &a_admin, json!({ "input": [1, 2, 3] })).await;
+    let (status, body, _) = embed(&a, &a_admin, json!({ "input": [{ "text": "x" }] })).await;
     assert_eq!(status, 400);
     assert!(
         body["error"]["message"]
@@ -198,10 +198,22 @@ remote_model = "minilm"
     let (status, body, _) = embed(&a, &a_admin, json!({ "input": "x", "model": "nosuch" })).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (404, Some("not_found"))
+        (404, Some("model_not_found"))
     );
     let (status, body, _) = embed(&a, &a_admin, json!({ "input": "x", "dimensions": 10 })).await;
     assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "dimensions", "{body}");
+    // Through B, `dimensions` reaches A: its own width is served, another is refused
+    // there and B passes the refusal on as a bad request.
+    let (status, body, provider) = embed(
+        &b,
+        &b_admin,
+        json!({ "input": "dimensions via B", "dimensions": 384 }),
+    )
+    .await;
+    assert_eq!((status, provider.as_str()), (200, "upstream"), "{body}");
+    let (status, body, _) = embed(&b, &b_admin, json!({ "input": "x", "dimensions": 10 })).await;
+    assert_eq!(status, 400, "{body}\n{}", b.log_text());
 
     a.terminate();
     b.terminate();

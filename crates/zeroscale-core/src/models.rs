@@ -17,6 +17,34 @@ pub struct EmbeddingRequest {
     pub model: String,
     /// The texts, embedded in order.
     pub inputs: Vec<String>,
+    /// Shorter vectors of this many dimensions, where the model can make them (OpenAI's
+    /// `text-embedding-3` models); a provider that cannot refuses with
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) unless it equals the model's
+    /// own width. `None`: the model's width.
+    pub dimensions: Option<usize>,
+}
+
+impl EmbeddingRequest {
+    /// `inputs` for the provider-side model `model`, at the model's own width.
+    pub fn new(model: impl Into<String>, inputs: Vec<String>) -> Self {
+        EmbeddingRequest {
+            model: model.into(),
+            inputs,
+            dimensions: None,
+        }
+    }
+
+    /// Refuses `dimensions` other than `native`, the width of a model that cannot
+    /// shorten its vectors (what providers without the option call).
+    pub fn check_dimensions(&self, model: &str, native: usize) -> crate::Result<()> {
+        match self.dimensions {
+            Some(wanted) if wanted != native => Err(crate::Error::invalid_input(format!(
+                "dimensions: model `{model}` gives {native} dimensions and cannot shorten \
+                 them; omit `dimensions` or send {native}"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Token counts reported by a provider (estimated where the provider does not say).

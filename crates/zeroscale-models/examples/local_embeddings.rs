@@ -53,6 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .embed(EmbeddingRequest {
             model: model.to_owned(),
             inputs,
+            dimensions: None,
         })
         .await?;
     println!(

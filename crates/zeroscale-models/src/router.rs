@@ -33,6 +33,16 @@ pub struct Routed<T> {
     pub cost: f64,
 }
 
+/// How [`Router::embed_with`] embeds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmbedOptions {
+    /// Vectors of this many dimensions, where the model can shorten its vectors
+    /// (OpenAI's `text-embedding-3` through an `openai` provider); a provider that cannot
+    /// refuses any width but its own (`InvalidInput`, no failover). Default: the model's
+    /// own width.
+    pub dimensions: Option<usize>,
+}
+
 /// A provider's health as the router sees it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProviderHealth {
@@ -367,10 +377,26 @@ impl Router {
         model: &str,
         inputs: Vec<String>,
     ) -> Result<Routed<EmbeddingResponse>> {
+        self.embed_with(model, inputs, &EmbedOptions::default())
+            .await
+    }
+
+    /// Embeds `inputs` with model id `model` as `options` say.
+    pub async fn embed_with(
+        &self,
+        model: &str,
+        inputs: Vec<String>,
+        options: &EmbedOptions,
+    ) -> Result<Routed<EmbeddingResponse>> {
         let entry = self.entry(model, ModelKind::Embedding)?;
+        // Shortened vectors are other vectors: cached apart from the full ones.
+        let cache_id = match options.dimensions {
+            Some(d) => format!("{model}@{d}"),
+            None => model.to_owned(),
+        };
         let keys: Vec<EmbeddingCacheKey> = inputs
             .iter()
-            .map(|i| EmbeddingCacheKey::new(model, i))
+            .map(|i| EmbeddingCacheKey::new(&cache_id, i))
             .collect();
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
         if let Some(cache) = &self.cache {
@@ -424,6 +450,7 @@ impl Router {
                 let batch = batch.clone();
                 let embedder = self.embedders.get(&provider).cloned();
                 let remote = Self::remote_model(entry, model, &provider);
+                let dimensions = options.dimensions;
                 async move {
                     let Some(embedder) = embedder else {
                         return Outcome::Next(Error::config(
@@ -436,6 +463,7 @@ impl Router {
                         .embed(EmbeddingRequest {
                             model: remote,
                             inputs: batch,
+                            dimensions,
                         })
                         .await
                     {

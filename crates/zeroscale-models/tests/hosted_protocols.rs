@@ -147,6 +147,7 @@ async fn hugging_face_feature_extraction() {
     let request = EmbeddingRequest {
         model: "sentence-transformers/all-MiniLM-L6-v2".into(),
         inputs: vec!["ab".into(), "cde".into()],
+        dimensions: None,
     };
     let r = hf.embed(request.clone()).await.unwrap();
     assert_eq!(

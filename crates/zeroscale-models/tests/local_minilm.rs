@@ -48,6 +48,7 @@ async fn matches_sentence_transformers_on_the_fixture() {
         .embed(EmbeddingRequest {
             model: "all-MiniLM-L6-v2".into(),
             inputs,
+            dimensions: None,
         })
         .await
         .expect("embeds");
@@ -92,6 +93,7 @@ async fn one_at_a_time_equals_batched_and_the_model_loads_once() {
         .embed(EmbeddingRequest {
             model: String::new(),
             inputs: texts.clone(),
+            dimensions: None,
         })
         .await
         .unwrap();
@@ -104,6 +106,7 @@ async fn one_at_a_time_equals_batched_and_the_model_loads_once() {
                 .embed(EmbeddingRequest {
                     model: String::new(),
                     inputs: vec![text],
+                    dimensions: None,
                 })
                 .await
                 .unwrap()
@@ -117,10 +120,34 @@ async fn one_at_a_time_equals_batched_and_the_model_loads_once() {
         .embed(EmbeddingRequest {
             model: String::new(),
             inputs: Vec::new(),
+            dimensions: None,
         })
         .await
         .unwrap();
     assert!(empty.vectors.is_empty());
+
+    // Its own width is fine; it cannot shorten its vectors.
+    let mut own = EmbeddingRequest::new("", vec!["hello".into()]);
+    own.dimensions = Some(384);
+    assert_eq!(provider.embed(own).await.unwrap().dimensions, 384);
+    let mut shorter = EmbeddingRequest::new("", vec!["hello".into()]);
+    shorter.dimensions = Some(64);
+    let err = provider.embed(shorter).await.expect_err("cannot shorten");
+    assert_eq!(err.kind(), zeroscale_core::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("384"), "{err}");
+    // Token counts without embedding, as `embed` counts them.
+    let counted = provider
+        .count_tokens(&["hello world".into(), "a".into()])
+        .await
+        .expect("the local tokenizer counts");
+    let embedded = provider
+        .embed(EmbeddingRequest::new(
+            "",
+            vec!["hello world".into(), "a".into()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(counted, embedded.usage.prompt_tokens);
 }
 
 #[tokio::test]
@@ -132,6 +159,7 @@ async fn a_missing_model_is_unavailable_with_the_fix_and_found_once_installed() 
     let request = EmbeddingRequest {
         model: String::new(),
         inputs: vec!["hello".into()],
+        dimensions: None,
     };
     let err = provider.embed(request.clone()).await.expect_err("no model");
     assert_eq!(err.kind(), zeroscale_core::ErrorKind::Unavailable);

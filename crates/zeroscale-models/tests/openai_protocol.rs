@@ -45,12 +45,23 @@ async fn embeddings(headers: HeaderMap, Json(body): Json<Value>) -> Response {
         }
         _ => {}
     }
-    // Answer out of order: clients must sort by index.
+    // Answer out of order: clients must sort by index. `dimensions` cuts the 3-wide
+    // vectors short (as text-embedding-3 does), except for the input "ignores-width".
+    let width = match (
+        body["dimensions"].as_u64(),
+        inputs.first().map(String::as_str),
+    ) {
+        (_, Some("ignores-width")) | (None, _) => 3,
+        (Some(d), _) => d as usize,
+    };
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
         .rev()
-        .map(|(i, text)| json!({"object": "embedding", "index": i, "embedding": [text.len() as f32, i as f32, 0.5]}))
+        .map(|(i, text)| {
+            let full = [text.len() as f32, i as f32, 0.5];
+            json!({"object": "embedding", "index": i, "embedding": full[..width.min(3)]})
+        })
         .collect();
     Json(json!({
         "object": "list",
@@ -85,6 +96,7 @@ fn request(inputs: &[&str]) -> EmbeddingRequest {
     EmbeddingRequest {
         model: "text-embedding-test".into(),
         inputs: inputs.iter().map(|s| (*s).to_owned()).collect(),
+        dimensions: None,
     }
 }
 
@@ -100,6 +112,25 @@ async fn embeds_in_input_order_with_usage() {
     assert_eq!(r.usage.prompt_tokens, 6);
     assert_eq!(r.model, "text-embedding-test");
     client(&base, "sk-test").health().await.expect("reachable");
+}
+
+#[tokio::test]
+async fn dimensions_are_asked_for_and_checked() {
+    let base = server().await;
+    let mut shorter = request(&["a", "bbb"]);
+    shorter.dimensions = Some(2);
+    let r = client(&base, "sk-test").embed(shorter).await.unwrap();
+    assert_eq!(r.vectors, vec![vec![1.0, 0.0], vec![3.0, 1.0]]);
+    assert_eq!(r.dimensions, 2);
+    // An upstream that ignores the width: refused as the caller's mistake, named.
+    let mut ignored = request(&["ignores-width"]);
+    ignored.dimensions = Some(2);
+    let err = client(&base, "sk-test").embed(ignored).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput { .. })
+            && err.to_string().contains("gave 3 dimensions, not 2"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

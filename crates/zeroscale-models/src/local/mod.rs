@@ -202,6 +202,7 @@ impl EmbeddingProvider for LocalEmbeddings {
 
     async fn embed(&self, request: EmbeddingRequest) -> Result<EmbeddingResponse> {
         let running = self.running().await?;
+        request.check_dimensions(&self.model_name, running.loaded.dimensions)?;
         let embedded = running.batcher.embed(request.inputs).await?;
         let tokens = embedded.iter().map(|(_, t)| t).sum();
         let vectors: Vec<Vec<f32>> = embedded.into_iter().map(|(v, _)| v).collect();

@@ -89,6 +89,8 @@ impl EmbeddingProvider for HuggingFaceEmbeddings {
                 )
             })?;
         let dimensions = vectors.first().map_or(0, Vec::len);
+        // Feature extraction has no width option: only the model's own is served.
+        request.check_dimensions(&request.model, dimensions)?;
         Ok(EmbeddingResponse {
             model: request.model,
             vectors,

@@ -18,6 +18,8 @@ pub struct OpenAiEmbeddings(ApiClient);
 struct Request<'a> {
     model: &'a str,
     input: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimensions: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +65,7 @@ impl EmbeddingProvider for OpenAiEmbeddings {
                 api.client.post(api.url("/embeddings")).json(&Request {
                     model: &request.model,
                     input: &request.inputs,
+                    dimensions: request.dimensions,
                 }),
                 "Bearer",
             )
@@ -91,6 +94,15 @@ impl EmbeddingProvider for OpenAiEmbeddings {
                 self.0.name.clone(),
                 std::io::Error::other("returned vectors of different lengths"),
             ));
+        }
+        if let Some(wanted) = request.dimensions
+            && wanted != dimensions
+        {
+            return Err(Error::invalid_input(format!(
+                "dimensions: `{}` at provider `{}` gave {dimensions} dimensions, not {wanted}: \
+                 the model cannot shorten its vectors; omit `dimensions`",
+                request.model, self.0.name
+            )));
         }
         let usage = body.usage.unwrap_or_default();
         Ok(EmbeddingResponse {

@@ -166,7 +166,8 @@ pub(crate) struct EmbeddingsRequest {
     /// `float` (default) or `base64`.
     #[serde(default)]
     encoding_format: EncodingFormat,
-    /// Accepted when it equals the model's dimensions; vectors are not shortened.
+    /// Shorter vectors, where the model makes them (an `openai` provider's
+    /// `text-embedding-3` models); other models take only their own width.
     #[serde(default)]
     dimensions: Option<usize>,
     /// An end-user id, accepted for compatibility and logged.
@@ -242,14 +243,28 @@ pub(crate) async fn create_embeddings(
         .model
         .unwrap_or_else(|| state.config.models.default_embedding_model.clone());
     crate::limits::check_embedding_quota(&state, &caller.user.id).await?;
-    let routed = state.models.embed(&model, inputs).await.map_err(|e| {
-        let error = ApiError::from(e);
-        if error.status() == axum::http::StatusCode::NOT_FOUND {
-            error.with_param("model")
-        } else {
-            error
-        }
-    })?;
+    if body.dimensions == Some(0) {
+        return Err(
+            ApiError::bad_request("dimensions: must be at least 1").with_param("dimensions")
+        );
+    }
+    let options = zeroscale_models::router::EmbedOptions {
+        dimensions: body.dimensions,
+    };
+    let routed = state
+        .models
+        .embed_with(&model, inputs, &options)
+        .await
+        .map_err(|e| {
+            let error = ApiError::from(e);
+            if error.status() == axum::http::StatusCode::NOT_FOUND {
+                error.with_param("model")
+            } else if error.message().contains("dimensions:") {
+                error.with_param("dimensions")
+            } else {
+                error
+            }
+        })?;
     let response = routed.value;
     // Inputs the cache answered are not charged to the quota.
     let charged = response.usage.total_tokens
@@ -258,16 +273,6 @@ pub(crate) async fn create_embeddings(
             .cached_tokens
             .min(response.usage.total_tokens);
     crate::limits::spend_embedding_tokens(&state, &caller.user.id, charged).await;
-    if let Some(wanted) = body.dimensions
-        && wanted != response.dimensions
-    {
-        return Err(ApiError::bad_request(format!(
-            "dimensions: model `{model}` gives {} dimensions and cannot shorten them; omit \
-             `dimensions` or send {}",
-            response.dimensions, response.dimensions
-        ))
-        .with_param("dimensions"));
-    }
     tracing::debug!(user = %caller.user.id, end_user = ?body.user, model, provider = %routed.provider, "embeddings");
     let data = response
         .vectors
