@@ -124,10 +124,10 @@ async fn real_set(plan: Plan, cache: &Path) -> anyhow::Result<Option<Set>> {
                 );
             }
             let response = model
-                .embed(EmbeddingRequest {
-                    model: "all-MiniLM-L6-v2".into(),
-                    inputs: crate::embeddings::sentences(count, 2026),
-                })
+                .embed(EmbeddingRequest::new(
+                    "all-MiniLM-L6-v2",
+                    crate::embeddings::sentences(count, 2026),
+                ))
                 .await?;
             write_vectors(&file, &response.vectors)?;
             response.vectors

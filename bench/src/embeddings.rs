@@ -306,10 +306,7 @@ impl Drop for Peer {
 async fn ours_batches(model: &LocalEmbeddings, chunks: &[Vec<String>]) -> Duration {
     let started = Instant::now();
     for chunk in chunks {
-        let request = EmbeddingRequest {
-            model: MODEL.into(),
-            inputs: chunk.clone(),
-        };
+        let request = EmbeddingRequest::new(MODEL, chunk.clone());
         model.embed(request).await.expect("local embeddings");
     }
     started.elapsed()
@@ -318,10 +315,7 @@ async fn ours_batches(model: &LocalEmbeddings, chunks: &[Vec<String>]) -> Durati
 async fn ours_single(model: &LocalEmbeddings, texts: &[String]) -> Duration {
     let mut latencies = Vec::with_capacity(texts.len());
     for text in texts {
-        let request = EmbeddingRequest {
-            model: MODEL.into(),
-            inputs: vec![text.clone()],
-        };
+        let request = EmbeddingRequest::new(MODEL, vec![text.clone()]);
         let started = Instant::now();
         model.embed(request).await.expect("local embeddings");
         latencies.push(started.elapsed().as_secs_f64());
@@ -343,10 +337,7 @@ async fn ours_concurrent(model: &Arc<LocalEmbeddings>, texts: &[String]) -> Dura
                 .collect();
             tokio::spawn(async move {
                 for text in mine {
-                    let request = EmbeddingRequest {
-                        model: MODEL.into(),
-                        inputs: vec![text],
-                    };
+                    let request = EmbeddingRequest::new(MODEL, vec![text]);
                     model.embed(request).await.expect("local embeddings");
                 }
             })

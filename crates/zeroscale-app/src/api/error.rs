@@ -63,9 +63,16 @@ pub struct ApiError {
     retry_after: Option<u64>,
     detail: Option<String>,
     reference: Option<String>,
-    param: Option<String>,
-    openai_code: Option<&'static str>,
+    /// What the OpenAI routes add (boxed: most errors have none).
+    openai: Option<Box<OpenAiHint>>,
     retry: bool,
+}
+
+/// An error's `param` and OpenAI code, for the OpenAI routes.
+#[derive(Debug, Default)]
+struct OpenAiHint {
+    param: Option<String>,
+    code: Option<&'static str>,
 }
 
 /// A handler's result: its response, or an [`ApiError`].
@@ -97,21 +104,20 @@ impl ApiError {
             retry_after: None,
             detail: None,
             reference: None,
-            param: None,
-            openai_code: None,
+            openai: None,
             retry: true,
         }
     }
 
     /// Names the request field at fault (shown as `param` on the OpenAI routes).
     pub(crate) fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+        self.openai.get_or_insert_default().param = Some(param.into());
         self
     }
 
     /// The code the OpenAI routes answer with instead of the one their status implies.
     pub(crate) fn with_openai_code(mut self, code: &'static str) -> Self {
-        self.openai_code = Some(code);
+        self.openai.get_or_insert_default().code = Some(code);
         self
     }
 
@@ -155,8 +161,7 @@ impl From<Error> for ApiError {
             message: public.message,
             retry_after: public.retry_after,
             reference: public.reference,
-            param: None,
-            openai_code: None,
+            openai: None,
             retry: true,
         }
     }
@@ -177,8 +182,8 @@ impl IntoResponse for ApiError {
             message: self.message,
             detail: self.detail,
             reference: self.reference,
-            param: self.param,
-            openai_code: self.openai_code,
+            param: self.openai.as_ref().and_then(|o| o.param.clone()),
+            openai_code: self.openai.and_then(|o| o.code),
         });
         if !self.retry {
             response.headers_mut().insert(
