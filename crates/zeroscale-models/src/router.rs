@@ -570,8 +570,9 @@ impl Router {
                 cost: 0.0,
             });
         }
+        let chain = Self::size_chain(model, entry, request.width, request.height)?;
         let (response, provider) = self
-            .route(model, Self::chain(entry), |provider| {
+            .route(model, chain, |provider| {
                 let imager = self.imagers.get(&provider).cloned();
                 let mut request = request.clone();
                 request.model = Self::remote_image_model(entry, model, &provider);
@@ -596,6 +597,56 @@ impl Router {
             provider,
             cost,
         })
+    }
+
+    /// The providers of image model `entry` that make `width` x `height` images
+    /// (`models.registry.<id>.routes.<provider>.sizes`), in order; an error listing the
+    /// sizes they make when none does.
+    fn size_chain(model: &str, entry: &ModelEntry, width: u32, height: u32) -> Result<Vec<String>> {
+        let chain = Self::chain(entry);
+        let makes = |provider: &String| {
+            entry
+                .routes
+                .get(provider)
+                .is_none_or(|route| route.makes_size(width, height))
+        };
+        let usable: Vec<String> = chain.iter().filter(|p| makes(p)).cloned().collect();
+        if !usable.is_empty() {
+            return Ok(usable);
+        }
+        let mut sizes: Vec<&str> = chain
+            .iter()
+            .filter_map(|p| entry.routes.get(p))
+            .flat_map(|route| route.sizes.iter().map(String::as_str))
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        Err(Error::invalid_input(format!(
+            "size {width}x{height}: model `{model}` is made only in {}",
+            sizes.join(", ")
+        )))
+    }
+
+    /// Checks that some provider of image model `model` makes `width` x `height` images
+    /// (before credits are reserved); the error lists the sizes it is made in.
+    pub fn check_image_size(&self, model: &str, width: u32, height: u32) -> Result<()> {
+        let entry = self.entry(model, ModelKind::Image)?;
+        Self::size_chain(model, entry, width, height).map(drop)
+    }
+
+    /// The size image model `model` is made in when a request names none: `preferred`
+    /// when a provider makes it, else the first size its first provider lists.
+    pub fn default_image_size(&self, model: &str, preferred: (u32, u32)) -> Result<(u32, u32)> {
+        let entry = self.entry(model, ModelKind::Image)?;
+        if Self::size_chain(model, entry, preferred.0, preferred.1).is_ok() {
+            return Ok(preferred);
+        }
+        Ok(Self::chain(entry)
+            .iter()
+            .filter_map(|p| entry.routes.get(p))
+            .flat_map(|route| route.sizes.iter())
+            .find_map(|size| zeroscale_core::config::parse_size(size))
+            .unwrap_or(preferred))
     }
 
     /// The most `count` images of model id `model` can cost, over every provider it may

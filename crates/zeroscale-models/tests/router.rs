@@ -585,3 +585,96 @@ async fn an_overloaded_provider_is_not_retried_nor_cooled_down_and_the_wait_is_p
     let routed = router.embed("minilm", vec!["hi".into()]).await.unwrap();
     assert_eq!((routed.provider.as_str(), primary.calls()), ("backup", 1));
 }
+
+#[tokio::test]
+async fn image_sizes_pick_the_providers_that_make_them() {
+    let mut config = config(&[]);
+    let art = config.registry.get_mut("art").unwrap();
+    art.provider = "fixed".into();
+    art.fallbacks = vec!["placeholder".into()];
+    art.routes.insert(
+        "fixed".into(),
+        ModelRoute {
+            sizes: vec!["64x64".into(), "128x96".into()],
+            ..Default::default()
+        },
+    );
+    let mut router = Router::new(&config);
+    router.add_image_provider("fixed", Arc::new(PlaceholderImages::new("fixed")));
+    router.add_image_provider(
+        "placeholder",
+        Arc::new(PlaceholderImages::new("placeholder")),
+    );
+    let request = |width, height| ImageRequest {
+        model: String::new(),
+        prompt: "a kite".into(),
+        negative_prompt: None,
+        width,
+        height,
+        count: 1,
+        seed: None,
+        extra: Default::default(),
+    };
+    // A size the first provider lists goes to it; another skips it (no failure counted).
+    assert_eq!(
+        router
+            .generate("art", request(128, 96))
+            .await
+            .unwrap()
+            .provider,
+        "fixed"
+    );
+    assert_eq!(
+        router
+            .generate("art", request(32, 24))
+            .await
+            .unwrap()
+            .provider,
+        "placeholder"
+    );
+    assert_eq!(
+        router
+            .health()
+            .iter()
+            .find(|(n, _)| n == "fixed")
+            .unwrap()
+            .1
+            .failures,
+        0
+    );
+    assert!(router.check_image_size("art", 32, 24).is_ok());
+    assert_eq!(
+        router.default_image_size("art", (1024, 1024)).unwrap(),
+        (1024, 1024)
+    );
+
+    // Only restricted providers: other sizes are refused, naming the ones made.
+    let mut config = config.clone();
+    config.registry.get_mut("art").unwrap().fallbacks.clear();
+    let router = Router::new(&config);
+    let err = router.check_image_size("art", 32, 24).unwrap_err();
+    assert_eq!(err.kind(), zeroscale_core::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("128x96, 64x64"), "{err}");
+    assert!(router.check_image_size("art", 64, 64).is_ok());
+    assert_eq!(
+        router.default_image_size("art", (1024, 1024)).unwrap(),
+        (64, 64)
+    );
+}
+
+#[test]
+fn sizes_that_do_not_parse_are_a_config_error() {
+    let mut config = config(&[]);
+    config.registry.get_mut("art").unwrap().routes.insert(
+        "placeholder".into(),
+        ModelRoute {
+            sizes: vec!["1024x1024".into(), "large".into()],
+            ..Default::default()
+        },
+    );
+    let err = config.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("models.registry.art.routes.placeholder.sizes") && err.contains("`large`"),
+        "{err}"
+    );
+}

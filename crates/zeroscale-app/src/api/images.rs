@@ -178,6 +178,9 @@ pub(crate) async fn create_image(
     let model = body
         .model
         .unwrap_or_else(|| state.config.models.default_image_model.clone());
+    state
+        .models
+        .check_image_size(&model, body.width, body.height)?;
     let estimate = state.models.image_cost_estimate(&model, body.count)?;
     let params = ImageParams {
         negative_prompt: body.negative_prompt,

@@ -52,6 +52,13 @@ fallbacks = []
 [models.registry.broken.routes.down]
 cost = {{ per_image = 3.0 }}
 
+[models.registry.sized]
+kind = "image"
+provider = "placeholder"
+
+[models.registry.sized.routes.placeholder]
+sizes = ["64x64", "128x96"]
+
 [models.router]
 max_retries = 0
 backoff_base_ms = 10

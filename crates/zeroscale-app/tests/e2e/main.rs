@@ -16,7 +16,8 @@
 //!
 //! Every stage gets the same test overlay (`overlay.toml`): two image model ids whose
 //! default provider is down (`flaky` falls back to the placeholder, `broken` has nothing
-//! to fall back to), prices that make credits visible, and a small upload limit.
+//! to fall back to; `sized` is made only in 64x64 and 128x96), prices that make credits
+//! visible, and a small upload limit.
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -329,6 +329,46 @@ async fn plain_http(d: &Deployment, alice: &str, bob: &str, model: &str) {
         assert_eq!(got, status, "{body}: {error}");
         assert_eq!(error["error"]["param"], param, "{error}");
     }
+    // A model made in some sizes only: others are refused naming them; `auto` (and no
+    // size) gets the first it lists, as 1024x1024 is not among them.
+    let (status, _, refused) = generate(
+        alice,
+        json!({"prompt": "x", "size": "32x24", "model": "sized"}),
+    )
+    .await;
+    assert_eq!(
+        (status, &refused["error"]["param"]),
+        (400, &json!("size")),
+        "{refused}"
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("128x96, 64x64"),
+        "{refused}"
+    );
+    let (status, _, auto) = generate(
+        alice,
+        json!({"prompt": "x", "size": "auto", "model": "sized", "response_format": "b64_json"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{auto}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(auto["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&png[16..24], &[0, 0, 0, 64, 0, 0, 0, 64], "a 64x64 PNG");
+    // Our own image route refuses the size before reserving anything too.
+    let (status, own) = call(
+        d,
+        Method::POST,
+        "/v1/images",
+        Some(alice),
+        Some(json!({"prompt": "x", "width": 32, "height": 24, "model": "sized"})),
+    )
+    .await;
+    assert_eq!((status, error_code(&own)), (400, "invalid_input"), "{own}");
+
     // Every provider down: refunded, and an OpenAI server error.
     let before = credits(d, alice).await;
     let (status, _, failed) = generate(

@@ -131,6 +131,17 @@ impl ModelsConfig {
                     )
                 })?;
             }
+            for (provider, route) in &entry.routes {
+                if let Some(bad) = route.sizes.iter().find(|s| parse_size(s).is_none()) {
+                    return Err(Error::config(
+                        format!("models.registry.{id}.routes.{provider}.sizes"),
+                        format!(
+                            "`{bad}` is not a size: write `WIDTHxHEIGHT` in pixels, each side 1 \
+                             to 2048 (e.g. `1024x1024`)"
+                        ),
+                    ));
+                }
+            }
         }
         for (key, id, kind) in [
             (
@@ -270,8 +281,33 @@ pub struct ModelRoute {
     /// A model-specific endpoint path (Fal).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The image sizes this provider makes for the model, as `WIDTHxHEIGHT` (OpenAI's
+    /// DALL·E models take only a few, e.g. `["1024x1024", "1792x1024", "1024x1792"]`);
+    /// requests for other sizes skip it. Empty (the default): any size up to
+    /// 2048x2048.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sizes: Vec<String>,
     /// What a call costs, in credits.
     pub cost: ModelCost,
+}
+
+impl ModelRoute {
+    /// Whether this route makes `width` x `height` images (any size when `sizes` is
+    /// empty; sizes that do not parse match nothing: config validation refuses them).
+    pub fn makes_size(&self, width: u32, height: u32) -> bool {
+        self.sizes.is_empty()
+            || self
+                .sizes
+                .iter()
+                .any(|size| parse_size(size) == Some((width, height)))
+    }
+}
+
+/// `WIDTHxHEIGHT` as pixels, each side 1 to 2048.
+pub fn parse_size(size: &str) -> Option<(u32, u32)> {
+    let (w, h) = size.split_once('x')?;
+    let (w, h) = (w.parse::<u32>().ok()?, h.parse::<u32>().ok()?);
+    ((1..=2048).contains(&w) && (1..=2048).contains(&h)).then_some((w, h))
 }
 
 /// What a call costs, in credits; the parts add up.

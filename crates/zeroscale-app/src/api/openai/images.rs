@@ -56,7 +56,9 @@ pub(crate) struct ImageGenerationRequest {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 8)]
     n: Option<u32>,
-    /// `WIDTHxHEIGHT` in pixels (each 1 to 2048), or `auto` (the default, 1024x1024).
+    /// `WIDTHxHEIGHT` in pixels (each 1 to 2048, and one the model's providers make:
+    /// `models.registry.<id>.routes.<provider>.sizes`), or `auto` (the default: 1024x1024,
+    /// or the first size the model's provider lists when it does not make that).
     #[serde(default)]
     #[schema(example = "1024x1024")]
     size: Option<String>,
@@ -90,17 +92,19 @@ pub(crate) struct ImagesResponse {
     data: Vec<ImageData>,
 }
 
-/// `size` as pixels, or why it cannot be made.
-fn parse_size(size: Option<&str>) -> ApiResult<(u32, u32)> {
+/// `size` as pixels (`None` for the model's default), or why it cannot be made.
+fn parse_size(size: Option<&str>) -> ApiResult<Option<(u32, u32)>> {
     let bad = |why: String| ApiError::bad_request(why).with_param("size");
     let Some(size) = size.filter(|s| *s != "auto") else {
-        return Ok(DEFAULT_SIZE);
+        return Ok(None);
     };
     let parsed = size
         .split_once('x')
         .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
     match parsed {
-        Some((w, h)) if (1..=MAX_SIDE).contains(&w) && (1..=MAX_SIDE).contains(&h) => Ok((w, h)),
+        Some((w, h)) if (1..=MAX_SIDE).contains(&w) && (1..=MAX_SIDE).contains(&h) => {
+            Ok(Some((w, h)))
+        }
         Some(_) => Err(bad(format!(
             "size {size}: the image providers make sides of 1 to {MAX_SIDE} pixels"
         ))),
@@ -108,6 +112,14 @@ fn parse_size(size: Option<&str>) -> ApiResult<(u32, u32)> {
             "size {size:?}: expected `WIDTHxHEIGHT` in pixels (e.g. `1024x1024`) or `auto`"
         ))),
     }
+}
+
+/// `error` with `param` = `model` when the model is unknown or not an image model, else
+/// `param` = `otherwise`.
+fn with_model_param(error: zeroscale_core::Error, otherwise: &str) -> ApiError {
+    let about_model = matches!(error, zeroscale_core::Error::NotFound { .. })
+        || error.to_string().contains("is not an");
+    ApiError::from(error).with_param(if about_model { "model" } else { otherwise })
 }
 
 /// Generates images and answers when they are stored: signed URLs or base64, as asked.
@@ -135,14 +147,27 @@ pub(crate) async fn create_image_generation(
     if !(1..=MAX_IMAGES).contains(&count) {
         return Err(ApiError::bad_request(format!("n must be 1 to {MAX_IMAGES}")).with_param("n"));
     }
-    let (width, height) = parse_size(body.size.as_deref())?;
+    let size = parse_size(body.size.as_deref())?;
     let model = body
         .model
         .unwrap_or_else(|| state.config.models.default_image_model.clone());
+    let (width, height) = match size {
+        Some((w, h)) => {
+            state
+                .models
+                .check_image_size(&model, w, h)
+                .map_err(|e| with_model_param(e, "size"))?;
+            (w, h)
+        }
+        None => state
+            .models
+            .default_image_size(&model, DEFAULT_SIZE)
+            .map_err(|e| with_model_param(e, "model"))?,
+    };
     let estimate = state
         .models
         .image_cost_estimate(&model, count)
-        .map_err(|e| ApiError::from(e).with_param("model"))?;
+        .map_err(|e| with_model_param(e, "model"))?;
     let params = ImageParams {
         negative_prompt: None,
         width,
@@ -288,9 +313,9 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size(None).ok(), Some(DEFAULT_SIZE));
-        assert_eq!(parse_size(Some("auto")).ok(), Some(DEFAULT_SIZE));
-        assert_eq!(parse_size(Some("256x512")).ok(), Some((256, 512)));
+        assert_eq!(parse_size(None).ok(), Some(None));
+        assert_eq!(parse_size(Some("auto")).ok(), Some(None));
+        assert_eq!(parse_size(Some("256x512")).ok(), Some(Some((256, 512))));
         for bad in ["4096x4096", "0x10", "big", "10x", "x10", "1024X1024"] {
             let error = parse_size(Some(bad)).expect_err(bad);
             assert_eq!(error.status(), axum::http::StatusCode::BAD_REQUEST);
