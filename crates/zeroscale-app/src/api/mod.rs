@@ -157,6 +157,11 @@ pub(crate) fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         })
         .with_state(state)
         .split_for_parts();
+    let router = if extensions.builtin_api {
+        router.merge(openai::unserved_routes())
+    } else {
+        router
+    };
     // `X-RateLimit-*` on every response a rate limit counted.
     let router = router.layer(axum::middleware::from_fn(crate::limits::headers));
     let mut openapi = openapi;

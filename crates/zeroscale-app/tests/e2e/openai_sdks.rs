@@ -222,6 +222,40 @@ async fn plain_http(d: &Deployment, alice: &str, bob: &str, model: &str) {
         ids.contains(&model) && ids.contains(&"placeholder"),
         "{ids:?}"
     );
+    // What is not served says so, in OpenAI's shape; chat history's routes are unchanged.
+    let (status, chat) = call(
+        d,
+        Method::POST,
+        "/v1/chat/completions",
+        Some(alice),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, &chat["error"]["code"]),
+        (404, &json!("unsupported_endpoint")),
+        "{chat}"
+    );
+    let (status, _) = call(
+        d,
+        Method::POST,
+        "/v1/chat/my-session",
+        Some(alice),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 405);
+    let (status, gone) = call(d, Method::DELETE, "/v1/chat/completions", Some(alice), None).await;
+    assert_eq!((status, error_code(&gone)), (404, "not_found"), "{gone}");
+    let (status, _) = call(
+        d,
+        Method::POST,
+        "/v1/completions",
+        Some(alice),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 404);
     let (status, one) = call(
         d,
         Method::GET,

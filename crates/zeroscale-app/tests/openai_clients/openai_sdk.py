@@ -108,6 +108,13 @@ try:
 except openai.RateLimitError as e:
     assert e.code == "insufficient_quota" and e.type == "insufficient_quota", e.body
     assert e.response.headers.get("x-should-retry") == "false", e.response.headers
+try:
+    client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hello"}]
+    )
+    raise AssertionError("chat completions answered")
+except openai.NotFoundError as e:
+    assert e.code == "unsupported_endpoint", e.body
 out["errors_checked"] = True
 
 json.dump(out, sys.stdout)

@@ -15,6 +15,7 @@ pub(crate) mod embeddings;
 pub(crate) mod images;
 pub(crate) mod models;
 
+use axum::response::IntoResponse as _;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -79,6 +80,61 @@ pub(crate) fn error_body(status: u16, report: &ErrorReport) -> OpenAiErrorBody {
             code: code.map(str::to_owned),
         },
     }
+}
+
+/// OpenAI endpoints that zeroscale does not serve (it has no chat or text-generation
+/// models): each answers an OpenAI-shaped 404 saying so, rather than a bare 404 or 405
+/// the SDKs would report without a reason. Not in the OpenAPI document.
+const UNSERVED: &[&str] = &[
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/moderations",
+    "/v1/images/edits",
+    "/v1/images/variations",
+    "/v1/audio/speech",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
+];
+
+/// The routes of [`UNSERVED`], plus `POST /v1/chat/completions` (which shares its path
+/// pattern with chat history's `/v1/chat/{session_id}`, where only DELETE is served).
+pub(crate) fn unserved_routes() -> axum::Router {
+    let mut router = axum::Router::new().route(
+        "/v1/chat/{session_id}",
+        axum::routing::post(
+            |axum::extract::Path(session): axum::extract::Path<String>| async move {
+                if session == "completions" {
+                    not_served("/v1/chat/completions")
+                } else {
+                    axum::http::StatusCode::METHOD_NOT_ALLOWED.into_response()
+                }
+            },
+        ),
+    );
+    for path in UNSERVED {
+        router = router.route(
+            path,
+            axum::routing::post(move || async move { not_served(path) }),
+        );
+    }
+    router
+}
+
+/// OpenAI's 404 for `POST path`.
+fn not_served(path: &str) -> axum::response::Response {
+    let body = OpenAiErrorBody {
+        error: OpenAiError {
+            message: format!(
+                "zeroscale does not serve POST {path}: it has no chat or text-generation \
+                 models. It serves GET /v1/models, POST /v1/embeddings and POST \
+                 /v1/images/generations."
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("unsupported_endpoint".to_owned()),
+        },
+    };
+    (axum::http::StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
 #[cfg(test)]
