@@ -449,6 +449,21 @@ pub(crate) async fn wait_image(d: &Deployment, token: &str, id: &str) -> Value {
     .await
 }
 
+/// Sets the balance of the user behind `token` to `credits` (as the admin).
+pub(crate) async fn grant_credits(d: &Deployment, admin: &str, token: &str, credits: i64) {
+    let (_, me) = call(d, Method::GET, "/v1/me", Some(token), None).await;
+    let id = me["user"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = call(
+        d,
+        Method::PATCH,
+        &format!("/v1/admin/users/{id}"),
+        Some(admin),
+        Some(json!({ "credits": credits })),
+    )
+    .await;
+    assert_eq!(status, 200, "[{}] {body}", d.name);
+}
+
 pub(crate) async fn credits(d: &Deployment, token: &str) -> i64 {
     let (_, me) = call(d, Method::GET, "/v1/me", Some(token), None).await;
     me["user"]["credits"].as_i64().unwrap()

@@ -81,17 +81,7 @@ async fn run_client(
 }
 
 pub(crate) async fn run(d: &Deployment, admin: &str, alice: &str, bob: &str) {
-    let (_, me) = call(d, Method::GET, "/v1/me", Some(alice), None).await;
-    let alice_id = me["user"]["id"].as_str().unwrap().to_owned();
-    let (status, _) = call(
-        d,
-        Method::PATCH,
-        &format!("/v1/admin/users/{alice_id}"),
-        Some(admin),
-        Some(json!({"credits": 100})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    grant_credits(d, admin, alice, 100).await;
     let model = default_embedding_model(d, alice).await;
     let image_model = "placeholder";
 
