@@ -10,9 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use zeroscale_core::testing::require_service;
 
-use crate::common::{
-    self, Server, TempDir, admin_token, free_port, fresh_postgres, login, zeroscale,
-};
+use crate::common::{self, Server, TempDir, admin_token, fresh_postgres, login, zeroscale};
 
 /// The upload limit the overlay sets.
 pub(crate) const UPLOAD_LIMIT: u64 = 256 * 1024;
@@ -66,6 +64,17 @@ backoff_base_ms = 10
     )
 }
 
+/// The "down" image provider of the overlay: a port bound by this test but not
+/// listening, so every connection to it is refused for the deployment's whole life (a
+/// port merely left free could be taken by another deployment's server meanwhile, which
+/// would answer). The socket is kept in the [`Deployment`].
+fn down_provider() -> (u16, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (port, socket)
+}
+
 /// One running deployment: the API server, worker processes and helpers.
 pub(crate) struct Deployment {
     pub(crate) name: String,
@@ -76,6 +85,8 @@ pub(crate) struct Deployment {
     pub(crate) command: Box<dyn Fn() -> Command>,
     pub(crate) workers: Vec<Child>,
     pub(crate) _embedder: Option<Server>,
+    /// Holds the refused port of the overlay's `down` provider.
+    pub(crate) _down: tokio::net::TcpSocket,
     pub(crate) _dirs: Vec<TempDir>,
     /// What must never appear in a log of the deployment: passwords, tokens and keys the
     /// test used or configured (checked when the deployment ends).
@@ -221,7 +232,7 @@ pub(crate) async fn deploy(
 ) -> Option<Deployment> {
     let engines = engines(name, db, store, jobs).await?;
     let dir = TempDir::new(&format!("e2e-{name}"));
-    let down_port = free_port();
+    let (down_port, down_socket) = down_provider();
     let overlay_file = dir.0.join("overlay.toml");
     std::fs::write(&overlay_file, overlay(down_port)).unwrap();
 
@@ -385,6 +396,7 @@ pub(crate) async fn deploy(
         command: Box::new(command),
         workers,
         _embedder: embedder,
+        _down: down_socket,
         _dirs: dirs,
         secrets: std::sync::Mutex::new(secrets),
     })
