@@ -42,7 +42,7 @@ pub(crate) fn bench(args: &[&str]) -> Result<()> {
     if which("sqlite3").is_none() {
         apt_install(&["sqlite3"])?;
     }
-    let vars = match services::up() {
+    let vars = match services::up(true) {
         Ok(vars) => vars,
         Err(e) => {
             let _ = services::down();

@@ -88,7 +88,7 @@ pub(crate) fn test(extra: &[&str]) -> Result<()> {
 /// Services up, `cmd` with their addresses in its environment, services down (also when
 /// `cmd` fails; its failure, with `failed` as context, comes first).
 fn with_services(mut cmd: Command, failed: &'static str) -> Result<()> {
-    let vars = match services::up() {
+    let vars = match services::up(true) {
         Ok(vars) => vars,
         Err(e) => {
             let _ = services::down();

@@ -36,6 +36,9 @@ tasks:
   services up       start PostgreSQL, Redis, an S3 server, Azurite and a MongoDB server
                     on 127.0.0.1 (installing them where missing) and write their addresses to
                     target/zeroscale-services/services.env
+  services up --stage4
+                    the same and stage 4's engines: a Redis Cluster (3 masters, 3 replicas);
+                    `test`, `faults`, `ci` and `bench` always start them
   services down     stop the services started by `services up`
   services status   show what is running
   test              services up, run every test of the workspace, services down
@@ -60,7 +63,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
-        ["services", "up"] => services::up().map(|_| ()),
+        ["services", "up"] => services::up(false).map(|_| ()),
+        ["services", "up", "--stage4"] => services::up(true).map(|_| ()),
         ["services", "down"] => services::down(),
         ["services", "status"] => services::status(),
         ["test", rest @ ..] => ci::test(rest),

@@ -46,6 +46,8 @@ mod prefetch;
 #[cfg(feature = "redis")]
 mod redis_backend;
 #[cfg(feature = "redis")]
+mod redis_conn;
+#[cfg(feature = "redis")]
 mod redis_counters;
 #[cfg(feature = "redis")]
 mod redis_fanout;
@@ -130,11 +132,11 @@ pub(crate) use zeroscale_core::queue::driver::{
 pub mod testing {
     pub use redis;
 
-    /// A reconnecting connection to the configured Redis.
+    /// A reconnecting connection to the configured Redis or Redis Cluster.
     pub async fn redis_connection(
         config: &zeroscale_core::config::RedisQueueConfig,
-    ) -> zeroscale_core::Result<redis::aio::ConnectionManager> {
-        crate::redis_backend::connect(config).await
+    ) -> zeroscale_core::Result<impl redis::aio::ConnectionLike + Clone + Send + Sync> {
+        crate::redis_conn::connect(config).await
     }
 }
 

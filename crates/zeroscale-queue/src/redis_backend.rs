@@ -7,7 +7,10 @@
 //! `waiting` (delayed and backing-off jobs by run time), `leases` (running jobs by lease
 //! expiry), `dead:<queue>`, `finished` (for retention), `idem:<queue>:<key>`, `seq`.
 //! Every script first promotes due jobs and reclaims expired leases, so reclaiming is safe
-//! to run from every worker. Redis Cluster is not supported (single node or replicated).
+//! to run from every worker. On a Redis Cluster (`queue.cluster_nodes`) the one hash tag
+//! keeps every key in one slot, so the scripts run unchanged on that slot's master; the
+//! cluster gives failover, and `queue.wait_for_replicas` makes an enqueue wait until a
+//! replica has it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,7 +18,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 use zeroscale_core::config::{JobsConfig, QueueConfig, RedisQueueConfig};
 use zeroscale_core::queue::{
@@ -26,72 +28,25 @@ use zeroscale_core::{Error, Result};
 
 use crate::{Backoff, lease_token, prepare_import, take_origin, validate_batch, validate_progress};
 
-use zeroscale_core::redacted_url;
-
-/// Whether Redis refused the login, which waiting cannot fix: a wrong password or user
-/// (`WRONGPASS`, or the client's own "authentication failed"), a password it needs and was
-/// not given (`NOAUTH`), or a user without the right (`NOPERM`).
-pub(crate) fn login_refused(e: &redis::RedisError) -> bool {
-    e.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
-}
-
-/// The config error for a refused login at `location` (no password in it).
-pub(crate) fn refused(location: &str, e: &redis::RedisError) -> Error {
-    Error::config(
-        "queue.url",
-        format!(
-            "Redis at {location} refused the login ({e}): check the user and password in \
-             `queue.url` / `REDIS_URL` and the server's `requirepass` or ACL"
-        ),
-    )
-}
-
-/// Opens a reconnecting connection to the configured Redis.
-pub(crate) async fn connect(config: &RedisQueueConfig) -> Result<ConnectionManager> {
-    let url = config.url.expose();
-    let location = redacted_url(url);
-    let client = redis::Client::open(url.as_str())
-        .map_err(|e| Error::config("queue.url", format!("`{location}` is not a Redis URL: {e}")))?;
-    let timeout = Duration::from_secs(config.connect_timeout_secs.max(1));
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1);
-    client
-        .get_connection_manager_with_config(manager_config)
-        .await
-        .map_err(|e| {
-            if login_refused(&e) {
-                return refused(&location, &e);
-            }
-            Error::unavailable_from(
-                format!(
-                    "cannot connect to Redis at {location}: check that it is running and \
-                     `queue.url` / `REDIS_URL` is right (for tests, `cargo xtask services up` \
-                     starts one)"
-                ),
-                e,
-            )
-        })
-}
+pub(crate) use crate::redis_conn::{RedisConn, connect, login_refused, refused};
 
 /// Connects and sends `PING`.
 pub(crate) async fn probe(config: &RedisQueueConfig) -> Result<String> {
-    let location = redacted_url(config.url.expose());
+    let location = config.location();
     let mut conn = connect(config).await?;
+    // On a cluster, `PING` goes to every master: each must answer.
     let pong: String = redis::cmd("PING")
         .query_async(&mut conn)
         .await
         .map_err(|e| {
             if login_refused(&e) {
-                return refused(&location, &e);
+                return refused(config, &e);
             }
-            Error::unavailable_from(format!("Redis at {location} did not answer PING"), e)
+            Error::unavailable_from(format!("{location} did not answer PING"), e)
         })?;
     if pong != "PONG" {
         return Err(Error::unavailable(format!(
-            "Redis at {location} answered PING with {pong:?}"
+            "{location} answered PING with {pong:?}"
         )));
     }
     match persistence(&mut conn).await {
@@ -104,8 +59,8 @@ pub(crate) async fn probe(config: &RedisQueueConfig) -> Result<String> {
 /// append-only file is on. Without it, RDB snapshots (`save`) lose what changed since the
 /// last one, and with neither a restart loses everything; a Redis that refuses `CONFIG`
 /// (many managed services) cannot be asked, and the warning says so.
-pub(crate) async fn persistence(conn: &mut ConnectionManager) -> Option<String> {
-    async fn get(conn: &mut ConnectionManager, key: &str) -> Option<String> {
+pub(crate) async fn persistence(conn: &mut RedisConn) -> Option<String> {
+    async fn get(conn: &mut RedisConn, key: &str) -> Option<String> {
         let pair: Vec<String> = redis::cmd("CONFIG")
             .arg("GET")
             .arg(key)
@@ -245,9 +200,14 @@ fn unexpected(word: &str) -> Error {
 
 /// The Redis queue.
 pub(crate) struct RedisQueue {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     location: String,
+    config: RedisQueueConfig,
+    /// Replicas that must confirm an enqueue (`queue.wait_for_replicas`), and for how long
+    /// to wait.
+    wait_for_replicas: u32,
+    replica_wait_ms: u64,
     jobs: JobsConfig,
     backoff: Backoff,
     scripts: Scripts,
@@ -287,16 +247,16 @@ impl RedisQueue {
     pub(crate) async fn connect(config: &RedisQueueConfig, jobs: &JobsConfig) -> Result<Self> {
         let conn = connect(config).await?;
         let prefix = format!("{{{}}}", config.key_prefix);
-        let location = redacted_url(config.url.expose());
-        // `connect` has checked the URL.
-        let client = redis::Client::open(config.url.expose().as_str()).map_err(|e| {
-            Error::config("queue.url", format!("`{location}` is not a Redis URL: {e}"))
-        })?;
+        let location = config.location();
+        let subscriber = crate::redis_conn::Subscriber::new(config)?;
         Ok(RedisQueue {
             conn,
-            wake: crate::redis_wake::WakeListener::new(client, &prefix, location.clone()),
+            wake: crate::redis_wake::WakeListener::new(subscriber, &prefix, location.clone()),
             prefix,
             location,
+            config: config.clone(),
+            wait_for_replicas: config.wait_for_replicas,
+            replica_wait_ms: config.replica_wait_ms.max(1),
             jobs: jobs.clone(),
             backoff: Backoff::from_config(jobs),
             scripts: Scripts::new(),
@@ -305,21 +265,19 @@ impl RedisQueue {
 
     fn err(&self, e: redis::RedisError) -> Error {
         if login_refused(&e) {
-            refused(&self.location, &e)
+            refused(&self.config, &e)
         } else if e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
+            || e.is_cluster_error()
         {
-            Error::unavailable_from(format!("Redis at {} is not reachable", self.location), e)
+            Error::unavailable_from(format!("{} is not reachable", self.location), e)
         } else if matches!(e.retry_method(), redis::RetryMethod::WaitAndRetry) {
             // LOADING (reading its append-only file after a restart), TRYAGAIN, MASTERDOWN:
             // Redis is there and asks to be asked again.
             Error::unavailable_from(
-                format!(
-                    "Redis at {} is not ready yet (it says to retry)",
-                    self.location
-                ),
+                format!("{} is not ready yet (it says to retry)", self.location),
                 e,
             )
         } else {
@@ -334,7 +292,10 @@ impl RedisQueue {
 
     async fn run_raw(&self, script: &Script, args: &[String]) -> redis::RedisResult<Vec<String>> {
         let mut invocation = script.prepare_invoke();
+        // The scripts read no KEYS, but the prefix as a key routes them on a cluster to
+        // the master of the prefix's slot, where every key they touch lives.
         invocation
+            .key(&self.prefix)
             .arg(&self.prefix)
             .arg(self.jobs.retention_secs.saturating_mul(1000));
         for a in args {
@@ -542,8 +503,38 @@ impl RedisQueue {
         if reply.word != "ok" || reply.rest.len() != count {
             return Err(unexpected(&reply.word));
         }
+        self.confirm_replicated(&reply.rest).await?;
         crate::metrics::count_enqueued(args[1..].chunks(JOB_ARGS).map(|job| job[1].as_str()));
         reply.rest.iter().map(|id| id.parse()).collect()
+    }
+
+    /// With `queue.wait_for_replicas`, waits until that many replicas have every write
+    /// sent so far (`WAIT`, on the master of the queue's slot: the pipeline's first
+    /// command names a key there), so a failover right after cannot lose the jobs `ids`.
+    async fn confirm_replicated(&self, ids: &[String]) -> Result<()> {
+        if self.wait_for_replicas == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let (_, acked): (i64, i64) = redis::pipe()
+            .cmd("EXISTS")
+            .arg(format!("{}:seq", self.prefix))
+            .cmd("WAIT")
+            .arg(self.wait_for_replicas)
+            .arg(self.replica_wait_ms)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        if acked < i64::from(self.wait_for_replicas) {
+            return Err(Error::unavailable(format!(
+                "{} has job(s) {} on its master, but {acked} of the {} replica(s)                  `queue.wait_for_replicas` asks for confirmed them within {} ms: they may                  run, or be lost if the master fails now; enqueue again with the same                  idempotency key to be sure (check the replicas' link to the master)",
+                self.location,
+                ids.join(", "),
+                self.wait_for_replicas,
+                self.replica_wait_ms
+            )));
+        }
+        Ok(())
     }
 }
 

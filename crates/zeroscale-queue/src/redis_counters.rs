@@ -10,10 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use zeroscale_core::config::QueueConfig;
 use zeroscale_core::counters::{Counters, Hit, WindowCount, bounded_key};
-use zeroscale_core::{Error, Result, redacted_url};
+use zeroscale_core::{Error, Result};
 
 const HIT: &str = r"
 local c = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -54,7 +53,7 @@ return 1
 ";
 
 struct RedisCounters {
-    conn: ConnectionManager,
+    conn: crate::redis_conn::RedisConn,
     prefix: String,
     location: String,
     hit: Script,
@@ -77,7 +76,7 @@ fn millis(d: Duration) -> u64 {
 
 impl RedisCounters {
     fn err(&self, e: redis::RedisError) -> Error {
-        Error::unavailable_from(format!("Redis at {} (counters)", self.location), e)
+        Error::unavailable_from(format!("{} (counters)", self.location), e)
     }
 
     fn rate_key(&self, key: &str) -> String {
@@ -211,11 +210,11 @@ pub(crate) fn counters<'a>(
                 config.kind(),
             ));
         };
-        let conn = crate::redis_backend::connect(c).await?;
+        let conn = crate::redis_conn::connect(c).await?;
         Ok(Some(Arc::new(RedisCounters {
             conn,
             prefix: format!("{{{}}}", c.key_prefix),
-            location: redacted_url(c.url.expose()),
+            location: c.location(),
             hit: Script::new(HIT),
             hit_many: Script::new(HIT_MANY),
             block: Script::new(BLOCK),

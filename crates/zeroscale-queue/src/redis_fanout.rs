@@ -1,20 +1,22 @@
 //! [`crate::fanout`] over Redis pub/sub: `PUBLISH <key_prefix>:fanout:<topic> "<origin>
 //! <message>"`, where the origin is random per [`crate::fanout::Fanout`] so a process does
-//! not hear itself.
+//! not hear itself. On a cluster, publishing on any node reaches subscribers on every
+//! node.
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use zeroscale_core::config::{QueueConfig, RedisQueueConfig};
-use zeroscale_core::{Error, Result, redacted_url};
+use zeroscale_core::{Error, Result};
+
+use crate::redis_conn::{RedisConn, Subscriber};
 
 use crate::fanout::{Fanout, FanoutBackend, Heard, relisten_delay};
 
 #[derive(Clone)]
 struct RedisFanout {
-    client: redis::Client,
-    conn: ConnectionManager,
+    subscriber: std::sync::Arc<Subscriber>,
+    conn: RedisConn,
     channel: String,
     origin: String,
     location: String,
@@ -30,12 +32,11 @@ impl std::fmt::Debug for RedisFanout {
 }
 
 async fn connect(config: &RedisQueueConfig, topic: &str) -> Result<Fanout> {
-    let conn = crate::redis_backend::connect(config).await?;
-    let location = redacted_url(config.url.expose());
-    let client = redis::Client::open(config.url.expose().as_str())
-        .map_err(|e| Error::config("queue.url", format!("`{location}` is not a Redis URL: {e}")))?;
+    let conn = crate::redis_conn::connect(config).await?;
+    let location = config.location();
+    let subscriber = std::sync::Arc::new(Subscriber::new(config)?);
     Ok(Fanout::new(std::sync::Arc::new(RedisFanout {
-        client,
+        subscriber,
         conn,
         channel: format!("{}:fanout:{topic}", config.key_prefix),
         origin: crate::lease_token(),
@@ -47,7 +48,7 @@ impl RedisFanout {
     /// One subscription, until its connection fails or `to` closes. `Ok(true)` when it
     /// was subscribed at all.
     async fn listen_once(&self, to: &mpsc::Sender<Heard>) -> redis::RedisResult<bool> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let mut pubsub = self.subscriber.pubsub().await?;
         pubsub.subscribe(&self.channel).await?;
         if to.send(Heard::Resumed).await.is_err() {
             return Ok(true);
@@ -81,9 +82,7 @@ impl FanoutBackend for RedisFanout {
             .query_async::<i64>(&mut conn)
             .await
             .map(drop)
-            .map_err(|e| {
-                Error::unavailable_from(format!("cannot publish to Redis at {}", self.location), e)
-            })
+            .map_err(|e| Error::unavailable_from(format!("cannot publish to {}", self.location), e))
     }
 
     fn listen(&self, to: mpsc::Sender<Heard>) {

@@ -3,7 +3,9 @@
 //! each process subscribes once, on a connection of its own, when one of its workers
 //! first waits for jobs. A message wakes that process's idle workers ([`Wake`]); if the
 //! subscription is lost, workers poll until it is back, and the first thing a new
-//! subscription does is wake them, in case a job arrived in between.
+//! subscription does is wake them, in case a job arrived in between. On a cluster the
+//! subscription is on any node (Redis broadcasts messages to all), the next one after a
+//! node is lost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +13,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::redis_conn::Subscriber;
 use crate::wake::Wake;
 
 #[derive(Debug)]
 pub(crate) struct WakeListener {
-    client: redis::Client,
+    subscriber: Arc<Subscriber>,
     channel: String,
     location: String,
     wake: Arc<Wake>,
@@ -24,9 +27,9 @@ pub(crate) struct WakeListener {
 
 impl WakeListener {
     /// `prefix` is the queue's key prefix with its hash tag, as the scripts see it.
-    pub(crate) fn new(client: redis::Client, prefix: &str, location: String) -> Self {
+    pub(crate) fn new(subscriber: Subscriber, prefix: &str, location: String) -> Self {
         WakeListener {
-            client,
+            subscriber: Arc::new(subscriber),
             channel: format!("{prefix}:wake"),
             location,
             wake: Arc::default(),
@@ -44,7 +47,7 @@ impl WakeListener {
         if self.started.swap(true, Ordering::SeqCst) {
             return;
         }
-        let client = self.client.clone();
+        let subscriber = self.subscriber.clone();
         let channel = self.channel.clone();
         let location = self.location.clone();
         // The task ends once the queue is dropped (checked at each message and every
@@ -53,7 +56,7 @@ impl WakeListener {
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(100);
             while wake.strong_count() > 0 {
-                match client.get_async_pubsub().await {
+                match subscriber.pubsub().await {
                     Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                         Ok(()) => {
                             delay = Duration::from_millis(100);

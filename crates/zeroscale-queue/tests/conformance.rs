@@ -51,6 +51,55 @@ fn nanos() -> u128 {
 #[cfg(feature = "redis")]
 zeroscale_core::queue_conformance!(redis, redis_queue);
 
+/// Stage 4's Redis Cluster (`cargo xtask services up --stage4`), as stage 4 configures
+/// it: enqueues wait for one replica.
+#[cfg(feature = "redis")]
+fn cluster_config(prefix: String) -> Option<zeroscale_core::config::QueueConfig> {
+    use zeroscale_core::config::{QueueConfig, RedisQueueConfig};
+    let nodes = zeroscale_core::testing::require_service(
+        "ZEROSCALE_TEST_REDIS_CLUSTER_NODES",
+        "Redis Cluster",
+    )?;
+    Some(QueueConfig::Redis(RedisQueueConfig {
+        cluster_nodes: nodes.split(',').map(|n| n.to_owned().into()).collect(),
+        key_prefix: prefix,
+        wait_for_replicas: 1,
+        ..Default::default()
+    }))
+}
+
+#[cfg(feature = "redis")]
+async fn redis_cluster_queue(check: &str) -> Option<Arc<dyn Queue>> {
+    let config = cluster_config(format!(
+        "conformance-{}-{}-{check}",
+        std::process::id(),
+        nanos()
+    ))?;
+    Some(
+        zeroscale_queue::connect(&config, &test_jobs())
+            .await
+            .expect("connect"),
+    )
+}
+
+#[cfg(feature = "redis")]
+zeroscale_core::queue_conformance!(redis_cluster, redis_cluster_queue);
+
+/// The shared counters on the Redis Cluster: the same suite.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counters_redis_cluster() {
+    let Some(config) = cluster_config(format!("counters-{}-{}", std::process::id(), nanos()))
+    else {
+        return;
+    };
+    let counters = zeroscale_queue::counters::connect_with(&config, &Default::default())
+        .await
+        .unwrap()
+        .expect("Redis shares counters");
+    zeroscale_core::conformance::counters::run_all(counters.as_ref(), "redis-cluster").await;
+}
+
 /// The registry's database queue over `db`.
 #[cfg(feature = "database")]
 async fn database_queue(db: zeroscale_db::Db) -> Arc<dyn Queue> {
@@ -181,4 +230,47 @@ async fn counters_follow_the_queue() {
             .await
             .unwrap();
     assert!(none.is_none(), "the memory queue has no shared counters");
+}
+
+/// `queue.wait_for_replicas` on the cluster: one replica per master confirms an enqueue;
+/// asking for two cannot be met, and the enqueue says so (the job is on the master).
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn cluster_enqueue_waits_for_replicas() {
+    use zeroscale_core::QueueExt;
+    use zeroscale_core::config::QueueConfig;
+    let Some(QueueConfig::Redis(one)) =
+        cluster_config(format!("wait-{}-{}", std::process::id(), nanos()))
+    else {
+        return;
+    };
+    let queue = zeroscale_queue::connect(&QueueConfig::Redis(one.clone()), &test_jobs())
+        .await
+        .unwrap();
+    let id = queue
+        .enqueue_json("default", "t", &serde_json::json!({}))
+        .await
+        .expect("one replica confirms");
+    assert_eq!(queue.status(id).await.unwrap().id, id);
+    let two = zeroscale_core::config::RedisQueueConfig {
+        wait_for_replicas: 2,
+        replica_wait_ms: 200,
+        ..one
+    };
+    let queue = zeroscale_queue::connect(&QueueConfig::Redis(two), &test_jobs())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = queue
+        .enqueue_json("default", "t", &serde_json::json!({}))
+        .await
+        .expect_err("no master has two replicas");
+    assert!(
+        matches!(err, zeroscale_core::Error::Unavailable { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("1 of the 2 replica(s)"), "{text}");
+    assert!(text.contains("idempotency key"), "{text}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(190));
 }

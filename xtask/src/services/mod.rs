@@ -19,6 +19,7 @@ mod mongodb;
 mod postgres;
 mod prometheus;
 mod redis;
+mod redis_cluster;
 mod s3;
 mod sdk_clients;
 
@@ -41,13 +42,20 @@ pub(crate) fn env_file() -> PathBuf {
 }
 
 /// Starts every engine (reusing running ones) and writes the env file; returns its pairs.
-pub(crate) fn up() -> Result<Vec<(String, String)>> {
+/// `stage4` adds stage 4's engines (a Redis Cluster of 3 masters and 3 replicas); CI
+/// always starts them.
+pub(crate) fn up(stage4: bool) -> Result<Vec<(String, String)>> {
     let dir = services_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut vars = Vec::new();
     vars.extend(postgres_up(&dir, DEBIAN_PG).context("PostgreSQL did not start")?);
     vars.extend(postgres_up(&dir, PGVECTOR_PG).context("PostgreSQL with pgvector did not start")?);
     vars.extend(redis::redis_up(&dir).context("Redis did not start")?);
+    if stage4 {
+        vars.extend(
+            redis_cluster::redis_cluster_up(&dir).context("the Redis Cluster did not start")?,
+        );
+    }
     vars.extend(s3::s3_up(&dir).context("the S3 server did not start")?);
     vars.extend(azurite::azurite_up(&dir).context("Azurite (Azure Blob Storage) did not start")?);
     vars.extend(mongodb::mongodb_up(&dir).context("MongoDB (nx-27017) did not start")?);
@@ -82,6 +90,7 @@ pub(crate) fn down() -> Result<()> {
         }
     }
     stop_by_pid_file("Redis", &dir.join("redis").join("redis.pid"));
+    redis_cluster::redis_cluster_down(&dir);
     stop_by_pid_file("S3 server", &dir.join("s3").join("moto.pid"));
     stop_by_pid_file("Azurite", &dir.join("azurite").join("azurite.pid"));
     stop_by_pid_file("MongoDB", &dir.join("mongodb").join("nx-27017.pid"));

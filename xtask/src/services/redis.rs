@@ -57,7 +57,7 @@ pub(super) fn redis_up(services: &Path) -> Result<Vec<(String, String)>> {
 }
 
 /// A command as a RESP array of bulk strings.
-fn resp(args: &[&str]) -> Vec<u8> {
+pub(super) fn resp(args: &[&str]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
         out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
@@ -109,7 +109,7 @@ fn redis_vars(port: u16) -> Vec<(String, String)> {
     )]
 }
 
-fn redis_ping(port: u16) -> bool {
+pub(super) fn redis_ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };

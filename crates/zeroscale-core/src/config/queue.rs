@@ -50,6 +50,20 @@ pub struct RedisQueueConfig {
     pub key_prefix: String,
     /// Seconds to wait for a connection. Default 5.
     pub connect_timeout_secs: u64,
+    /// A Redis Cluster instead of one server: some of its nodes
+    /// (`["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]`, a password in each URL if the
+    /// cluster has one); the rest are found from them. When set, `url` is not used. The
+    /// queue's keys stay in one hash slot (`{key_prefix}`), so the cluster gives failover,
+    /// not throughput spread: see docs/queue.md. Default empty (one server at `url`).
+    pub cluster_nodes: Vec<Secret<String>>,
+    /// Replicas that must have an enqueue before it is acknowledged (Redis `WAIT`), so a
+    /// master that fails right after cannot lose it. 0 = do not wait (one server, or
+    /// accept losing the last writes on a failover). Default 0; stage 4 uses 1.
+    pub wait_for_replicas: u32,
+    /// How long an enqueue waits for `wait_for_replicas` replicas, in milliseconds; when
+    /// fewer confirm in time the enqueue fails as unavailable (the job is on the master
+    /// and may run: retry with the same idempotency key). Default 1000.
+    pub replica_wait_ms: u64,
 }
 
 impl Default for RedisQueueConfig {
@@ -58,6 +72,25 @@ impl Default for RedisQueueConfig {
             url: Secret::new("redis://127.0.0.1:6379".to_owned()),
             key_prefix: "zeroscale".to_owned(),
             connect_timeout_secs: 5,
+            cluster_nodes: Vec::new(),
+            wait_for_replicas: 0,
+            replica_wait_ms: 1000,
+        }
+    }
+}
+
+impl RedisQueueConfig {
+    /// Where the queue's Redis is, without passwords: the URL, or the cluster's nodes.
+    pub fn location(&self) -> String {
+        if self.cluster_nodes.is_empty() {
+            crate::redacted_url(self.url.expose())
+        } else {
+            let nodes: Vec<String> = self
+                .cluster_nodes
+                .iter()
+                .map(|n| crate::redacted_url(n.expose()))
+                .collect();
+            format!("the Redis Cluster at {}", nodes.join(", "))
         }
     }
 }
