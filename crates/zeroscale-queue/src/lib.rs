@@ -52,6 +52,8 @@ mod redis_counters;
 #[cfg(feature = "redis")]
 mod redis_fanout;
 #[cfg(feature = "redis")]
+mod redis_slot;
+#[cfg(feature = "redis")]
 mod redis_wake;
 pub mod registry;
 mod wake;

@@ -34,7 +34,7 @@ pub(crate) use crate::redis_conn::{RedisConn, connect, login_refused, refused};
 pub(crate) async fn probe(config: &RedisQueueConfig) -> Result<String> {
     let location = config.location();
     let mut conn = connect(config).await?;
-    // On a cluster, `PING` goes to every master: each must answer.
+    // On a cluster, `PING` goes to the master of the queue's slot.
     let pong: String = redis::cmd("PING")
         .query_async(&mut conn)
         .await
@@ -292,8 +292,8 @@ impl RedisQueue {
 
     async fn run_raw(&self, script: &Script, args: &[String]) -> redis::RedisResult<Vec<String>> {
         let mut invocation = script.prepare_invoke();
-        // The scripts read no KEYS, but the prefix as a key routes them on a cluster to
-        // the master of the prefix's slot, where every key they touch lives.
+        // The scripts read no KEYS, but name the prefix as one, as Redis Cluster asks of
+        // scripts: every key they touch is in the prefix's slot.
         invocation
             .key(&self.prefix)
             .arg(&self.prefix)
@@ -509,17 +509,14 @@ impl RedisQueue {
     }
 
     /// With `queue.wait_for_replicas`, waits until that many replicas have every write
-    /// sent so far (`WAIT`, on the master of the queue's slot: the pipeline's first
-    /// command names a key there), so a failover right after cannot lose the jobs `ids`.
+    /// sent so far (`WAIT`, on the master of the queue's slot, where every command
+    /// goes), so a failover right after cannot lose the jobs `ids`.
     async fn confirm_replicated(&self, ids: &[String]) -> Result<()> {
         if self.wait_for_replicas == 0 {
             return Ok(());
         }
         let mut conn = self.conn.clone();
-        let (_, acked): (i64, i64) = redis::pipe()
-            .cmd("EXISTS")
-            .arg(format!("{}:seq", self.prefix))
-            .cmd("WAIT")
+        let acked: i64 = redis::cmd("WAIT")
             .arg(self.wait_for_replicas)
             .arg(self.replica_wait_ms)
             .query_async(&mut conn)
@@ -527,7 +524,10 @@ impl RedisQueue {
             .map_err(|e| self.err(e))?;
         if acked < i64::from(self.wait_for_replicas) {
             return Err(Error::unavailable(format!(
-                "{} has job(s) {} on its master, but {acked} of the {} replica(s)                  `queue.wait_for_replicas` asks for confirmed them within {} ms: they may                  run, or be lost if the master fails now; enqueue again with the same                  idempotency key to be sure (check the replicas' link to the master)",
+                "{} has job(s) {} on its master, but {acked} of the {} replica(s) \
+                 `queue.wait_for_replicas` asks for confirmed them within {} ms: they may \
+                 run, or be lost if the master fails now; enqueue again with the same \
+                 idempotency key to be sure (check the replicas' link to the master)",
                 self.location,
                 ids.join(", "),
                 self.wait_for_replicas,

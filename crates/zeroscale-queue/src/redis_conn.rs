@@ -3,20 +3,19 @@
 //! [`Subscriber`] that pub/sub listeners open their own connections with.
 //!
 //! Every key this crate writes is under the `{key_prefix}` hash tag, so on a cluster they
-//! all live in one slot: every script and pipeline names a key of that slot (the cluster
-//! client routes by it, following `MOVED`/`ASK` and re-reading the slot map after a
-//! failover), and pub/sub messages are broadcast by the cluster to every node, so a
-//! listener may subscribe on any node.
+//! all live in one slot and every command goes to that slot's master
+//! ([`SlotConnection`], which finds it again after a failover); pub/sub messages are
+//! broadcast by the cluster to every node, so a listener may subscribe on any node.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use zeroscale_core::config::RedisQueueConfig;
 use zeroscale_core::{Error, Result, redacted_url};
+
+use crate::redis_slot::{SlotConnection, hash_slot};
 
 /// Whether Redis refused the login, which waiting cannot fix: a wrong password or user
 /// (`WRONGPASS`, or the client's own "authentication failed"), a password it needs and was
@@ -59,8 +58,8 @@ pub(crate) fn refused(config: &RedisQueueConfig, e: &redis::RedisError) -> Error
 pub(crate) enum RedisConn {
     /// One server (`queue.url`).
     Single(ConnectionManager),
-    /// A Redis Cluster (`queue.cluster_nodes`).
-    Cluster(ClusterConnection),
+    /// The master of the queue's hash slot on a Redis Cluster (`queue.cluster_nodes`).
+    Cluster(SlotConnection),
 }
 
 impl ConnectionLike for RedisConn {
@@ -148,24 +147,16 @@ pub(crate) async fn connect(config: &RedisQueueConfig) -> Result<RedisConn> {
             .map(RedisConn::Single)
             .map_err(unreachable);
     }
-    let nodes: Vec<String> = config
+    let urls: Vec<String> = config
         .cluster_nodes
         .iter()
         .map(|n| n.expose().clone())
         .collect();
-    // A master that died is replaced by its replica within the cluster's node timeout:
-    // retries back off up to a second each, about 5 s in all, and then the caller's own
-    // retry (a worker's next poll, the client's next request) takes over.
-    let cluster = ClusterClientBuilder::new(nodes)
-        .connection_timeout(timeout)
-        .response_timeout(timeout)
-        .retries(6)
-        .min_retry_wait(50)
-        .max_retry_wait(1000)
-        .build()
-        .map_err(|e| Error::config("queue.cluster_nodes", format!("{e}")))?;
-    cluster
-        .get_async_connection()
+    let seeds = crate::redis_slot::seeds(&urls)
+        .map_err(|e| Error::config("queue.cluster_nodes", format!("not a Redis URL: {e}")))?;
+    // Every key is under the `{key_prefix}` tag: one slot, one master at a time.
+    let slot = hash_slot(&format!("{{{}}}", config.key_prefix));
+    SlotConnection::connect(seeds, slot, timeout)
         .await
         .map(RedisConn::Cluster)
         .map_err(unreachable)
