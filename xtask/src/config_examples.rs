@@ -32,7 +32,7 @@ fn every_example_parses() {
             count += 1;
         }
     }
-    assert!(count >= 3, "expected the three stage files, found {count}");
+    assert!(count >= 4, "expected the four stage files, found {count}");
 }
 
 #[test]
@@ -64,4 +64,19 @@ fn stages_select_the_promised_backends() {
     };
     assert!(auto_install(&s1) && auto_install(&s2));
     assert!(!auto_install(&s3));
+    // Stage 4: stage 3 on a Redis Cluster whose enqueues a replica confirms, with pgvector.
+    let s4 = load_profile("stage4-scale");
+    assert_eq!(kinds(&s4), kinds(&s3));
+    let zeroscale_core::config::QueueConfig::Redis(queue) = &s4.queue else {
+        panic!("stage 4's queue is Redis")
+    };
+    assert!(queue.cluster_nodes.len() >= 3 && queue.wait_for_replicas >= 1);
+    let zeroscale_core::config::DatabaseConfig::Postgres(db) = &s4.database else {
+        panic!("stage 4's database is PostgreSQL")
+    };
+    assert_eq!(
+        db.vector_search,
+        zeroscale_core::config::VectorSearch::Pgvector
+    );
+    assert!(!auto_install(&s4));
 }

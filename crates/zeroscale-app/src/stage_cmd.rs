@@ -45,12 +45,19 @@ enum JobsPlan {
     Move(Vec<(String, u64)>),
 }
 
-/// Whether two configs name one shared queue (the same Redis keys).
+/// Whether two configs name one shared queue (the same Redis keys: one server's URL, or
+/// the same cluster nodes, and the same prefix).
 fn same_queue(source: &Config, target: &Config) -> bool {
     use zeroscale_core::config::QueueConfig;
     match (&source.queue, &target.queue) {
         (QueueConfig::Redis(a), QueueConfig::Redis(b)) => {
-            a.url.expose() == b.url.expose() && a.key_prefix == b.key_prefix
+            let server = |c: &zeroscale_core::config::RedisQueueConfig| {
+                (
+                    c.cluster_nodes.is_empty().then(|| c.url.clone()),
+                    c.cluster_nodes.clone(),
+                )
+            };
+            server(a) == server(b) && a.key_prefix == b.key_prefix
         }
         _ => false,
     }

@@ -167,6 +167,8 @@ pub(crate) enum Store {
 pub(crate) enum Jobs {
     Memory,
     Redis,
+    /// Stage 4's Redis Cluster (3 masters, 3 replicas), enqueues confirmed by a replica.
+    RedisCluster,
     /// The queue in the deployment's own database.
     Database,
 }
@@ -176,8 +178,15 @@ pub(crate) struct Engines {
     model: String,
     /// The database's URL and `database.kind`; `None` for the stage's SQLite file.
     database: Option<(String, &'static str)>,
-    redis: Option<String>,
+    redis: Option<Redis>,
     s3: Option<(String, String)>,
+}
+
+/// Where a deployment's Redis is.
+pub(crate) enum Redis {
+    Url(String),
+    /// The cluster's nodes, as `ZEROSCALE_TEST_REDIS_CLUSTER_NODES` lists them.
+    Cluster(String),
 }
 
 async fn engines(name: &str, db: Db, store: Store, jobs: Jobs) -> Option<Engines> {
@@ -201,7 +210,14 @@ async fn engines(name: &str, db: Db, store: Store, jobs: Jobs) -> Option<Engines
         Db::Sqlite => None,
     };
     let redis = match jobs {
-        Jobs::Redis => Some(require_service("ZEROSCALE_TEST_REDIS_URL", "Redis")?),
+        Jobs::Redis => Some(Redis::Url(require_service(
+            "ZEROSCALE_TEST_REDIS_URL",
+            "Redis",
+        )?)),
+        Jobs::RedisCluster => Some(Redis::Cluster(require_service(
+            "ZEROSCALE_TEST_REDIS_CLUSTER_NODES",
+            "Redis Cluster",
+        )?)),
         Jobs::Memory | Jobs::Database => None,
     };
     let s3 = match store {
@@ -259,8 +275,18 @@ pub(crate) async fn deploy(
             "pgvector".into(),
         ));
     }
-    if let Some(url) = &engines.redis {
-        env.push(("REDIS_URL".into(), url.clone()));
+    if let Some(redis) = &engines.redis {
+        match redis {
+            Redis::Url(url) => env.push(("REDIS_URL".into(), url.clone())),
+            Redis::Cluster(nodes) => {
+                let list: Vec<String> = nodes.split(',').map(|n| format!("{n:?}")).collect();
+                env.push((
+                    "ZEROSCALE_QUEUE__CLUSTER_NODES".into(),
+                    format!("[{}]", list.join(", ")),
+                ));
+                env.push(("ZEROSCALE_QUEUE__WAIT_FOR_REPLICAS".into(), "1".into()));
+            }
+        }
         env.push(("ZEROSCALE_QUEUE__KIND".into(), "redis".into()));
         env.push(("ZEROSCALE_QUEUE__KEY_PREFIX".into(), prefix.clone()));
         // Processes that share a Redis queue tell each other what changed: with a
@@ -302,10 +328,12 @@ pub(crate) async fn deploy(
         }
     }
 
-    // Stage 3: embeddings from a second instance, images from an Automatic1111 server.
+    // Stages 3 and 4: embeddings from a second instance, images from an Automatic1111
+    // server.
     let mut embedder = None;
     let mut dirs = Vec::new();
-    if profile == Some("stage3-growth") {
+    let hosted_models = matches!(profile, Some("stage3-growth" | "stage4-scale"));
+    if hosted_models {
         let helper_dir = TempDir::new(&format!("e2e-{name}-embedder"));
         let mut cmd = zeroscale(&helper_dir.0);
         cmd.env("ZEROSCALE_MODELS__PROVIDERS__LOCAL__PATH", &engines.model);
@@ -351,8 +379,8 @@ pub(crate) async fn deploy(
         cmd.arg("--config").arg(data.join("overlay.toml"));
         cmd
     };
-    if profile == Some("stage3-growth") {
-        // auto_migrate is off at stage 3: migrations are a deployment step.
+    if hosted_models {
+        // auto_migrate is off at stages 3 and 4: migrations are a deployment step.
         let out = command().args(["migrate", "up"]).output().unwrap();
         assert!(
             out.status.success(),

@@ -11,8 +11,9 @@
 //!   Automatic1111-protocol server);
 //! - mixed stages: PostgreSQL + local FS + memory queue; PostgreSQL + local FS +
 //!   the queue in PostgreSQL, with a separate worker process; SQLite + local FS + Redis;
-//! - MongoDB + local FS + memory queue;
-//! - stage 3 with pgvector doing the vector search (stage 4's database).
+//! - stage 4: `config/stage4-scale.toml` (stage 3 with pgvector doing the vector
+//!   search, and a Redis Cluster of 3 masters and 3 replicas for the queue);
+//! - MongoDB + local FS + memory queue.
 //!
 //! Every stage gets the same test overlay (`overlay.toml`): two image model ids whose
 //! default provider is down (`flaky` falls back to the placeholder, `broken` has nothing
@@ -165,13 +166,14 @@ stages! {
         jobs: Jobs::Redis,
         workers: 1,
     };
-    // Stage 4's database: stage 3 with vector search inside PostgreSQL (pgvector, HNSW).
-    stage3_pgvector: Stage {
-        name: "pgvector",
-        profile: Some("stage3-growth"),
+    // Stage 4: vector search inside PostgreSQL (pgvector, HNSW), the queue, the fan-out
+    // and the rate limits on a Redis Cluster, enqueues confirmed by a replica.
+    stage4: Stage {
+        name: "stage4",
+        profile: Some("stage4-scale"),
         db: Db::Pgvector,
         store: Store::S3,
-        jobs: Jobs::Redis,
+        jobs: Jobs::RedisCluster,
         workers: 1,
     };
     mixed_postgres_local_memory: Stage {

@@ -159,6 +159,37 @@ fn database_url_selects_postgres_and_redis_url_selects_redis() {
 }
 
 #[test]
+fn cluster_nodes_come_from_an_env_var_list() {
+    Jail::expect_with(|jail| {
+        jail.set_env("ZEROSCALE_QUEUE__KIND", "redis");
+        jail.set_env(
+            "ZEROSCALE_QUEUE__CLUSTER_NODES",
+            r#"["redis://:pw@10.0.0.1:7000", "redis://10.0.0.2:7000"]"#,
+        );
+        jail.set_env("ZEROSCALE_QUEUE__WAIT_FOR_REPLICAS", "1");
+        let loaded = load_default().map_err(|e| e.to_string())?;
+        let QueueConfig::Redis(redis) = &loaded.config.queue else {
+            panic!()
+        };
+        let nodes: Vec<&str> = redis
+            .cluster_nodes
+            .iter()
+            .map(|n| n.expose().as_str())
+            .collect();
+        assert_eq!(
+            nodes,
+            ["redis://:pw@10.0.0.1:7000", "redis://10.0.0.2:7000"]
+        );
+        assert_eq!(redis.wait_for_replicas, 1);
+        assert_eq!(
+            redis.location(),
+            "the Redis Cluster at 10.0.0.1:7000, 10.0.0.2:7000"
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn cli_flags_win_over_everything() {
     Jail::expect_with(|jail| {
         jail.set_env("DATABASE_URL", "postgres://u@127.0.0.1/db");
