@@ -277,6 +277,11 @@ pub(crate) async fn run(
         JobsPlan::Move(queues) => queues.iter().map(|(_, n)| n).sum(),
         JobsPlan::Nothing | JobsPlan::Shared => 0,
     };
+    // Stages that share the database (or the bucket) leave it where it is: stage 3 to
+    // stage 4 changes the queue only. Copying a database onto itself would need
+    // `--replace`, which would empty it first.
+    let same_db = source_db.location() == target_db.location();
+    let same_files = source_files_name == target_files_name;
     if dry_run {
         let plan = sync(
             source_files.clone(),
@@ -300,17 +305,25 @@ pub(crate) async fn run(
             );
         } else {
             println!("dry run: nothing was changed. The move would:");
-            println!("  copy {rows} rows in {} tables:", counts.len());
-            for (table, n) in &counts {
-                println!("    {table:<20} {n:>10}");
+            if same_db {
+                println!("  leave the database where it is (both stages use it)");
+            } else {
+                println!("  copy {rows} rows in {} tables:", counts.len());
+                for (table, n) in &counts {
+                    println!("    {table:<20} {n:>10}");
+                }
             }
-            println!(
-                "  copy {} of {} file(s) ({} bytes), {} already there",
-                plan.copied.len(),
-                plan.objects,
-                plan.copied_bytes,
-                plan.skipped
-            );
+            if same_files {
+                println!("  leave the files where they are (both stages use them)");
+            } else {
+                println!(
+                    "  copy {} of {} file(s) ({} bytes), {} already there",
+                    plan.copied.len(),
+                    plan.objects,
+                    plan.copied_bytes,
+                    plan.skipped
+                );
+            }
             if jobs_to_move > 0 {
                 println!("  move {jobs_to_move} job(s) to the target queue");
             }
@@ -318,40 +331,57 @@ pub(crate) async fn run(
         return Ok(ExitCode::SUCCESS);
     }
 
-    eprintln!("copying the database ...");
-    let mut reporter = crate::backup_cmd::Reporter::new();
-    let report = backup::copy(
-        &source_db,
-        &target_db,
-        BackupOptions::default(),
-        RestoreOptions { replace },
-        &mut |e| reporter.event(e),
-    )
-    .await
-    .map_err(anyhow::Error::from)
-    .context("the database copy failed; the target database is unchanged")?;
-    eprintln!("copying the files ...");
-    let files = sync(source_files, target_files, &sync_options, &|event| {
-        if let zeroscale_storage::sync::SyncEvent::Planned { objects, bytes } = event {
-            tracing::info!(objects, bytes, "files to consider");
-        }
-    })
+    let (rows_copied, tables_copied) = if same_db {
+        eprintln!(
+            "database: both stages use {}: it stays",
+            source_db.location()
+        );
+        (0, 0)
+    } else {
+        eprintln!("copying the database ...");
+        let mut reporter = crate::backup_cmd::Reporter::new();
+        let report = backup::copy(
+            &source_db,
+            &target_db,
+            BackupOptions::default(),
+            RestoreOptions { replace },
+            &mut |e| reporter.event(e),
+        )
         .await
         .map_err(anyhow::Error::from)
-        .context("the files did not all copy (the database was copied): run the move's `storage sync` again, it resumes")?;
-    // The target now has what the source had, table by table.
-    let after = backup::table_counts(&target_db, BackupOptions::default())
-        .await
-        .map_err(anyhow::Error::from)?;
-    for (table, n) in &counts {
-        let got = after
-            .iter()
-            .find(|(t, _)| t == table)
-            .map_or(0, |(_, g)| *g);
-        if got != *n {
-            anyhow::bail!("table `{table}`: {n} rows at the source, {got} at the target");
+        .context("the database copy failed; the target database is unchanged")?;
+        // The target now has what the source had, table by table.
+        let after = backup::table_counts(&target_db, BackupOptions::default())
+            .await
+            .map_err(anyhow::Error::from)?;
+        for (table, n) in &counts {
+            let got = after
+                .iter()
+                .find(|(t, _)| t == table)
+                .map_or(0, |(_, g)| *g);
+            if got != *n {
+                anyhow::bail!("table `{table}`: {n} rows at the source, {got} at the target");
+            }
         }
-    }
+        (report.rows, report.manifest.tables.len())
+    };
+    let files = if same_files {
+        eprintln!("files: both stages use the {source_files_name}: they stay");
+        zeroscale_storage::sync::SyncReport::default()
+    } else {
+        eprintln!("copying the files ...");
+        sync(source_files, target_files, &sync_options, &|event| {
+            if let zeroscale_storage::sync::SyncEvent::Planned { objects, bytes } = event {
+                tracing::info!(objects, bytes, "files to consider");
+            }
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .context(
+            "the files did not all copy (the database was copied): run the move's \
+             `storage sync` again, it resumes",
+        )?
+    };
     let jobs_moved = match &jobs {
         JobsPlan::Move(queues) => {
             eprintln!("moving the jobs ...");
@@ -371,8 +401,8 @@ pub(crate) async fn run(
             "{}",
             serde_json::json!({
                 "action": "stage move",
-                "rows": report.rows,
-                "tables": report.manifest.tables,
+                "rows": rows_copied,
+                "tables": tables_copied,
                 "objects": files.objects,
                 "objects_copied": files.copied.len(),
                 "jobs_moved": jobs_moved,
@@ -384,8 +414,8 @@ pub(crate) async fn run(
         println!(
             "moved {} rows in {} tables and {} file(s) ({} copied, {} already there){}; row \
              and object counts checked on the target.",
-            report.rows,
-            report.manifest.tables.len(),
+            rows_copied,
+            tables_copied,
             files.objects,
             files.copied.len(),
             files.skipped,

@@ -1367,6 +1367,72 @@ async fn stage_move_with_jobs() {
     check(pg_queue.as_ref()).await;
     drop(pg_queue);
     target.close().await.unwrap();
+
+    // Stage 3 to stage 4: the same PostgreSQL and files, the queue from one Redis to a
+    // Redis Cluster. The database and the files stay where they are (no `--replace`
+    // needed); the three unfinished and dead jobs left in Redis move.
+    let Some(nodes) = require_service("ZEROSCALE_TEST_REDIS_CLUSTER_NODES", "Redis Cluster") else {
+        return;
+    };
+    let files = tmp.0.join("files-3");
+    let stage3 = tmp.0.join("stage3-quiet.toml");
+    std::fs::write(
+        &stage3,
+        format!(
+            "[server]\naddr = \"127.0.0.1:{}\"\n\n[database]\nkind = \"postgres\"\n\
+             url = \"{pg}\"\n\n[queue]\nkind = \"redis\"\nurl = \"{redis}\"\n\
+             key_prefix = \"{prefix}\"\n\n[storage]\nkind = \"local\"\nroot = \"{}\"\n",
+            free_port(),
+            files.display()
+        ),
+    )
+    .unwrap();
+    let node_list: Vec<String> = nodes.split(',').map(|n| format!("{n:?}")).collect();
+    let stage4 = tmp.0.join("stage4.toml");
+    std::fs::write(
+        &stage4,
+        format!(
+            "[database]\nkind = \"postgres\"\nurl = \"{pg}\"\n\n[queue]\nkind = \"redis\"\n\
+             cluster_nodes = [{}]\nkey_prefix = \"{prefix}\"\nwait_for_replicas = 1\n\n\
+             [storage]\nkind = \"local\"\nroot = \"{}\"\n",
+            node_list.join(", "),
+            files.display()
+        ),
+    )
+    .unwrap();
+    let mut to_stage4 = zeroscale(&tmp.0);
+    to_stage4
+        .args(["stage", "move", "--from"])
+        .arg(&stage3)
+        .arg("--to")
+        .arg(&stage4)
+        .args(["--with-jobs", "--json"]);
+    let (out, stdout, stderr) = output(&mut to_stage4);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("it stays") && stderr.contains("they stay"),
+        "{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (&summary["rows"], &summary["jobs_moved"]),
+        (&serde_json::json!(0), &serde_json::json!(3)),
+        "{summary}"
+    );
+    let cluster_queue = zeroscale_queue::connect(
+        &QueueConfig::Redis(zeroscale_core::config::RedisQueueConfig {
+            cluster_nodes: nodes.split(',').map(|n| n.to_owned().into()).collect(),
+            key_prefix: prefix.clone(),
+            ..Default::default()
+        }),
+        &JobsConfig::default(),
+    )
+    .await
+    .unwrap();
+    let state = async |id| cluster_queue.status(id).await.unwrap().state;
+    assert_eq!(state(failed).await, JobState::Failed);
+    assert_eq!(state(dead).await, JobState::Dead);
+    assert_eq!(state(scheduled).await, JobState::Scheduled);
 }
 
 /// Usernames are one name whatever their case: `Alice` cannot register beside `alice`,
