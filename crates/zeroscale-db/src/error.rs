@@ -14,6 +14,9 @@ pub(crate) fn map_db_err(dialect: Dialect, err: DbErr) -> Error {
 
 fn map_kind(dialect: Dialect, err: DbErr) -> Error {
     let backend = dialect.name();
+    if let Some(e) = transaction_pooler(dialect, &err) {
+        return e;
+    }
     if connection_lost(&err) {
         return Error::unavailable_from(
             format!(
@@ -47,6 +50,28 @@ fn map_kind(dialect: Dialect, err: DbErr) -> Error {
         }
         _ => Error::backend(backend, err),
     }
+}
+
+/// The error for a connection pooler in transaction mode between zeroscale and
+/// PostgreSQL (PgBouncer's `pool_mode = transaction`): the driver prepares each statement
+/// (a named one per connection, `sqlx_s_1` and on) and runs it after a sync, so the pooler
+/// hands the two halves, or two clients' statements of one name, to different server
+/// connections. PostgreSQL then says `42P05` (prepared statement already exists) or
+/// `26000` (prepared statement does not exist). Waiting cannot fix it: it is the pool mode.
+pub(crate) fn transaction_pooler(dialect: Dialect, err: &DbErr) -> Option<Error> {
+    let code = database_code(err)?;
+    (dialect == Dialect::Postgres && matches!(code.as_str(), "42P05" | "26000")).then(|| {
+        Error::config(
+            "database.url",
+            format!(
+                "PostgreSQL answered `{err}`: a connection pooler in transaction mode \
+                 (PgBouncer's `pool_mode = transaction`) is between zeroscale and the \
+                 database, and the driver's prepared statements need one server connection \
+                 per client connection. Use `pool_mode = session` for zeroscale's database \
+                 (docs/database.md#pgbouncer-session-mode), or connect to PostgreSQL directly"
+            ),
+        )
+    })
 }
 
 /// Whether the error says the connection went away under the statement rather than that

@@ -301,6 +301,9 @@ impl Db {
     }
 
     fn unavailable(&self, e: sea_orm::DbErr) -> Error {
+        if let Some(pooler) = error::transaction_pooler(self.dialect, &e) {
+            return pooler;
+        }
         if error::connection_failed(&e) {
             self.breaker.record_failure(&self.conn);
         }

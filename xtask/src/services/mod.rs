@@ -16,6 +16,7 @@ mod azurite;
 mod browser;
 mod crash;
 mod mongodb;
+mod pgbouncer;
 mod postgres;
 mod prometheus;
 mod redis;
@@ -42,7 +43,8 @@ pub(crate) fn env_file() -> PathBuf {
 }
 
 /// Starts every engine (reusing running ones) and writes the env file; returns its pairs.
-/// `stage4` adds stage 4's engines (a Redis Cluster of 3 masters and 3 replicas); CI
+/// `stage4` adds stage 4's engines (a Redis Cluster of 3 masters and 3 replicas, PgBouncer
+/// in session and in transaction mode in front of PostgreSQL); CI
 /// always starts them.
 pub(crate) fn up(stage4: bool) -> Result<Vec<(String, String)>> {
     let dir = services_dir();
@@ -55,6 +57,7 @@ pub(crate) fn up(stage4: bool) -> Result<Vec<(String, String)>> {
         vars.extend(
             redis_cluster::redis_cluster_up(&dir).context("the Redis Cluster did not start")?,
         );
+        vars.extend(pgbouncer::pgbouncer_up(&dir).context("PgBouncer did not start")?);
     }
     vars.extend(s3::s3_up(&dir).context("the S3 server did not start")?);
     vars.extend(azurite::azurite_up(&dir).context("Azurite (Azure Blob Storage) did not start")?);
@@ -91,6 +94,7 @@ pub(crate) fn down() -> Result<()> {
     }
     stop_by_pid_file("Redis", &dir.join("redis").join("redis.pid"));
     redis_cluster::redis_cluster_down(&dir);
+    pgbouncer::pgbouncer_down(&dir);
     stop_by_pid_file("S3 server", &dir.join("s3").join("moto.pid"));
     stop_by_pid_file("Azurite", &dir.join("azurite").join("azurite.pid"));
     stop_by_pid_file("MongoDB", &dir.join("mongodb").join("nx-27017.pid"));

@@ -55,7 +55,7 @@ pub(super) struct PgPaths {
 
 /// Where postgres-owned folders live: the services folder, or (when the `postgres` user
 /// cannot reach the checkout, e.g. under a private home) a folder in /tmp recorded by `up`.
-fn postgres_home(services: &Path) -> PathBuf {
+pub(super) fn postgres_home(services: &Path) -> PathBuf {
     std::fs::read_to_string(services.join("postgres.home"))
         .ok()
         .map(|s| PathBuf::from(s.trim()))
@@ -212,7 +212,7 @@ fn retire_other_pgvector(services: &Path) -> Result<()> {
 }
 
 /// A command run as the `postgres` user when we are root (initdb refuses root).
-fn as_postgres(program: &Path) -> Command {
+pub(super) fn as_postgres(program: &Path) -> Command {
     if is_root() {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", "postgres", "--"]).arg(program);
