@@ -172,6 +172,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<Vec<Figure>> {
         }
         figures.push(figure);
     }
+    figures.extend(cluster(plan, &url, n).await?);
     let postgres = std::env::var("ZEROSCALE_TEST_POSTGRES_URL").ok();
     anyhow::ensure!(
         postgres.is_some() || std::env::var_os("CI").is_none(),
@@ -259,6 +260,89 @@ async fn zeroscale_redis(
         .expect("connect the zeroscale Redis queue");
     let took = run_ours_batched(queue, "bench", n, consumers, batch).await;
     cleanup(url, &format!("{{{prefix}}}*")).await;
+    took
+}
+
+/// Stage 4: the queue on the Redis Cluster (3 masters, 3 replicas; the queue in one
+/// slot) against one Redis, 8 consumers, one job per enqueue: without and with
+/// `wait_for_replicas = 1` (each enqueue waits for `WAIT`). Reported, no goal: the cluster
+/// buys failover, not speed.
+async fn cluster(plan: Plan, url: &str, n: usize) -> anyhow::Result<Vec<Figure>> {
+    let Ok(nodes) = std::env::var("ZEROSCALE_TEST_REDIS_CLUSTER_NODES") else {
+        anyhow::ensure!(
+            std::env::var_os("CI").is_none(),
+            "ZEROSCALE_TEST_REDIS_CLUSTER_NODES is not set: run `cargo xtask bench`, which \
+             starts the Redis Cluster"
+        );
+        eprintln!("queue: no ZEROSCALE_TEST_REDIS_CLUSTER_NODES, the cluster skipped");
+        return Ok(Vec::new());
+    };
+    let run_id = std::process::id();
+    let mut figures = Vec::new();
+    for wait in [0, 1] {
+        let ours = |round: usize| {
+            let nodes = nodes.clone();
+            async move {
+                zeroscale_cluster(&nodes, &format!("zsc-{run_id}-{wait}-{round}"), n, 8, wait).await
+            }
+        };
+        let single = |round: usize| {
+            let url = url.to_owned();
+            async move { zeroscale_redis(&url, &format!("zs1-{run_id}-{wait}-{round}"), n, 8, 1).await }
+        };
+        let confirmed = if wait > 0 {
+            ", each enqueue confirmed by a replica (WAIT 1)"
+        } else {
+            ""
+        };
+        let mut figure = compare(
+            plan,
+            "queue",
+            format!(
+                "Redis Cluster (3 masters + 3 replicas){confirmed}: {n} jobs enqueue→ack, 8 \
+                 consumers, one job per enqueue (time against one Redis)"
+            ),
+            "one Redis, same jobs",
+            Goal::Report,
+            ours,
+            single,
+        )
+        .await;
+        name_rates(&mut figure, n);
+        figures.push(figure);
+    }
+    Ok(figures)
+}
+
+async fn zeroscale_cluster(
+    nodes: &str,
+    prefix: &str,
+    n: usize,
+    consumers: usize,
+    wait_for_replicas: u32,
+) -> Duration {
+    let config = RedisQueueConfig {
+        cluster_nodes: nodes.split(',').map(|n| n.to_owned().into()).collect(),
+        key_prefix: prefix.to_owned(),
+        wait_for_replicas,
+        ..Default::default()
+    };
+    let queue =
+        zeroscale_queue::connect(&QueueConfig::Redis(config.clone()), &JobsConfig::default())
+            .await
+            .expect("connect the zeroscale queue to the Redis Cluster");
+    let took = run_ours_batched(queue, "bench", n, consumers, 1).await;
+    // Every key of the prefix is on the master of its slot, where this connection goes.
+    if let Ok(mut conn) = zeroscale_queue::testing::redis_connection(&config).await {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{prefix}}}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+        }
+    }
     took
 }
 
