@@ -89,7 +89,10 @@ fn unknown_key_in_a_file_names_file_line_and_valid_keys() {
         assert!(text.contains("config/default.toml:4"), "{text}");
         assert!(text.contains("for kind `redis`"), "{text}");
         assert!(
-            text.contains("connect_timeout_secs, key_prefix, kind, url"),
+            text.contains(
+                "cluster_nodes, connect_timeout_secs, key_prefix, kind, replica_wait_ms, url, \
+                 wait_for_replicas"
+            ),
             "{text}"
         );
         Ok(())
