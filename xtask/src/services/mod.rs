@@ -16,6 +16,7 @@ mod azurite;
 mod browser;
 mod crash;
 mod mongodb;
+mod pg_replica;
 mod pgbouncer;
 mod postgres;
 mod prometheus;
@@ -44,7 +45,8 @@ pub(crate) fn env_file() -> PathBuf {
 
 /// Starts every engine (reusing running ones) and writes the env file; returns its pairs.
 /// `stage4` adds stage 4's engines (a Redis Cluster of 3 masters and 3 replicas, PgBouncer
-/// in session and in transaction mode in front of PostgreSQL); CI
+/// in session and in transaction mode in front of PostgreSQL, a streaming replica of
+/// PostgreSQL); CI
 /// always starts them.
 pub(crate) fn up(stage4: bool) -> Result<Vec<(String, String)>> {
     let dir = services_dir();
@@ -58,6 +60,9 @@ pub(crate) fn up(stage4: bool) -> Result<Vec<(String, String)>> {
             redis_cluster::redis_cluster_up(&dir).context("the Redis Cluster did not start")?,
         );
         vars.extend(pgbouncer::pgbouncer_up(&dir).context("PgBouncer did not start")?);
+        vars.extend(
+            pg_replica::replica_up(&dir).context("the PostgreSQL replica did not start")?,
+        );
     }
     vars.extend(s3::s3_up(&dir).context("the S3 server did not start")?);
     vars.extend(azurite::azurite_up(&dir).context("Azurite (Azure Blob Storage) did not start")?);
@@ -95,6 +100,7 @@ pub(crate) fn down() -> Result<()> {
     stop_by_pid_file("Redis", &dir.join("redis").join("redis.pid"));
     redis_cluster::redis_cluster_down(&dir);
     pgbouncer::pgbouncer_down(&dir);
+    pg_replica::replica_down(&dir);
     stop_by_pid_file("S3 server", &dir.join("s3").join("moto.pid"));
     stop_by_pid_file("Azurite", &dir.join("azurite").join("azurite.pid"));
     stop_by_pid_file("MongoDB", &dir.join("mongodb").join("nx-27017.pid"));

@@ -74,7 +74,7 @@ pub(super) fn pg_paths(services: &Path, svc: PgService) -> PgPaths {
 
 /// The folder with Debian's `initdb` and `pg_ctl`: on PATH, else the newest
 /// `/usr/lib/postgresql/<version>/bin`.
-fn debian_pg_bin() -> Option<PathBuf> {
+pub(super) fn debian_pg_bin() -> Option<PathBuf> {
     if let (Some(initdb), Some(_)) = (which("initdb"), which("pg_ctl")) {
         // Follow a symlink (e.g. /usr/local/bin/initdb) to the folder with psql beside it.
         let initdb = std::fs::canonicalize(&initdb).unwrap_or(initdb);
