@@ -229,10 +229,16 @@ impl Checker {
         let auto_migrate = self.config.database.auto_migrate();
         {
             db.ping().await?;
-            let at = match db.server_details() {
+            let mut at = match db.server_details() {
                 Some(details) => format!("{} ({details})", db.location()),
                 None => db.location().to_owned(),
             };
+            // A replica down or behind does not make the server unready: its reads go
+            // to the primary. Its state is detail for the operator.
+            let replicas: Vec<String> = db.replica_status().iter().map(ToString::to_string).collect();
+            if !replicas.is_empty() {
+                at = format!("{at}; read replicas: {}", replicas.join("; "));
+            }
             match db.pending_migrations().await? {
                 0 => Ok(at),
                 n if auto_migrate => Ok(format!(

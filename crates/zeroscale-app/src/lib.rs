@@ -55,6 +55,7 @@ mod metrics;
 mod migrate;
 mod models_cmd;
 mod owned;
+mod read_your_writes;
 mod request_id;
 mod serve;
 mod stage_cmd;

@@ -227,6 +227,7 @@ async fn read_levels(services: &Services) {
     if let Some(pool) = services.domain.db().pool_stats() {
         pool.record();
     }
+    // The replicas' gauges are set by their checker (zeroscale_db::replicas).
     for (provider, health) in services.models.health() {
         let open = health
             .cooling_down_until

@@ -74,6 +74,12 @@ catalogue! {
         "Time a query waited for a pooled connection (SQLite and PostgreSQL).";
     DB_ERRORS = "zeroscale_db_errors_total", Counter, ["kind"],
         "Database calls that failed, by error kind (unavailable, conflict, not_found, internal, ...).";
+    DB_READS = "zeroscale_db_stale_reads_total", Counter, ["target"],
+        "Reads that may be a little stale (searches, listings, histories), by where they went: replica, or primary (no replica usable, or the user wrote recently). Only with database.replicas.";
+    DB_REPLICA_LAG = "zeroscale_db_replica_lag_seconds", Gauge, ["replica"],
+        "How far each read replica was behind the primary at its last check.";
+    DB_REPLICA_UP = "zeroscale_db_replica_up", Gauge, ["replica"],
+        "1 when the read replica answered its last check, else 0.";
     QUEUE_JOBS = "zeroscale_queue_jobs", Gauge, ["queue", "state"],
         "Jobs in a queue now, by state: ready, delayed (scheduled or waiting to retry), running, dead. Read when scraped.";
     QUEUE_ENQUEUED = "zeroscale_queue_enqueued_total", Counter, ["queue"],

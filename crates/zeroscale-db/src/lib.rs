@@ -30,6 +30,7 @@ mod pgvector;
 mod postgres;
 pub mod queue;
 pub mod registry;
+pub mod replicas;
 pub mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -90,6 +91,8 @@ pub struct Db {
     /// The MongoDB engine, when the database is MongoDB (then `conn` is disconnected).
     #[cfg(feature = "mongodb")]
     mongo: Option<std::sync::Arc<mongodb::Mongo>>,
+    /// Read replicas (`database.replicas`, PostgreSQL), shared by clones.
+    replicas: Option<std::sync::Arc<replicas::Replicas>>,
 }
 
 /// What the one-time pgvector setup found out about the server's extension.
@@ -217,6 +220,45 @@ impl Db {
         Ok(&self.conn)
     }
 
+    /// Runs a read that may be a little stale (a search, a listing, a history) on a
+    /// usable read replica when there is one (see [`replicas`]), else on the primary. A
+    /// read that fails on a replica runs again on the primary; one that cannot reach the
+    /// replica also takes it out of turn until its next check.
+    pub(crate) async fn stale_read<T, F, Fut>(&self, read: F) -> Result<T>
+    where
+        F: Fn(DatabaseConnection) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, sea_orm::DbErr>>,
+    {
+        if let Some(replicas) = &self.replicas
+            && let replicas::Target::Replica(index, conn) = replicas.pick()
+        {
+            match read(conn.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    if error::connection_failed(&e) {
+                        replicas.mark_down(index, e.to_string());
+                    }
+                    tracing::debug!(error = %e, "a read failed on a replica; reading the primary");
+                }
+            }
+        }
+        read(self.conn()?.clone()).await.map_err(|e| self.map_err(e))
+    }
+
+    /// Each read replica's state at its last check (empty without `database.replicas`).
+    pub fn replica_status(&self) -> Vec<replicas::ReplicaStatus> {
+        self.replicas.as_ref().map_or_else(Vec::new, |r| r.status())
+    }
+
+    /// Stale-tolerant reads served by the primary since start because no replica was
+    /// usable or the caller asked for the primary ([`replicas::primary_reads`]); 0
+    /// without `database.replicas`.
+    pub fn stale_reads_on_primary(&self) -> u64 {
+        self.replicas
+            .as_ref()
+            .map_or(0, |r| r.primary_read_count())
+    }
+
     /// Whether calls fail at once because the server stopped answering (the circuit
     /// breaker is open: `database.breaker_failures` connection failures in a row) and no
     /// probe has reached it since. Always `false` when the breaker is off.
@@ -338,6 +380,7 @@ impl Db {
             )),
             #[cfg(feature = "mongodb")]
             mongo: None,
+            replicas: None,
         }
     }
 
@@ -356,6 +399,7 @@ impl Db {
                 String::new(),
             )),
             mongo: Some(std::sync::Arc::new(mongo)),
+            replicas: None,
         }
     }
 

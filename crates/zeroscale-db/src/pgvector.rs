@@ -237,24 +237,10 @@ pub(crate) async fn search(
          LIMIT {k}"
     );
     let query = Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values);
-    let txn = db.conn()?.begin().await.map_err(|e| db.map_err(e))?;
-    if setup.iterative_scan {
-        // Keep scanning the index until `k` rows pass the filters, in exact distance order.
-        exec(db, &txn, "SET LOCAL hnsw.iterative_scan = strict_order").await?;
-    } else {
-        // No iterative scan: take as many candidates as the index gives (1000 at most)...
-        exec(db, &txn, "SET LOCAL hnsw.ef_search = 1000").await?;
-    }
-    let mut rows = txn
-        .query_all_raw(query.clone())
-        .await
-        .map_err(|e| db.map_err(e))?;
-    if rows.len() < k && !setup.iterative_scan {
-        // ...and when the filters left fewer than `k`, rank every candidate exactly.
-        exec(db, &txn, "SET LOCAL enable_indexscan = off").await?;
-        rows = txn.query_all_raw(query).await.map_err(|e| db.map_err(e))?;
-    }
-    txn.commit().await.map_err(|e| db.map_err(e))?;
+    // A search is stale-tolerant: a replica may answer (see `crate::replicas`).
+    let rows = db
+        .stale_read(|conn| ranked(conn, query.clone(), k, setup.iterative_scan))
+        .await?;
     rows.iter()
         .map(|row| {
             let model = documents::Model::from_query_result(row, "").map_err(|e| db.map_err(e))?;
@@ -262,6 +248,34 @@ pub(crate) async fn search(
             Ok((model, score as f32))
         })
         .collect()
+}
+
+/// Runs the search `query` in a transaction of its own (for `SET LOCAL`).
+async fn ranked(
+    conn: sea_orm::DatabaseConnection,
+    query: Statement,
+    k: usize,
+    iterative_scan: bool,
+) -> std::result::Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
+    let txn = conn.begin().await?;
+    let set = |sql: &str| Statement::from_string(DatabaseBackend::Postgres, sql.to_owned());
+    if iterative_scan {
+        // Keep scanning the index until `k` rows pass the filters, in exact distance order.
+        txn.execute_raw(set("SET LOCAL hnsw.iterative_scan = strict_order"))
+            .await?;
+    } else {
+        // No iterative scan: take as many candidates as the index gives (1000 at most)...
+        txn.execute_raw(set("SET LOCAL hnsw.ef_search = 1000")).await?;
+    }
+    let mut rows = txn.query_all_raw(query.clone()).await?;
+    if rows.len() < k && !iterative_scan {
+        // ...and when the filters left fewer than `k`, rank every candidate exactly.
+        txn.execute_raw(set("SET LOCAL enable_indexscan = off"))
+            .await?;
+        rows = txn.query_all_raw(query).await?;
+    }
+    txn.commit().await?;
+    Ok(rows)
 }
 
 #[cfg(test)]

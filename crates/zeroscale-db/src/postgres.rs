@@ -76,6 +76,7 @@ pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
         probe_timeout: acquire.max(Duration::from_secs(1)),
     });
     db.vectors = choose_vector_backend(&db, config.vector_search).await?;
+    db.replicas = crate::replicas::Replicas::connect(config, &db.conn).await?;
     Ok(db)
 }
 

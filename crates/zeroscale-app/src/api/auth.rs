@@ -114,6 +114,7 @@ impl FromRequestParts<ApiState> for Caller {
             }
         };
         crate::limits::check(parts, state, &caller).await?;
+        crate::read_your_writes::authenticated(parts, state, &caller.user.id).await;
         Ok(caller)
     }
 }

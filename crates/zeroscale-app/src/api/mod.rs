@@ -134,6 +134,7 @@ impl utoipa::Modify for Security {
 pub(crate) fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
     let body_limit = usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX);
     let extensions = std::sync::Arc::clone(&state.extensions);
+    let tracked = state.clone();
     let mut api = if extensions.builtin_api {
         builtin()
     } else {
@@ -164,6 +165,11 @@ pub(crate) fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
     };
     // `X-RateLimit-*` on every response a rate limit counted.
     let router = router.layer(axum::middleware::from_fn(crate::limits::headers));
+    // Reads after a user's write go to the primary (with read replicas only).
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        tracked,
+        crate::read_your_writes::track,
+    ));
     let mut openapi = openapi;
     add_common_responses(&mut openapi);
     (router, openapi)

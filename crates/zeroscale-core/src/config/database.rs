@@ -112,6 +112,21 @@ pub struct PostgresConfig {
     pub auto_migrate: bool,
     /// How documents are searched by vector.
     pub vector_search: VectorSearch,
+    /// Streaming replicas of this server (`["postgres://…@replica-1:5432/app"]`, same
+    /// database): reads that may be a little stale (searches, listings, histories) go to
+    /// a healthy one, everything else to `url`. Default empty (every read on `url`). See
+    /// docs/database.md#read-replicas.
+    pub replicas: Vec<Secret<String>>,
+    /// A replica further behind the primary than this (milliseconds of writes it has not
+    /// replayed) gets no reads until it catches up. Default 2000.
+    pub max_replica_lag_ms: u64,
+    /// Milliseconds between two health and lag checks of each replica. Default 500.
+    pub replica_check_ms: u64,
+    /// After a user writes, that user's reads go to the primary for this many
+    /// milliseconds, on every instance (the mark is kept in the shared counters), so they
+    /// read their own writes. At least `max_replica_lag_ms + replica_check_ms`.
+    /// Default 5000.
+    pub read_your_writes_ms: u64,
 }
 
 /// How PostgreSQL searches documents by vector.
@@ -143,7 +158,40 @@ impl Default for PostgresConfig {
             tls: PostgresTls::FromUrl,
             auto_migrate: false,
             vector_search: VectorSearch::Auto,
+            replicas: Vec::new(),
+            max_replica_lag_ms: 2000,
+            replica_check_ms: 500,
+            read_your_writes_ms: 5000,
         }
+    }
+}
+
+impl PostgresConfig {
+    /// Checks what serde cannot: a read-your-writes window that covers the lag a replica
+    /// may have and still get reads.
+    pub fn validate(&self) -> crate::Result<()> {
+        if self.replicas.is_empty() {
+            return Ok(());
+        }
+        if self.replica_check_ms == 0 {
+            return Err(crate::Error::config(
+                "database.replica_check_ms",
+                "must be at least 1 (milliseconds between replica checks)",
+            ));
+        }
+        let needed = self.max_replica_lag_ms.saturating_add(self.replica_check_ms);
+        if self.read_your_writes_ms < needed {
+            return Err(crate::Error::config(
+                "database.read_your_writes_ms",
+                format!(
+                    "is {} but must be at least max_replica_lag_ms + replica_check_ms ({needed}): \
+                     a replica that far behind still gets reads, so a shorter window would let \
+                     a user miss their own write",
+                    self.read_your_writes_ms
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

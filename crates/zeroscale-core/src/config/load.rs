@@ -304,6 +304,9 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig> {
     config.server.cors.validate()?;
     config.server.trusted_proxies()?;
     config.telemetry.validate()?;
+    if let super::DatabaseConfig::Postgres(pg) = &config.database {
+        pg.validate()?;
+    }
     if config.data_dir.is_none() {
         config.data_dir = Some(super::default_data_dir_named(&names.data_dir_name, names)?);
     }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use zeroscale_core::domain::{Document, SearchHit, new_id, now};
 use zeroscale_core::{Error, Result};
 
-use super::by_key::by_id;
+use super::by_key::ByKey;
 use super::entity::documents;
 use super::vector_index::{self, Change, Scored, TopK, VectorIndex, cosine_of, norm};
 use crate::Db;
@@ -194,9 +194,21 @@ impl<'a> Documents<'a> {
         Ok(stored)
     }
 
-    /// A document by id.
+    /// A document by id (a stale-tolerant read: see [`crate::replicas`]).
     pub async fn get(&self, id: &str) -> Result<Document> {
-        by_id::<documents::Entity>(self.db, id)
+        #[cfg(feature = "mongodb")]
+        if self.db.is_mongodb() {
+            return super::by_key::by_id::<documents::Entity>(self.db, id)
+                .await?
+                .map(to_document)
+                .ok_or_else(|| Error::not_found(format!("document {id}")));
+        }
+        self.db
+            .stale_read(|conn| async move {
+                documents::Entity::find_by_id(id.to_owned())
+                    .by_key(&conn)
+                    .await
+            })
             .await?
             .map(to_document)
             .ok_or_else(|| Error::not_found(format!("document {id}")))
@@ -246,11 +258,14 @@ impl<'a> Documents<'a> {
                 .count::<documents::Entity>(mongodb::bson::doc! { "collection": collection })
                 .await;
         }
-        documents::Entity::find()
-            .filter(documents::Column::Collection.eq(collection))
-            .count(self.db.conn()?)
+        self.db
+            .stale_read(|conn| async move {
+                documents::Entity::find()
+                    .filter(documents::Column::Collection.eq(collection))
+                    .count(&conn)
+                    .await
+            })
             .await
-            .map_err(|e| self.db.map_err(e))
     }
 
     /// The `k` documents of `collection` most similar to `query` (cosine), best first.
@@ -296,34 +311,10 @@ impl<'a> Documents<'a> {
             return self.hits(best).await;
         }
         let query_norm = norm(query);
-        let mut top: TopK<documents::Model> = TopK::new(k);
-        let mut rows = documents::Entity::find()
-            .filter(documents::Column::Collection.eq(collection))
-            .filter(documents::Column::Dimensions.eq(dimensions))
-            .stream(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        while let Some(model) = rows.try_next().await.map_err(|e| self.db.map_err(e))? {
-            if let Some(filter) = filter {
-                let matches = filter
-                    .iter()
-                    .all(|(key, want)| model.metadata.get(key) == Some(want));
-                if !matches {
-                    continue;
-                }
-            }
-            let Some(vector) = decode_vector(&model.vector) else {
-                continue;
-            };
-            let score = cosine_of(vector_index::dot(query, &vector), query_norm, norm(&vector));
-            if top.wants(score) {
-                top.push(Scored {
-                    score,
-                    id: model.id.clone(),
-                    item: model,
-                });
-            }
-        }
+        let top = self
+            .db
+            .stale_read(|conn| scan(conn, collection, dimensions, query, query_norm, k, filter))
+            .await?;
         Ok(top
             .into_sorted()
             .into_iter()
@@ -356,6 +347,47 @@ impl<'a> Documents<'a> {
             })
             .collect())
     }
+}
+
+/// The best `k` documents of `collection` whose metadata matches `filter`, by streaming
+/// the collection's rows (memory stays flat whatever its size).
+async fn scan(
+    conn: sea_orm::DatabaseConnection,
+    collection: &str,
+    dimensions: i32,
+    query: &[f32],
+    query_norm: f32,
+    k: usize,
+    filter: Option<&Map<String, Value>>,
+) -> std::result::Result<TopK<documents::Model>, sea_orm::DbErr> {
+    let mut top: TopK<documents::Model> = TopK::new(k);
+    let mut rows = documents::Entity::find()
+        .filter(documents::Column::Collection.eq(collection))
+        .filter(documents::Column::Dimensions.eq(dimensions))
+        .stream(&conn)
+        .await?;
+    while let Some(model) = rows.try_next().await? {
+        if let Some(filter) = filter {
+            let matches = filter
+                .iter()
+                .all(|(key, want)| model.metadata.get(key) == Some(want));
+            if !matches {
+                continue;
+            }
+        }
+        let Some(vector) = decode_vector(&model.vector) else {
+            continue;
+        };
+        let score = cosine_of(vector_index::dot(query, &vector), query_norm, norm(&vector));
+        if top.wants(score) {
+            top.push(Scored {
+                score,
+                id: model.id.clone(),
+                item: model,
+            });
+        }
+    }
+    Ok(top)
 }
 
 #[cfg(test)]

@@ -154,12 +154,17 @@ impl<'a> UserJobs<'a> {
         if let Some(before) = before {
             query = query.filter(user_jobs::Column::JobId.lt(before));
         }
-        Ok(query
+        let query = query
             .order_by_desc(user_jobs::Column::JobId)
-            .limit(page_limit(limit, 50, 200))
-            .all(self.db.conn()?)
-            .await
-            .map_err(|e| self.db.map_err(e))?
+            .limit(page_limit(limit, 50, 200));
+        // A history: stale-tolerant (see `crate::replicas`).
+        Ok(self
+            .db
+            .stale_read(|conn| {
+                let query = query.clone();
+                async move { query.all(&conn).await }
+            })
+            .await?
             .into_iter()
             .map(to_owned_job)
             .collect())
