@@ -235,7 +235,11 @@ impl Checker {
             };
             // A replica down or behind does not make the server unready: its reads go
             // to the primary. Its state is detail for the operator.
-            let replicas: Vec<String> = db.replica_status().iter().map(ToString::to_string).collect();
+            let replicas: Vec<String> = db
+                .replica_status()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             if !replicas.is_empty() {
                 at = format!("{at}; read replicas: {}", replicas.join("; "));
             }

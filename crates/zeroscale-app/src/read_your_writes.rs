@@ -2,7 +2,8 @@
 //! user's requests read from the primary for `database.read_your_writes_ms`, on every
 //! instance.
 //!
-//! A request that changes something (any method but GET, HEAD and OPTIONS) by an
+//! A request that changes something (any method but GET, HEAD and OPTIONS, except the
+//! searches and embeddings sent as POST) by an
 //! authenticated user leaves a mark `ryw:<user id>` in the shared counters (the same
 //! store as the rate limits: Redis or the database at stages 3 and 4, so another instance
 //! sees it). When [`Caller`](crate::api::auth::Caller) authenticates a request, a mark
@@ -19,6 +20,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::wiring::Services;
+
+/// Routes that are reads though sent as POST (a query too large for a URL): they mark no
+/// one, or a user who searches a lot would read from the primary all the time.
+const READ_ONLY_POSTS: &[&str] = &["/v1/documents/search", "/v1/embeddings"];
 
 /// Who the request authenticated as, filled in by the `Caller` extractor.
 #[derive(Clone, Default)]
@@ -51,7 +56,7 @@ pub(crate) async fn track(
     let writes = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
-    );
+    ) && !READ_ONLY_POSTS.contains(&request.uri().path());
     let writer = Writer::default();
     request.extensions_mut().insert(writer.clone());
     let response = zeroscale_db::replicas::switchable_reads(next.run(request)).await;
@@ -72,7 +77,11 @@ pub(crate) async fn track(
 /// Called once a request knows its user: records the user for the mark and, when the
 /// user wrote within the window (or the mark cannot be read), sends the request's reads
 /// to the primary.
-pub(crate) async fn authenticated(parts: &axum::http::request::Parts, services: &Services, user_id: &str) {
+pub(crate) async fn authenticated(
+    parts: &axum::http::request::Parts,
+    services: &Services,
+    user_id: &str,
+) {
     let Some(writer) = parts.extensions.get::<Writer>() else {
         return;
     };

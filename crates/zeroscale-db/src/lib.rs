@@ -242,7 +242,9 @@ impl Db {
                 }
             }
         }
-        read(self.conn()?.clone()).await.map_err(|e| self.map_err(e))
+        read(self.conn()?.clone())
+            .await
+            .map_err(|e| self.map_err(e))
     }
 
     /// Each read replica's state at its last check (empty without `database.replicas`).
@@ -254,9 +256,7 @@ impl Db {
     /// usable or the caller asked for the primary ([`replicas::primary_reads`]); 0
     /// without `database.replicas`.
     pub fn stale_reads_on_primary(&self) -> u64 {
-        self.replicas
-            .as_ref()
-            .map_or(0, |r| r.primary_read_count())
+        self.replicas.as_ref().map_or(0, |r| r.primary_read_count())
     }
 
     /// Whether calls fail at once because the server stopped answering (the circuit

@@ -265,7 +265,8 @@ async fn ranked(
             .await?;
     } else {
         // No iterative scan: take as many candidates as the index gives (1000 at most)...
-        txn.execute_raw(set("SET LOCAL hnsw.ef_search = 1000")).await?;
+        txn.execute_raw(set("SET LOCAL hnsw.ef_search = 1000"))
+            .await?;
     }
     let mut rows = txn.query_all_raw(query.clone()).await?;
     if rows.len() < k && !iterative_scan {

@@ -58,7 +58,9 @@ pub fn read_primary_from_now() -> bool {
 
 /// Whether the current task reads only from the primary.
 fn primary_only() -> bool {
-    PRIMARY_READS.try_with(std::cell::Cell::get).unwrap_or(false)
+    PRIMARY_READS
+        .try_with(std::cell::Cell::get)
+        .unwrap_or(false)
 }
 
 /// What the last check found about one replica.
@@ -170,7 +172,7 @@ impl Replicas {
                 .min_connections(0)
                 .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
                 // A replica that does not answer is skipped, not waited for.
-                .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs.min(2)))
+                .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs.min(1)))
                 .connect_lazy(true)
                 .sqlx_logging(false);
             let conn = Database::connect(options).await.map_err(|e| {

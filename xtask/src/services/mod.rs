@@ -60,9 +60,7 @@ pub(crate) fn up(stage4: bool) -> Result<Vec<(String, String)>> {
             redis_cluster::redis_cluster_up(&dir).context("the Redis Cluster did not start")?,
         );
         vars.extend(pgbouncer::pgbouncer_up(&dir).context("PgBouncer did not start")?);
-        vars.extend(
-            pg_replica::replica_up(&dir).context("the PostgreSQL replica did not start")?,
-        );
+        vars.extend(pg_replica::replica_up(&dir).context("the PostgreSQL replica did not start")?);
     }
     vars.extend(s3::s3_up(&dir).context("the S3 server did not start")?);
     vars.extend(azurite::azurite_up(&dir).context("Azurite (Azure Blob Storage) did not start")?);

@@ -66,25 +66,39 @@ fn start(bin: &Path, r: &ReplicaPaths, primary_port: u16) -> Result<u16> {
             .arg(&r.dir))?;
     }
     run(as_postgres(&bin.join("pg_basebackup"))
-        .args(["-h", "127.0.0.1", "-p", &primary_port.to_string(), "-U", "postgres"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary_port.to_string(),
+            "-U",
+            "postgres",
+        ])
         .arg("-D")
         .arg(&r.data)
         .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"])
         .stdout(Stdio::null()))
     .context("pg_basebackup from the primary failed")?;
     let port = free_port()?;
-    // A hot standby needs max_connections at least the primary's (300).
-    let options = format!(
-        "-h 127.0.0.1 -p {port} -k {} -F -c max_connections=300 -c hot_standby=on \
-         -c hot_standby_feedback=on",
+    // In the config file rather than on pg_ctl's command line, so the tests' `ctl.sh
+    // start` brings it back on the same port. A hot standby needs max_connections at
+    // least the primary's (300).
+    let settings = format!(
+        "\n# cargo xtask services up --stage4\nlisten_addresses = '127.0.0.1'\nport = {port}\n\
+         unix_socket_directories = '{}'\nfsync = off\nmax_connections = 300\n\
+         hot_standby = on\nhot_standby_feedback = on\n",
         r.dir.display()
     );
+    let auto_conf = r.data.join("postgresql.auto.conf");
+    let mut conf = std::fs::read_to_string(&auto_conf).unwrap_or_default();
+    conf.push_str(&settings);
+    std::fs::write(&auto_conf, conf)?;
     let started = run(as_postgres(&bin.join("pg_ctl"))
         .arg("-D")
         .arg(&r.data)
         .arg("-l")
         .arg(&r.log)
-        .args(["-w", "-t", "60", "-o", &options, "start"])
+        .args(["-w", "-t", "60", "start"])
         .stdout(Stdio::null()));
     if let Err(e) = started {
         bail!("{e:#}\n{}", tail(&r.log, 30));

@@ -179,7 +179,9 @@ impl PostgresConfig {
                 "must be at least 1 (milliseconds between replica checks)",
             ));
         }
-        let needed = self.max_replica_lag_ms.saturating_add(self.replica_check_ms);
+        let needed = self
+            .max_replica_lag_ms
+            .saturating_add(self.replica_check_ms);
         if self.read_your_writes_ms < needed {
             return Err(crate::Error::config(
                 "database.read_your_writes_ms",
