@@ -61,15 +61,15 @@ pub(crate) async fn track(
     request.extensions_mut().insert(writer.clone());
     let response = zeroscale_db::replicas::switchable_reads(next.run(request)).await;
     let user = writer.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if writes && let Some(user) = user {
-        if let Err(e) = services
+    if writes
+        && let Some(user) = user
+        && let Err(e) = services
             .throttle
             .counters()
             .hit(&mark(&user), 1, window)
             .await
-        {
-            tracing::warn!(error = %e.chain(), "a write was not marked for read-your-writes; this user's next reads may miss it on a replica");
-        }
+    {
+        tracing::warn!(error = %e.chain(), "a write was not marked for read-your-writes; this user's next reads may miss it on a replica");
     }
     response
 }
