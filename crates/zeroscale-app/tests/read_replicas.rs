@@ -124,22 +124,26 @@ async fn a_user_reads_their_write_on_another_instance_while_others_read_the_repl
     let alice = register(&a, "alice").await;
     let bob = register(&a, "bob").await;
 
-    // Both servers see the replica up (the database is new: it may still be replaying).
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Both servers see the replica serving: up, and its lag known (the database is new:
+    // a replica still replaying what the primary had when a server started gets no
+    // reads until it has, and its lag gauge appears only then).
+    let deadline = Instant::now() + Duration::from_secs(30);
     for server in [&a, &b] {
         loop {
             let text = metrics(server, &admin).await;
-            if text.contains("zeroscale_db_replica_up{") && text.contains("} 1") && {
-                let up = text
-                    .lines()
-                    .find(|l| l.starts_with("zeroscale_db_replica_up{"));
-                up.is_some_and(|l| l.ends_with(" 1"))
-            } {
+            let up = text
+                .lines()
+                .any(|l| l.starts_with("zeroscale_db_replica_up{") && l.ends_with(" 1"));
+            let lag = text
+                .lines()
+                .find(|l| l.starts_with("zeroscale_db_replica_lag_seconds{"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+            if up && lag.is_some_and(|lag| lag < 30.0) {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "the replica never came up:\n{text}"
+                "the replica never served:\n{text}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
