@@ -244,6 +244,8 @@ pub struct Services {
     pub(crate) throttle: crate::throttle::Throttle,
     /// The JSON of chat pages the domain serves from its cache.
     pub(crate) rendered_pages: crate::api::chat::RenderedPages,
+    /// Objects of uploads that failed after the store wrote them, being removed.
+    pub(crate) removals: crate::api::unacknowledged::Removals,
     /// What the app adds: its routes, jobs and hooks.
     pub(crate) extensions: Arc<crate::app::Extensions>,
     /// The app's own config sections.
@@ -336,6 +338,7 @@ impl Services {
             throttle: crate::throttle::Throttle::new(Arc::clone(&config), domain.db().clone())?,
             config,
             domain,
+            removals: crate::api::unacknowledged::Removals::new(storage.clone()),
             storage,
             models,
             rendered_pages: Default::default(),

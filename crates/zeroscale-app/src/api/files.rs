@@ -165,7 +165,7 @@ pub(crate) async fn upload_file(
     // decided. (A crash in between the two leaves a file its client was not told of.) A
     // put that fails or is dropped may still have reached the store (its answer lost):
     // the guard removes whatever it left.
-    let guard = super::unacknowledged::Guard::new(state.storage.clone(), key.clone());
+    let guard = state.removals.guard(key.clone());
     let stored = match state.storage.put_stream(&key, stream, opts).await {
         Ok(stored) => {
             guard.acknowledged();
