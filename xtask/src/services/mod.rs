@@ -45,9 +45,8 @@ pub(crate) fn env_file() -> PathBuf {
 
 /// Starts every engine (reusing running ones) and writes the env file; returns its pairs.
 /// `stage4` adds stage 4's engines (a Redis Cluster of 3 masters and 3 replicas, PgBouncer
-/// in session and in transaction mode in front of PostgreSQL, a streaming replica of
-/// PostgreSQL); CI
-/// always starts them.
+/// in session and in transaction mode in front of PostgreSQL and in session mode in front
+/// of the pgvector server, a streaming replica of each PostgreSQL); CI always starts them.
 pub(crate) fn up(stage4: bool) -> Result<Vec<(String, String)>> {
     let dir = services_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -60,7 +59,7 @@ pub(crate) fn up(stage4: bool) -> Result<Vec<(String, String)>> {
             redis_cluster::redis_cluster_up(&dir).context("the Redis Cluster did not start")?,
         );
         vars.extend(pgbouncer::pgbouncer_up(&dir).context("PgBouncer did not start")?);
-        vars.extend(pg_replica::replica_up(&dir).context("the PostgreSQL replica did not start")?);
+        vars.extend(pg_replica::replica_up(&dir).context("a PostgreSQL replica did not start")?);
     }
     vars.extend(s3::s3_up(&dir).context("the S3 server did not start")?);
     vars.extend(azurite::azurite_up(&dir).context("Azurite (Azure Blob Storage) did not start")?);

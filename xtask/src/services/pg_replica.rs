@@ -1,5 +1,6 @@
-//! Stage 4's streaming replica of Debian's PostgreSQL: `pg_basebackup -R` from the primary
-//! into its own folder, started as a hot standby on a free port. It is made afresh each
+//! Stage 4's streaming replicas, one of Debian's PostgreSQL and one of the pgvector server
+//! (the e2e suite's stage 4 reads from it): `pg_basebackup -R` from the primary into its
+//! own folder, started as a hot standby on a free port, with the primary's binaries. It is made afresh each
 //! time it starts (the primary's data may have been made afresh too, and a standby of
 //! another cluster would not start). The tests stop and start it, and pause its replay
 //! (`pg_wal_replay_pause()`), to prove what reads do when a replica is down or behind.
@@ -9,7 +10,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use super::postgres::{DEBIAN_PG, as_postgres, debian_pg_bin, pg_paths, postgres_home};
+use super::postgres::{
+    DEBIAN_PG, PGVECTOR_PG, PgService, as_postgres, debian_pg_bin, pg_paths, pgvector_install,
+    postgres_home,
+};
 use super::{READY_TIMEOUT, running_port};
 use crate::util::{free_port, is_root, port_open, run, tail, wait_until};
 
@@ -20,8 +24,28 @@ struct ReplicaPaths {
     port: PathBuf,
 }
 
-fn paths(services: &Path) -> ReplicaPaths {
-    let dir = postgres_home(services).join("postgres-replica");
+/// A replica: of which primary, and the env vars naming its URL and its `ctl.sh`.
+struct Replica {
+    primary: PgService,
+    url_env: &'static str,
+    ctl_env: &'static str,
+}
+
+const REPLICAS: [Replica; 2] = [
+    Replica {
+        primary: DEBIAN_PG,
+        url_env: "ZEROSCALE_TEST_POSTGRES_REPLICA_URL",
+        ctl_env: "ZEROSCALE_TEST_POSTGRES_REPLICA_CTL",
+    },
+    Replica {
+        primary: PGVECTOR_PG,
+        url_env: "ZEROSCALE_TEST_PGVECTOR_REPLICA_URL",
+        ctl_env: "ZEROSCALE_TEST_PGVECTOR_REPLICA_CTL",
+    },
+];
+
+fn paths(services: &Path, primary: PgService) -> ReplicaPaths {
+    let dir = postgres_home(services).join(format!("{}-replica", primary.name));
     ReplicaPaths {
         data: dir.join("data"),
         log: dir.join("postgres.log"),
@@ -30,34 +54,47 @@ fn paths(services: &Path) -> ReplicaPaths {
     }
 }
 
+/// Starts (or finds running) both replicas; their primaries run already.
 pub(super) fn replica_up(services: &Path) -> Result<Vec<(String, String)>> {
-    let bin = debian_pg_bin().context("Debian's PostgreSQL binaries are missing")?;
-    let primary_port: u16 = std::fs::read_to_string(pg_paths(services, DEBIAN_PG).port)
-        .context("PostgreSQL's port file (the replica starts after it)")?
-        .trim()
-        .parse()
-        .context("PostgreSQL's port file")?;
-    let r = paths(services);
-    let port = match running_port(&r.data.join("postmaster.pid"), &r.port) {
-        Some(port) => {
-            eprintln!("PostgreSQL replica already running on port {port}");
-            port
-        }
-        None => start(&bin, &r, primary_port)?,
-    };
-    Ok(vec![
-        (
-            "ZEROSCALE_TEST_POSTGRES_REPLICA_URL".to_owned(),
+    let mut vars = Vec::new();
+    for replica in REPLICAS {
+        let primary = replica.primary;
+        let bin = if primary.name == DEBIAN_PG.name {
+            debian_pg_bin().context("Debian's PostgreSQL binaries are missing")?
+        } else {
+            pgvector_install(services).join("bin")
+        };
+        let primary_port: u16 = std::fs::read_to_string(pg_paths(services, primary).port)
+            .with_context(|| {
+                format!(
+                    "{}'s port file (the replica starts after it)",
+                    primary.label
+                )
+            })?
+            .trim()
+            .parse()
+            .with_context(|| format!("{}'s port file", primary.label))?;
+        let r = paths(services, primary);
+        let port = match running_port(&r.data.join("postmaster.pid"), &r.port) {
+            Some(port) => {
+                eprintln!("{} replica already running on port {port}", primary.label);
+                port
+            }
+            None => start(&bin, &r, primary, primary_port)?,
+        };
+        vars.push((
+            replica.url_env.to_owned(),
             format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-        ),
-        (
-            "ZEROSCALE_TEST_POSTGRES_REPLICA_CTL".to_owned(),
+        ));
+        vars.push((
+            replica.ctl_env.to_owned(),
             ctl_script(&bin, &r)?.display().to_string(),
-        ),
-    ])
+        ));
+    }
+    Ok(vars)
 }
 
-fn start(bin: &Path, r: &ReplicaPaths, primary_port: u16) -> Result<u16> {
+fn start(bin: &Path, r: &ReplicaPaths, primary: PgService, primary_port: u16) -> Result<u16> {
     let _ = std::fs::remove_dir_all(&r.dir);
     std::fs::create_dir_all(&r.dir)?;
     if is_root() {
@@ -78,7 +115,7 @@ fn start(bin: &Path, r: &ReplicaPaths, primary_port: u16) -> Result<u16> {
         .arg(&r.data)
         .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"])
         .stdout(Stdio::null()))
-    .context("pg_basebackup from the primary failed")?;
+    .with_context(|| format!("pg_basebackup from {} failed", primary.label))?;
     let port = free_port()?;
     // In the config file rather than on pg_ctl's command line, so the tests' `ctl.sh
     // start` brings it back on the same port. A hot standby needs max_connections at
@@ -105,12 +142,16 @@ fn start(bin: &Path, r: &ReplicaPaths, primary_port: u16) -> Result<u16> {
     }
     if !wait_until(READY_TIMEOUT, || port_open(port)) {
         bail!(
-            "the PostgreSQL replica does not accept connections on port {port}\n{}",
+            "the {} replica does not accept connections on port {port}\n{}",
+            primary.label,
             tail(&r.log, 30)
         );
     }
     std::fs::write(&r.port, port.to_string())?;
-    eprintln!("PostgreSQL replica (streaming from port {primary_port}) running on port {port}");
+    eprintln!(
+        "{} replica (streaming from port {primary_port}) running on port {port}",
+        primary.label
+    );
     Ok(port)
 }
 
@@ -146,8 +187,10 @@ fn ctl_script(bin: &Path, r: &ReplicaPaths) -> Result<PathBuf> {
 }
 
 pub(super) fn replica_down(services: &Path) {
-    super::stop_by_pid_file(
-        "PostgreSQL replica",
-        &paths(services).data.join("postmaster.pid"),
-    );
+    for replica in REPLICAS {
+        super::stop_by_pid_file(
+            &format!("{} replica", replica.primary.label),
+            &paths(services, replica.primary).data.join("postmaster.pid"),
+        );
+    }
 }

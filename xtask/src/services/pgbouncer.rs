@@ -1,6 +1,7 @@
 //! Stage 4's PgBouncer (Debian's 1.18) in front of Debian's PostgreSQL, twice: in session
 //! mode (what zeroscale supports) and in transaction mode (which the tests prove it
-//! refuses with a clear error; docs/database.md says why). Each pools at most 20 server
+//! refuses with a clear error; docs/database.md says why); and in session mode in front of
+//! the pgvector server, which the e2e suite's stage 4 goes through. Each pools at most 20 server
 //! connections and accepts 1,000 clients, runs as the `postgres` user (PgBouncer refuses
 //! root) from its own folder, with trust authentication on loopback like the server.
 
@@ -9,30 +10,49 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::postgres::{DEBIAN_PG, as_postgres, pg_paths, postgres_home};
+use super::postgres::{DEBIAN_PG, PGVECTOR_PG, PgService, as_postgres, pg_paths, postgres_home};
 use super::{READY_TIMEOUT, running_port};
 use crate::util::{apt_install, free_port, is_root, port_open, run, tail, wait_until, which};
 
-/// The pool modes started, with the env var naming each one's URL.
-const MODES: [(&str, &str); 2] = [
-    ("session", "ZEROSCALE_TEST_PGBOUNCER_URL"),
-    ("transaction", "ZEROSCALE_TEST_PGBOUNCER_TXN_URL"),
+/// One PgBouncer: in front of which server, its pool mode, the env var naming its URL,
+/// and its folder's name.
+struct Bouncer {
+    server: PgService,
+    mode: &'static str,
+    env: &'static str,
+    folder: &'static str,
+}
+
+const BOUNCERS: [Bouncer; 3] = [
+    Bouncer {
+        server: DEBIAN_PG,
+        mode: "session",
+        env: "ZEROSCALE_TEST_PGBOUNCER_URL",
+        folder: "pgbouncer-session",
+    },
+    Bouncer {
+        server: DEBIAN_PG,
+        mode: "transaction",
+        env: "ZEROSCALE_TEST_PGBOUNCER_TXN_URL",
+        folder: "pgbouncer-transaction",
+    },
+    Bouncer {
+        server: PGVECTOR_PG,
+        mode: "session",
+        env: "ZEROSCALE_TEST_PGVECTOR_PGBOUNCER_URL",
+        folder: "pgbouncer-pgvector-session",
+    },
 ];
 
 /// Server connections per database and user: the pool the tests squeeze 200 clients
 /// through.
 pub(crate) const POOL_SIZE: u32 = 20;
 
-fn folder(services: &Path, mode: &str) -> std::path::PathBuf {
-    postgres_home(services).join(format!("pgbouncer-{mode}"))
+fn folder(services: &Path, bouncer: &Bouncer) -> std::path::PathBuf {
+    postgres_home(services).join(bouncer.folder)
 }
 
 pub(super) fn pgbouncer_up(services: &Path) -> Result<Vec<(String, String)>> {
-    let pg_port: u16 = std::fs::read_to_string(pg_paths(services, DEBIAN_PG).port)
-        .context("PostgreSQL's port file (PgBouncer starts after it)")?
-        .trim()
-        .parse()
-        .context("PostgreSQL's port file")?;
     let binary = match which("pgbouncer") {
         Some(binary) => binary,
         None => {
@@ -41,17 +61,27 @@ pub(super) fn pgbouncer_up(services: &Path) -> Result<Vec<(String, String)>> {
         }
     };
     let mut vars = Vec::new();
-    for (mode, env) in MODES {
-        let dir = folder(services, mode);
+    for bouncer in &BOUNCERS {
+        let label = bouncer.server.label;
+        let pg_port: u16 = std::fs::read_to_string(pg_paths(services, bouncer.server).port)
+            .with_context(|| format!("{label}'s port file (PgBouncer starts after it)"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{label}'s port file"))?;
+        let dir = folder(services, bouncer);
+        let mode = bouncer.mode;
         let port = match running_port(&dir.join("pgbouncer.pid"), &dir.join("port")) {
             Some(port) => {
-                eprintln!("PgBouncer ({mode} mode) already running on port {port}");
+                eprintln!("PgBouncer ({mode} mode, {label}) already running on port {port}");
                 port
             }
-            None => start(&binary, &dir, mode, pg_port)?,
+            None => {
+                eprintln!("starting PgBouncer ({mode} mode) in front of {label}");
+                start(&binary, &dir, mode, pg_port)?
+            }
         };
         vars.push((
-            env.to_owned(),
+            bouncer.env.to_owned(),
             format!("postgres://postgres@127.0.0.1:{port}/postgres"),
         ));
     }
@@ -93,12 +123,15 @@ fn start(binary: &Path, dir: &Path, mode: &str, pg_port: u16) -> Result<u16> {
     Ok(port)
 }
 
-/// Stops both.
+/// Stops them all.
 pub(super) fn pgbouncer_down(services: &Path) {
-    for (mode, _) in MODES {
+    for bouncer in &BOUNCERS {
         super::stop_by_pid_file(
-            &format!("PgBouncer ({mode} mode)"),
-            &folder(services, mode).join("pgbouncer.pid"),
+            &format!(
+                "PgBouncer ({} mode, {})",
+                bouncer.mode, bouncer.server.label
+            ),
+            &folder(services, bouncer).join("pgbouncer.pid"),
         );
     }
 }

@@ -18,7 +18,7 @@ use crate::util::{
 #[derive(Clone, Copy)]
 pub(super) struct PgService {
     /// Folder name and log label.
-    name: &'static str,
+    pub(super) name: &'static str,
     /// What the logs call it.
     pub(super) label: &'static str,
     /// The env var with its URL.

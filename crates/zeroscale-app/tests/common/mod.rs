@@ -174,12 +174,29 @@ impl Server {
     /// `/readyz` as an admin sees it (each check's backend and detail); the admin is
     /// made with `zeroscale users create-admin` on first use.
     pub async fn readyz_detail(&self) -> (u16, serde_json::Value) {
-        let token = self
-            .admin
-            .get_or_init(|| admin_token(self, self.command(), "readyz-admin"))
-            .await;
+        let token = self.admin_session().await;
         self.call(reqwest::Method::GET, "/readyz", Some(token), None)
             .await
+    }
+
+    /// An admin's session token (the admin `readyz-admin`, made on first use).
+    pub async fn admin_session(&self) -> &str {
+        self.admin
+            .get_or_init(|| admin_token(self, self.command(), "readyz-admin"))
+            .await
+    }
+
+    /// The `/metrics` text, read with [`Server::admin_session`].
+    pub async fn metrics_text(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(self.admin_session().await)
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.expect("the /metrics body")
     }
 
     /// GET `path` without credentials: status and JSON body.

@@ -153,8 +153,9 @@ impl Drop for Deployment {
 pub(crate) enum Db {
     Sqlite,
     Postgres,
-    /// PostgreSQL with the pgvector extension, searching with it.
-    Pgvector,
+    /// Stage 4's database: PostgreSQL with pgvector (searching with it), reached through
+    /// PgBouncer in session mode, its streaming replica serving the stale-tolerant reads.
+    PgvectorPooledWithReplica,
     /// MongoDB (the test server), schema steps applied at startup.
     Mongodb,
 }
@@ -178,6 +179,8 @@ pub(crate) struct Engines {
     model: String,
     /// The database's URL and `database.kind`; `None` for the stage's SQLite file.
     database: Option<(String, &'static str)>,
+    /// The read replicas' URLs.
+    replicas: Vec<String>,
     redis: Option<Redis>,
     s3: Option<(String, String)>,
 }
@@ -195,17 +198,27 @@ async fn engines(name: &str, db: Db, store: Store, jobs: Jobs) -> Option<Engines
         "the local model (`cargo xtask models fetch`)",
     )?;
     let label = format!("e2e_{}", name.replace('-', "_"));
+    let mut replicas = Vec::new();
     let database = match db {
         Db::Postgres => Some((fresh_postgres(&label).await?, "postgres")),
-        Db::Pgvector => Some((
-            common::fresh_database(
+        Db::PgvectorPooledWithReplica => {
+            let primary = common::fresh_database(
                 "ZEROSCALE_TEST_PGVECTOR_URL",
                 "PostgreSQL with pgvector",
                 &label,
             )
-            .await?,
-            "postgres",
-        )),
+            .await?;
+            let bouncer = require_service(
+                "ZEROSCALE_TEST_PGVECTOR_PGBOUNCER_URL",
+                "PgBouncer in front of PostgreSQL with pgvector (`cargo xtask services up --stage4`)",
+            )?;
+            let replica = require_service(
+                "ZEROSCALE_TEST_PGVECTOR_REPLICA_URL",
+                "the replica of PostgreSQL with pgvector (`cargo xtask services up --stage4`)",
+            )?;
+            replicas.push(same_database(&replica, &primary));
+            Some((same_database(&bouncer, &primary), "postgres"))
+        }
         Db::Mongodb => Some((common::fresh_mongodb(&label)?, "mongodb")),
         Db::Sqlite => None,
     };
@@ -230,9 +243,22 @@ async fn engines(name: &str, db: Db, store: Store, jobs: Jobs) -> Option<Engines
     Some(Engines {
         model,
         database,
+        replicas,
         redis,
         s3,
     })
+}
+
+/// `database_url`'s database on the server `server_url` names (another way to the same
+/// data: a pooler, a replica).
+fn same_database(server_url: &str, database_url: &str) -> String {
+    let mut url = url::Url::parse(server_url).expect("a server URL");
+    url.set_path(
+        url::Url::parse(database_url)
+            .expect("a database URL")
+            .path(),
+    );
+    url.to_string()
 }
 
 /// Starts a deployment from `profile` (a stage file), with engines swapped in by the
@@ -268,12 +294,23 @@ pub(crate) async fn deploy(
         env.push(("DATABASE_URL".into(), url.clone()));
         env.push(("ZEROSCALE_DATABASE__KIND".into(), (*kind).into()));
     }
-    if db == Db::Pgvector {
+    if db == Db::PgvectorPooledWithReplica {
         // Stage 4's vector search: fail, rather than fall back, if pgvector is missing.
         env.push((
             "ZEROSCALE_DATABASE__VECTOR_SEARCH".into(),
             "pgvector".into(),
         ));
+    }
+    if !engines.replicas.is_empty() {
+        let list: Vec<String> = engines.replicas.iter().map(|r| format!("{r:?}")).collect();
+        env.push((
+            "ZEROSCALE_DATABASE__REPLICAS".into(),
+            format!("[{}]", list.join(", ")),
+        ));
+        // Through PgBouncer in session mode every pooled connection holds one of its 20
+        // server connections: the server's and the worker's pools (and `migrate up`) must
+        // fit in them together (docs/database.md#pgbouncer).
+        env.push(("ZEROSCALE_DATABASE__MAX_CONNECTIONS".into(), "8".into()));
     }
     if let Some(redis) = &engines.redis {
         match redis {

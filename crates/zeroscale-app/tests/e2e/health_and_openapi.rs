@@ -1,5 +1,8 @@
 //! The `health_and_openapi` section of the e2e suite.
 
+use reqwest::Method;
+use serde_json::json;
+
 use crate::harness::*;
 
 pub(crate) async fn run(d: &Deployment) {
@@ -30,10 +33,13 @@ pub(crate) async fn run(d: &Deployment) {
     assert_eq!(database["ok"], true, "{database}");
     let engine = match d.db {
         Db::Sqlite => "sqlite",
-        Db::Postgres | Db::Pgvector => "postgres",
+        Db::Postgres | Db::PgvectorPooledWithReplica => "postgres",
         Db::Mongodb => "mongodb",
     };
     assert_eq!(database["backend"], engine, "[{}] {database}", d.name);
+    if d.db == Db::PgvectorPooledWithReplica {
+        replica_serves(d).await;
+    }
     assert_eq!(body["checks"]["model.flaky"]["ok"], true);
     let (status, doc) = d.server.get("/openapi.json").await;
     assert_eq!(status, 200);
@@ -82,4 +88,52 @@ pub(crate) async fn run(d: &Deployment) {
             );
         }
     }
+}
+
+/// Stage 4: the replica shows in the readiness detail and, once it has caught up with the
+/// new database, serves a user's stale-tolerant read (a job history) as `/metrics` counts.
+async fn replica_serves(d: &Deployment) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, body) = d.server.readyz_detail().await;
+        let detail = body["checks"]["database"].to_string();
+        assert!(detail.contains("read replicas: "), "[{}] {detail}", d.name);
+        if detail.contains("serving reads") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "[{}] the replica never served: {detail}",
+            d.name
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Registering and logging in are not a signed-in user's writes: the reader has no
+    // read-your-writes mark, so its history read may go to the replica.
+    let (status, body) = call(
+        d,
+        Method::POST,
+        "/v1/auth/register",
+        None,
+        Some(json!({"username": "reader", "password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let reader = crate::common::login(&d.server, "reader", "correct horse battery").await;
+    d.secret(reader.clone());
+    let series = r#"zeroscale_db_stale_reads_total{target="replica"}"#;
+    let on_replica = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = on_replica(&d.server.metrics_text().await);
+    let (status, body) = call(d, Method::GET, "/v1/jobs", Some(&reader), None).await;
+    assert_eq!(status, 200, "{body}");
+    let after = on_replica(&d.server.metrics_text().await);
+    assert!(
+        after > before,
+        "[{}] the history read did not go to the replica ({series}: {before} then {after})",
+        d.name
+    );
 }

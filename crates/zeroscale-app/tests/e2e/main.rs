@@ -12,7 +12,9 @@
 //! - mixed stages: PostgreSQL + local FS + memory queue; PostgreSQL + local FS +
 //!   the queue in PostgreSQL, with a separate worker process; SQLite + local FS + Redis;
 //! - stage 4: `config/stage4-scale.toml` (stage 3 with pgvector doing the vector
-//!   search, and a Redis Cluster of 3 masters and 3 replicas for the queue);
+//!   search, reached through PgBouncer in session mode with its streaming replica
+//!   serving the stale-tolerant reads, and a Redis Cluster of 3 masters and 3 replicas
+//!   for the queue);
 //! - MongoDB + local FS + memory queue.
 //!
 //! Every stage gets the same test overlay (`overlay.toml`): two image model ids whose
@@ -166,12 +168,13 @@ stages! {
         jobs: Jobs::Redis,
         workers: 1,
     };
-    // Stage 4: vector search inside PostgreSQL (pgvector, HNSW), the queue, the fan-out
+    // Stage 4: vector search inside PostgreSQL (pgvector, HNSW) through PgBouncer (session
+    // mode) with a streaming replica for the stale-tolerant reads; the queue, the fan-out
     // and the rate limits on a Redis Cluster, enqueues confirmed by a replica.
     stage4: Stage {
         name: "stage4",
         profile: Some("stage4-scale"),
-        db: Db::Pgvector,
+        db: Db::PgvectorPooledWithReplica,
         store: Store::S3,
         jobs: Jobs::RedisCluster,
         workers: 1,
