@@ -18,6 +18,7 @@ mod http_s3;
 mod measure;
 mod queue;
 mod queue_db;
+mod replica;
 mod report;
 mod search;
 mod storage;
@@ -109,7 +110,11 @@ async fn run() -> anyhow::Result<ExitCode> {
         progress.set_message(format!("{concern} on {}", report::machine()));
         let more = match concern.as_str() {
             "storage" => storage::run(plan, &scratch.join("storage")).await?,
-            "database" => database::run(plan, &scratch.join("database")).await?,
+            "database" => {
+                let mut figures = database::run(plan, &scratch.join("database")).await?;
+                figures.extend(replica::run(plan).await?);
+                figures
+            }
             "queue" => queue::run(plan).await?,
             "http" => http::run(plan, &scratch.join("http")).await?,
             "metrics" => http_metrics::run(plan, &scratch.join("metrics")).await?,

@@ -14,17 +14,10 @@ use zeroscale_core::redacted_url;
 /// How long a pooled connection may sit idle before it is pinged at checkout.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 
-pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
-    let url = config.url.expose();
-    if url.is_empty() {
-        return Err(Error::config(
-            "database.url",
-            "no PostgreSQL URL: set `database.url` or `DATABASE_URL` to \
-             postgres://user:password@host:port/database",
-        ));
-    }
-    let location = redacted_url(url);
-    let mut options = ConnectOptions::new(url.clone());
+/// The pool settings of `config` for `url` (the primary's, or a replica's, which then
+/// changes what differs): size, timeouts, when to ping, TLS.
+pub(crate) fn pool_options(url: &str, config: &PostgresConfig) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(config.max_connections)
         .min_connections(config.min_connections.min(config.max_connections))
@@ -46,6 +39,20 @@ pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
             options.map_sqlx_postgres_opts(|o| o.ssl_mode(PgSslMode::VerifyFull));
         }
     }
+    options
+}
+
+pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
+    let url = config.url.expose();
+    if url.is_empty() {
+        return Err(Error::config(
+            "database.url",
+            "no PostgreSQL URL: set `database.url` or `DATABASE_URL` to \
+             postgres://user:password@host:port/database",
+        ));
+    }
+    let location = redacted_url(url);
+    let options = pool_options(url, config);
     let conn = Database::connect(options).await.map_err(|e| {
         if crate::error::login_refused(&e) {
             // Not retried: no amount of waiting fixes a wrong password or a missing role.

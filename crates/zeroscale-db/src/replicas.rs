@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use zeroscale_core::config::PostgresConfig;
 use zeroscale_core::metrics as m;
 use zeroscale_core::redacted_url;
@@ -166,15 +166,14 @@ impl Replicas {
         let mut replicas = Vec::new();
         for url in &config.replicas {
             let url = url.expose();
-            let mut options = ConnectOptions::new(url.clone());
+            // The primary's settings (pings, TLS), but none opened at start-up (a replica
+            // down then does not stop the process) and a short wait: a replica that does
+            // not answer is skipped, not waited for.
+            let mut options = crate::postgres::pool_options(url, config);
             options
-                .max_connections(config.max_connections)
                 .min_connections(0)
-                .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-                // A replica that does not answer is skipped, not waited for.
                 .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs.min(1)))
-                .connect_lazy(true)
-                .sqlx_logging(false);
+                .connect_lazy(true);
             let conn = Database::connect(options).await.map_err(|e| {
                 zeroscale_core::Error::config(
                     "database.replicas",

@@ -49,6 +49,33 @@ async fn on_replica(replica: &Db, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql} on the replica: {e}"));
 }
 
+/// Pauses the replica's replay and waits until it has stopped: `pg_wal_replay_pause()` only
+/// asks, and WAL that arrives meanwhile may still be replayed.
+async fn pause_replay(replica: &Db) {
+    use zeroscale_db::testing::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    on_replica(replica, "SELECT pg_wal_replay_pause()").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = zeroscale_db::testing::conn(replica)
+            .query_one_raw(Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT pg_get_wal_replay_pause_state()::text AS state".to_owned(),
+            ))
+            .await
+            .expect("the replay's pause state")
+            .expect("a row");
+        let state: String = row.try_get("", "state").expect("a state");
+        if state == "paused" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replay never paused: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn ctl(script: &str, action: &str) {
     let status = Command::new(script)
         .arg(action)
@@ -112,6 +139,15 @@ async fn stale_reads_follow_the_replica_and_its_lag() {
         status(&db).serving
     })
     .await;
+    // Serving means at most the lag limit behind, not caught up: wait for the first write.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while docs.count(COLLECTION).await.unwrap() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the replica never had the first document"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // 1. Stale-tolerant reads go to the replica, not the primary.
     let (replica_before, primary_before) = (status(&db).reads, db.stale_reads_on_primary());
@@ -129,7 +165,7 @@ async fn stale_reads_follow_the_replica_and_its_lag() {
     assert_eq!(hits.len(), 1);
 
     // 2. Replay paused, below the lag limit: the replica still answers, with what it has.
-    on_replica(&control, "SELECT pg_wal_replay_pause()").await;
+    pause_replay(&control).await;
     docs.insert(doc(2)).await.unwrap();
     let written = Instant::now();
     let stale = docs.count(COLLECTION).await.unwrap();
