@@ -37,8 +37,9 @@ tasks:
                     on 127.0.0.1 (installing them where missing) and write their addresses to
                     target/zeroscale-services/services.env
   services up --stage4
-                    the same and stage 4's engines: a Redis Cluster (3 masters, 3 replicas);
-                    `test`, `faults`, `ci` and `bench` always start them
+                    the same and stage 4's engines: a Redis Cluster (3 masters, 3 replicas),
+                    PgBouncer (session and transaction mode) and a streaming replica of each
+                    PostgreSQL; `test`, `faults`, `ci` and `bench` always start them
   services down     stop the services started by `services up`
   services status   show what is running
   test              services up, run every test of the workspace, services down
