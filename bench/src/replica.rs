@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use zeroscale_core::config::{DatabaseConfig, PostgresConfig, VectorSearch};
-use zeroscale_db::domain::{Domain, NewDocument};
+use zeroscale_db::domain::Domain;
 
 use crate::measure::{Figure, Goal, Plan, Stats};
 use crate::search::{random, unit};
@@ -57,26 +57,7 @@ async fn figures(plan: Plan, url: &str, replica: &str) -> anyhow::Result<Vec<Fig
     let on_primary = crate::search::domain(&primary_only).await?;
     let n = plan.size(5_000, 500);
     let mut next = random(26);
-    let mut ids = Vec::with_capacity(n);
-    for start in (0..n).step_by(500) {
-        let docs = (start..(start + 500).min(n))
-            .map(|i| NewDocument {
-                collection: COLLECTION.into(),
-                content: format!("document {i}"),
-                metadata: json!({"even": i % 2 == 0}),
-                embedding_model: "random-384".into(),
-                vector: unit(&mut next),
-            })
-            .collect();
-        ids.extend(
-            on_primary
-                .documents()
-                .insert_many(docs)
-                .await?
-                .into_iter()
-                .map(|d| d.id),
-        );
-    }
+    let ids = crate::search::insert_random(&on_primary, COLLECTION, n, &mut next).await?;
     let on_replica = crate::search::domain(&with_replica).await?;
     // The replica serves once it has replayed past where the primary was when the
     // process started (the documents included).

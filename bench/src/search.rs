@@ -117,22 +117,41 @@ pub(crate) async fn domain(config: &DatabaseConfig) -> anyhow::Result<Domain> {
     Ok(Domain::new(db, Default::default(), ChatConfig::default()))
 }
 
+/// Inserts `n` documents into `collection`, each a random unit vector from `next` with
+/// metadata `{"even": i % 2 == 0}`, a thousand at a time; their ids.
+pub(crate) async fn insert_random(
+    d: &Domain,
+    collection: &str,
+    n: usize,
+    next: &mut impl FnMut() -> f32,
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(n);
+    for start in (0..n).step_by(1_000) {
+        let docs = (start..(start + 1_000).min(n))
+            .map(|i| NewDocument {
+                collection: collection.into(),
+                content: format!("document {i}"),
+                metadata: json!({"even": i % 2 == 0}),
+                embedding_model: "random-384".into(),
+                vector: unit(next),
+            })
+            .collect();
+        ids.extend(
+            d.documents()
+                .insert_many(docs)
+                .await?
+                .into_iter()
+                .map(|d| d.id),
+        );
+    }
+    Ok(ids)
+}
+
 async fn engine(plan: Plan, label: &str, config: &DatabaseConfig) -> anyhow::Result<Vec<Figure>> {
     let n = plan.size(100_000, 5_000);
     let d = domain(config).await?;
     let mut next = random(2026);
-    for start in (0..n).step_by(1_000) {
-        let docs = (start..(start + 1_000).min(n))
-            .map(|i| NewDocument {
-                collection: COLLECTION.into(),
-                content: format!("document {i}"),
-                metadata: json!({"even": i % 2 == 0}),
-                embedding_model: "random-384".into(),
-                vector: unit(&mut next),
-            })
-            .collect();
-        d.documents().insert_many(docs).await?;
-    }
+    insert_random(&d, COLLECTION, n, &mut next).await?;
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(8);

@@ -22,38 +22,9 @@ fn on(url: &str, name: &str) -> String {
 }
 
 async fn replay(replica: &zeroscale_db::Db, what: &str) {
-    use zeroscale_db::testing::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
-    zeroscale_db::testing::conn(replica)
-        .execute_raw(Statement::from_string(
-            DatabaseBackend::Postgres,
-            format!("SELECT pg_wal_replay_{what}()"),
-        ))
+    zeroscale_db::testing::replica_replay(replica, what == "pause")
         .await
         .unwrap_or_else(|e| panic!("pg_wal_replay_{what}(): {e}"));
-    // A pause is only asked for: wait until replay has stopped.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    if what != "pause" {
-        return;
-    }
-    loop {
-        let row = zeroscale_db::testing::conn(replica)
-            .query_one_raw(Statement::from_string(
-                DatabaseBackend::Postgres,
-                "SELECT pg_get_wal_replay_pause_state()::text AS state".to_owned(),
-            ))
-            .await
-            .expect("the replay's pause state")
-            .expect("a row");
-        let state: String = row.try_get("", "state").expect("a state");
-        if state == "paused" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replay never paused: {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 async fn metrics(server: &Server, admin: &str) -> String {

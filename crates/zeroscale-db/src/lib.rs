@@ -576,6 +576,47 @@ pub mod testing {
         Ok(format!("{base}/{name}"))
     }
 
+    /// Pauses (`pause = true`) or resumes a streaming replica's replay, on a connection
+    /// `replica` to it. A pause is only asked for by `pg_wal_replay_pause()` (WAL that
+    /// arrives meanwhile may still be replayed): this waits, up to 10 s, until the replica
+    /// reports it `paused`.
+    #[cfg(feature = "postgres")]
+    pub async fn replica_replay(replica: &crate::Db, pause: bool) -> zeroscale_core::Result<()> {
+        use sea_orm::ConnectionTrait;
+        let run = |sql: &str| {
+            replica.conn.query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                sql.to_owned(),
+            ))
+        };
+        let what = if pause { "pause" } else { "resume" };
+        run(&format!("SELECT pg_wal_replay_{what}()::text AS done"))
+            .await
+            .map_err(|e| replica.map_err(e))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        if !pause {
+            return Ok(());
+        }
+        loop {
+            let state: String = run("SELECT pg_get_wal_replay_pause_state()::text AS state")
+                .await
+                .map_err(|e| replica.map_err(e))?
+                .map(|row| row.try_get("", "state"))
+                .transpose()
+                .map_err(|e| replica.map_err(e))?
+                .unwrap_or_default();
+            if state == "paused" {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(zeroscale_core::Error::unavailable(format!(
+                    "the replica's replay did not pause within 10 s (state: {state})"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Drops the MongoDB database under `db` (every collection in it).
     #[cfg(feature = "mongodb")]
     pub async fn drop_mongodb_database(db: &crate::Db) -> zeroscale_core::Result<()> {

@@ -24,13 +24,19 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+#[cfg(feature = "postgres")]
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+#[cfg(feature = "postgres")]
+use sea_orm::Database;
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+#[cfg(feature = "postgres")]
 use zeroscale_core::config::PostgresConfig;
 use zeroscale_core::metrics as m;
+#[cfg(feature = "postgres")]
 use zeroscale_core::redacted_url;
 
 tokio::task_local! {
@@ -156,6 +162,7 @@ const MAX_SAMPLES: usize = 4096;
 impl Replicas {
     /// Opens a lazy pool per replica (a replica down at start-up does not stop the
     /// process), checks them once, and starts the checker.
+    #[cfg(feature = "postgres")]
     pub(crate) async fn connect(
         config: &PostgresConfig,
         primary: &DatabaseConnection,

@@ -37,45 +37,6 @@ fn doc(i: usize) -> NewDocument {
     }
 }
 
-/// Runs `sql` on the replica (replay control).
-async fn on_replica(replica: &Db, sql: &str) {
-    use zeroscale_db::testing::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
-    zeroscale_db::testing::conn(replica)
-        .execute_raw(Statement::from_string(
-            DatabaseBackend::Postgres,
-            sql.to_owned(),
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("{sql} on the replica: {e}"));
-}
-
-/// Pauses the replica's replay and waits until it has stopped: `pg_wal_replay_pause()` only
-/// asks, and WAL that arrives meanwhile may still be replayed.
-async fn pause_replay(replica: &Db) {
-    use zeroscale_db::testing::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
-    on_replica(replica, "SELECT pg_wal_replay_pause()").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let row = zeroscale_db::testing::conn(replica)
-            .query_one_raw(Statement::from_string(
-                DatabaseBackend::Postgres,
-                "SELECT pg_get_wal_replay_pause_state()::text AS state".to_owned(),
-            ))
-            .await
-            .expect("the replay's pause state")
-            .expect("a row");
-        let state: String = row.try_get("", "state").expect("a state");
-        if state == "paused" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replay never paused: {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn ctl(script: &str, action: &str) {
     let status = Command::new(script)
         .arg(action)
@@ -116,7 +77,9 @@ async fn stale_reads_follow_the_replica_and_its_lag() {
     let control = common::connect_postgres_with(&replica_base, 1, VectorSearch::Exact)
         .await
         .expect("connect to the replica");
-    on_replica(&control, "SELECT pg_wal_replay_resume()").await;
+    zeroscale_db::testing::replica_replay(&control, false)
+        .await
+        .expect("resume the replay");
 
     let db = Db::connect(&DatabaseConfig::Postgres(PostgresConfig {
         url: test_db.url.clone().expect("a PostgreSQL URL").into(),
@@ -165,7 +128,9 @@ async fn stale_reads_follow_the_replica_and_its_lag() {
     assert_eq!(hits.len(), 1);
 
     // 2. Replay paused, below the lag limit: the replica still answers, with what it has.
-    pause_replay(&control).await;
+    zeroscale_db::testing::replica_replay(&control, true)
+        .await
+        .expect("pause the replay");
     docs.insert(doc(2)).await.unwrap();
     let written = Instant::now();
     let stale = docs.count(COLLECTION).await.unwrap();
@@ -197,7 +162,9 @@ async fn stale_reads_follow_the_replica_and_its_lag() {
     assert_eq!(db.stale_reads_on_primary(), primary_before + 1);
 
     // 4. Resumed: back to the replica once it has caught up.
-    on_replica(&control, "SELECT pg_wal_replay_resume()").await;
+    zeroscale_db::testing::replica_replay(&control, false)
+        .await
+        .expect("resume the replay");
     wait_for("the replica serving again", Duration::from_secs(10), || {
         status(&db).serving
     })
