@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use zeroscale_core::models::{EmbeddingProvider, EmbeddingRequest};
 use zeroscale_core::testing::{cosine, require_service};
-use zeroscale_models::local::LocalEmbeddings;
+use zeroscale_models::local::{LocalEmbeddings, LocalOptions};
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -39,10 +39,40 @@ fn model_dir() -> Option<PathBuf> {
 #[tokio::test]
 async fn matches_sentence_transformers_on_the_fixture() {
     let Some(dir) = model_dir() else { return };
-    let fixture = fixture();
-    assert!(fixture.cases.len() >= 20);
     // A small batch size, so the fixture spans several batches of mixed lengths.
     let provider = LocalEmbeddings::new("local", "all-MiniLM-L6-v2", dir, 7);
+    let worst = check_fixture(&provider, usize::MAX).await;
+    eprintln!("lowest cosine {:.7} for {:?}", worst.0, worst.1);
+}
+
+#[tokio::test]
+async fn every_thread_count_matches_the_fixture() {
+    // The layers are shared out between the threads (heads, feed-forward columns): one
+    // thread, and three, which share 12 heads and the columns unevenly on some CPUs.
+    let Some(dir) = model_dir() else { return };
+    for threads in [1, 3] {
+        let options = LocalOptions {
+            threads,
+            ..LocalOptions::default()
+        };
+        let provider = LocalEmbeddings::with_options("local", "all-MiniLM-L6-v2", &dir, options);
+        // The first dozen sentences (empty to 20 tokens, accents): the test build is
+        // unoptimised, and the whole fixture on one thread takes half a minute.
+        let worst = check_fixture(&provider, 12).await;
+        eprintln!(
+            "{threads} threads: lowest cosine {:.7} for {:?}",
+            worst.0, worst.1
+        );
+    }
+}
+
+/// Embeds the first `cases` fixture sentences with `provider` and checks each vector
+/// against the reference (cosine ≥ 0.9999, unit length) and the token count; returns the
+/// lowest cosine and its sentence.
+async fn check_fixture(provider: &LocalEmbeddings, cases: usize) -> (f64, String) {
+    let mut fixture = fixture();
+    assert!(fixture.cases.len() >= 20);
+    fixture.cases.truncate(cases);
     let inputs: Vec<String> = fixture.cases.iter().map(|c| c.text.clone()).collect();
     let response = provider
         .embed(EmbeddingRequest {
@@ -54,12 +84,12 @@ async fn matches_sentence_transformers_on_the_fixture() {
         .expect("embeds");
     assert_eq!(response.dimensions, 384);
     assert_eq!(response.vectors.len(), fixture.cases.len());
-    let mut worst = (1.0_f64, "");
+    let mut worst = (1.0_f64, String::new());
     for (case, vector) in fixture.cases.iter().zip(&response.vectors) {
         assert_eq!(vector.len(), case.vector.len(), "{:?}", case.text);
         let similarity = cosine(vector, &case.vector);
         if similarity < worst.0 {
-            worst = (similarity, &case.text);
+            worst = (similarity, case.text.clone());
         }
         assert!(
             similarity >= 0.9999,
@@ -75,7 +105,7 @@ async fn matches_sentence_transformers_on_the_fixture() {
     }
     let tokens: u64 = fixture.cases.iter().map(|c| c.tokens).sum();
     assert_eq!(response.usage.prompt_tokens, tokens, "real tokens counted");
-    eprintln!("lowest cosine {:.7} for {:?}", worst.0, worst.1);
+    worst
 }
 
 #[tokio::test]

@@ -146,9 +146,8 @@ struct Worker {
     options: BatchOptions,
     run: Arc<RunBatch>,
     per_text: Arc<Mutex<Duration>>,
-    /// The threads a batch runs on. The batch runs inside the pool (`install`), so the
-    /// kernels' fork-joins are shared by work stealing between threads already awake,
-    /// not handed from this thread to sleeping ones and back.
+    /// The threads a batch runs on: inside the pool (`install`), the encoder runs every
+    /// layer on all of them at once, as lanes (`lanes.rs`).
     pool: rayon::ThreadPool,
 }
 
@@ -163,12 +162,7 @@ impl Worker {
             let started = Instant::now();
             let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
             let count = texts.len();
-            let direct = std::env::var_os("ZS_DIRECT").is_some();
-            match if direct {
-                (self.run)(&texts)
-            } else {
-                self.pool.install(|| (self.run)(&texts))
-            } {
+            match self.pool.install(|| (self.run)(&texts)) {
                 Ok(mut embedded) if embedded.len() == count => {
                     for job in jobs.into_iter().rev() {
                         let mine = embedded.split_off(embedded.len() - job.texts.len());

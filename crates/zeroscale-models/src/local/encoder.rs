@@ -6,6 +6,11 @@
 //!
 //! The element-wise steps (bias, GELU, residual and layer norm) are fused into one pass
 //! over each product's output (`kernels.rs`).
+//!
+//! The layers run on every thread of the provider's pool at once (`lanes.rs`): each lane
+//! computes the queries, keys, values and attention of its share of the heads, then its
+//! share of the feed-forward columns, and the lanes add up their partial outputs twice a
+//! layer, so a forward pass wakes the other threads once, not once per product.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,6 +21,7 @@ use zeroscale_core::{Error, Result};
 
 use super::BACKEND;
 use super::kernels::{self, Activation, Heads, LayerNorm};
+use super::lanes::{Lane, Lanes};
 use super::small::Panels;
 
 /// The fields of a BERT `config.json` the encoder uses.
@@ -48,7 +54,7 @@ fn absolute() -> String {
     "absolute".to_owned()
 }
 
-/// A linear layer: `x · weight + bias`, the weight packed for [`Panels::product`].
+/// A linear layer: `x · weight + bias`, the weight packed for [`Panels::part`].
 #[derive(Debug)]
 struct Linear {
     weight: Panels,
@@ -314,24 +320,64 @@ impl Encoder {
             }
         }
         self.embedding_norm.rows(&mut x);
-        for layer in &self.layers {
-            x = self.layer(layer, &x, lens);
-        }
-        Ok(x)
+        // Every thread of the pool runs the layers as a lane (see `lanes.rs`); all lanes
+        // end with the same rows.
+        let lanes = Lanes::new(rayon::current_num_threads());
+        let mut outputs = rayon::broadcast(|context| {
+            let lane = lanes.lane(context.index());
+            let mut x = x.clone();
+            for layer in &self.layers {
+                x = self.layer(layer, &lane, &x, lens)?;
+            }
+            Some(x)
+        });
+        outputs
+            .swap_remove(0)
+            .ok_or_else(|| Error::backend(BACKEND, "a lane of the forward pass stopped".to_owned()))
     }
 
-    fn layer(&self, layer: &Layer, x: &[f32], lens: &[usize]) -> Vec<f32> {
-        let rows = x.len() / self.hidden;
-        let qkv = layer.qkv.weight.product(x, rows);
-        let context = kernels::attention(&qkv, &layer.qkv.bias, lens, self.heads);
+    /// One layer, this lane's share: the queries, keys and values of its heads and their
+    /// attention; its heads' part of the attention output (summed with the other lanes');
+    /// its share of the feed-forward columns and their part of the output (summed).
+    fn layer(&self, layer: &Layer, lane: &Lane<'_>, x: &[f32], lens: &[usize]) -> Option<Vec<f32>> {
+        let hidden = self.hidden;
+        let rows = x.len() / hidden;
+        let d = self.heads.size;
+        let own = lane.share(self.heads.count);
+        let cols = own.start * d..own.end * d;
+        let width = cols.len();
+        let mut qkv = vec![0.0f32; rows * 3 * width];
+        for part in 0..3 {
+            let from = part * hidden;
+            layer.qkv.weight.part_into(
+                x,
+                rows,
+                from + cols.start..from + cols.end,
+                0..hidden,
+                &mut qkv,
+                3 * width,
+                part * width,
+            );
+        }
+        let context = kernels::attention(&qkv, &layer.qkv.bias, lens, self.heads, own);
         drop(qkv);
-        let attended = layer.attention_out.weight.product(&context, rows);
+        let partial = layer
+            .attention_out
+            .weight
+            .part(&context, rows, 0..hidden, cols);
+        let attended = lane.sum(partial)?;
         let x = layer
             .attention_norm
             .residual(&attended, &layer.attention_out.bias, x);
-        let up = layer.up.weight.product(&x, rows);
-        let up = kernels::bias_activation(&up, &layer.up.bias, self.activation);
-        let down = layer.down.weight.product(&up, rows);
-        layer.output_norm.residual(&down, &layer.down.bias, &x)
+        // The feed-forward columns, shared out by whole panels.
+        let inter = layer.up.bias.len();
+        let panel = layer.up.weight.width();
+        let panels = lane.share(inter.div_ceil(panel));
+        let share = (panels.start * panel).min(inter)..(panels.end * panel).min(inter);
+        let up = layer.up.weight.part(&x, rows, share.clone(), 0..hidden);
+        let up = kernels::bias_activation(&up, &layer.up.bias[share.clone()], self.activation);
+        let partial = layer.down.weight.part(&up, rows, 0..hidden, share);
+        let down = lane.sum(partial)?;
+        Some(layer.output_norm.residual(&down, &layer.down.bias, &x))
     }
 }

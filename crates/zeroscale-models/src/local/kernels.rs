@@ -5,12 +5,9 @@
 //! CPU has (AVX-512, AVX2/FMA, NEON), chosen at run time: no CPU-specific build.
 //! The matrix products are not here: see `small.rs`.
 
-use pulp::{Arch, Simd, WithSimd};
-use rayon::prelude::*;
+use std::ops::Range;
 
-/// Rows handed to one rayon task by the row-wise kernels: a short sentence is one task,
-/// run by the calling thread without waking another.
-const ROWS_PER_TASK: usize = 32;
+use pulp::{Arch, Simd, WithSimd};
 
 /// `e^x` to within a few ulp, without a libm call so loops over it vectorise.
 /// `x` is clamped to [-87, 88] (the range where `e^x` is a normal `f32`).
@@ -71,13 +68,13 @@ pub(crate) enum Activation {
 
 /// `out[r, c] = act(x[r, c] + bias[c])` for every row of `x` (row length `bias.len()`).
 pub(crate) fn bias_activation(x: &[f32], bias: &[f32], act: Activation) -> Vec<f32> {
-    let width = bias.len();
     let mut out = vec![0.0f32; x.len()];
-    out.par_chunks_mut(width * ROWS_PER_TASK)
-        .zip(x.par_chunks(width * ROWS_PER_TASK))
-        .for_each(|(out, x)| {
-            Arch::new().dispatch(Activate { out, x, bias, act });
-        });
+    Arch::new().dispatch(Activate {
+        out: &mut out,
+        x,
+        bias,
+        act,
+    });
     out
 }
 
@@ -147,30 +144,22 @@ impl LayerNorm {
 
     /// Normalises every row of `x` in place.
     pub(crate) fn rows(&self, x: &mut [f32]) {
-        let width = self.weight.len();
-        x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|rows| {
-            Arch::new().dispatch(Normalise {
-                norm: self,
-                out: rows,
-                add: None,
-            });
+        Arch::new().dispatch(Normalise {
+            norm: self,
+            out: x,
+            add: None,
         });
     }
 
     /// `LayerNorm(x + bias + residual)` row by row: a projection's output joined back to
     /// the stream it branched from.
     pub(crate) fn residual(&self, x: &[f32], bias: &[f32], residual: &[f32]) -> Vec<f32> {
-        let width = self.weight.len();
         let mut out = x.to_vec();
-        out.par_chunks_mut(width * ROWS_PER_TASK)
-            .zip(residual.par_chunks(width * ROWS_PER_TASK))
-            .for_each(|(out, residual)| {
-                Arch::new().dispatch(Normalise {
-                    norm: self,
-                    out,
-                    add: Some((bias, residual)),
-                });
-            });
+        Arch::new().dispatch(Normalise {
+            norm: self,
+            out: &mut out,
+            add: Some((bias, residual)),
+        });
         out
     }
 }
@@ -224,42 +213,41 @@ impl Heads {
     }
 }
 
-/// Self-attention of each sentence over its own tokens. `qkv` holds, per packed row, the
-/// query, key and value projections side by side (before `bias`); `lens` are the
-/// sentences' token counts in row order. Returns the attended rows, heads side by side.
-pub(crate) fn attention(qkv: &[f32], bias: &[f32], lens: &[usize], heads: Heads) -> Vec<f32> {
-    let hidden = heads.hidden();
+/// Self-attention of each sentence over its own tokens, for the heads `own` (a lane's
+/// share). `qkv` holds, per packed row, those heads' queries, then their keys, then their
+/// values (before `bias`, which is the whole layer's: queries, keys, values of every
+/// head); `lens` are the sentences' token counts in row order. Returns the attended rows,
+/// the heads `own` side by side.
+pub(crate) fn attention(
+    qkv: &[f32],
+    bias: &[f32],
+    lens: &[usize],
+    heads: Heads,
+    own: Range<usize>,
+) -> Vec<f32> {
+    let width = own.len() * heads.size;
     let rows: usize = lens.iter().sum();
-    let mut starts = Vec::with_capacity(lens.len());
-    let mut at = 0;
+    let mut out = vec![0.0f32; rows * width];
+    let mut start = 0;
     for &len in lens {
-        starts.push(at);
-        at += len;
-    }
-    let tasks: Vec<(usize, usize)> = (0..lens.len())
-        .flat_map(|s| (0..heads.count).map(move |h| (s, h)))
-        .collect();
-    let outputs: Vec<Vec<f32>> = tasks
-        .par_iter()
-        // At least one sentence's heads per task: a short sentence's are too small to share.
-        .with_min_len(heads.count)
-        .map(|&(s, h)| {
-            Arch::new().dispatch(Head {
+        for h in own.clone() {
+            let values = Arch::new().dispatch(Head {
                 qkv,
                 bias,
-                start: starts[s],
-                len: lens[s],
+                start,
+                len,
                 h,
+                first: own.start,
+                width,
                 heads,
-            })
-        })
-        .collect();
-    let mut out = vec![0.0f32; rows * hidden];
-    for (&(s, h), block) in tasks.iter().zip(&outputs) {
-        for (i, values) in block.chunks_exact(heads.size).enumerate() {
-            let at = (starts[s] + i) * hidden + h * heads.size;
-            out[at..at + heads.size].copy_from_slice(values);
+            });
+            let col = (h - own.start) * heads.size;
+            for (i, values) in values.chunks_exact(heads.size).enumerate() {
+                let at = (start + i) * width + col;
+                out[at..at + heads.size].copy_from_slice(values);
+            }
         }
+        start += len;
     }
     out
 }
@@ -270,7 +258,10 @@ struct Head<'a> {
     bias: &'a [f32],
     start: usize,
     len: usize,
+    /// The head, and the first of the heads in `qkv`, which are `width` columns wide.
     h: usize,
+    first: usize,
+    width: usize,
     heads: Heads,
 }
 
@@ -279,25 +270,33 @@ impl WithSimd for Head<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) -> Vec<f32> {
-        head(
-            self.qkv, self.bias, self.start, self.len, self.h, self.heads,
-        )
+        head(&self)
     }
 }
 
 /// One head of one sentence: `len` rows from `start`; returns `len × heads.size` values.
 #[inline(always)]
-fn head(qkv: &[f32], bias: &[f32], start: usize, len: usize, h: usize, heads: Heads) -> Vec<f32> {
+fn head(at: &Head<'_>) -> Vec<f32> {
+    let &Head {
+        qkv,
+        bias,
+        start,
+        len,
+        h,
+        first,
+        width,
+        heads,
+    } = at;
     let hidden = heads.hidden();
     let d = heads.size;
     let scale = 1.0 / (d as f32).sqrt();
     // Gather this head's queries, keys and values (with their biases) contiguously.
     let gather = |part: usize, factor: f32| -> Vec<f32> {
-        let col = part * hidden + h * d;
-        let b = &bias[col..col + d];
+        let col = part * width + (h - first) * d;
+        let b = &bias[part * hidden + h * d..part * hidden + (h + 1) * d];
         let mut m = Vec::with_capacity(len * d);
         for row in start..start + len {
-            let at = row * 3 * hidden + col;
+            let at = row * 3 * width + col;
             m.extend(qkv[at..at + d].iter().zip(b).map(|(v, b)| (v + b) * factor));
         }
         m
@@ -443,7 +442,7 @@ mod tests {
         let heads = Heads { count: 1, size: 2 };
         let qkv = [0.3, -0.2, 0.5, 0.1, 7.0, -3.0];
         let bias = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0];
-        assert_eq!(attention(&qkv, &bias, &[1], heads), vec![8.0, -2.0]);
+        assert_eq!(attention(&qkv, &bias, &[1], heads, 0..1), vec![8.0, -2.0]);
     }
 
     #[test]
@@ -451,8 +450,29 @@ mod tests {
         // Two sentences of one token each: neither sees the other's value.
         let heads = Heads { count: 1, size: 1 };
         let qkv = [1.0, 1.0, 5.0, 1.0, 1.0, -5.0];
-        let out = attention(&qkv, &[0.0; 3], &[1, 1], heads);
+        let out = attention(&qkv, &[0.0; 3], &[1, 1], heads, 0..1);
         assert_eq!(out, vec![5.0, -5.0]);
+    }
+
+    #[test]
+    fn a_share_of_the_heads_matches_those_heads_of_all() {
+        // Two heads of size 1, one sentence of three tokens; rows are q0 q1 k0 k1 v0 v1.
+        let heads = Heads { count: 2, size: 1 };
+        let all: Vec<f32> = (0..18)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let bias = [0.1, -0.2, 0.3, 0.05, 1.0, -1.0];
+        let whole = attention(&all, &bias, &[3], heads, 0..2);
+        for h in 0..2 {
+            // Only head h's columns: q_h k_h v_h per row.
+            let share: Vec<f32> = all
+                .chunks_exact(6)
+                .flat_map(|row| [row[h], row[2 + h], row[4 + h]])
+                .collect();
+            let got = attention(&share, &bias, &[3], heads, h..h + 1);
+            let want: Vec<f32> = whole.chunks_exact(2).map(|row| row[h]).collect();
+            assert_eq!(got, want, "head {h}");
+        }
     }
 
     #[test]

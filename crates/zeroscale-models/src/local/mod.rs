@@ -14,6 +14,7 @@
 mod batcher;
 mod encoder;
 mod kernels;
+mod lanes;
 mod small;
 
 use std::path::{Path, PathBuf};

@@ -4,17 +4,15 @@
 //! its weight reads stride across pages; here six rows at a time meet one panel read
 //! front to back, so nothing is padded and the weight streams from memory. The SIMD width
 //! is chosen at run time (`pulp`: AVX-512, AVX2/FMA, NEON or scalar), never at build time.
-//! Panels are shared between threads.
+//! Panels are shared between threads: each lane of a forward pass computes its own
+//! columns, or its own share of the inner dimension ([`Panels::part`]).
+
+use std::ops::Range;
 
 use pulp::{Arch, Simd, WithSimd};
-use rayon::prelude::*;
 
 /// Rows computed together against one pass over a panel.
 const ROWS: usize = 6;
-
-/// Tasks per thread a product is split into: a few, so a thread that finishes early
-/// steals work, but few fork-joins.
-const TASKS_PER_THREAD: usize = 2;
 
 /// A `k × n` weight stored as panels of `width` columns (two SIMD vectors of this CPU),
 /// each panel `k × width` row-major and contiguous; the last panel is padded with zeros.
@@ -63,48 +61,94 @@ impl Panels {
         }
     }
 
-    /// `x · w` for `rows` rows of `x`, row-major `rows × n`.
-    pub(crate) fn product(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        self.product_by(x, rows, |panel| Arch::new().dispatch(panel))
+    /// The width of a panel: a share of the columns that starts on a multiple of it
+    /// computes no column twice.
+    pub(crate) fn width(&self) -> usize {
+        self.width
     }
 
-    /// [`Panels::product`] with each panel run by `run` (a SIMD dispatch).
-    fn product_by(&self, x: &[f32], rows: usize, run: impl Fn(Panel<'_>) + Sync) -> Vec<f32> {
-        let (k, n, width) = (self.k, self.n, self.width);
-        debug_assert_eq!(x.len(), rows * k);
-        let panel = k * width;
-        let panels = self.values.len() / panel.max(1);
-        let per_task = panels
-            .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
-            .max(1);
-        let blocks: Vec<Vec<f32>> = self
-            .values
-            .par_chunks(panel * per_task)
-            .map(|panels| {
-                let count = panels.len() / panel;
-                let mut out = vec![0.0f32; count * rows * width];
-                for (w, out) in panels
-                    .chunks_exact(panel)
-                    .zip(out.chunks_exact_mut(rows * width))
-                {
-                    run(Panel { x, rows, k, w, out });
-                }
-                out
-            })
-            .collect();
-        let mut y = vec![0.0f32; rows * n];
-        let mut j = 0;
-        for block in &blocks {
-            for part in block.chunks_exact(rows * width) {
-                let from = j * width;
-                let cols = width.min(n - from);
-                for (r, values) in part.chunks_exact(width).enumerate() {
-                    y[r * n + from..r * n + from + cols].copy_from_slice(&values[..cols]);
-                }
-                j += 1;
+    /// The columns `cols` of `x · w[ks, ..]` on this thread alone: `x` is `rows ×
+    /// ks.len()` (the rows `ks` of the weight are its inner dimension), the result `rows ×
+    /// cols.len()` row-major. A lane of [`super::lanes`] computes its share of a product
+    /// with this: some of the columns, or (with `ks`) a partial sum over some of the
+    /// inner dimension.
+    pub(crate) fn part(
+        &self,
+        x: &[f32],
+        rows: usize,
+        cols: Range<usize>,
+        ks: Range<usize>,
+    ) -> Vec<f32> {
+        let mut y = vec![0.0f32; rows * cols.len()];
+        let stride = cols.len();
+        self.part_into(x, rows, cols, ks, &mut y, stride, 0);
+        y
+    }
+
+    /// [`Panels::part`] written into `y`, whose rows are `stride` wide, from column `at`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn part_into(
+        &self,
+        x: &[f32],
+        rows: usize,
+        cols: Range<usize>,
+        ks: Range<usize>,
+        y: &mut [f32],
+        stride: usize,
+        at: usize,
+    ) {
+        self.part_by(x, rows, cols, ks, y, stride, at, |panel| {
+            Arch::new().dispatch(panel);
+        });
+    }
+
+    /// [`Panels::part_into`] with each panel run by `run` (a SIMD dispatch).
+    #[allow(clippy::too_many_arguments)]
+    fn part_by(
+        &self,
+        x: &[f32],
+        rows: usize,
+        cols: Range<usize>,
+        ks: Range<usize>,
+        y: &mut [f32],
+        stride: usize,
+        at: usize,
+        run: impl Fn(Panel<'_>),
+    ) {
+        let (width, k) = (self.width, ks.len());
+        assert!(
+            cols.end <= self.n && ks.end <= self.k,
+            "a part outside the weight"
+        );
+        assert_eq!(x.len(), rows * k, "the input is not rows × ks");
+        assert!(y.len() >= rows * stride && at + cols.len() <= stride);
+        if cols.is_empty() || rows == 0 {
+            return;
+        }
+        if k == 0 {
+            for row in y.chunks_exact_mut(stride).take(rows) {
+                row[at..at + cols.len()].fill(0.0);
+            }
+            return;
+        }
+        let panel = self.k * width;
+        let mut block = vec![0.0f32; rows * width];
+        for j in cols.start / width..cols.end.div_ceil(width) {
+            let w = &self.values[j * panel + ks.start * width..j * panel + ks.end * width];
+            run(Panel {
+                x,
+                rows,
+                k,
+                w,
+                out: &mut block,
+            });
+            // The columns of this panel inside `cols`, relative to the panel and to `cols`.
+            let (from, to) = ((j * width).max(cols.start), ((j + 1) * width).min(cols.end));
+            let (src, dst) = (from - j * width, at + from - cols.start);
+            for (values, row) in block.chunks_exact(width).zip(y.chunks_exact_mut(stride)) {
+                row[dst..dst + to - from].copy_from_slice(&values[src..src + to - from]);
             }
         }
-        y
     }
 }
 
@@ -183,8 +227,32 @@ mod tests {
         y
     }
 
+    /// The whole product, put together from parts the way lanes compute them: three
+    /// column shares (not on panel boundaries), each the sum of two shares of the inner
+    /// dimension.
+    fn full(panels: &Panels, x: &[f32], rows: usize, run: &dyn Fn(Panel<'_>)) -> Vec<f32> {
+        let (k, n) = (panels.k, panels.n);
+        let mut y = vec![0.0f32; rows * n];
+        let (a, b) = (n / 3, 2 * n / 3 + 1);
+        let split = k / 2;
+        for cols in [0..a, a..b.min(n), b.min(n)..n] {
+            for ks in [0..split, split..k] {
+                let xs: Vec<f32> = x
+                    .chunks_exact(k)
+                    .flat_map(|r| r[ks.clone()].to_vec())
+                    .collect();
+                let mut part = vec![0.0f32; rows * n];
+                panels.part_by(&xs, rows, cols.clone(), ks, &mut part, n, cols.start, run);
+                for (y, p) in y.iter_mut().zip(&part) {
+                    *y += p;
+                }
+            }
+        }
+        y
+    }
+
     #[test]
-    fn equals_the_naive_product_for_every_shape() {
+    fn parts_make_the_naive_product_for_every_shape() {
         let value = |i: usize| ((i * 7919 % 257) as f32 - 128.0) / 64.0;
         for (rows, k, n) in [
             (1, 3, 5),
@@ -205,16 +273,23 @@ mod tests {
                 }
             };
             // What this CPU runs, and every narrower path CI's CPUs may take.
-            check(Panels::pack(&w, n).product(&x, rows), "dispatched");
+            check(
+                full(&Panels::pack(&w, n), &x, rows, &|p| Arch::new().dispatch(p)),
+                "dispatched",
+            );
             let scalar = pulp::Scalar::new();
             check(
-                Panels::pack_width(&w, n, 2).product_by(&x, rows, |p| Simd::vectorize(scalar, p)),
+                full(&Panels::pack_width(&w, n, 2), &x, rows, &|p| {
+                    Simd::vectorize(scalar, p);
+                }),
                 "scalar",
             );
             #[cfg(target_arch = "x86_64")]
             if let Some(v3) = pulp::x86::V3::try_new() {
                 check(
-                    Panels::pack_width(&w, n, 16).product_by(&x, rows, |p| Simd::vectorize(v3, p)),
+                    full(&Panels::pack_width(&w, n, 16), &x, rows, &|p| {
+                        Simd::vectorize(v3, p);
+                    }),
                     "AVX2",
                 );
             }
