@@ -22,7 +22,7 @@ use zeroscale_core::{Error, Result};
 use super::BACKEND;
 use super::kernels::{self, Activation, Heads, LayerNorm};
 use super::lanes::{Lane, Lanes};
-use super::small::Panels;
+use super::small::{Out, Panels};
 
 /// The fields of a BERT `config.json` the encoder uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -349,15 +349,13 @@ impl Encoder {
         let mut qkv = vec![0.0f32; rows * 3 * width];
         for part in 0..3 {
             let from = part * hidden;
-            layer.qkv.weight.part_into(
-                x,
-                rows,
-                from + cols.start..from + cols.end,
-                0..hidden,
-                &mut qkv,
-                3 * width,
-                part * width,
-            );
+            let out = Out {
+                y: &mut qkv,
+                stride: 3 * width,
+                at: part * width,
+            };
+            let columns = from + cols.start..from + cols.end;
+            layer.qkv.weight.part_into(x, (columns, 0..hidden), out);
         }
         let context = kernels::attention(&qkv, &layer.qkv.bias, lens, self.heads, own);
         drop(qkv);

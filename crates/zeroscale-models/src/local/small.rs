@@ -81,50 +81,50 @@ impl Panels {
     ) -> Vec<f32> {
         let mut y = vec![0.0f32; rows * cols.len()];
         let stride = cols.len();
-        self.part_into(x, rows, cols, ks, &mut y, stride, 0);
+        self.part_into(
+            x,
+            (cols, ks),
+            Out {
+                y: &mut y,
+                stride,
+                at: 0,
+            },
+        );
         y
     }
 
-    /// [`Panels::part`] written into `y`, whose rows are `stride` wide, from column `at`.
-    #[allow(clippy::too_many_arguments)]
+    /// [`Panels::part`] of `x` for the columns and inner rows `(cols, ks)`, written into
+    /// `out`; the rows of `x` are as many as `out`'s.
     pub(crate) fn part_into(
         &self,
         x: &[f32],
-        rows: usize,
-        cols: Range<usize>,
-        ks: Range<usize>,
-        y: &mut [f32],
-        stride: usize,
-        at: usize,
+        (cols, ks): (Range<usize>, Range<usize>),
+        out: Out<'_>,
     ) {
-        self.part_by(x, rows, cols, ks, y, stride, at, |panel| {
+        self.part_by(x, (cols, ks), out, |panel| {
             Arch::new().dispatch(panel);
         });
     }
 
     /// [`Panels::part_into`] with each panel run by `run` (a SIMD dispatch).
-    #[allow(clippy::too_many_arguments)]
     fn part_by(
         &self,
         x: &[f32],
-        rows: usize,
-        cols: Range<usize>,
-        ks: Range<usize>,
-        y: &mut [f32],
-        stride: usize,
-        at: usize,
+        (cols, ks): (Range<usize>, Range<usize>),
+        Out { y, stride, at }: Out<'_>,
         run: impl Fn(Panel<'_>),
     ) {
+        if cols.is_empty() {
+            return;
+        }
         let (width, k) = (self.width, ks.len());
+        assert!(at + cols.len() <= stride, "a part wider than its output");
+        let rows = y.len() / stride;
         assert!(
             cols.end <= self.n && ks.end <= self.k,
             "a part outside the weight"
         );
         assert_eq!(x.len(), rows * k, "the input is not rows × ks");
-        assert!(y.len() >= rows * stride && at + cols.len() <= stride);
-        if cols.is_empty() || rows == 0 {
-            return;
-        }
         if k == 0 {
             for row in y.chunks_exact_mut(stride).take(rows) {
                 row[at..at + cols.len()].fill(0.0);
@@ -150,6 +150,14 @@ impl Panels {
             }
         }
     }
+}
+
+/// Where a part of a product goes: `y`, row-major with rows `stride` wide, from column
+/// `at` of each row.
+pub(crate) struct Out<'a> {
+    pub(crate) y: &'a mut [f32],
+    pub(crate) stride: usize,
+    pub(crate) at: usize,
 }
 
 /// One panel's product: `out` (`rows × width`) = `x` (`rows × k`) · `w` (`k × width`).
@@ -242,7 +250,12 @@ mod tests {
                     .flat_map(|r| r[ks.clone()].to_vec())
                     .collect();
                 let mut part = vec![0.0f32; rows * n];
-                panels.part_by(&xs, rows, cols.clone(), ks, &mut part, n, cols.start, run);
+                let out = Out {
+                    y: &mut part,
+                    stride: n,
+                    at: cols.start,
+                };
+                panels.part_by(&xs, (cols.clone(), ks), out, run);
                 for (y, p) in y.iter_mut().zip(&part) {
                     *y += p;
                 }
