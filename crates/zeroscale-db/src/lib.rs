@@ -83,9 +83,10 @@ pub struct Db {
     /// Where the database is, without credentials: a file path or `host:port/db`.
     location: String,
     vectors: VectorBackend,
-    /// One-time pgvector setup (extension, side table, backfill), shared by clones.
+    /// pgvector's options, its one-time setup (extension, side table, backfill) and the
+    /// recall checks of its indexes, shared by clones.
     #[cfg_attr(not(feature = "pgvector"), allow(dead_code))]
-    vector_setup: std::sync::Arc<tokio::sync::OnceCell<VectorSetup>>,
+    pgvector: std::sync::Arc<PgvectorState>,
     /// Fails calls at once while the server is known to be down; shared by clones.
     breaker: std::sync::Arc<breaker::Breaker>,
     /// The MongoDB engine, when the database is MongoDB (then `conn` is disconnected).
@@ -102,6 +103,52 @@ pub(crate) struct VectorSetup {
     /// pgvector ≥ 0.8: `hnsw.iterative_scan` keeps scanning until enough rows pass the
     /// filters. Older versions return at most `hnsw.ef_search` candidates before filtering.
     pub(crate) iterative_scan: bool,
+}
+
+/// pgvector's options and what a pool learned about its server and indexes.
+#[derive(Default)]
+#[cfg_attr(not(feature = "pgvector"), allow(dead_code))]
+pub(crate) struct PgvectorState {
+    /// `database.pgvector`.
+    pub(crate) options: zeroscale_core::config::PgvectorConfig,
+    /// The one-time setup.
+    pub(crate) setup: tokio::sync::OnceCell<VectorSetup>,
+    /// The recall checks, by vector size.
+    pub(crate) checks: std::sync::Mutex<std::collections::HashMap<usize, RecallState>>,
+}
+
+/// Where the recall check of one vector size stands on this pool.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(not(feature = "pgvector"), allow(dead_code))]
+pub(crate) struct RecallState {
+    /// The latest finished check.
+    pub(crate) last: Option<VectorIndexCheck>,
+    /// When the latest check started (`None`: never).
+    pub(crate) started: Option<std::time::Instant>,
+    /// A check is running now.
+    pub(crate) running: bool,
+}
+
+/// What a recall check of pgvector's index found: how many of the exact top 10 the index
+/// gives for a sample of the stored vectors, and so whether searches use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorIndexCheck {
+    /// The vector size (the index covers every collection's vectors of this size).
+    pub dimensions: usize,
+    /// Vectors of this size stored when the check ran.
+    pub vectors: u64,
+    /// Stored vectors used as queries (each searched both ways, itself left out).
+    pub sample: usize,
+    /// The share of the exact top 10 the index found, over the whole sample (1.0 when
+    /// there was nothing to find).
+    pub recall: f64,
+    /// `database.pgvector.min_recall` when the check ran.
+    pub min_recall: f64,
+    /// Whether searches of this size use the index (`recall >= min_recall`) or scan the
+    /// vectors exactly.
+    pub index_answers: bool,
+    /// How long the check took.
+    pub took: std::time::Duration,
 }
 
 impl fmt::Debug for Db {
@@ -373,7 +420,7 @@ impl Db {
             dialect,
             location,
             vectors: VectorBackend::Exact,
-            vector_setup: std::sync::Arc::default(),
+            pgvector: std::sync::Arc::default(),
             breaker: std::sync::Arc::new(breaker::Breaker::new(
                 breaker::BreakerOptions::OFF,
                 String::new(),
@@ -393,7 +440,7 @@ impl Db {
             dialect: Dialect::Sqlite,
             location: mongo.location().to_owned(),
             vectors: VectorBackend::Exact,
-            vector_setup: std::sync::Arc::default(),
+            pgvector: std::sync::Arc::default(),
             breaker: std::sync::Arc::new(breaker::Breaker::new(
                 breaker::BreakerOptions::OFF,
                 String::new(),

@@ -43,6 +43,7 @@ pub(crate) fn pool_options(url: &str, config: &PostgresConfig) -> ConnectOptions
 }
 
 pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
+    config.pgvector.validate()?;
     let url = config.url.expose();
     if url.is_empty() {
         return Err(Error::config(
@@ -83,6 +84,10 @@ pub(crate) async fn connect(config: &PostgresConfig) -> Result<Db> {
         probe_timeout: acquire.max(Duration::from_secs(1)),
     });
     db.vectors = choose_vector_backend(&db, config.vector_search).await?;
+    db.pgvector = std::sync::Arc::new(crate::PgvectorState {
+        options: config.pgvector.clone(),
+        ..Default::default()
+    });
     db.replicas = crate::replicas::Replicas::connect(config, &db.conn).await?;
     Ok(db)
 }

@@ -2,18 +2,20 @@
 //! guarantees, run unchanged against SQLite and PostgreSQL.
 
 mod common;
+#[path = "domain/pgvector.rs"]
+mod pgvector;
 
 use std::sync::Arc;
 
 use serde_json::json;
 use zeroscale_core::Error;
-use zeroscale_core::config::{ChatConfig, VectorSearch};
+use zeroscale_core::config::ChatConfig;
 use zeroscale_core::domain::{ChatRole, GenerationStatus, Role};
 use zeroscale_core::models::{EmbeddingCache, EmbeddingCacheKey};
 use zeroscale_db::VectorBackend;
 use zeroscale_db::domain::{Domain, NewApiKey, NewDocument, NewGeneration, NewMessage, NewUser};
 
-fn chat_config() -> ChatConfig {
+pub(crate) fn chat_config() -> ChatConfig {
     ChatConfig {
         max_messages_per_session: 5,
         ..ChatConfig::default()
@@ -1035,74 +1037,6 @@ async fn domain_suite_postgres_with_pgvector() {
     db.cleanup().await;
 }
 
-/// The same documents searched exactly and through pgvector give the same hits; documents
-/// stored before pgvector was enabled are backfilled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pgvector_matches_exact_search_and_backfills() {
-    let Some(exact) = common::postgres_on(
-        "ZEROSCALE_TEST_PGVECTOR_URL",
-        "PostgreSQL with pgvector",
-        "compare",
-        VectorSearch::Exact,
-    )
-    .await
-    else {
-        return;
-    };
-    assert_eq!(exact.db.vector_backend(), VectorBackend::Exact);
-    let d = exact.domain(chat_config());
-    // 300 pseudo-random 16-dimensional vectors in two collections.
-    let mut next = pseudo_random(42);
-    for i in 0..300 {
-        let vector: Vec<f32> = (0..16).map(|_| next()).collect();
-        d.documents()
-            .insert(NewDocument {
-                collection: if i % 3 == 0 { "b" } else { "a" }.into(),
-                content: format!("doc {i}"),
-                metadata: json!({"parity": i % 2}),
-                embedding_model: "random-16".into(),
-                vector,
-            })
-            .await
-            .unwrap();
-    }
-    let queries: Vec<Vec<f32>> = (0..5).map(|_| (0..16).map(|_| next()).collect()).collect();
-    let vector_db =
-        common::connect_postgres_with(exact.url.as_deref().unwrap(), 4, VectorSearch::Pgvector)
-            .await
-            .unwrap();
-    let pv = Domain::new(vector_db, common::test_auth(), chat_config());
-    for q in &queries {
-        for filter in [None, json!({"parity": 1}).as_object().cloned()] {
-            let want = d
-                .documents()
-                .search("a", q, 10, filter.as_ref())
-                .await
-                .unwrap();
-            let got = pv
-                .documents()
-                .search("a", q, 10, filter.as_ref())
-                .await
-                .unwrap();
-            let ids = |hits: &[zeroscale_core::domain::SearchHit]| {
-                hits.iter()
-                    .map(|h| h.document.content.clone())
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(ids(&got), ids(&want), "pgvector and exact search disagree");
-            for (g, w) in got.iter().zip(&want) {
-                assert!(
-                    (g.score - w.score).abs() < 1e-5,
-                    "{} vs {}",
-                    g.score,
-                    w.score
-                );
-            }
-        }
-    }
-    exact.cleanup().await;
-}
-
 /// The index's answer (no filter) and the table scan's (a filter every document matches)
 /// for `q` on `d`: the same documents in the same order with the same scores.
 async fn index_agrees(d: &Domain, q: &[f32]) -> Vec<String> {
@@ -1194,83 +1128,13 @@ async fn vector_index(d: &Domain) {
 }
 
 /// A deterministic stream of numbers in [-0.5, 0.5).
-fn pseudo_random(mut seed: u64) -> impl FnMut() -> f32 {
+pub(crate) fn pseudo_random(mut seed: u64) -> impl FnMut() -> f32 {
     move || {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
     }
-}
-
-/// Filters that leave few of the index's candidates (a small collection beside a big one,
-/// a rare metadata value) still give exact search's top k: with iterative scan on
-/// pgvector ≥ 0.8, by the exact fallback on older versions (the test engine has 0.6).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pgvector_selective_filters_match_exact_search() {
-    let Some(exact) = common::postgres_on(
-        "ZEROSCALE_TEST_PGVECTOR_URL",
-        "PostgreSQL with pgvector",
-        "selective",
-        VectorSearch::Exact,
-    )
-    .await
-    else {
-        return;
-    };
-    let d = exact.domain(chat_config());
-    let mut next = pseudo_random(7);
-    let doc = |collection: &str, i: usize, vector: Vec<f32>| NewDocument {
-        collection: collection.into(),
-        content: format!("{collection} {i}"),
-        metadata: json!({"rare": i.is_multiple_of(150)}),
-        embedding_model: "random-16".into(),
-        vector,
-    };
-    // 1,500 documents: more than the 1,000 candidates an HNSW scan gives at most.
-    let big: Vec<NewDocument> = (0..1500)
-        .map(|i| doc("big", i, (0..16).map(|_| next()).collect()))
-        .collect();
-    d.documents().insert_many(big).await.unwrap();
-    for i in 0..4 {
-        d.documents()
-            .insert(doc("small", i, (0..16).map(|_| next()).collect()))
-            .await
-            .unwrap();
-    }
-    let vector_db =
-        common::connect_postgres_with(exact.url.as_deref().unwrap(), 4, VectorSearch::Pgvector)
-            .await
-            .unwrap();
-    let pv = Domain::new(vector_db, common::test_auth(), chat_config());
-    let rare = json!({"rare": true}).as_object().cloned();
-    for _ in 0..3 {
-        let q: Vec<f32> = (0..16).map(|_| next()).collect();
-        for (collection, filter, expected) in [("small", None, 4), ("big", rare.as_ref(), 10)] {
-            let want = d
-                .documents()
-                .search(collection, &q, 10, filter)
-                .await
-                .unwrap();
-            let got = pv
-                .documents()
-                .search(collection, &q, 10, filter)
-                .await
-                .unwrap();
-            let ids = |hits: &[zeroscale_core::domain::SearchHit]| {
-                hits.iter()
-                    .map(|h| h.document.content.clone())
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(want.len(), expected);
-            assert_eq!(
-                ids(&got),
-                ids(&want),
-                "{collection}: pgvector and exact disagree"
-            );
-        }
-    }
-    exact.cleanup().await;
 }
 
 async fn expired_sessions_are_refused(db: &zeroscale_db::Db) {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 /// The database engine (`database.kind`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DatabaseConfig {
     /// An SQLite file (the embedded default).
@@ -86,7 +86,7 @@ pub enum PostgresTls {
 }
 
 /// PostgreSQL settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct PostgresConfig {
     /// `postgres://user:password@host:port/db`; `DATABASE_URL` sets it too.
@@ -112,6 +112,8 @@ pub struct PostgresConfig {
     pub auto_migrate: bool,
     /// How documents are searched by vector.
     pub vector_search: VectorSearch,
+    /// pgvector's index and its recall check (when `vector_search` picks pgvector).
+    pub pgvector: PgvectorConfig,
     /// Streaming replicas of this server (`["postgres://…@replica-1:5432/app"]`, same
     /// database): reads that may be a little stale (searches, listings, histories) go to
     /// a healthy one, everything else to `url`. Default empty (every read on `url`). See
@@ -158,6 +160,7 @@ impl Default for PostgresConfig {
             tls: PostgresTls::FromUrl,
             auto_migrate: false,
             vector_search: VectorSearch::Auto,
+            pgvector: PgvectorConfig::default(),
             replicas: Vec::new(),
             max_replica_lag_ms: 2000,
             replica_check_ms: 500,
@@ -166,10 +169,101 @@ impl Default for PostgresConfig {
     }
 }
 
+/// pgvector's HNSW index (`database.pgvector`): how it is built and searched, and the
+/// check that its answers are close enough to the exact ones. See
+/// docs/database.md#vector-search-and-pgvector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct PgvectorConfig {
+    /// Links per vector in the HNSW graph (pgvector's `m`, 2 to 100). More links find
+    /// more of the true neighbours, at the price of a slower build and bigger index.
+    /// Default 16 (pgvector's). A change builds a new index (the old one is dropped).
+    pub m: u32,
+    /// Candidates kept while building the graph (pgvector's `ef_construction`, 4 to
+    /// 1000, at least `2 × m`). Default 64 (pgvector's). A change builds a new index.
+    pub ef_construction: u32,
+    /// Candidates a search takes from the index (`hnsw.ef_search`, 1 to 1000; pgvector's
+    /// own default is 40). Default 1000: the most it gives.
+    pub ef_search: u32,
+    /// Megabytes of memory for building the index (`maintenance_work_mem` for that
+    /// statement). A graph that does not fit is built far more slowly. Default 0: the
+    /// server's setting.
+    pub build_memory_mb: u32,
+    /// The recall check: the share of the exact top 10 the index must find on a sample
+    /// of the stored vectors. Below it, searches scan the vectors exactly instead (with
+    /// a warning in the log) until a later check passes. Default 0.95; 0 turns the check
+    /// off (the index always answers).
+    pub min_recall: f64,
+    /// Stored vectors searched both ways in each recall check. Default 20.
+    pub recall_sample: u32,
+    /// Seconds between two recall checks of a vector size, while this server searches
+    /// it (the first search of each size starts one). Default 3600; 0: only that first
+    /// check.
+    pub recall_check_secs: u64,
+}
+
+impl Default for PgvectorConfig {
+    fn default() -> Self {
+        PgvectorConfig {
+            m: 16,
+            ef_construction: 64,
+            ef_search: 1000,
+            build_memory_mb: 0,
+            min_recall: 0.95,
+            recall_sample: 20,
+            recall_check_secs: 3600,
+        }
+    }
+}
+
+impl PgvectorConfig {
+    /// Checks the ranges pgvector accepts, so a wrong value fails at start-up and not at
+    /// the first search.
+    pub fn validate(&self) -> crate::Result<()> {
+        let range = |key: &str, value: u32, low: u32, high: u32| {
+            if (low..=high).contains(&value) {
+                Ok(())
+            } else {
+                Err(crate::Error::config(
+                    format!("database.pgvector.{key}"),
+                    format!("is {value} but pgvector takes {low} to {high}"),
+                ))
+            }
+        };
+        range("m", self.m, 2, 100)?;
+        range("ef_construction", self.ef_construction, 4, 1000)?;
+        range("ef_search", self.ef_search, 1, 1000)?;
+        if self.ef_construction < 2 * self.m {
+            return Err(crate::Error::config(
+                "database.pgvector.ef_construction",
+                format!(
+                    "is {} but pgvector wants at least twice m ({})",
+                    self.ef_construction,
+                    2 * self.m
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_recall) {
+            return Err(crate::Error::config(
+                "database.pgvector.min_recall",
+                format!("is {} but must be between 0 and 1", self.min_recall),
+            ));
+        }
+        if self.min_recall > 0.0 && self.recall_sample == 0 {
+            return Err(crate::Error::config(
+                "database.pgvector.recall_sample",
+                "must be at least 1 while min_recall is above 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl PostgresConfig {
     /// Checks what serde cannot: a read-your-writes window that covers the lag a replica
-    /// may have and still get reads.
+    /// may have and still get reads; pgvector's ranges.
     pub fn validate(&self) -> crate::Result<()> {
+        self.pgvector.validate()?;
         if self.replicas.is_empty() {
             return Ok(());
         }
@@ -243,5 +337,57 @@ impl Default for MongodbConfig {
             transactions: MongodbTransactions::Auto,
             auto_migrate: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PgvectorConfig;
+
+    #[test]
+    fn pgvector_options_are_checked_against_pgvector_ranges() {
+        assert!(PgvectorConfig::default().validate().is_ok());
+        let bad = [
+            PgvectorConfig {
+                m: 1,
+                ..Default::default()
+            },
+            PgvectorConfig {
+                m: 48,
+                ef_construction: 64,
+                ..Default::default()
+            },
+            PgvectorConfig {
+                ef_search: 0,
+                ..Default::default()
+            },
+            PgvectorConfig {
+                ef_search: 1001,
+                ..Default::default()
+            },
+            PgvectorConfig {
+                min_recall: 1.5,
+                ..Default::default()
+            },
+            PgvectorConfig {
+                recall_sample: 0,
+                ..Default::default()
+            },
+        ];
+        for options in bad {
+            let err = options.validate().unwrap_err();
+            assert!(
+                err.to_string().contains("database.pgvector."),
+                "{err} names no key"
+            );
+        }
+        let heavy = PgvectorConfig {
+            m: 48,
+            ef_construction: 256,
+            min_recall: 0.0,
+            recall_sample: 0,
+            ..Default::default()
+        };
+        assert!(heavy.validate().is_ok());
     }
 }

@@ -268,6 +268,25 @@ impl<'a> Documents<'a> {
             .await
     }
 
+    /// Checks pgvector's index for vectors of `dimensions` now: searches each of a sample of
+    /// the stored vectors through the index and exactly, and from then on searches of that
+    /// size use the index only if it found at least `database.pgvector.min_recall` of the
+    /// exact top 10. `None` when this database does not search through pgvector (every
+    /// other search is exact). Searches start such checks by themselves (at the first
+    /// search of a size, then every `recall_check_secs`): call this to have the verdict
+    /// now, or to see it.
+    pub async fn check_vector_index(
+        &self,
+        dimensions: usize,
+    ) -> Result<Option<crate::VectorIndexCheck>> {
+        #[cfg(feature = "pgvector")]
+        if self.db.vector_backend() == crate::VectorBackend::Pgvector {
+            return crate::pgvector::check(self.db, dimensions).await.map(Some);
+        }
+        let _ = dimensions;
+        Ok(None)
+    }
+
     /// The `k` documents of `collection` most similar to `query` (cosine), best first.
     /// Only documents with the query's dimensions, and whose metadata has every key of
     /// `filter` with an equal value, are considered.
