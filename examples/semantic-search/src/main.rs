@@ -2,11 +2,13 @@
 //! texts with the configured embedding model (all-MiniLM-L6-v2 in-process by default) and
 //! stores them; `search` ranks them by meaning against a query. The database holds the
 //! documents tables only, on SQLite by default (in the data dir) or PostgreSQL by config;
-//! embeddings are cached in it, so adding the same text twice embeds it once.
+//! embeddings are cached in it, so adding the same text twice embeds it once. `check`
+//! says how searches run: exactly, or through pgvector's index, whose recall it checks.
 //!
 //! ```text
 //! semantic-search add notes "the cat sat on the mat" "stock prices fell sharply"
 //! semantic-search search notes "a kitten resting" -k 1
+//! semantic-search check
 //! ```
 //!
 //! Config comes from `config/*.toml` and `SEMSEARCH_*` env vars, like zeroscale's own
@@ -56,6 +58,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Say how searches run: exactly, or through pgvector's index (then check its recall
+    /// on a sample of the stored vectors now).
+    Check,
 }
 
 /// Embeds `texts` with the configured default embedding model.
@@ -119,6 +124,26 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     println!("{score:.3}  {text}");
                 }
+            }
+        }
+        Command::Check => {
+            // The model's vector size: pgvector keeps one index per size.
+            let size = embed(&router, &model, vec!["size".into()]).await?[0].len();
+            match store.documents().check_vector_index(size).await? {
+                None => println!("exact search: every search ranks all stored vectors"),
+                Some(check) => println!(
+                    "pgvector index for {size}-d vectors: found {:.2} of the exact top 10 \
+                     over {} of {} vectors in {:.1} s: {}",
+                    check.recall,
+                    check.sample,
+                    check.vectors,
+                    check.took.as_secs_f64(),
+                    if check.index_answers {
+                        "searches use the index"
+                    } else {
+                        "below min_recall: searches scan exactly"
+                    }
+                ),
             }
         }
     }

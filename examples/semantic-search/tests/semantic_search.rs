@@ -75,6 +75,12 @@ fn add_and_search(dir: &Path, model: &str, env: &[(&str, String)]) {
     // Another collection is separate.
     let other = run(dir, model, env, &["search", "elsewhere", "cat"]);
     assert!(other.is_empty(), "{other}");
+    // Without pgvector there is no index to check.
+    let check = run(dir, model, env, &["check"]);
+    assert_eq!(
+        check.trim(),
+        "exact search: every search ranks all stored vectors"
+    );
 }
 
 fn temp_dir(label: &str) -> std::path::PathBuf {
