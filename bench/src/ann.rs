@@ -263,7 +263,7 @@ async fn measure(plan: Plan, url: &str, set: &Set) -> anyhow::Result<Vec<Figure>
         if check.index_answers {
             "the index answers"
         } else {
-            "exact scans answer"
+            "the in-memory exact index answers"
         }
     );
     let truth: Vec<Vec<usize>> = set

@@ -250,6 +250,12 @@ impl Db {
         &self.location
     }
 
+    /// `database.pgvector` as this pool was opened with (defaults off PostgreSQL).
+    #[cfg_attr(not(feature = "pgvector"), allow(dead_code))]
+    pub(crate) fn pgvector_options(&self) -> &zeroscale_core::config::PgvectorConfig {
+        &self.pgvector.options
+    }
+
     /// The sea-orm connection, for the domain services and migrations (never public: no
     /// engine type crosses this crate's API; tests reach it through [`testing`]).
     ///

@@ -194,6 +194,12 @@ pub struct PgvectorConfig {
     /// a warning in the log) until a later check passes. Default 0.95; 0 turns the check
     /// off (the index always answers).
     pub min_recall: f64,
+    /// How searches without a metadata filter run while the index fails its recall check:
+    /// `memory` (default) from zeroscale's in-memory exact index, as with `vector_search
+    /// = "exact"` (each server holds 4 bytes per dimension per document of the collections
+    /// it searches); `scan`, an exact scan inside PostgreSQL (no memory; time grows with
+    /// the table). Filtered searches always scan.
+    pub fallback: RecallFallback,
     /// Stored vectors searched both ways in each recall check. Default 20.
     pub recall_sample: u32,
     /// Seconds between two recall checks of a vector size, while this server searches
@@ -210,10 +216,26 @@ impl Default for PgvectorConfig {
             ef_search: 1000,
             build_memory_mb: 0,
             min_recall: 0.95,
+            fallback: RecallFallback::Memory,
             recall_sample: 20,
             recall_check_secs: 3600,
         }
     }
+}
+
+/// How searches run while pgvector's index fails its recall check
+/// (`database.pgvector.fallback`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RecallFallback {
+    /// zeroscale's in-memory exact index (the vectors of each searched collection in
+    /// memory, kept in sync with the table).
+    #[default]
+    Memory,
+    /// An exact scan of the vectors inside PostgreSQL.
+    Scan,
 }
 
 impl PgvectorConfig {

@@ -303,9 +303,22 @@ impl<'a> Documents<'a> {
         }
         let dimensions = i32::try_from(query.len())
             .map_err(|_| Error::invalid_input("query vector is too long"))?;
+        let unfiltered = filter.is_none_or(Map::is_empty);
         #[cfg(feature = "pgvector")]
         if self.db.vector_backend() == crate::VectorBackend::Pgvector {
-            let rows = crate::pgvector::search(self.db, collection, query, k, filter).await?;
+            // While the index fails its recall check, searches are exact: from memory
+            // (below) when configured so and there is no filter, else by a scan.
+            let exact = !crate::pgvector::index_answers(self.db, query.len());
+            let in_memory = exact
+                && unfiltered
+                && self.db.pgvector_options().fallback
+                    == zeroscale_core::config::RecallFallback::Memory;
+            if in_memory {
+                let best = self.index.search(self.db, collection, query, k).await?;
+                return self.hits(best).await;
+            }
+            let rows =
+                crate::pgvector::search(self.db, collection, query, k, filter, exact).await?;
             return Ok(rows
                 .into_iter()
                 .map(|(model, score)| SearchHit {
@@ -325,7 +338,7 @@ impl<'a> Documents<'a> {
                 })
                 .collect());
         }
-        if filter.is_none_or(Map::is_empty) {
+        if unfiltered {
             let best = self.index.search(self.db, collection, query, k).await?;
             return self.hits(best).await;
         }

@@ -21,7 +21,7 @@
 
 mod recall;
 
-pub(crate) use recall::check;
+pub(crate) use recall::{check, index_answers};
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -285,14 +285,16 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-/// The top `k` documents of `collection` by cosine similarity, through the HNSW index
-/// (or an exact scan while the index's recall check fails).
+/// The top `k` documents of `collection` by cosine similarity, through the HNSW index,
+/// or by an exact scan when `exact` (the index failed its recall check: see
+/// [`index_answers`]).
 pub(crate) async fn search(
     db: &Db,
     collection: &str,
     query: &[f32],
     k: usize,
     filter: Option<&Map<String, Value>>,
+    exact: bool,
 ) -> Result<Vec<(documents::Model, f32)>> {
     let setup = ensure_setup(db).await?;
     let dims = query.len();
@@ -300,7 +302,7 @@ pub(crate) async fn search(
     let scan = Scan {
         ef_search: db.pgvector.options.ef_search,
         iterative: setup.iterative_scan,
-        exact: !recall::index_answers(db, dims),
+        exact,
     };
     let mut values: Vec<sea_orm::Value> = vec![literal(query).into(), collection.into()];
     let mut conditions = String::new();

@@ -5,8 +5,8 @@
 //! pool checks each index it searches: it takes `recall_sample` stored vectors at random
 //! and searches each (itself left out) through the index and by an exact scan, over every
 //! vector of that size. While the index finds less than `min_recall` of the exact top 10,
-//! searches of that size scan exactly (and the log says so once per check), so a search
-//! never silently returns poor neighbours.
+//! searches of that size are exact (from the in-memory index, or a scan: `fallback`), and
+//! the log says so once per check, so a search never silently returns poor neighbours.
 //!
 //! The first search of a size starts a check in the background and uses the index until
 //! it ends; a search starts another when the last one is `recall_check_secs` old.
@@ -27,7 +27,7 @@ const TOP: usize = 10;
 
 /// Whether searches of `dims`-dimensional vectors use the index now; starts a check in the
 /// background when one is due.
-pub(super) fn index_answers(db: &Db, dims: usize) -> bool {
+pub(crate) fn index_answers(db: &Db, dims: usize) -> bool {
     let options = &db.pgvector.options;
     if options.min_recall <= 0.0 {
         return true;

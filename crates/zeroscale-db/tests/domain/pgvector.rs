@@ -3,7 +3,9 @@
 
 use sea_orm::ConnectionTrait;
 use serde_json::json;
-use zeroscale_core::config::{DatabaseConfig, PgvectorConfig, PostgresConfig, VectorSearch};
+use zeroscale_core::config::{
+    DatabaseConfig, PgvectorConfig, PostgresConfig, RecallFallback, VectorSearch,
+};
 use zeroscale_db::domain::{Domain, NewDocument};
 use zeroscale_db::{Db, VectorBackend};
 
@@ -245,16 +247,29 @@ async fn pgvector_recall_check_keeps_a_poor_index_from_answering() {
     assert!(check.index_answers, "min_recall 0 lets any index answer");
     assert!(misses(&d, &unchecked, &queries).await > 0);
 
-    // Checked: after a failed check every search is exact.
+    // Checked: after a failed check every search is exact, from the in-memory index
+    // (the default) or by a scan inside PostgreSQL.
     let checked = domain(pgvector_db(&url, sparse.clone()).await);
-    let check = checked
-        .documents()
-        .check_vector_index(DIMS)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(check.recall < 0.9 && !check.index_answers, "{check:?}");
-    assert_eq!(misses(&d, &checked, &queries).await, 0);
+    let scanning = domain(
+        pgvector_db(
+            &url,
+            PgvectorConfig {
+                fallback: RecallFallback::Scan,
+                ..sparse.clone()
+            },
+        )
+        .await,
+    );
+    for d2 in [&checked, &scanning] {
+        let check = d2
+            .documents()
+            .check_vector_index(DIMS)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(check.recall < 0.9 && !check.index_answers, "{check:?}");
+        assert_eq!(misses(&d, d2, &queries).await, 0);
+    }
 
     // Nobody asks: the first search starts the check, and searches turn exact after it.
     let background = domain(pgvector_db(&url, sparse.clone()).await);
@@ -302,7 +317,7 @@ async fn pgvector_recall_check_keeps_a_poor_index_from_answering() {
             .unwrap()
             .is_none()
     );
-    for db in [unchecked, checked, background, default] {
+    for db in [unchecked, checked, scanning, background, default] {
         db.db().clone().close().await.unwrap();
     }
     exact.cleanup().await;
