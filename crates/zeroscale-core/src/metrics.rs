@@ -81,7 +81,7 @@ catalogue! {
     DB_REPLICA_UP = "zeroscale_db_replica_up", Gauge, ["replica"],
         "1 when the read replica answered its last check, else 0.";
     PGVECTOR_RECALL = "zeroscale_pgvector_recall", Gauge, ["dimensions"],
-        "The share of the exact top 10 pgvector's HNSW index found at its last recall check, by vector size; below database.pgvector.min_recall, searches of that size scan exactly.";
+        "The share of the exact top 10 pgvector's HNSW index found at its last recall check, by vector size; below database.pgvector.min_recall, searches of that size are exact.";
     QUEUE_JOBS = "zeroscale_queue_jobs", Gauge, ["queue", "state"],
         "Jobs in a queue now, by state: ready, delayed (scheduled or waiting to retry), running, dead. Read when scraped.";
     QUEUE_ENQUEUED = "zeroscale_queue_enqueued_total", Counter, ["queue"],

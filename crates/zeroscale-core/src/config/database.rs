@@ -190,7 +190,7 @@ pub struct PgvectorConfig {
     /// server's setting.
     pub build_memory_mb: u32,
     /// The recall check: the share of the exact top 10 the index must find on a sample
-    /// of the stored vectors. Below it, searches scan the vectors exactly instead (with
+    /// of the stored vectors. Below it, searches are exact instead (see `fallback`; with
     /// a warning in the log) until a later check passes. Default 0.95; 0 turns the check
     /// off (the index always answers).
     pub min_recall: f64,
