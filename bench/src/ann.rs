@@ -222,19 +222,48 @@ pub(crate) async fn run(plan: Plan, admin_url: &str, cache: &Path) -> anyhow::Re
     Ok(figures)
 }
 
+/// The index's options: zeroscale's defaults, or those `ZEROSCALE_BENCH_PGVECTOR` names
+/// (`m=48,ef_construction=256,build_memory_mb=3072`; also `ef_search`), to measure
+/// another build.
+fn index_options() -> anyhow::Result<PgvectorConfig> {
+    let mut options = PgvectorConfig::default();
+    let Ok(spec) = std::env::var("ZEROSCALE_BENCH_PGVECTOR") else {
+        return Ok(options);
+    };
+    for pair in spec.split(',').filter(|p| !p.trim().is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("ZEROSCALE_BENCH_PGVECTOR: `{pair}` is not key=value")
+        })?;
+        let value: u32 = value.trim().parse().map_err(|_| {
+            anyhow::anyhow!("ZEROSCALE_BENCH_PGVECTOR: `{pair}` needs a whole number")
+        })?;
+        match key.trim() {
+            "m" => options.m = value,
+            "ef_construction" => options.ef_construction = value,
+            "ef_search" => options.ef_search = value,
+            "build_memory_mb" => options.build_memory_mb = value,
+            other => anyhow::bail!(
+                "ZEROSCALE_BENCH_PGVECTOR: unknown key `{other}` (m, ef_construction, ef_search, build_memory_mb)"
+            ),
+        }
+    }
+    options.validate()?;
+    Ok(options)
+}
+
 async fn measure(plan: Plan, url: &str, set: &Set) -> anyhow::Result<Vec<Figure>> {
+    let defaults = index_options()?;
     let config = |mode, min_recall| {
         DatabaseConfig::Postgres(PostgresConfig {
             url: url.to_owned().into(),
             vector_search: mode,
             pgvector: PgvectorConfig {
                 min_recall,
-                ..Default::default()
+                ..defaults.clone()
             },
             ..Default::default()
         })
     };
-    let defaults = PgvectorConfig::default();
     // The index alone, and zeroscale's default (the recall check on).
     let hnsw = domain(&config(VectorSearch::Pgvector, 0.0)).await?;
     let checked = domain(&config(VectorSearch::Pgvector, defaults.min_recall)).await?;
